@@ -1,0 +1,21 @@
+/** Every way a crypto boundary can refuse its input. Codes are stable API. */
+export type CryptoErrorCode =
+  | 'BAD_HEX'
+  | 'BAD_LENGTH'
+  | 'BAD_KEY'
+  | 'BAD_SIGNATURE'
+  | 'OPEN_FAILED'
+  | 'IDENTITY_NOT_FOUND'
+  | 'IDENTITY_CORRUPT'
+  | 'IDENTITY_PERMISSIONS'
+  | 'IDENTITY_IO';
+
+export class CryptoError extends Error {
+  readonly code: CryptoErrorCode;
+
+  constructor(code: CryptoErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}

@@ -1,0 +1,33 @@
+export { CryptoError, type CryptoErrorCode } from './errors.js';
+export { assertBytes, concatBytes, fromHex, toHex } from './bytes.js';
+export {
+  ED25519_PUBLIC_BYTES,
+  ED25519_SEED_BYTES,
+  ED25519_SIGNATURE_BYTES,
+  ed25519GenerateSeed,
+  ed25519PublicFromSeed,
+  ed25519Sign,
+  ed25519Signer,
+  ed25519Verify,
+  type Ed25519Signer,
+} from './ed25519.js';
+export {
+  X25519_KEY_BYTES,
+  x25519GeneratePrivate,
+  x25519PublicFromPrivate,
+  x25519SharedSecret,
+} from './x25519.js';
+export { SEAL_OVERHEAD, openSealed, seal } from './sealedbox.js';
+export { publicFromUserNkey, userNkeyFromPublic, userNkeyFromSeed, type UserNkey } from './nkeys.js';
+export {
+  generateIdentity,
+  identityFromFileContent,
+  identityFromSecrets,
+  identityToFile,
+  loadIdentity,
+  loadOrCreateIdentity,
+  saveIdentity,
+  serializeIdentity,
+} from './identity.js';
+export { writeFileAtomic, type WriteAtomicOptions } from './fsutil.js';
+export type { Identity, IdentityFile } from './types.js';

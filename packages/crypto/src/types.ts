@@ -1,0 +1,31 @@
+/**
+ * One Sealbus identity: an Ed25519 pair that signs control-plane requests,
+ * room frames and NATS connects (as the user nkey), and an X25519 pair that
+ * room keys are sealed to. Private fields are secrets: never log them.
+ */
+export interface Identity {
+  /** Ed25519 public key, 32 bytes. */
+  readonly signPub: Uint8Array;
+  /** Ed25519 private seed, 32 bytes (RFC 8032's "private key"). */
+  readonly signSeed: Uint8Array;
+  /** X25519 public key, 32 bytes. */
+  readonly kexPub: Uint8Array;
+  /** X25519 private scalar, 32 bytes. */
+  readonly kexPriv: Uint8Array;
+  /** Lowercase hex of `signPub`: the user's primary key everywhere. */
+  readonly signPubHex: string;
+  /** Lowercase hex of `kexPub`. */
+  readonly kexPubHex: string;
+}
+
+/**
+ * The identity file, an interface other tools read: exactly these fields,
+ * lowercase hex, mode 0600.
+ */
+export interface IdentityFile {
+  version: 1;
+  sign_pub: string;
+  sign_priv: string;
+  kex_pub: string;
+  kex_priv: string;
+}
