@@ -1,0 +1,16 @@
+export type NatsdErrorCode =
+  | 'BINARY_NOT_FOUND'
+  | 'BINARY_TOO_OLD'
+  | 'START_FAILED'
+  | 'READY_TIMEOUT';
+
+/** Failures finding, starting or stopping a nats-server process. */
+export class NatsdError extends Error {
+  readonly code: NatsdErrorCode;
+
+  constructor(code: NatsdErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}

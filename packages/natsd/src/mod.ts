@@ -1,0 +1,18 @@
+export { NatsdError, type NatsdErrorCode } from './errors.js';
+export {
+  MIN_NATS_SERVER_VERSION,
+  natsServerVersion,
+  resolveNatsServerBinary,
+  versionAtLeast,
+  type NatsServerBinary,
+} from './binary.js';
+export { envRef, renderNatsConfig, type EnvRef, type NatsConfigValue } from './config.js';
+export {
+  NatsServerProcess,
+  parseNatsLogLine,
+  reapOrphan,
+  type NatsExit,
+  type NatsLogLevel,
+  type NatsLogLine,
+  type StartOptions,
+} from './process.js';

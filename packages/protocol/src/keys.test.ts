@@ -1,0 +1,62 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ValidationError } from './errors.js';
+import { parseKeyHex, parseSignPubHex } from './keys.js';
+import { newUserSchema, parseOrThrow, userRecordSchema } from './users.js';
+
+const KEY = 'ab'.repeat(32);
+
+test('sign_pub is normalised to lowercase', () => {
+  assert.equal(parseSignPubHex(KEY.toUpperCase()), KEY);
+});
+
+test('bad keys are ValidationErrors naming the field', () => {
+  const table: Array<[string, unknown]> = [
+    ['empty', ''],
+    ['63 chars', KEY.slice(1)],
+    ['65 chars', KEY + 'a'],
+    ['128 chars (a 64-byte key)', KEY + KEY],
+    ['non-hex', 'g' + KEY.slice(1)],
+    ['spaces', ' ' + KEY.slice(1)],
+    ['number', 42],
+    ['null', null],
+  ];
+  for (const [name, input] of table) {
+    assert.throws(
+      () => parseKeyHex(input, 'kex_pub'),
+      (e: unknown) => e instanceof ValidationError && e.field === 'kex_pub' && e.code === 'INVALID',
+      name
+    );
+  }
+});
+
+test('new user schema validates role and handle and normalises keys', () => {
+  const ok = parseOrThrow(newUserSchema, { sign_pub: KEY.toUpperCase(), handle: 'alice', role: 'admin' });
+  assert.equal(ok.sign_pub, KEY);
+  const bad: Array<[unknown, string]> = [
+    [{ sign_pub: KEY, handle: 'alice', role: 'root' }, 'role'],
+    [{ sign_pub: KEY, handle: '', role: 'member' }, 'handle'],
+    [{ sign_pub: KEY, handle: 'a b', role: 'member' }, 'handle'],
+    [{ sign_pub: KEY, handle: 'x'.repeat(65), role: 'member' }, 'handle'],
+    [{ sign_pub: 'zz', handle: 'alice', role: 'member' }, 'sign_pub'],
+    [{ sign_pub: KEY, kex_pub: 'abc', handle: 'alice', role: 'member' }, 'kex_pub'],
+    [{ handle: 'alice', role: 'member' }, 'sign_pub'],
+  ];
+  for (const [input, field] of bad) {
+    assert.throws(() => parseOrThrow(newUserSchema, input), (e: unknown) => e instanceof ValidationError && e.field === field, field);
+  }
+});
+
+test('user record schema round-trips a stored row', () => {
+  const row = {
+    sign_pub: KEY,
+    kex_pub: null,
+    handle: 'bob',
+    role: 'member',
+    status: 'revoked',
+    created_at: '2026-11-23T10:00:00.000Z',
+    revoked_at: '2026-11-23T11:00:00.000Z',
+  };
+  assert.deepEqual(parseOrThrow(userRecordSchema, row), row);
+  assert.throws(() => parseOrThrow(userRecordSchema, { ...row, status: 'deleted' }), ValidationError);
+});

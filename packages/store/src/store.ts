@@ -1,0 +1,182 @@
+import type { JetStreamClient, KV, NatsConnection } from 'nats';
+import type { NewUser, UserRecord } from '@sealbus/protocol';
+import { bucketSpecs, type BucketId, type BucketSpec } from './buckets.js';
+import { StoreError, isStreamNotFound, toStoreError } from './errors.js';
+import type { BucketReplication, OpenStoreOptions, StoreLogger } from './types.js';
+import * as users from './users.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function retryable(err: unknown): boolean {
+  if (err instanceof StoreError) return err.code === 'UNAVAILABLE';
+  return !/permission/i.test((err as Error)?.message ?? '');
+}
+
+/**
+ * Runs `attempt` until it succeeds or the budget is spent. Backoff starts at
+ * 100 ms and caps at 1 s, so a cluster that elects its leader after 3 s is
+ * used within ~1 s of being ready.
+ */
+async function withBootstrapRetry<T>(
+  what: string,
+  deadline: number,
+  logger: StoreLogger | undefined,
+  attempt: () => Promise<T>
+): Promise<T> {
+  for (let n = 1; ; n++) {
+    try {
+      return await attempt();
+    } catch (err) {
+      if (!retryable(err)) throw toStoreError(err, what);
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new StoreError(
+          'UNAVAILABLE',
+          `${what}: JetStream did not answer within the bootstrap budget (${(err as Error).message}); ` +
+            'a cluster needs a quorum of its nodes up',
+          { cause: err }
+        );
+      }
+      logger?.info({ what, attempt: n, error: (err as Error).message }, 'store not ready yet, retrying');
+      await sleep(Math.min(left, 100 * 2 ** Math.min(n - 1, 3)));
+    }
+  }
+}
+
+async function openBucket(
+  boot: JetStreamClient,
+  js: JetStreamClient,
+  spec: BucketSpec,
+  options: OpenStoreOptions,
+  deadline: number
+): Promise<KV> {
+  const replicas = options.replicas ?? 1;
+  return withBootstrapRetry(`open bucket ${spec.name}`, deadline, options.logger, async () => {
+    const jsm = await boot.jetstreamManager(false);
+    try {
+      const info = await jsm.streams.info(`KV_${spec.name}`);
+      if (info.config.num_replicas !== replicas) {
+        options.logger?.warn(
+          { bucket: spec.name, have: info.config.num_replicas, want: replicas },
+          'bucket exists with a different replica count; keeping it as it is'
+        );
+      }
+    } catch (err) {
+      if (!isStreamNotFound(err)) throw err;
+      if (options.bindOnly) {
+        throw new StoreError(
+          'NOT_INITIALIZED',
+          `bucket ${spec.name} does not exist: is this a node whose membershipd has started at least once?`
+        );
+      }
+      await boot.views.kv(spec.name, {
+        history: spec.history,
+        replicas,
+        description: spec.description,
+        ...(spec.ttlMs ? { ttl: spec.ttlMs } : {}),
+      });
+      options.logger?.info({ bucket: spec.name, replicas }, 'created bucket');
+    }
+    // Reads go to the stream leader (no direct get), so a read after a
+    // write on any node sees that write.
+    return js.views.kv(spec.name, { bindOnly: true, allow_direct: false });
+  });
+}
+
+/**
+ * Membership state in JetStream KV. One instance per NATS connection; the
+ * connection stays the caller's to close.
+ */
+export class MembershipStore {
+  readonly replicas: number;
+  readonly #nc: NatsConnection;
+  readonly #buckets: Readonly<Record<BucketId, KV>>;
+  readonly #specs: Readonly<Record<BucketId, BucketSpec>>;
+  readonly #attemptTimeoutMs: number;
+
+  private constructor(
+    nc: NatsConnection,
+    buckets: Record<BucketId, KV>,
+    specs: Record<BucketId, BucketSpec>,
+    replicas: number,
+    attemptTimeoutMs: number
+  ) {
+    this.#nc = nc;
+    this.#buckets = Object.freeze(buckets);
+    this.#specs = specs;
+    this.replicas = replicas;
+    this.#attemptTimeoutMs = attemptTimeoutMs;
+  }
+
+  /**
+   * Opens (creating unless `bindOnly`) every bucket, retrying inside the
+   * bootstrap budget.
+   *
+   * @example
+   * const store = await MembershipStore.open(nc, { replicas: 3 });
+   */
+  static async open(nc: NatsConnection, options: OpenStoreOptions = {}): Promise<MembershipStore> {
+    const attemptTimeoutMs = options.attemptTimeoutMs ?? 2_000;
+    const deadline = Date.now() + (options.bootstrapBudgetMs ?? 30_000);
+    const boot = nc.jetstream({ timeout: attemptTimeoutMs, checkAPI: false });
+    const js = nc.jetstream({ timeout: options.opTimeoutMs ?? 5_000, checkAPI: false });
+    const specs = bucketSpecs(options.nonceTtlMs);
+    const buckets = {} as Record<BucketId, KV>;
+    for (const id of Object.keys(specs) as BucketId[]) {
+      buckets[id] = await openBucket(boot, js, specs[id], options, deadline);
+    }
+    return new MembershipStore(nc, buckets, specs, options.replicas ?? 1, attemptTimeoutMs);
+  }
+
+  /** The raw bucket, for the packages that build on the store (rooms, nonces). */
+  bucket(id: BucketId): KV {
+    return this.#buckets[id];
+  }
+
+  addUser(input: NewUser, now?: Date): Promise<UserRecord> {
+    return users.addUser(this.#buckets.users, input, now);
+  }
+
+  getUser(signPub: string): Promise<UserRecord | null> {
+    return users.getUser(this.#buckets.users, signPub);
+  }
+
+  listUsers(): Promise<UserRecord[]> {
+    return users.listUsers(this.#buckets.users);
+  }
+
+  revokeUser(signPub: string, now?: Date): Promise<{ user: UserRecord; changed: boolean }> {
+    return users.revokeUser(this.#buckets.users, signPub, now);
+  }
+
+  /** True only for a registered, active key. */
+  async isAuthorized(signPub: string): Promise<boolean> {
+    return users.userIsActive(await this.getUser(signPub));
+  }
+
+  async hasActiveAdmin(): Promise<boolean> {
+    return (await this.listUsers()).some((u) => u.role === 'admin' && u.status === 'active');
+  }
+
+  /**
+   * Replication state of a bucket (leader, replicas current/total), with a
+   * short timeout: used by health checks and printed after CLI writes.
+   */
+  async replication(id: BucketId = 'users'): Promise<BucketReplication> {
+    const name = this.#specs[id].name;
+    try {
+      const jsm = await this.#nc.jetstreamManager({ timeout: this.#attemptTimeoutMs, checkAPI: false });
+      const info = await jsm.streams.info(`KV_${name}`);
+      const replicas = info.cluster?.replicas ?? [];
+      return {
+        bucket: name,
+        replicas: info.config.num_replicas,
+        leader: info.cluster?.leader ?? null,
+        current: (info.cluster?.leader ? 1 : 0) + replicas.filter((r) => r.current && !r.offline).length,
+        values: info.state.messages,
+      };
+    } catch (err) {
+      throw toStoreError(err, `status of ${name}`);
+    }
+  }
+}

@@ -1,0 +1,3 @@
+export { freePort, freePorts } from './ports.js';
+export { pidAlive, tempDir, waitFor, type TempDir } from './fs.js';
+export { startNats, type StartNatsOptions, type TestNats } from './nats.js';
