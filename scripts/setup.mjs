@@ -16,7 +16,15 @@
 // the test helpers read.
 
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,7 +34,8 @@ const TOOLS = join(ROOT, '.tools');
 const RECORD = join(TOOLS, 'nats-server.json');
 const MIN = [2, 10, 0];
 const SUITES = (process.env.SEALBUS_DEBIAN_SUITES ?? 'trixie forky').split(/\s+/).filter(Boolean);
-const KEYRING = process.env.SEALBUS_DEBIAN_KEYRING ?? '/usr/share/keyrings/debian-archive-keyring.gpg';
+const KEYRING =
+  process.env.SEALBUS_DEBIAN_KEYRING ?? '/usr/share/keyrings/debian-archive-keyring.gpg';
 
 const log = (msg) => process.stderr.write(`setup: ${msg}\n`);
 
@@ -88,11 +97,16 @@ function installFromDebian() {
   const mirror = debianMirror();
   const sourceList = join(aptDir, 'sources.list');
   const opts = [
-    '-o', `Dir::Etc::SourceList=${sourceList}`,
-    '-o', 'Dir::Etc::SourceParts=-',
-    '-o', `Dir::State::Lists=${lists}`,
-    '-o', `Dir::Cache=${cache}`,
-    '-o', 'Debug::NoLocking=1',
+    '-o',
+    `Dir::Etc::SourceList=${sourceList}`,
+    '-o',
+    'Dir::Etc::SourceParts=-',
+    '-o',
+    `Dir::State::Lists=${lists}`,
+    '-o',
+    `Dir::Cache=${cache}`,
+    '-o',
+    'Debug::NoLocking=1',
     '-q',
   ];
   // As root apt drops to the _apt user for downloads, which cannot write here.
@@ -100,7 +114,9 @@ function installFromDebian() {
   const run = (args, cwd) => {
     const r = spawnSync('apt-get', [...opts, ...args], { cwd, encoding: 'utf8', timeout: 300_000 });
     if (r.status !== 0) {
-      throw new SetupError(`apt-get ${args.join(' ')} failed:\n${(r.stderr || r.stdout || '').trim()}`);
+      throw new SetupError(
+        `apt-get ${args.join(' ')} failed:\n${(r.stderr || r.stdout || '').trim()}`
+      );
     }
     return r.stdout;
   };
@@ -124,7 +140,8 @@ function installFromDebian() {
     tried.push(`${suite}: ${deb ?? 'no package'} is too old`);
     deb = undefined;
   }
-  if (!deb) throw new SetupError(`no nats-server >= ${MIN.join('.')} in Debian:\n  ${tried.join('\n  ')}`);
+  if (!deb)
+    throw new SetupError(`no nats-server >= ${MIN.join('.')} in Debian:\n  ${tried.join('\n  ')}`);
   log(`downloaded ${deb}`);
   const staging = join(TOOLS, `.nats-server.${process.pid}`);
   rmSync(staging, { recursive: true, force: true });
@@ -133,12 +150,18 @@ function installFromDebian() {
   const v = versionOf(bin);
   if (!v) throw new SetupError(`the downloaded nats-server (${deb}) does not run on this machine`);
   if (!atLeast(v.parts, MIN)) {
-    throw new SetupError(`Debian offers nats-server ${v.text}, older than the required ${MIN.join('.')}`);
+    throw new SetupError(
+      `Debian offers nats-server ${v.text}, older than the required ${MIN.join('.')}`
+    );
   }
   const dest = join(TOOLS, `nats-server-${v.text}`);
   rmSync(dest, { recursive: true, force: true });
   renameSync(staging, dest);
-  return { path: join(dest, 'usr', 'sbin', 'nats-server'), version: v.text, source: `debian:${deb}` };
+  return {
+    path: join(dest, 'usr', 'sbin', 'nats-server'),
+    version: v.text,
+    source: `debian:${deb}`,
+  };
 }
 
 function resolveNatsServer() {
@@ -147,7 +170,9 @@ function resolveNatsServer() {
     const v = versionOf(explicit);
     if (!v) throw new SetupError(`NATS_SERVER_BIN=${explicit} does not run (\`--version\` failed)`);
     if (!atLeast(v.parts, MIN)) {
-      throw new SetupError(`NATS_SERVER_BIN=${explicit} is nats-server ${v.text}; ${MIN.join('.')} or newer is required (auth callout)`);
+      throw new SetupError(
+        `NATS_SERVER_BIN=${explicit} is nats-server ${v.text}; ${MIN.join('.')} or newer is required (auth callout)`
+      );
     }
     return { path: resolve(explicit), version: v.text, source: 'NATS_SERVER_BIN' };
   }
@@ -155,7 +180,9 @@ function resolveNatsServer() {
   if (fromPath) {
     const v = usable(fromPath);
     if (v) return { path: fromPath, version: v.text, source: 'PATH' };
-    log(`ignoring ${fromPath}: ${versionOf(fromPath)?.text ?? 'unknown version'} is older than ${MIN.join('.')}`);
+    log(
+      `ignoring ${fromPath}: ${versionOf(fromPath)?.text ?? 'unknown version'} is older than ${MIN.join('.')}`
+    );
   }
   if (existsSync(RECORD)) {
     try {
@@ -189,7 +216,9 @@ try {
 } catch (err) {
   if (err instanceof SetupError) {
     log(`error: ${err.message}`);
-    log('install nats-server >= 2.10 yourself and set NATS_SERVER_BIN=/path/to/nats-server, then run again');
+    log(
+      'install nats-server >= 2.10 yourself and set NATS_SERVER_BIN=/path/to/nats-server, then run again'
+    );
     process.exit(1);
   }
   throw err;

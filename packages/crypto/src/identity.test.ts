@@ -30,9 +30,16 @@ test('identity file has exactly the documented format and mode 0600', () =>
     await saveIdentity(path, id);
     assert.equal((await stat(path)).mode & 0o777, 0o600);
     const json = JSON.parse(await readFile(path, 'utf8'));
-    assert.deepEqual(Object.keys(json), ['version', 'sign_pub', 'sign_priv', 'kex_pub', 'kex_priv']);
+    assert.deepEqual(Object.keys(json), [
+      'version',
+      'sign_pub',
+      'sign_priv',
+      'kex_pub',
+      'kex_priv',
+    ]);
     assert.equal(json.version, 1);
-    for (const k of ['sign_pub', 'sign_priv', 'kex_pub', 'kex_priv']) assert.match(json[k], /^[0-9a-f]{64}$/);
+    for (const k of ['sign_pub', 'sign_priv', 'kex_pub', 'kex_priv'])
+      assert.match(json[k], /^[0-9a-f]{64}$/);
     assert.equal(json.sign_pub, id.signPubHex);
     const back = await loadIdentity(path);
     assert.equal(back.signPubHex, id.signPubHex);
@@ -80,7 +87,11 @@ test('a corrupt file is an error and is left untouched', () =>
       const path = join(dir, `${name}.id`);
       await writeFile(path, content, { mode: 0o600 });
       await assert.rejects(loadIdentity(path), isCode('IDENTITY_CORRUPT'), name);
-      await assert.rejects(loadOrCreateIdentity(path), isCode('IDENTITY_CORRUPT'), `${name} (load-or-create)`);
+      await assert.rejects(
+        loadOrCreateIdentity(path),
+        isCode('IDENTITY_CORRUPT'),
+        `${name} (load-or-create)`
+      );
       assert.equal(await readFile(path, 'utf8'), content, `${name} must not be rewritten`);
     }
   }));
@@ -112,6 +123,8 @@ test('save with createOnly never replaces an existing identity', () =>
     const path = join(dir, 'keep.id');
     const a = generateIdentity();
     await saveIdentity(path, a);
-    await assert.rejects(saveIdentity(path, generateIdentity(), { createOnly: true }), { code: 'EEXIST' });
+    await assert.rejects(saveIdentity(path, generateIdentity(), { createOnly: true }), {
+      code: 'EEXIST',
+    });
     assert.equal((await loadIdentity(path)).signPubHex, a.signPubHex);
   }));

@@ -67,7 +67,8 @@ export function identityFromFileContent(text: string, path = '<identity>'): Iden
   const signPub = field('sign_pub');
   const kexPub = field('kex_pub');
   const id = identityFromSecrets(field('sign_priv'), field('kex_priv'));
-  if (toHex(signPub) !== id.signPubHex) throw corrupt(path, '"sign_pub" does not match "sign_priv"');
+  if (toHex(signPub) !== id.signPubHex)
+    throw corrupt(path, '"sign_pub" does not match "sign_priv"');
   if (toHex(kexPub) !== id.kexPubHex) throw corrupt(path, '"kex_pub" does not match "kex_priv"');
   return id;
 }
@@ -135,7 +136,10 @@ export async function loadOrCreateIdentity(
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
       return { identity: await loadIdentity(path), created: false };
     }
-    throw new CryptoError('IDENTITY_IO', `identity file ${path}: cannot create (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw new CryptoError(
+      'IDENTITY_IO',
+      `identity file ${path}: cannot create (${(err as NodeJS.ErrnoException).code ?? 'error'})`
+    );
   }
   return { identity, created: true };
 }

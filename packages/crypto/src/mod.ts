@@ -18,7 +18,12 @@ export {
   x25519SharedSecret,
 } from './x25519.js';
 export { SEAL_OVERHEAD, openSealed, seal } from './sealedbox.js';
-export { publicFromUserNkey, userNkeyFromPublic, userNkeyFromSeed, type UserNkey } from './nkeys.js';
+export {
+  publicFromUserNkey,
+  userNkeyFromPublic,
+  userNkeyFromSeed,
+  type UserNkey,
+} from './nkeys.js';
 export {
   generateIdentity,
   identityFromFileContent,

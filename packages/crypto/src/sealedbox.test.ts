@@ -45,7 +45,10 @@ test('opening with the wrong key fails', () => {
   const r = keyPair();
   const other = keyPair();
   const box = seal(new Uint8Array(32).fill(7), r.pub);
-  assert.throws(() => openSealed(box, other.pub, other.priv), (e: unknown) => e instanceof CryptoError && e.code === 'OPEN_FAILED');
+  assert.throws(
+    () => openSealed(box, other.pub, other.priv),
+    (e: unknown) => e instanceof CryptoError && e.code === 'OPEN_FAILED'
+  );
   // right private key but the wrong public key in the nonce derivation
   assert.throws(() => openSealed(box, other.pub, r.priv), { code: 'OPEN_FAILED' });
 });
@@ -62,7 +65,11 @@ test('any tampered byte makes the box unopenable', () => {
 
 test('malformed inputs are refused with codes', () => {
   const r = keyPair();
-  assert.throws(() => openSealed(new Uint8Array(SEAL_OVERHEAD - 1), r.pub, r.priv), { code: 'BAD_LENGTH' });
+  assert.throws(() => openSealed(new Uint8Array(SEAL_OVERHEAD - 1), r.pub, r.priv), {
+    code: 'BAD_LENGTH',
+  });
   assert.throws(() => seal(new Uint8Array(1), new Uint8Array(31)), { code: 'BAD_LENGTH' });
-  assert.throws(() => openSealed(new Uint8Array(64), r.pub, new Uint8Array(3)), { code: 'BAD_LENGTH' });
+  assert.throws(() => openSealed(new Uint8Array(64), r.pub, new Uint8Array(3)), {
+    code: 'BAD_LENGTH',
+  });
 });

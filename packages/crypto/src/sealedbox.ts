@@ -23,10 +23,16 @@ function sealNonce(ephemeralPub: Uint8Array, recipientPub: Uint8Array): Uint8Arr
  * const key = openSealed(box, invitee.kexPub, invitee.kexPriv);
  */
 export function seal(message: Uint8Array, recipientPub: Uint8Array): Uint8Array {
-  if (!(message instanceof Uint8Array)) throw new CryptoError('BAD_KEY', 'message: expected Uint8Array');
+  if (!(message instanceof Uint8Array))
+    throw new CryptoError('BAD_KEY', 'message: expected Uint8Array');
   assertBytes(recipientPub, X25519_KEY_BYTES, 'recipient public key');
   const eph = nacl.box.keyPair();
-  const box = nacl.box(message, sealNonce(eph.publicKey, recipientPub), recipientPub, eph.secretKey);
+  const box = nacl.box(
+    message,
+    sealNonce(eph.publicKey, recipientPub),
+    recipientPub,
+    eph.secretKey
+  );
   eph.secretKey.fill(0);
   return concatBytes(eph.publicKey, box);
 }
@@ -49,6 +55,7 @@ export function openSealed(
     ephPub,
     recipientPriv
   );
-  if (opened === null) throw new CryptoError('OPEN_FAILED', 'sealed box: cannot be opened with this key');
+  if (opened === null)
+    throw new CryptoError('OPEN_FAILED', 'sealed box: cannot be opened with this key');
   return opened;
 }

@@ -41,7 +41,10 @@ test('x25519 rejects keys of the wrong length', () => {
     [new Uint8Array(31), new Uint8Array(32)],
     [new Uint8Array(32), new Uint8Array(33)],
   ] as const) {
-    assert.throws(() => x25519SharedSecret(priv, pub), (e: unknown) => e instanceof CryptoError && e.code === 'BAD_LENGTH');
+    assert.throws(
+      () => x25519SharedSecret(priv, pub),
+      (e: unknown) => e instanceof CryptoError && e.code === 'BAD_LENGTH'
+    );
   }
   assert.throws(() => x25519PublicFromPrivate(new Uint8Array(16)), { code: 'BAD_LENGTH' });
 });

@@ -19,7 +19,10 @@ export function natsServerVersion(bin: string): string | null {
   return m?.[1] ?? null;
 }
 
-export function versionAtLeast(version: string, min: readonly number[] = MIN_NATS_SERVER_VERSION): boolean {
+export function versionAtLeast(
+  version: string,
+  min: readonly number[] = MIN_NATS_SERVER_VERSION
+): boolean {
   const parts = version.split('.').map(Number);
   for (let i = 0; i < min.length; i++) {
     const p = parts[i] ?? 0;
@@ -84,7 +87,10 @@ export function resolveNatsServerBinary(bin?: string): NatsServerBinary {
     }
     if (c.explicit) {
       throw version
-        ? new NatsdError('BINARY_TOO_OLD', `${c.path} is nats-server ${version}; ${MIN_NATS_SERVER_VERSION.join('.')} or newer is required`)
+        ? new NatsdError(
+            'BINARY_TOO_OLD',
+            `${c.path} is nats-server ${version}; ${MIN_NATS_SERVER_VERSION.join('.')} or newer is required`
+          )
         : new NatsdError('BINARY_NOT_FOUND', `${c.path} is not a runnable nats-server`);
     }
   }

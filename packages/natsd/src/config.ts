@@ -18,7 +18,8 @@ export interface EnvRef {
 }
 
 export function envRef(name: string): EnvRef {
-  if (!/^[A-Z_][A-Z0-9_]*$/.test(name)) throw new Error(`invalid environment variable name: ${name}`);
+  if (!/^[A-Z_][A-Z0-9_]*$/.test(name))
+    throw new Error(`invalid environment variable name: ${name}`);
   return Object.freeze({ envRef: name });
 }
 
@@ -39,13 +40,17 @@ function render(value: NatsConfigValue, indent: string): string {
     if (value.length === 0) return '[]';
     return `[\n${value.map((v) => inner + render(v, inner)).join('\n')}\n${indent}]`;
   }
-  const entries = Object.entries(value).filter(([, v]) => v !== undefined) as Array<[string, NatsConfigValue]>;
+  const entries = Object.entries(value).filter(([, v]) => v !== undefined) as Array<
+    [string, NatsConfigValue]
+  >;
   if (entries.length === 0) return '{}';
   return `{\n${entries.map(([k, v]) => `${inner}${JSON.stringify(k)}: ${render(v, inner)}`).join('\n')}\n${indent}}`;
 }
 
 /** Renders a top-level config object as nats-server config text. */
 export function renderNatsConfig(config: Record<string, NatsConfigValue | undefined>): string {
-  const entries = Object.entries(config).filter(([, v]) => v !== undefined) as Array<[string, NatsConfigValue]>;
+  const entries = Object.entries(config).filter(([, v]) => v !== undefined) as Array<
+    [string, NatsConfigValue]
+  >;
   return entries.map(([k, v]) => `${JSON.stringify(k)}: ${render(v, '')}`).join('\n') + '\n';
 }

@@ -1,8 +1,5 @@
 export type NatsdErrorCode =
-  | 'BINARY_NOT_FOUND'
-  | 'BINARY_TOO_OLD'
-  | 'START_FAILED'
-  | 'READY_TIMEOUT';
+  'BINARY_NOT_FOUND' | 'BINARY_TOO_OLD' | 'START_FAILED' | 'READY_TIMEOUT';
 
 /** Failures finding, starting or stopping a nats-server process. */
 export class NatsdError extends Error {

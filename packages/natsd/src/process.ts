@@ -46,6 +46,12 @@ export interface StartOptions {
   /** How long to wait for "Server is ready" (default 20 s). */
   readyTimeoutMs?: number;
   onLog?: (line: NatsLogLine) => void;
+  /**
+   * Run the server in its own process group, so a terminal's Ctrl-C (sent to
+   * the whole foreground group) reaches only the supervisor, which then stops
+   * the server in order (after draining its own connection).
+   */
+  detached?: boolean;
 }
 
 const KEEP_LINES = 20;
@@ -76,6 +82,7 @@ export class NatsServerProcess {
     const bin = options.bin ?? resolveNatsServerBinary().path;
     const child = spawn(bin, ['-c', options.configFile], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      detached: options.detached ?? false,
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...options.env },
     });
     const lastLines: string[] = [];
@@ -97,7 +104,9 @@ export class NatsServerProcess {
     await new Promise<void>((resolve, reject) => {
       child.once('spawn', resolve);
       child.once('error', (err) =>
-        reject(new NatsdError('START_FAILED', `cannot start ${bin}: ${err.message}`, { cause: err }))
+        reject(
+          new NatsdError('START_FAILED', `cannot start ${bin}: ${err.message}`, { cause: err })
+        )
       );
     });
     const proc = new NatsServerProcess(child, exited);
@@ -127,12 +136,13 @@ export class NatsServerProcess {
   }
 
   /**
-   * Graceful stop: SIGTERM (nats-server flushes JetStream and exits), then
-   * SIGKILL if it has not exited within `graceMs`.
+   * Graceful stop: SIGINT (nats-server shuts down, flushing JetStream, and
+   * exits 0; SIGTERM does the same but exits 1), then SIGKILL if it has not
+   * exited within `graceMs`.
    */
   async stop(graceMs = 10_000): Promise<NatsExit> {
     if (!this.running) return this.exited;
-    this.#child.kill('SIGTERM');
+    this.#child.kill('SIGINT');
     let timer: NodeJS.Timeout | undefined;
     const timedOut = await Promise.race([
       this.exited.then(() => false),
@@ -150,7 +160,11 @@ export class NatsServerProcess {
  * names `configFile` is touched, so a recycled pid is never killed by mistake.
  * Returns the pid it stopped, if any.
  */
-export async function reapOrphan(pidFile: string, configFile: string, graceMs = 10_000): Promise<number | null> {
+export async function reapOrphan(
+  pidFile: string,
+  configFile: string,
+  graceMs = 10_000
+): Promise<number | null> {
   let pid: number;
   try {
     pid = Number.parseInt((await readFile(pidFile, 'utf8')).trim(), 10);

@@ -31,7 +31,11 @@ test('bad keys are ValidationErrors naming the field', () => {
 });
 
 test('new user schema validates role and handle and normalises keys', () => {
-  const ok = parseOrThrow(newUserSchema, { sign_pub: KEY.toUpperCase(), handle: 'alice', role: 'admin' });
+  const ok = parseOrThrow(newUserSchema, {
+    sign_pub: KEY.toUpperCase(),
+    handle: 'alice',
+    role: 'admin',
+  });
   assert.equal(ok.sign_pub, KEY);
   const bad: Array<[unknown, string]> = [
     [{ sign_pub: KEY, handle: 'alice', role: 'root' }, 'role'],
@@ -43,7 +47,11 @@ test('new user schema validates role and handle and normalises keys', () => {
     [{ handle: 'alice', role: 'member' }, 'sign_pub'],
   ];
   for (const [input, field] of bad) {
-    assert.throws(() => parseOrThrow(newUserSchema, input), (e: unknown) => e instanceof ValidationError && e.field === field, field);
+    assert.throws(
+      () => parseOrThrow(newUserSchema, input),
+      (e: unknown) => e instanceof ValidationError && e.field === field,
+      field
+    );
   }
 });
 
@@ -58,5 +66,8 @@ test('user record schema round-trips a stored row', () => {
     revoked_at: '2026-11-23T11:00:00.000Z',
   };
   assert.deepEqual(parseOrThrow(userRecordSchema, row), row);
-  assert.throws(() => parseOrThrow(userRecordSchema, { ...row, status: 'deleted' }), ValidationError);
+  assert.throws(
+    () => parseOrThrow(userRecordSchema, { ...row, status: 'deleted' }),
+    ValidationError
+  );
 });

@@ -9,7 +9,8 @@ const KEY_HEX_RE = /^[0-9a-fA-F]{64}$/;
  * Every edge (CLI, HTTP, SDK) calls this.
  */
 export function parseKeyHex(value: unknown, field = 'sign_pub'): string {
-  if (typeof value !== 'string') throw new ValidationError(field, 'must be a string of 64 hex characters');
+  if (typeof value !== 'string')
+    throw new ValidationError(field, 'must be a string of 64 hex characters');
   if (!KEY_HEX_RE.test(value)) {
     throw new ValidationError(
       field,

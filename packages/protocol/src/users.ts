@@ -26,7 +26,10 @@ export const handleSchema = z
   .string()
   .min(1, 'must not be empty')
   .max(64, 'must be at most 64 characters')
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._@-]*$/, 'may contain letters, digits and . _ @ - (starting with a letter or digit)');
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9._@-]*$/,
+    'may contain letters, digits and . _ @ - (starting with a letter or digit)'
+  );
 
 const timestampSchema = z.iso.datetime({ offset: true });
 
@@ -55,11 +58,17 @@ export type NewUser = z.input<typeof newUserSchema>;
  * Parses with a schema and turns the first zod issue into a ValidationError
  * naming the field, for edges that report one clear problem at a time.
  */
-export function parseOrThrow<S extends z.ZodType>(schema: S, value: unknown): z.output<S> {
+export function parseOrThrow<S extends z.ZodType>(
+  schema: S,
+  value: unknown,
+  name = 'body'
+): z.output<S> {
   const r = schema.safeParse(value);
   if (r.success) return r.data;
   const issue = r.error.issues[0]!;
-  const field = issue.path.length > 0 ? issue.path.join('.') : 'body';
-  const message = issue.message.startsWith(`${field}: `) ? issue.message.slice(field.length + 2) : issue.message;
+  const field = issue.path.length > 0 ? issue.path.join('.') : name;
+  const message = issue.message.startsWith(`${field}: `)
+    ? issue.message.slice(field.length + 2)
+    : issue.message;
   throw new ValidationError(field, message);
 }

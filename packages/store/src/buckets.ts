@@ -13,11 +13,21 @@ export type BucketId = 'users' | 'rooms' | 'members' | 'roomsByMember' | 'roomKe
 /** Default max age of a request nonce; must cover the signature window. */
 export const DEFAULT_NONCE_TTL_MS = 10 * 60_000;
 
-export function bucketSpecs(nonceTtlMs = DEFAULT_NONCE_TTL_MS): Readonly<Record<BucketId, BucketSpec>> {
+export function bucketSpecs(
+  nonceTtlMs = DEFAULT_NONCE_TTL_MS
+): Readonly<Record<BucketId, BucketSpec>> {
   return Object.freeze({
     users: { name: 'sealbus_users', description: 'allowlist: sign_pub -> user record', history: 1 },
-    rooms: { name: 'sealbus_rooms', description: 'room id -> room (subject, owner, policy, epoch)', history: 1 },
-    members: { name: 'sealbus_members', description: '<room>.<sign_pub> -> membership', history: 1 },
+    rooms: {
+      name: 'sealbus_rooms',
+      description: 'room id -> room (subject, owner, policy, epoch)',
+      history: 1,
+    },
+    members: {
+      name: 'sealbus_members',
+      description: '<room>.<sign_pub> -> membership',
+      history: 1,
+    },
     roomsByMember: {
       name: 'sealbus_rooms_by_member',
       description: '<sign_pub>.<room> -> role, the reverse index of members',

@@ -41,7 +41,14 @@ export function isStreamNotFound(err: unknown): boolean {
   return e?.api_error?.err_code === 10059 || e?.message === 'stream not found';
 }
 
-const TRANSIENT_CODES = new Set(['TIMEOUT', '503', 'CONNECTION_CLOSED', 'DISCONNECT', 'CONNECTION_DRAINING', 'CONNECTION_REFUSED']);
+const TRANSIENT_CODES = new Set([
+  'TIMEOUT',
+  '503',
+  'CONNECTION_CLOSED',
+  'DISCONNECT',
+  'CONNECTION_DRAINING',
+  'CONNECTION_REFUSED',
+]);
 
 /** True for errors that mean "the store did not answer", as opposed to "it said no". */
 export function isUnavailable(err: unknown): boolean {
@@ -58,6 +65,7 @@ export function isUnavailable(err: unknown): boolean {
 export function toStoreError(err: unknown, what: string): StoreError {
   if (err instanceof StoreError) return err;
   const msg = (err as Error | undefined)?.message ?? String(err);
-  if (isUnavailable(err)) return new StoreError('UNAVAILABLE', `${what}: store unavailable (${msg})`, { cause: err });
+  if (isUnavailable(err))
+    return new StoreError('UNAVAILABLE', `${what}: store unavailable (${msg})`, { cause: err });
   return new StoreError('BACKEND', `${what}: ${msg}`, { cause: err });
 }

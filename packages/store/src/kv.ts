@@ -19,7 +19,9 @@ export function decodeJson<T>(entry: KvEntry, parse: (raw: unknown) => T): T {
   try {
     return parse(raw);
   } catch (err) {
-    throw new StoreError('CORRUPT', `${entry.bucket}/${entry.key}: ${(err as Error).message}`, { cause: err });
+    throw new StoreError('CORRUPT', `${entry.bucket}/${entry.key}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
 }
 
@@ -38,7 +40,12 @@ export async function getLive(kv: KV, key: string, what: string): Promise<KvEntr
  * Create-only write. Returns the new revision, or null if the key already
  * holds a live value (which is left exactly as it was).
  */
-export async function createOnly(kv: KV, key: string, value: Uint8Array, what: string): Promise<number | null> {
+export async function createOnly(
+  kv: KV,
+  key: string,
+  value: Uint8Array,
+  what: string
+): Promise<number | null> {
   try {
     return await kv.create(key, value);
   } catch (err) {
@@ -89,7 +96,10 @@ export async function casUpdate<T>(
     } catch (err) {
       if (!isWrongLastSequence(err)) throw toStoreError(err, what);
       if (attempt >= maxAttempts) {
-        throw new StoreError('CONFLICT', `${what}: ${key} kept changing under us (${attempt} attempts)`);
+        throw new StoreError(
+          'CONFLICT',
+          `${what}: ${key} kept changing under us (${attempt} attempts)`
+        );
       }
       // Jittered backoff so two writers in lockstep fall out of step.
       await new Promise((r) => setTimeout(r, Math.random() * Math.min(50, 2 ** attempt)));

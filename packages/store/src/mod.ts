@@ -1,6 +1,21 @@
-export { StoreError, isUnavailable, isWrongLastSequence, toStoreError, type StoreErrorCode } from './errors.js';
+export {
+  StoreError,
+  isUnavailable,
+  isWrongLastSequence,
+  toStoreError,
+  type StoreErrorCode,
+} from './errors.js';
 export { DEFAULT_NONCE_TTL_MS, bucketSpecs, type BucketId, type BucketSpec } from './buckets.js';
-export { casUpdate, createOnly, decodeJson, encodeJson, getLive, readAll, type CasOptions, type CasResult } from './kv.js';
+export {
+  casUpdate,
+  createOnly,
+  decodeJson,
+  encodeJson,
+  getLive,
+  readAll,
+  type CasOptions,
+  type CasResult,
+} from './kv.js';
 export { userIsActive } from './users.js';
 export { MembershipStore } from './store.js';
 export type { BucketReplication, OpenStoreOptions, StoreLogger } from './types.js';

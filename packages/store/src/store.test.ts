@@ -41,12 +41,19 @@ describe('MembershipStore on a real nats-server', { timeout: 60_000 }, () => {
   });
 
   test('add is create-only: a re-add changes nothing, not even the role', async () => {
-    const u = await store.addUser({ sign_pub: key(1).toUpperCase(), handle: 'alice', role: 'member' });
+    const u = await store.addUser({
+      sign_pub: key(1).toUpperCase(),
+      handle: 'alice',
+      role: 'member',
+    });
     assert.equal(u.sign_pub, key(1));
     assert.equal(u.status, 'active');
     assert.equal(u.revoked_at, null);
     assert.equal(u.kex_pub, null);
-    await assert.rejects(store.addUser({ sign_pub: key(1), handle: 'mallory', role: 'admin' }), isCode('CONFLICT'));
+    await assert.rejects(
+      store.addUser({ sign_pub: key(1), handle: 'mallory', role: 'admin' }),
+      isCode('CONFLICT')
+    );
     assert.deepEqual(await store.getUser(key(1)), u);
   });
 
@@ -81,14 +88,19 @@ describe('MembershipStore on a real nats-server', { timeout: 60_000 }, () => {
     const listed = (await store.listUsers()).find((u) => u.sign_pub === key(3));
     assert.equal(listed?.status, 'revoked', 'list includes revoked users');
     // a revoked key stays registered: re-adding it is still a conflict
-    await assert.rejects(store.addUser({ sign_pub: key(3), handle: 'bob', role: 'member' }), isCode('CONFLICT'));
+    await assert.rejects(
+      store.addUser({ sign_pub: key(3), handle: 'bob', role: 'member' }),
+      isCode('CONFLICT')
+    );
     await assert.rejects(store.revokeUser(key(99)), isCode('NOT_FOUND'));
     assert.equal(await store.isAuthorized(key(99)), false);
   });
 
   test('concurrent create-only adds of one key: exactly one wins', async () => {
     const results = await Promise.allSettled(
-      Array.from({ length: 10 }, (_, i) => store.addUser({ sign_pub: key(5), handle: `h${i}`, role: 'member' }))
+      Array.from({ length: 10 }, (_, i) =>
+        store.addUser({ sign_pub: key(5), handle: `h${i}`, role: 'member' })
+      )
     );
     const won = results.filter((r) => r.status === 'fulfilled');
     assert.equal(won.length, 1);
@@ -104,7 +116,9 @@ describe('MembershipStore on a real nats-server', { timeout: 60_000 }, () => {
     let retried = 0;
     const writer = async () => {
       for (let i = 0; i < 40; i++) {
-        await casUpdate(kv, 'cas-counter', parse, (c) => ({ n: c.n + 1 }), 'counter', { maxAttempts: 100 });
+        await casUpdate(kv, 'cas-counter', parse, (c) => ({ n: c.n + 1 }), 'counter', {
+          maxAttempts: 100,
+        });
       }
     };
     const origUpdate = kv.update.bind(kv);
@@ -120,7 +134,10 @@ describe('MembershipStore on a real nats-server', { timeout: 60_000 }, () => {
     kv.update = origUpdate;
     const e = await kv.get('cas-counter');
     assert.equal(JSON.parse(new TextDecoder().decode(e!.value)).n, 80);
-    assert.ok(retried > 0, 'the writers really did collide (the test would prove nothing otherwise)');
+    assert.ok(
+      retried > 0,
+      'the writers really did collide (the test would prove nothing otherwise)'
+    );
   });
 
   test('a corrupt stored row is an error, not a silent skip', async () => {

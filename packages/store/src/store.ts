@@ -37,7 +37,10 @@ async function withBootstrapRetry<T>(
           { cause: err }
         );
       }
-      logger?.info({ what, attempt: n, error: (err as Error).message }, 'store not ready yet, retrying');
+      logger?.info(
+        { what, attempt: n, error: (err as Error).message },
+        'store not ready yet, retrying'
+      );
       await sleep(Math.min(left, 100 * 2 ** Math.min(n - 1, 3)));
     }
   }
@@ -165,14 +168,18 @@ export class MembershipStore {
   async replication(id: BucketId = 'users'): Promise<BucketReplication> {
     const name = this.#specs[id].name;
     try {
-      const jsm = await this.#nc.jetstreamManager({ timeout: this.#attemptTimeoutMs, checkAPI: false });
+      const jsm = await this.#nc.jetstreamManager({
+        timeout: this.#attemptTimeoutMs,
+        checkAPI: false,
+      });
       const info = await jsm.streams.info(`KV_${name}`);
       const replicas = info.cluster?.replicas ?? [];
       return {
         bucket: name,
         replicas: info.config.num_replicas,
         leader: info.cluster?.leader ?? null,
-        current: (info.cluster?.leader ? 1 : 0) + replicas.filter((r) => r.current && !r.offline).length,
+        current:
+          (info.cluster?.leader ? 1 : 0) + replicas.filter((r) => r.current && !r.offline).length,
         values: info.state.messages,
       };
     } catch (err) {

@@ -56,7 +56,9 @@ export async function getUser(kv: KV, signPub: string): Promise<UserRecord | nul
 /** All users, revoked ones included, oldest first. */
 export async function listUsers(kv: KV): Promise<UserRecord[]> {
   const users = await readAll(kv, parseUser, 'list users');
-  return users.sort((a, b) => a.created_at.localeCompare(b.created_at) || a.sign_pub.localeCompare(b.sign_pub));
+  return users.sort(
+    (a, b) => a.created_at.localeCompare(b.created_at) || a.sign_pub.localeCompare(b.sign_pub)
+  );
 }
 
 /**

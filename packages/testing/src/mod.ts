@@ -1,3 +1,13 @@
 export { freePort, freePorts } from './ports.js';
 export { pidAlive, tempDir, waitFor, type TempDir } from './fs.js';
 export { startNats, type StartNatsOptions, type TestNats } from './nats.js';
+export {
+  membershipdBin,
+  runMembershipd,
+  startDaemon,
+  type CliResult,
+  type LogRecord,
+  type ProcessExit,
+  type StartDaemonOptions,
+  type TestDaemon,
+} from './daemon.js';

@@ -12,7 +12,9 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
     srv.once('error', reject);
     srv.listen(0, host, () => {
       const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+      srv.close(() =>
+        typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))
+      );
     });
   });
 }

@@ -1,0 +1,82 @@
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { CryptoError } from '@sealbus/crypto';
+import { ValidationError } from '@sealbus/protocol';
+import { StoreError } from '@sealbus/store';
+import { registerServe } from './commands/serve.js';
+import { registerUser } from './commands/user/index.js';
+import { VERSION } from './version.js';
+
+/** Exit codes shared by every subcommand. */
+export const EXIT_CODES = Object.freeze({ OK: 0, FAILED: 1, USAGE: 2 });
+
+/** A command failure with the exit code it deserves and a message for stderr. */
+export class CliError extends Error {
+  readonly exitCode: number;
+
+  constructor(exitCode: number, message: string) {
+    super(message);
+    this.name = new.target.name;
+    this.exitCode = exitCode;
+  }
+}
+
+/** Wraps a parser for commander so a bad value is a usage error (exit 2) with our message. */
+export function argParser<T>(parse: (v: string) => T): (v: string) => T {
+  return (v) => {
+    try {
+      return parse(v);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  };
+}
+
+/**
+ * Runs a command body, turning errors into `membershipd <cmd>: <message>` on
+ * stderr and an exit code: invalid input 2, anything else 1.
+ */
+export function action<A extends unknown[]>(name: string, body: (...args: A) => Promise<void>) {
+  return async (...args: A): Promise<void> => {
+    try {
+      await body(...args);
+    } catch (err) {
+      let code: number = EXIT_CODES.FAILED;
+      if (err instanceof CliError) code = err.exitCode;
+      else if (err instanceof ValidationError) code = EXIT_CODES.USAGE;
+      else if (err instanceof StoreError && err.code === 'INVALID') code = EXIT_CODES.USAGE;
+      process.stderr.write(`membershipd ${name}: ${(err as Error).message}\n`);
+      process.exitCode = code;
+    }
+  };
+}
+
+export function buildProgram(): Command {
+  const program = new Command('membershipd')
+    .description('Sealbus membership daemon and node tools')
+    .version(VERSION)
+    .showHelpAfterError('(add --help for usage)')
+    .exitOverride();
+  registerServe(program);
+  registerUser(program);
+  return program;
+}
+
+/** Parses argv and runs the command; resolves with the exit code. */
+export async function run(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      const ok =
+        err.code === 'commander.helpDisplayed' ||
+        err.code === 'commander.version' ||
+        err.code === 'commander.help';
+      return ok ? EXIT_CODES.OK : EXIT_CODES.USAGE;
+    }
+    const message = err instanceof CryptoError || err instanceof Error ? err.message : String(err);
+    process.stderr.write(`membershipd: ${message}\n`);
+    return EXIT_CODES.FAILED;
+  }
+  return typeof process.exitCode === 'number' ? process.exitCode : EXIT_CODES.OK;
+}

@@ -1,0 +1,117 @@
+import { Option, type Command } from 'commander';
+import { argParser } from '../cli.js';
+import { Daemon, EXIT } from '../daemon/daemon.js';
+import { createLogger } from '../log.js';
+import {
+  isLoopbackHost,
+  parseDuration,
+  parseHostPort,
+  parsePort,
+  type HostPort,
+} from '../util/parse.js';
+
+interface ServeOptions {
+  data: string;
+  http: HostPort;
+  natsPort: number;
+  natsUrl?: string;
+  internalIdFile?: string;
+  replicas: number;
+  bootstrapBudget: number;
+  natsServerBin?: string;
+  logLevel: string;
+}
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'];
+
+export function registerServe(program: Command): void {
+  program
+    .command('serve')
+    .description('run a node: supervised nats-server, KV store, HTTP control plane')
+    .option('--data <dir>', 'data directory', './data')
+    .addOption(
+      new Option('--http <host:port>', 'HTTP listen address')
+        .argParser(argParser(parseHostPort))
+        .default(parseHostPort('127.0.0.1:8470'), '127.0.0.1:8470')
+    )
+    .option(
+      '--nats-port <port>',
+      'client port of the embedded nats-server (loopback)',
+      argParser(parsePort),
+      4222
+    )
+    .option(
+      '--nats-url <url>',
+      'use this external NATS (comma list) instead of starting nats-server'
+    )
+    .option('--internal-id-file <path>', 'privileged internal identity (default: DATA/internal.id)')
+    .option(
+      '--replicas <n>',
+      'JetStream replicas of the buckets: 1 single node, 3 cluster',
+      argParser((v) => {
+        if (!/^[1-5]$/.test(v)) throw new Error('replicas must be 1 to 5');
+        return Number(v);
+      }),
+      1
+    )
+    .addOption(
+      new Option('--bootstrap-budget <duration>', 'how long to wait for JetStream at start')
+        .argParser(argParser(parseDuration))
+        .default(30_000, '30s')
+    )
+    .option(
+      '--nats-server-bin <path>',
+      'nats-server binary (default: the one `npm run setup` chose)'
+    )
+    .option(
+      '--log-level <level>',
+      LOG_LEVELS.join('|'),
+      argParser((v) => {
+        if (!LOG_LEVELS.includes(v))
+          throw new Error(`log level must be one of ${LOG_LEVELS.join(', ')}`);
+        return v;
+      }),
+      'info'
+    )
+    .action(async (opts: ServeOptions) => {
+      process.exitCode = await serve(opts);
+    });
+}
+
+async function serve(opts: ServeOptions): Promise<number> {
+  const logger = createLogger(opts.logLevel);
+  let daemon: Daemon | undefined;
+  let stopRequested = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    logger.info({ signal }, 'signal received');
+    stopRequested = true;
+    void daemon?.stop(EXIT.OK);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  if (!isLoopbackHost(opts.http.host)) {
+    logger.warn({ http: opts.http.host }, 'HTTP listens beyond loopback without TLS');
+  }
+  try {
+    daemon = await Daemon.start({
+      dataDir: opts.data,
+      http: opts.http,
+      natsPort: opts.natsPort,
+      ...(opts.natsUrl ? { natsUrl: opts.natsUrl } : {}),
+      ...(opts.internalIdFile ? { internalIdFile: opts.internalIdFile } : {}),
+      replicas: opts.replicas,
+      bootstrapBudgetMs: opts.bootstrapBudget,
+      ...(opts.natsServerBin ? { natsServerBin: opts.natsServerBin } : {}),
+      logger,
+    });
+  } catch (err) {
+    logger.fatal({ error: (err as Error).message }, 'start failed');
+    process.stderr.write(`membershipd serve: ${(err as Error).message}\n`);
+    return EXIT.START_FAILED;
+  }
+  if (stopRequested) void daemon.stop(EXIT.OK);
+  const code = await daemon.done;
+  logger.flush();
+  // Everything is closed; exit now rather than wait on stray timers.
+  process.exit(code);
+}

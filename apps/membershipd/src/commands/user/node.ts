@@ -1,0 +1,156 @@
+import { Option, type Command } from 'commander';
+import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
+import { CryptoError, loadIdentity, userNkeyFromSeed } from '@sealbus/crypto';
+import { MembershipStore, StoreError } from '@sealbus/store';
+import { argParser, CliError, EXIT_CODES } from '../../cli.js';
+import { readNodeInfo } from '../../daemon/nodefile.js';
+import { dataPaths } from '../../daemon/paths.js';
+import { isLoopbackHost, parseDuration } from '../../util/parse.js';
+
+/** Flags of every command that works on a node's store over the privileged path. */
+export interface NodeOptions {
+  data: string;
+  internalIdFile?: string;
+  natsUrl?: string;
+  ca?: string;
+  timeout: number;
+}
+
+export function addNodeOptions(cmd: Command): Command {
+  return cmd
+    .option('--data <dir>', "the node's data directory", './data')
+    .option('--internal-id-file <path>', "the node's internal identity (default: DATA/internal.id)")
+    .option('--nats-url <url>', "the node's NATS (comma list; default: from DATA/node.json)")
+    .option(
+      '--ca <file>',
+      'CA certificate for TLS to NATS (required for a non-loopback --nats-url)'
+    )
+    .addOption(
+      new Option('--timeout <duration>', 'give up after this long')
+        .argParser(argParser(parseDuration))
+        .default(30_000, '30s')
+    );
+}
+
+export interface NodeSession {
+  store: MembershipStore;
+  nc: NatsConnection;
+  natsUrl: string;
+}
+
+async function resolveUrl(opts: NodeOptions): Promise<string> {
+  if (opts.natsUrl) return opts.natsUrl;
+  const info = await readNodeInfo(dataPaths(opts.data).nodeFile);
+  return info?.nats_url ?? 'nats://127.0.0.1:4222';
+}
+
+/** Refuses to send the privileged identity anywhere but loopback unless TLS pins a CA. */
+function checkDestination(url: string, ca: string | undefined): string[] {
+  const servers = url
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const s of servers) {
+    let host: string;
+    try {
+      host = new URL(s.includes('://') ? s : `nats://${s}`).hostname;
+    } catch {
+      throw new CliError(EXIT_CODES.USAGE, `invalid NATS URL "${s}"`);
+    }
+    if (!isLoopbackHost(host) && !ca) {
+      throw new CliError(
+        EXIT_CODES.USAGE,
+        `refusing non-loopback NATS URL ${s} without --ca: the internal identity must not travel unprotected`
+      );
+    }
+  }
+  return servers;
+}
+
+/**
+ * Connects to the node's nats-server as the daemon's internal identity and
+ * opens the existing store (bind-only), runs `body`, and closes. The whole
+ * session is bounded by `--timeout`.
+ */
+export async function withNodeStore<T>(
+  opts: NodeOptions,
+  body: (s: NodeSession) => Promise<T>
+): Promise<T> {
+  const idFile = opts.internalIdFile ?? dataPaths(opts.data).internalId;
+  let seed: string;
+  try {
+    seed = userNkeyFromSeed((await loadIdentity(idFile)).signSeed).seed;
+  } catch (err) {
+    if (err instanceof CryptoError && err.code === 'IDENTITY_NOT_FOUND') {
+      throw new CliError(
+        EXIT_CODES.FAILED,
+        `no internal identity at ${idFile}: run this on a node, with --data DIR or --internal-id-file`
+      );
+    }
+    throw err;
+  }
+  const natsUrl = await resolveUrl(opts);
+  const servers = checkDestination(natsUrl, opts.ca);
+
+  let nc: NatsConnection | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new CliError(
+            EXIT_CODES.FAILED,
+            `timed out after ${opts.timeout} ms (is the node's store reachable?)`
+          )
+        ),
+      opts.timeout
+    );
+  });
+  const session = (async () => {
+    try {
+      nc = await connect({
+        servers,
+        name: 'membershipd-cli',
+        authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)),
+        timeout: Math.min(opts.timeout, 5_000),
+        maxReconnectAttempts: 2,
+        reconnectTimeWait: 200,
+        ...(opts.ca ? { tls: { caFile: opts.ca } } : {}),
+      });
+    } catch (err) {
+      throw new CliError(
+        EXIT_CODES.FAILED,
+        `cannot connect to NATS at ${servers.join(',')} (${(err as Error).message}); is membershipd serve running on this node?`
+      );
+    }
+    let store: MembershipStore;
+    try {
+      store = await MembershipStore.open(nc, {
+        bindOnly: true,
+        bootstrapBudgetMs: Math.min(opts.timeout, 10_000),
+        attemptTimeoutMs: 2_000,
+      });
+    } catch (err) {
+      if (err instanceof StoreError) throw new CliError(EXIT_CODES.FAILED, err.message);
+      throw err;
+    }
+    return body({ store, nc, natsUrl: servers.join(',') });
+  })();
+  try {
+    return await Promise.race([session, timeout]);
+  } finally {
+    clearTimeout(timer);
+    session.catch(() => {}); // lost the race: its error has no one to tell
+    await (nc as NatsConnection | undefined)?.close().catch(() => {});
+  }
+}
+
+/** One line on the users bucket's replication, printed after every write. */
+export async function replicationLine(store: MembershipStore): Promise<string> {
+  try {
+    const r = await store.replication('users');
+    return `users bucket: replicas ${r.current}/${r.replicas} current, leader ${r.leader ?? 'unknown'}`;
+  } catch (err) {
+    return `users bucket: replication status unavailable (${(err as Error).message})`;
+  }
+}

@@ -1,0 +1,67 @@
+import { CryptoError, loadIdentity, loadOrCreateIdentity, type Identity } from '@sealbus/crypto';
+import { StoreError, type MembershipStore } from '@sealbus/store';
+import type { Logger } from '../log.js';
+
+export interface AdminBootstrap {
+  signPub: string;
+  path: string;
+  /** True only on the start that created the identity file. */
+  created: boolean;
+}
+
+/**
+ * Admin #0: without one admin nobody can sign the first admin request. On
+ * the first start of an empty store, create `admin.id` (0600) and register it
+ * as an active admin. The file is written before the user row, so a crash in
+ * between is repaired by the next start (the row is added then); a store that
+ * already has an active admin (a restored backup, a cluster peer that went
+ * first) gets no new admin.
+ */
+export async function bootstrapAdmin(
+  store: MembershipStore,
+  path: string,
+  logger: Logger
+): Promise<AdminBootstrap | null> {
+  let identity: Identity | undefined;
+  let created = false;
+  try {
+    identity = await loadIdentity(path);
+  } catch (err) {
+    if (!(err instanceof CryptoError) || err.code !== 'IDENTITY_NOT_FOUND') throw err;
+  }
+  if (!identity) {
+    if (await store.hasActiveAdmin()) {
+      logger.info(
+        { admin_identity: path },
+        'store already has an active admin; no admin #0 created'
+      );
+      return null;
+    }
+    ({ identity, created } = await loadOrCreateIdentity(path));
+  }
+  const existing = await store.getUser(identity.signPubHex);
+  if (!existing) {
+    try {
+      await store.addUser({
+        sign_pub: identity.signPubHex,
+        kex_pub: identity.kexPubHex,
+        handle: 'admin',
+        role: 'admin',
+      });
+    } catch (err) {
+      // A concurrent start registered it first: that is the outcome we wanted.
+      if (!(err instanceof StoreError && err.code === 'CONFLICT')) throw err;
+    }
+  } else if (existing.role !== 'admin' || existing.status !== 'active') {
+    logger.warn(
+      {
+        admin_identity: path,
+        sign_pub: identity.signPubHex,
+        role: existing.role,
+        status: existing.status,
+      },
+      'admin.id is not an active admin in the store (left as it is)'
+    );
+  }
+  return { signPub: identity.signPubHex, path, created };
+}

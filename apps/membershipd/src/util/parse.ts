@@ -1,0 +1,45 @@
+import { isIP } from 'node:net';
+
+const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses a duration like `1500ms`, `30s`, `5m`, `2h`, `30d` into milliseconds. */
+export function parseDuration(text: string): number {
+  const m = /^(\d+)(ms|s|m|h|d)$/.exec(text.trim());
+  if (!m) throw new Error(`invalid duration "${text}" (examples: 500ms, 30s, 5m, 2h, 30d)`);
+  return Number(m[1]) * UNITS[m[2]!]!;
+}
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** Parses `HOST:PORT` or `[IPv6]:PORT`; port 0 asks the OS for a free one. */
+export function parseHostPort(text: string): HostPort {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(text.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535)
+    throw new Error(
+      `invalid address "${text}" (expected HOST:PORT, e.g. 127.0.0.1:8470 or [::1]:8470)`
+    );
+  const host = m[1] ?? m[2]!;
+  if (m[1] && isIP(host) !== 6) throw new Error(`invalid IPv6 address in "${text}"`);
+  return { host, port };
+}
+
+export function parsePort(text: string): number {
+  if (!/^\d{1,5}$/.test(text) || Number(text) > 65535) throw new Error(`invalid port "${text}"`);
+  return Number(text);
+}
+
+/** True for names and addresses that never leave this machine. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  if (h === 'localhost' || h === '::1') return true;
+  return isIP(h) === 4 && h.startsWith('127.');
+}
+
+/** `http://host:port`, bracketing IPv6 literals. */
+export function formatHostPort(host: string, port: number): string {
+  return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+}

@@ -1,0 +1,236 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  freePort,
+  pidAlive,
+  runMembershipd,
+  startDaemon,
+  tempDir,
+  waitFor,
+  type TestDaemon,
+} from '@sealbus/testing';
+
+interface UserRow {
+  sign_pub: string;
+  kex_pub: string | null;
+  handle: string;
+  role: string;
+  status: string;
+  created_at: string;
+  revoked_at: string | null;
+}
+
+async function listUsers(dataDir: string): Promise<UserRow[]> {
+  const r = await runMembershipd(['user', 'list', '--data', dataDir, '-o', 'json']);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as UserRow[];
+}
+
+async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) out.push(join(e.parentPath ?? e.path, e.name));
+  }
+  return out;
+}
+
+describe('membershipd serve, embedded single node', { timeout: 120_000 }, () => {
+  let d: TestDaemon;
+
+  before(async () => {
+    d = await startDaemon();
+  });
+  after(async () => {
+    await d?.dispose();
+  });
+
+  test('/healthz is 200 with the posture; /readyz is 200; unknown routes are JSON 404s', async () => {
+    const res = await fetch(`${d.httpUrl}/healthz`);
+    assert.equal(res.status, 200);
+    const p = (await res.json()) as Record<string, any>;
+    assert.equal(p.status, 'ok');
+    assert.match(p.version, /^\d+\.\d+\.\d+/);
+    assert.deepEqual(p.store, { backend: 'jetstream-kv', replicas: 1, reachable: true });
+    assert.equal(p.auth.mode, 'enforce');
+    assert.equal(p.nats.embedded, true);
+    assert.equal(p.nats.connected, true);
+    assert.match(p.nats.server_version, /^2\.\d+\.\d+/);
+    assert.deepEqual(p.tls, { http: false, nats: false });
+    const ready = await fetch(`${d.httpUrl}/readyz`);
+    assert.equal(ready.status, 200);
+    assert.deepEqual(await ready.json(), { ready: true });
+    const missing = await fetch(`${d.httpUrl}/nope`);
+    assert.equal(missing.status, 404);
+    assert.equal(((await missing.json()) as any).error.code, 'NOT_FOUND');
+  });
+
+  test('first start bootstraps admin #0: 0600 identity file, active admin, key printed once', async () => {
+    const adminFile = join(d.dataDir, 'admin.id');
+    assert.equal((await stat(adminFile)).mode & 0o777, 0o600);
+    const admin = JSON.parse(await readFile(adminFile, 'utf8'));
+    const users = await listUsers(d.dataDir);
+    const row = users.find((u) => u.sign_pub === admin.sign_pub);
+    assert.ok(row, 'admin #0 is registered');
+    assert.equal(row.role, 'admin');
+    assert.equal(row.status, 'active');
+    assert.equal(row.kex_pub, admin.kex_pub);
+    assert.equal(d.stderr().split(admin.sign_pub).length - 1, 1, 'public key printed exactly once');
+    assert.ok(d.logs.some((l) => l.msg === 'created admin #0' && l.sign_pub === admin.sign_pub));
+  });
+
+  test('data dir: secrets are 0600, node.json says where the node listens, no private key anywhere else', async () => {
+    assert.equal((await stat(join(d.dataDir, 'internal.id'))).mode & 0o777, 0o600);
+    assert.equal((await stat(d.dataDir)).mode & 0o077, 0, 'data dir closed to group and others');
+    const node = JSON.parse(await readFile(join(d.dataDir, 'node.json'), 'utf8'));
+    assert.equal(node.nats_url, d.natsUrl);
+    assert.equal(node.http_url, d.httpUrl);
+    assert.equal(node.nats_pid, d.natsPid);
+    const secrets = await Promise.all(
+      ['internal.id', 'admin.id'].map(async (f) =>
+        JSON.parse(await readFile(join(d.dataDir, f), 'utf8'))
+      )
+    );
+    const needles = secrets.flatMap((s) => [s.sign_priv, s.kex_priv]);
+    const haystacks: Array<[string, string]> = [
+      ['stdout logs', JSON.stringify(d.logs)],
+      ['stderr', d.stderr()],
+    ];
+    for (const f of await filesUnder(d.dataDir)) {
+      if (f.endsWith('.id')) continue;
+      haystacks.push([f, (await readFile(f)).toString('latin1')]);
+    }
+    for (const [where, text] of haystacks) {
+      for (const n of needles) assert.ok(!text.includes(n), `private key found in ${where}`);
+      assert.ok(!/\bSU[A-Z2-7]{56}\b/.test(text), `an nkey seed found in ${where}`);
+    }
+  });
+
+  test('/healthz turns 503 while the store is unreachable and recovers', async () => {
+    process.kill(d.natsPid, 'SIGSTOP');
+    try {
+      await waitFor(async () => (await fetch(`${d.httpUrl}/healthz`)).status === 503, {
+        timeoutMs: 15_000,
+        what: 'healthz 503',
+      });
+      const ready = await fetch(`${d.httpUrl}/readyz`);
+      assert.equal(ready.status, 503);
+    } finally {
+      process.kill(d.natsPid, 'SIGCONT');
+    }
+    await waitFor(async () => (await fetch(`${d.httpUrl}/healthz`)).status === 200, {
+      timeoutMs: 15_000,
+      what: 'healthz 200',
+    });
+  });
+});
+
+describe('membershipd serve lifecycle', { timeout: 180_000 }, () => {
+  test('SIGTERM stops HTTP, NATS and the child, exits 0; a restart keeps every user and admin #0', async () => {
+    await using dir = await tempDir();
+    const first = await startDaemon({ dataDir: dir.path });
+    let restarted: TestDaemon | undefined;
+    try {
+      const add = await runMembershipd([
+        'user',
+        'add',
+        '--data',
+        dir.path,
+        '--handle',
+        'alice',
+        '--sign-pub',
+        'a1'.repeat(32),
+        '--role',
+        'member',
+      ]);
+      assert.equal(add.code, 0, add.stderr);
+      const before = await listUsers(dir.path);
+      const exit = await first.stop('SIGTERM');
+      assert.deepEqual(exit, { code: 0, signal: null });
+      assert.equal(pidAlive(first.natsPid), false, 'nats-server child is gone');
+      assert.ok(first.logs.some((l) => l.msg === 'membershipd stopped'));
+
+      restarted = await startDaemon({ dataDir: dir.path });
+      assert.deepEqual(await listUsers(dir.path), before);
+      assert.ok(!restarted.stderr().includes('created admin #0'), 'no second admin #0');
+      assert.ok(!restarted.logs.some((l) => l.msg === 'created internal identity'));
+    } finally {
+      await first.dispose();
+      await restarted?.dispose();
+    }
+  });
+
+  test('SIGINT also stops cleanly', async () => {
+    await using d = await startDaemon();
+    assert.deepEqual(await d.stop('SIGINT'), { code: 0, signal: null });
+    assert.equal(pidAlive(d.natsPid), false);
+  });
+
+  test('if nats-server dies, membershipd says why and exits non-zero', async () => {
+    await using d = await startDaemon();
+    process.kill(d.natsPid, 'SIGKILL');
+    const exit = await Promise.race([
+      d.exited,
+      new Promise<null>((r) => setTimeout(() => r(null), 20_000)),
+    ]);
+    assert.ok(exit, 'membershipd exited');
+    assert.equal(exit.code, 3);
+    const fatal = d.logs.find((l) => l.msg.startsWith('nats-server exited unexpectedly'));
+    assert.ok(fatal, 'the death is logged');
+    assert.equal(fatal.signal, 'SIGKILL');
+  });
+
+  test('after a crash (SIGKILL of membershipd) the orphaned nats-server is reaped on the next start', async () => {
+    await using dir = await tempDir();
+    const first = await startDaemon({ dataDir: dir.path });
+    process.kill(first.proc.pid!, 'SIGKILL');
+    await first.exited;
+    assert.equal(pidAlive(first.natsPid), true, 'the child outlives a SIGKILLed parent');
+    const second = await startDaemon({ dataDir: dir.path });
+    try {
+      assert.equal(pidAlive(first.natsPid), false, 'orphan stopped');
+      assert.ok(second.logs.some((l) => l.msg.startsWith('stopped a nats-server left running')));
+      assert.equal((await fetch(`${second.httpUrl}/healthz`)).status, 200);
+    } finally {
+      await second.dispose();
+      await first.dispose();
+    }
+  });
+
+  test('a port already in use is a clear start failure that leaves no child behind', async () => {
+    await using a = await startDaemon();
+    await using dir = await tempDir();
+    // nats-server starts fine on its free port; then HTTP cannot bind.
+    const r = await runMembershipd(
+      [
+        'serve',
+        '--data',
+        dir.path,
+        '--http',
+        `127.0.0.1:${a.httpPort}`,
+        '--nats-port',
+        String(await freePort()),
+      ],
+      { timeoutMs: 60_000 }
+    );
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /membershipd serve: cannot listen on 127\.0\.0\.1:\d+/);
+    const pid = Number(await readFile(join(dir.path, 'nats', 'nats-server.pid'), 'utf8'));
+    assert.ok(pid > 0, 'the child had started');
+    assert.equal(pidAlive(pid), false, 'no nats-server left running');
+
+    // and the nats port taken: nats-server's own reason reaches the operator
+    const r2 = await runMembershipd([
+      'serve',
+      '--data',
+      dir.path,
+      '--http',
+      '127.0.0.1:0',
+      '--nats-port',
+      String(a.natsPort),
+    ]);
+    assert.equal(r2.code, 1);
+    assert.match(r2.stderr, /address already in use/);
+  });
+});

@@ -1,0 +1,164 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { runMembershipd, startDaemon, tempDir, type TestDaemon } from '@sealbus/testing';
+
+const KEY_A = 'aa'.repeat(32);
+const KEY_B = 'bb'.repeat(32);
+const KEX = 'cc'.repeat(32);
+
+describe('membershipd user, against a running daemon', { timeout: 180_000 }, () => {
+  let d: TestDaemon;
+  const user = (...args: string[]) => runMembershipd(['user', ...args, '--data', d.dataDir]);
+  const listJson = async () => {
+    const r = await user('list', '-o', 'json');
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as Array<Record<string, unknown>>;
+  };
+
+  before(async () => {
+    d = await startDaemon();
+  });
+  after(async () => {
+    await d?.dispose();
+  });
+
+  test('add registers an active user and reports replication', async () => {
+    const r = await user(
+      'add',
+      '--handle',
+      'alice',
+      '--sign-pub',
+      KEY_A.toUpperCase(),
+      '--kex-pub',
+      KEX,
+      '--role',
+      'member'
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`added user alice \\(${KEY_A}\\) role=member`));
+    assert.match(r.stdout, /users bucket: replicas 1\/1 current, leader \S+/);
+    const row = (await listJson()).find((u) => u.sign_pub === KEY_A);
+    assert.deepEqual(
+      { ...row, created_at: typeof row?.created_at },
+      {
+        sign_pub: KEY_A,
+        kex_pub: KEX,
+        handle: 'alice',
+        role: 'member',
+        status: 'active',
+        created_at: 'string',
+        revoked_at: null,
+      }
+    );
+  });
+
+  test('list prints a table with every user and JSON with the documented fields', async () => {
+    const table = await user('list');
+    assert.equal(table.code, 0);
+    const lines = table.stdout.trim().split('\n');
+    assert.match(lines[0]!, /^SIGN_PUB\s+HANDLE\s+ROLE\s+STATUS\s+CREATED\s+REVOKED$/);
+    assert.ok(
+      lines.some((l) => l.startsWith(KEY_A) && /\balice\b.*\bmember\b.*\bactive\b/.test(l))
+    );
+    for (const u of await listJson()) {
+      assert.deepEqual(Object.keys(u).sort(), [
+        'created_at',
+        'handle',
+        'kex_pub',
+        'revoked_at',
+        'role',
+        'sign_pub',
+        'status',
+      ]);
+    }
+  });
+
+  test('re-adding a registered key exits 1 and leaves the row untouched', async () => {
+    const before = (await listJson()).find((u) => u.sign_pub === KEY_A);
+    const r = await user('add', '--handle', 'mallory', '--sign-pub', KEY_A, '--role', 'admin');
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /already registered \(unchanged\)/);
+    assert.deepEqual(
+      (await listJson()).find((u) => u.sign_pub === KEY_A),
+      before
+    );
+  });
+
+  test('bad input exits 2 with a clear message and writes nothing', async () => {
+    const count = (await listJson()).length;
+    const cases: Array<[string[], RegExp]> = [
+      [
+        ['add', '--handle', 'x', '--sign-pub', 'abc', '--role', 'member'],
+        /sign_pub: must be 64 hex characters/,
+      ],
+      [
+        ['add', '--handle', 'x', '--sign-pub', 'zz'.repeat(32), '--role', 'member'],
+        /sign_pub: must contain only hex/,
+      ],
+      [
+        ['add', '--handle', 'x', '--sign-pub', KEY_B, '--kex-pub', '12', '--role', 'member'],
+        /kex_pub: must be 64 hex/,
+      ],
+      [
+        ['add', '--handle', 'x', '--sign-pub', KEY_B, '--role', 'root'],
+        /Allowed choices are admin, member/,
+      ],
+      [
+        ['add', '--handle', 'two words', '--sign-pub', KEY_B, '--role', 'member'],
+        /handle: may contain/,
+      ],
+      [['add', '--sign-pub', KEY_B, '--role', 'member'], /required option '--handle <handle>'/],
+      [['add', '--handle', 'x', '--sign-pub', KEY_B], /required option '--role <role>'/],
+      [['revoke', 'nothex'], /sign_pub: must be 64 hex/],
+      [['list', '--nats-url', 'nats://192.0.2.10:4222'], /refusing non-loopback NATS URL/],
+      [['list', '-o', 'yaml'], /Allowed choices are table, json/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await user(...args);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, message, args.join(' '));
+    }
+    assert.equal((await listJson()).length, count);
+  });
+
+  test('revoke flips status; again is a no-op; an unknown key exits 1', async () => {
+    assert.equal(
+      (await user('add', '--handle', 'bob', '--sign-pub', KEY_B, '--role', 'admin')).code,
+      0
+    );
+    const r = await user('revoke', KEY_B);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /revoked user bob/);
+    const row = (await listJson()).find((u) => u.sign_pub === KEY_B)!;
+    assert.equal(row.status, 'revoked');
+    assert.match(String(row.revoked_at), /^\d{4}-\d\d-\d\dT/);
+    assert.equal(row.role, 'admin', 'revoke changes nothing but the status');
+    const again = await user('revoke', KEY_B);
+    assert.equal(again.code, 0);
+    assert.match(again.stdout, /already revoked .* \(unchanged\)/);
+    assert.equal((await listJson()).find((u) => u.sign_pub === KEY_B)!.revoked_at, row.revoked_at);
+    const unknown = await user('revoke', 'dd'.repeat(32));
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /no user with sign_pub d{64}/);
+  });
+
+  test('without a node identity, or with the node down, the CLI fails clearly and promptly', async () => {
+    await using empty = await tempDir();
+    const r = await runMembershipd(['user', 'list', '--data', empty.path]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /no internal identity at .*internal\.id/);
+
+    const down = await runMembershipd([
+      'user',
+      'list',
+      '--data',
+      d.dataDir,
+      '--nats-url',
+      'nats://127.0.0.1:1',
+      '--timeout',
+      '10s',
+    ]);
+    assert.equal(down.code, 1);
+    assert.match(down.stderr, /cannot connect to NATS at nats:\/\/127\.0\.0\.1:1/);
+  });
+});
