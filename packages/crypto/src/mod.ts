@@ -36,3 +36,4 @@ export {
 } from './identity.js';
 export { writeFileAtomic, type WriteAtomicOptions } from './fsutil.js';
 export type { Identity, IdentityFile } from './types.js';
+export * from './httpsig/mod.js';
