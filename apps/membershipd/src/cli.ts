@@ -3,6 +3,7 @@ import { CryptoError } from '@sealbus/crypto';
 import { ValidationError } from '@sealbus/protocol';
 import { StoreError } from '@sealbus/store';
 import { registerServe } from './commands/serve.js';
+import { registerAudit } from './commands/audit/index.js';
 import { registerUser } from './commands/user/index.js';
 import { VERSION } from './version.js';
 
@@ -58,6 +59,7 @@ export function buildProgram(): Command {
     .exitOverride();
   registerServe(program);
   registerUser(program);
+  registerAudit(program);
   return program;
 }
 

@@ -34,7 +34,11 @@ describe('MembershipStore on a real nats-server', { timeout: 60_000 }, () => {
       'KV_sealbus_rooms',
       'KV_sealbus_rooms_by_member',
       'KV_sealbus_users',
+      'SEALBUS_AUDIT',
     ]);
+    const audit = await jsm.streams.info('SEALBUS_AUDIT');
+    assert.equal(audit.config.deny_delete, true);
+    assert.equal(audit.config.deny_purge, true);
     const nonces = await jsm.streams.info('KV_sealbus_nonces');
     assert.ok(nonces.config.max_age > 0, 'nonces bucket has a TTL');
     assert.equal(nonces.config.num_replicas, 1);

@@ -1,7 +1,10 @@
-import type { JetStreamClient, KV, NatsConnection } from 'nats';
+import type { JetStreamClient, JetStreamManager, KV, NatsConnection } from 'nats';
 import type { NewUser, UserRecord } from '@sealbus/protocol';
 import { bucketSpecs, type BucketId, type BucketSpec } from './buckets.js';
+import { AUDIT_STREAM, AuditLog, auditStreamConfig } from './audit.js';
 import { StoreError, isStreamNotFound, toStoreError } from './errors.js';
+import { createOnly, encodeJson } from './kv.js';
+import { Rooms } from './rooms.js';
 import type { BucketReplication, OpenStoreOptions, StoreLogger } from './types.js';
 import * as users from './users.js';
 
@@ -86,12 +89,40 @@ async function openBucket(
   });
 }
 
+async function openAuditStream(
+  boot: JetStreamClient,
+  options: OpenStoreOptions,
+  deadline: number
+): Promise<void> {
+  const replicas = options.replicas ?? 1;
+  await withBootstrapRetry(`open stream ${AUDIT_STREAM}`, deadline, options.logger, async () => {
+    const jsm = await boot.jetstreamManager(false);
+    try {
+      await jsm.streams.info(AUDIT_STREAM);
+    } catch (err) {
+      if (!isStreamNotFound(err)) throw err;
+      if (options.bindOnly) {
+        throw new StoreError(
+          'NOT_INITIALIZED',
+          `stream ${AUDIT_STREAM} does not exist: has membershipd started here?`
+        );
+      }
+      await jsm.streams.add(auditStreamConfig(replicas));
+      options.logger?.info({ stream: AUDIT_STREAM, replicas }, 'created stream');
+    }
+  });
+}
+
 /**
  * Membership state in JetStream KV. One instance per NATS connection; the
  * connection stays the caller's to close.
  */
 export class MembershipStore {
   readonly replicas: number;
+  /** Rooms, memberships and sealed room keys. */
+  readonly rooms: Rooms;
+  /** The append-only audit log. */
+  readonly audit: AuditLog;
   readonly #nc: NatsConnection;
   readonly #buckets: Readonly<Record<BucketId, KV>>;
   readonly #specs: Readonly<Record<BucketId, BucketSpec>>;
@@ -102,9 +133,13 @@ export class MembershipStore {
     buckets: Record<BucketId, KV>,
     specs: Record<BucketId, BucketSpec>,
     replicas: number,
-    attemptTimeoutMs: number
+    attemptTimeoutMs: number,
+    js: JetStreamClient,
+    jsm: JetStreamManager
   ) {
     this.#nc = nc;
+    this.rooms = new Rooms(buckets);
+    this.audit = new AuditLog(js, jsm);
     this.#buckets = Object.freeze(buckets);
     this.#specs = specs;
     this.replicas = replicas;
@@ -128,7 +163,17 @@ export class MembershipStore {
     for (const id of Object.keys(specs) as BucketId[]) {
       buckets[id] = await openBucket(boot, js, specs[id], options, deadline);
     }
-    return new MembershipStore(nc, buckets, specs, options.replicas ?? 1, attemptTimeoutMs);
+    await openAuditStream(boot, options, deadline);
+    const jsm = await js.jetstreamManager(false);
+    return new MembershipStore(
+      nc,
+      buckets,
+      specs,
+      options.replicas ?? 1,
+      attemptTimeoutMs,
+      js,
+      jsm
+    );
   }
 
   /** The raw bucket, for the packages that build on the store (rooms, nonces). */
@@ -155,6 +200,24 @@ export class MembershipStore {
   /** True only for a registered, active key. */
   async isAuthorized(signPub: string): Promise<boolean> {
     return users.userIsActive(await this.getUser(signPub));
+  }
+
+  /**
+   * Records the first use of a request nonce (create-only; the bucket's max
+   * age bounds it). False means the nonce was used before: a replay. A store
+   * that cannot answer throws UNAVAILABLE, so callers fail closed.
+   */
+  async consumeNonce(keyid: string, nonce: string, now = new Date()): Promise<boolean> {
+    if (!/^[0-9a-f]{64}$/.test(keyid) || !/^[A-Za-z0-9_-]{1,128}$/.test(nonce)) {
+      throw new StoreError('INVALID', 'nonce key must be <64 hex>.<base64url>');
+    }
+    const rev = await createOnly(
+      this.#buckets.nonces,
+      `${keyid}.${nonce}`,
+      encodeJson({ at: now.toISOString() }),
+      'record nonce'
+    );
+    return rev !== null;
   }
 
   async hasActiveAdmin(): Promise<boolean> {

@@ -1,6 +1,7 @@
 import { Option, type Command } from 'commander';
 import { argParser } from '../cli.js';
 import { Daemon, EXIT } from '../daemon/daemon.js';
+import type { AuthMode } from '../http/context.js';
 import { createLogger } from '../log.js';
 import {
   isLoopbackHost,
@@ -20,6 +21,7 @@ interface ServeOptions {
   bootstrapBudget: number;
   natsServerBin?: string;
   logLevel: string;
+  auth: AuthMode;
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'];
@@ -63,6 +65,14 @@ export function registerServe(program: Command): void {
       '--nats-server-bin <path>',
       'nats-server binary (default: the one `npm run setup` chose)'
     )
+    .addOption(
+      new Option(
+        '--auth <mode>',
+        'request authentication: enforce, soft (verify and log only) or off (loopback only)'
+      )
+        .choices(['enforce', 'soft', 'off'])
+        .default('enforce')
+    )
     .option(
       '--log-level <level>',
       LOG_LEVELS.join('|'),
@@ -90,7 +100,21 @@ async function serve(opts: ServeOptions): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   if (!isLoopbackHost(opts.http.host)) {
+    if (opts.auth === 'off') {
+      process.stderr.write(
+        'membershipd serve: --auth off is refused unless --http is a loopback address\n'
+      );
+      return EXIT.START_FAILED;
+    }
     logger.warn({ http: opts.http.host }, 'HTTP listens beyond loopback without TLS');
+  }
+  if (opts.auth !== 'enforce') {
+    const msg =
+      opts.auth === 'off'
+        ? 'AUTH OFF: requests are not authenticated at all; any caller acts as the key it names. Development only.'
+        : 'AUTH SOFT: bad signatures and replays are logged but let through as the key they name. Migration only.';
+    logger.warn({ auth: opts.auth }, msg);
+    process.stderr.write(`membershipd serve: ${msg}\n`);
   }
   try {
     daemon = await Daemon.start({
@@ -101,6 +125,7 @@ async function serve(opts: ServeOptions): Promise<number> {
       ...(opts.internalIdFile ? { internalIdFile: opts.internalIdFile } : {}),
       replicas: opts.replicas,
       bootstrapBudgetMs: opts.bootstrapBudget,
+      authMode: opts.auth,
       ...(opts.natsServerBin ? { natsServerBin: opts.natsServerBin } : {}),
       logger,
     });

@@ -7,6 +7,7 @@ import { loadOrCreateIdentity, userNkeyFromSeed, writeFileAtomic } from '@sealbu
 import { NatsServerProcess, reapOrphan, renderNatsConfig } from '@sealbus/natsd';
 import { MembershipStore } from '@sealbus/store';
 import { createApp } from '../http/app.js';
+import type { AuthMode } from '../http/context.js';
 import type { Logger } from '../log.js';
 import { formatHostPort, type HostPort } from '../util/parse.js';
 import { VERSION } from '../version.js';
@@ -27,6 +28,7 @@ export interface DaemonOptions {
   replicas: number;
   bootstrapBudgetMs: number;
   natsServerBin?: string;
+  authMode: AuthMode;
   logger: Logger;
 }
 
@@ -154,12 +156,12 @@ export class Daemon {
         nc,
         store,
         embedded: child !== undefined,
-        authMode: 'enforce',
+        authMode: o.authMode,
         tls: { http: false, nats: false },
         natsConnected: () => natsConnected,
         stopping: () => lifecycle.stopping,
       });
-      const app = createApp({ health, logger: log });
+      const app = createApp({ health, logger: log, store, authMode: o.authMode });
       const server = await listen(app.fetch, o.http);
       cleanup.push(() => new Promise((r) => server.close(r)));
       const addr = server.address() as AddressInfo;

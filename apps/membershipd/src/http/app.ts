@@ -1,6 +1,16 @@
-import { Hono } from 'hono';
+import { randomUUID } from 'node:crypto';
+import { Hono, type MiddlewareHandler } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { z } from 'zod';
+import type { MembershipStore } from '@sealbus/store';
 import type { Logger } from '../log.js';
-import { HttpError, errorBody } from './errors.js';
+import { signatureAuth } from './auth.js';
+import type { AppEnv, AuthMode } from './context.js';
+import { errorBody, HttpError, toHttpError } from './errors.js';
+import { openApiDocument } from './openapi.js';
+import { roomRoutes } from './routes/rooms.js';
+import type { RouteDef } from './routes/types.js';
+import { userRoutes } from './routes/users.js';
 
 /** The daemon's self-description served by `/healthz` (no secrets). */
 export interface Posture {
@@ -8,7 +18,7 @@ export interface Posture {
   version: string;
   uptime_s: number;
   store: { backend: 'jetstream-kv'; replicas: number; reachable: boolean };
-  auth: { mode: 'enforce' | 'soft' | 'off' };
+  auth: { mode: AuthMode };
   nats: { embedded: boolean; connected: boolean; server_version: string | null };
   tls: { http: boolean; nats: boolean };
 }
@@ -19,31 +29,125 @@ export interface HealthProbe {
   ready(): Promise<{ ready: boolean; reason?: string }>;
 }
 
-export function createApp(deps: { health: HealthProbe; logger: Logger }): Hono {
-  const app = new Hono();
+export interface AppOptions {
+  health: HealthProbe;
+  logger: Logger;
+  store: MembershipStore;
+  authMode: AuthMode;
+  /** Largest accepted request body in bytes (default 64 KiB). */
+  bodyLimit?: number;
+}
+
+const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,64}$/;
+
+function requestContext(logger: Logger): MiddlewareHandler<AppEnv> {
+  return async function requestContextMiddleware(c, next) {
+    const given = c.req.header('x-request-id');
+    const id = given && REQUEST_ID_RE.test(given) ? given : randomUUID();
+    c.set('requestId', id);
+    c.set('actor', null);
+    const t0 = performance.now();
+    await next();
+    c.header('x-request-id', id);
+    logger.info(
+      {
+        request_id: id,
+        method: c.req.method,
+        path: c.req.path,
+        status: c.res.status,
+        ms: Math.round((performance.now() - t0) * 10) / 10,
+        actor: c.get('actor')?.sign_pub ?? null,
+      },
+      'http'
+    );
+  };
+}
+
+/** Every route the daemon serves behind signature auth. */
+export const SIGNED_ROUTES: readonly RouteDef[] = Object.freeze([...userRoutes, ...roomRoutes]);
+
+const PUBLIC_ROUTES: RouteDef[] = [
+  {
+    method: 'get',
+    path: '/healthz',
+    summary: 'Posture; 200 only while the store answers',
+    access: 'public',
+    status: 200,
+    response: z.object({}).passthrough(),
+    handler: async () => new Response(),
+  },
+  {
+    method: 'get',
+    path: '/readyz',
+    summary: 'Readiness',
+    access: 'public',
+    status: 200,
+    response: z.object({ ready: z.boolean(), reason: z.string().optional() }),
+    handler: async () => new Response(),
+  },
+  {
+    method: 'get',
+    path: '/openapi.json',
+    summary: 'This document',
+    access: 'public',
+    status: 200,
+    response: z.object({}).passthrough(),
+    handler: async () => new Response(),
+  },
+];
+
+export function createApp(o: AppOptions): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  const services = { store: o.store, logger: o.logger };
+  const openapi = openApiDocument([...PUBLIC_ROUTES, ...SIGNED_ROUTES]);
+
+  app.use('*', requestContext(o.logger));
 
   app.get('/healthz', async (c) => {
-    const p = await deps.health.posture();
+    const p = await o.health.posture();
     return c.json(p, p.status === 'ok' ? 200 : 503);
   });
-
   app.get('/readyz', async (c) => {
-    const r = await deps.health.ready();
+    const r = await o.health.ready();
     return c.json(r, r.ready ? 200 : 503);
   });
+  app.get('/openapi.json', (c) => c.json(openapi));
+
+  const limit = bodyLimit({
+    maxSize: o.bodyLimit ?? 64 * 1024,
+    onError: (c) =>
+      c.json(
+        errorBody('BODY_TOO_LARGE', `request body exceeds ${o.bodyLimit ?? 64 * 1024} bytes`),
+        413
+      ),
+  });
+  const auth = signatureAuth({ store: o.store, mode: o.authMode, logger: o.logger });
+  for (const r of SIGNED_ROUTES) {
+    app.on(r.method.toUpperCase(), r.path.replace(/\{(\w+)\}/g, ':$1'), limit, auth, (c) =>
+      r.handler(c, services)
+    );
+  }
 
   app.notFound((c) =>
     c.json(errorBody('NOT_FOUND', `no route for ${c.req.method} ${c.req.path}`), 404)
   );
-
   app.onError((err, c) => {
-    if (err instanceof HttpError) return c.json(errorBody(err.code, err.message), err.status);
-    deps.logger.error(
-      { err, method: c.req.method, path: c.req.path },
+    const e = toHttpError(err);
+    if (e) {
+      if (e.status >= 500)
+        o.logger.error(
+          { request_id: c.get('requestId'), code: e.code, err: err.message },
+          'request failed'
+        );
+      return c.json(errorBody(e.code, e.message), e.status);
+    }
+    o.logger.error(
+      { request_id: c.get('requestId'), err: err.message, stack: err.stack },
       'unhandled error in request'
     );
     return c.json(errorBody('INTERNAL', 'internal error'), 500);
   });
-
   return app;
 }
+
+export { HttpError };

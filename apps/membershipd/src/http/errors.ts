@@ -1,4 +1,7 @@
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { SignatureError } from '@sealbus/crypto';
+import { ValidationError } from '@sealbus/protocol';
+import { StoreError } from '@sealbus/store';
 
 /**
  * An error with an HTTP status and a stable machine-readable code. Handlers
@@ -24,4 +27,26 @@ export class HttpError extends Error {
 
 export function errorBody(code: string, message: string) {
   return { error: { code, message } };
+}
+
+const STORE_STATUS: Record<StoreError['code'], [ContentfulStatusCode, string]> = {
+  INVALID: [400, 'INVALID'],
+  NOT_FOUND: [404, 'NOT_FOUND'],
+  CONFLICT: [409, 'CONFLICT'],
+  UNAVAILABLE: [503, 'STORE_UNAVAILABLE'],
+  NOT_INITIALIZED: [503, 'STORE_UNAVAILABLE'],
+  CORRUPT: [500, 'STORE_CORRUPT'],
+  BACKEND: [500, 'STORE_ERROR'],
+};
+
+/** Maps any error a handler can throw to its HTTP form; null for unexpected ones (500). */
+export function toHttpError(err: unknown): HttpError | null {
+  if (err instanceof HttpError) return err;
+  if (err instanceof ValidationError) return new HttpError(400, 'INVALID', err.message);
+  if (err instanceof SignatureError) return new HttpError(401, err.code, err.message);
+  if (err instanceof StoreError) {
+    const [status, code] = STORE_STATUS[err.code];
+    return new HttpError(status, code, err.message);
+  }
+  return null;
 }

@@ -2,7 +2,13 @@ import { Option, type Command } from 'commander';
 import { handleSchema, parseKeyHex, parseOrThrow, ROLES, type Role } from '@sealbus/protocol';
 import { StoreError } from '@sealbus/store';
 import { action, CliError, EXIT_CODES } from '../../cli.js';
-import { addNodeOptions, replicationLine, withNodeStore, type NodeOptions } from './node.js';
+import {
+  addNodeOptions,
+  auditCliChange,
+  replicationLine,
+  withNodeStore,
+  type NodeOptions,
+} from './node.js';
 
 interface AddOptions extends NodeOptions {
   handle: string;
@@ -43,6 +49,7 @@ export function registerUserAdd(user: Command): void {
           }
           throw err;
         }
+        await auditCliChange(store, 'user.add', signPub, { handle, role: opts.role });
         process.stdout.write(`added user ${handle} (${signPub}) role=${opts.role}\n`);
         process.stdout.write(`${await replicationLine(store)}\n`);
       });

@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import { userInfo } from 'node:os';
 import { Option, type Command } from 'commander';
 import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
 import { CryptoError, loadIdentity, userNkeyFromSeed } from '@sealbus/crypto';
@@ -142,6 +144,35 @@ export async function withNodeStore<T>(
     clearTimeout(timer);
     session.catch(() => {}); // lost the race: its error has no one to tell
     await (nc as NatsConnection | undefined)?.close().catch(() => {});
+  }
+}
+
+/**
+ * Audits a change made from the CLI on a node. The actor is the node's
+ * operator, known to the system only as `via: cli` plus the local account.
+ */
+export async function auditCliChange(
+  store: MembershipStore,
+  action: string,
+  target: string,
+  detail: Record<string, string | number | boolean | null>
+): Promise<void> {
+  try {
+    await store.audit.append({
+      time: new Date().toISOString(),
+      request_id: `cli-${randomUUID()}`,
+      actor: null,
+      via: 'cli',
+      action,
+      target,
+      outcome: 'ok',
+      detail: { ...detail, os_user: userInfo().username },
+    });
+  } catch (err) {
+    throw new CliError(
+      EXIT_CODES.FAILED,
+      `${action} ${target} was applied but its audit record could not be written (${(err as Error).message})`
+    );
   }
 }
 

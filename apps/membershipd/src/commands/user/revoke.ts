@@ -2,7 +2,13 @@ import type { Command } from 'commander';
 import { parseKeyHex } from '@sealbus/protocol';
 import { StoreError } from '@sealbus/store';
 import { action, CliError, EXIT_CODES } from '../../cli.js';
-import { addNodeOptions, replicationLine, withNodeStore, type NodeOptions } from './node.js';
+import {
+  addNodeOptions,
+  auditCliChange,
+  replicationLine,
+  withNodeStore,
+  type NodeOptions,
+} from './node.js';
 
 export function registerUserRevoke(user: Command): void {
   addNodeOptions(
@@ -24,6 +30,7 @@ export function registerUserRevoke(user: Command): void {
           throw err;
         }
         const { user, changed } = result;
+        if (changed) await auditCliChange(store, 'user.revoke', signPub, { handle: user.handle });
         process.stdout.write(
           changed
             ? `revoked user ${user.handle} (${user.sign_pub}) at ${user.revoked_at}\n`

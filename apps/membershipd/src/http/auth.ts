@@ -1,0 +1,94 @@
+import type { MiddlewareHandler } from 'hono';
+import {
+  claimedKeyId,
+  SignatureError,
+  verifyRequestSignature,
+  type SignableRequest,
+  type VerifyPolicy,
+} from '@sealbus/crypto';
+import type { MembershipStore } from '@sealbus/store';
+import type { Logger } from '../log.js';
+import type { AppContext, AppEnv, AuthMode } from './context.js';
+import { HttpError } from './errors.js';
+
+/** The request as it arrived on the wire (raw target, Host header). */
+export function signableRequest(c: AppContext): SignableRequest {
+  let target = c.env?.incoming?.url;
+  if (!target || !target.startsWith('/')) {
+    const u = new URL(c.req.url);
+    target = u.pathname + u.search;
+  }
+  const q = target.indexOf('?');
+  return {
+    method: c.req.method.toUpperCase(),
+    authority: (c.req.header('host') ?? new URL(c.req.url).host).toLowerCase(),
+    path: q < 0 ? target : target.slice(0, q),
+    query: q < 0 ? '' : target.slice(q),
+    header: (name) => c.req.header(name),
+  };
+}
+
+export interface SignatureAuthOptions {
+  store: MembershipStore;
+  mode: AuthMode;
+  logger: Logger;
+  policy?: Omit<VerifyPolicy, 'now'>;
+}
+
+/**
+ * Authenticates a request by its RFC 9421 signature (Sealbus profile), in
+ * this order, so that nothing is written for garbage: parse and policy
+ * checks, digest and Ed25519 verification (stateless), then the signer's
+ * user record (must be active), then the nonce, created once in the
+ * replicated nonces bucket (a second use anywhere is REPLAYED). A store that
+ * cannot answer fails the request with 503, never lets it through.
+ *
+ * `soft` mode verifies and logs but lets requests through as the identity
+ * they claim; `off` skips verification entirely. Both are for development
+ * and migrations only.
+ */
+export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<AppEnv> {
+  const { store, mode, logger } = options;
+  const claimed = async (c: AppContext) => {
+    const keyid = claimedKeyId(c.req.header('signature-input'));
+    const user = keyid ? await store.getUser(keyid) : null;
+    return user && user.status === 'active' ? user : null;
+  };
+
+  return async function signatureAuthMiddleware(c, next) {
+    const body = new Uint8Array(await c.req.arrayBuffer());
+    c.set('rawBody', body);
+    if (mode === 'off') {
+      c.set('actor', await claimed(c));
+      return next();
+    }
+    try {
+      const sig = verifyRequestSignature(signableRequest(c), body, options.policy);
+      const user = await store.getUser(sig.keyid);
+      if (!user) throw new SignatureError('UNKNOWN_KEY', 'the signing key is not registered');
+      if (user.status !== 'active')
+        throw new SignatureError('REVOKED_KEY', 'the signing key has been revoked');
+      if (!(await store.consumeNonce(sig.keyid, sig.nonce))) {
+        throw new SignatureError('REPLAYED', 'this request (nonce) was already used');
+      }
+      c.set('actor', user);
+    } catch (err) {
+      if (!(err instanceof SignatureError)) throw err;
+      logger.warn(
+        {
+          request_id: c.get('requestId'),
+          code: err.code,
+          claimed_keyid: claimedKeyId(c.req.header('signature-input')),
+          method: c.req.method,
+          path: c.req.path,
+          remote: c.env?.incoming?.socket?.remoteAddress,
+          enforced: mode === 'enforce',
+        },
+        'request signature refused'
+      );
+      if (mode === 'enforce') throw new HttpError(401, err.code, err.message);
+      c.set('actor', await claimed(c));
+    }
+    return next();
+  };
+}

@@ -1,0 +1,21 @@
+import type { Context } from 'hono';
+import type { HttpBindings } from '@hono/node-server';
+import type { UserRecord } from '@sealbus/protocol';
+
+export type AuthMode = 'enforce' | 'soft' | 'off';
+
+/** Per-request values set by middleware. */
+export interface AppVariables {
+  requestId: string;
+  /** The signer as the store knows them; null before auth or when unknown. */
+  actor: UserRecord | null;
+  /** The raw body bytes, read once and digest-checked before any parsing. */
+  rawBody: Uint8Array;
+}
+
+export interface AppEnv {
+  Bindings: HttpBindings;
+  Variables: AppVariables;
+}
+
+export type AppContext = Context<AppEnv>;

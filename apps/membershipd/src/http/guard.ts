@@ -1,0 +1,134 @@
+import type { z } from 'zod';
+import {
+  parseOrThrow,
+  type MemberRecord,
+  type RoomRecord,
+  type UserRecord,
+} from '@sealbus/protocol';
+import type { MembershipStore } from '@sealbus/store';
+import type { Logger } from '../log.js';
+import type { AppContext } from './context.js';
+import { HttpError } from './errors.js';
+
+/** What route handlers work with. */
+export interface Services {
+  store: MembershipStore;
+  logger: Logger;
+}
+
+type Detail = Record<string, string | number | boolean | null>;
+
+/**
+ * Appends an audit record for this request. For a state change (`ok`) a
+ * failed append fails the request with 503: a change is never reported as
+ * done unless it is on the record. Denials are recorded best-effort (the
+ * denial stands either way).
+ */
+export async function audit(
+  s: Services,
+  c: AppContext,
+  action: string,
+  target: string | null,
+  outcome: 'ok' | 'denied',
+  detail?: Detail
+): Promise<void> {
+  try {
+    await s.store.audit.append({
+      time: new Date().toISOString(),
+      request_id: c.get('requestId'),
+      actor: c.get('actor')?.sign_pub ?? null,
+      via: 'http',
+      action,
+      target,
+      outcome,
+      ...(detail ? { detail } : {}),
+    });
+  } catch (err) {
+    s.logger.error(
+      { request_id: c.get('requestId'), action, target, err: (err as Error).message },
+      'audit append failed'
+    );
+    if (outcome === 'ok') {
+      throw new HttpError(
+        503,
+        'AUDIT_UNAVAILABLE',
+        'the change could not be recorded in the audit log; it may have been applied'
+      );
+    }
+  }
+}
+
+export function requireActor(c: AppContext): UserRecord {
+  const actor = c.get('actor');
+  if (!actor)
+    throw new HttpError(
+      401,
+      'UNAUTHENTICATED',
+      'a signed request from a registered key is required'
+    );
+  return actor;
+}
+
+/**
+ * Default-deny admin gate: passes only a signer the store confirmed, during
+ * this request, as an active admin. Anyone else gets 403 and the attempt is
+ * audited; the handler never runs.
+ */
+export async function requireAdmin(
+  s: Services,
+  c: AppContext,
+  action: string,
+  target: string | null
+): Promise<UserRecord> {
+  const actor = requireActor(c);
+  if (actor.role === 'admin' && actor.status === 'active') return actor;
+  await audit(s, c, action, target, 'denied', { reason: 'not an admin' });
+  throw new HttpError(403, 'FORBIDDEN', 'this route is for admins');
+}
+
+/**
+ * Loads a room and the signer's membership in it. Non-members get 403
+ * (audited when `action` names a change); `owner: true` also requires the
+ * owner role.
+ */
+export async function requireMembership(
+  s: Services,
+  c: AppContext,
+  roomId: string,
+  gate: { action: string; owner?: boolean }
+): Promise<{ room: RoomRecord; me: MemberRecord }> {
+  const actor = requireActor(c);
+  const room = await s.store.rooms.get(roomId);
+  if (!room) throw new HttpError(404, 'NOT_FOUND', `room ${roomId} not found`);
+  const me = await s.store.rooms.membership(roomId, actor.sign_pub);
+  if (!me) {
+    if (gate.owner) await audit(s, c, gate.action, roomId, 'denied', { reason: 'not a member' });
+    throw new HttpError(403, 'NOT_A_MEMBER', 'you are not a member of this room');
+  }
+  if (gate.owner && me.role !== 'owner') {
+    await audit(s, c, gate.action, roomId, 'denied', { reason: 'not the owner' });
+    throw new HttpError(403, 'NOT_OWNER', 'only the room owner may do this');
+  }
+  return { room, me };
+}
+
+/** Parses the (already digest-checked) raw body as JSON through a schema. */
+export function readJson<S extends z.ZodType>(c: AppContext, schema: S): z.output<S> {
+  const body = c.get('rawBody');
+  const type = c.req.header('content-type') ?? '';
+  if (!/^application\/json\s*(;|$)/i.test(type)) {
+    throw new HttpError(415, 'UNSUPPORTED_MEDIA_TYPE', 'the body must be application/json');
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body));
+  } catch {
+    throw new HttpError(400, 'BAD_JSON', 'the body is not valid JSON');
+  }
+  return parseOrThrow(schema, raw);
+}
+
+/** A path parameter validated by a schema (400 on a malformed id or key). */
+export function param<S extends z.ZodType>(c: AppContext, name: string, schema: S): z.output<S> {
+  return parseOrThrow(schema, c.req.param(name), name);
+}

@@ -1,0 +1,17 @@
+import type { z } from 'zod';
+import type { AppContext } from '../context.js';
+import type { Services } from '../guard.js';
+
+/** One route: its handler and what the OpenAPI document says about it. */
+export interface RouteDef {
+  method: 'get' | 'post' | 'delete';
+  /** OpenAPI-style path, e.g. `/rooms/{id}/members`. */
+  path: string;
+  summary: string;
+  /** Who may call it, for the document (the handler enforces it). */
+  access: 'public' | 'signed' | 'admin' | 'member' | 'owner';
+  body?: z.ZodType;
+  status: number;
+  response: z.ZodType;
+  handler: (c: AppContext, s: Services) => Promise<Response>;
+}

@@ -1,0 +1,77 @@
+import {
+  newUserSchema,
+  parseSignPubHex,
+  revokeResponseSchema,
+  userResponseSchema,
+  usersResponseSchema,
+  ValidationError,
+} from '@sealbus/protocol';
+import { z } from 'zod';
+import { audit, param, readJson, requireActor, requireAdmin } from '../guard.js';
+import type { RouteDef } from './types.js';
+
+const signPubParam = z.string().transform((v, ctx) => {
+  try {
+    return parseSignPubHex(v);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as ValidationError).message });
+    return z.NEVER;
+  }
+});
+
+export const userRoutes: RouteDef[] = [
+  {
+    method: 'get',
+    path: '/users',
+    summary: 'List every user, revoked ones included',
+    access: 'admin',
+    status: 200,
+    response: usersResponseSchema,
+    async handler(c, s) {
+      await requireAdmin(s, c, 'user.list', null);
+      return c.json({ users: await s.store.listUsers() });
+    },
+  },
+  {
+    method: 'post',
+    path: '/users',
+    summary: 'Register a user (create-only: 409 on an existing key, row untouched)',
+    access: 'admin',
+    body: newUserSchema,
+    status: 201,
+    response: userResponseSchema,
+    async handler(c, s) {
+      await requireAdmin(s, c, 'user.add', null);
+      const input = readJson(c, newUserSchema);
+      const user = await s.store.addUser(input);
+      await audit(s, c, 'user.add', user.sign_pub, 'ok', { handle: user.handle, role: user.role });
+      return c.json({ user }, 201);
+    },
+  },
+  {
+    method: 'post',
+    path: '/users/{sign_pub}/revoke',
+    summary: 'Revoke a user: a status flip, never a delete',
+    access: 'admin',
+    status: 200,
+    response: revokeResponseSchema,
+    async handler(c, s) {
+      const target = param(c, 'sign_pub', signPubParam);
+      await requireAdmin(s, c, 'user.revoke', target);
+      const { user, changed } = await s.store.revokeUser(target);
+      if (changed) await audit(s, c, 'user.revoke', target, 'ok', { handle: user.handle });
+      return c.json({ user, changed });
+    },
+  },
+  {
+    method: 'get',
+    path: '/me',
+    summary: "The signer's own user record",
+    access: 'signed',
+    status: 200,
+    response: userResponseSchema,
+    async handler(c) {
+      return c.json({ user: requireActor(c) });
+    },
+  },
+];

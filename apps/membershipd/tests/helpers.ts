@@ -1,0 +1,103 @@
+import http from 'node:http';
+import { join } from 'node:path';
+import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
+import {
+  generateIdentity,
+  loadIdentity,
+  requestSigner,
+  signRequest,
+  userNkeyFromSeed,
+  type Identity,
+} from '@sealbus/crypto';
+import { ControlClient } from '@sealbus/client';
+import { MembershipStore } from '@sealbus/store';
+import type { TestDaemon } from '@sealbus/testing';
+
+export interface RawResult {
+  status: number;
+  json: any;
+  headers: http.IncomingHttpHeaders;
+}
+
+/** Sends exactly these headers and body (nothing added but Host, unless given). */
+export function rawRequest(
+  base: string,
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  body?: Uint8Array | string
+): Promise<RawResult> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      new URL(path, base),
+      { method, headers, agent: false, timeout: 15_000 },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (d) => chunks.push(d));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let json: unknown;
+          try {
+            json = JSON.parse(text);
+          } catch {
+            json = text;
+          }
+          resolve({ status: res.statusCode ?? 0, json, headers: res.headers });
+        });
+      }
+    );
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** Headers of a request signed with the Sealbus profile. */
+export function signedHeaders(
+  id: Identity,
+  method: string,
+  url: string,
+  body?: string,
+  opts: Parameters<typeof signRequest>[2] = {}
+): Record<string, string> {
+  const bytes = body === undefined ? undefined : new TextEncoder().encode(body);
+  return signRequest(
+    requestSigner(id),
+    {
+      method,
+      url: new URL(url),
+      ...(bytes ? { body: bytes, contentType: 'application/json' } : {}),
+    },
+    opts
+  );
+}
+
+/** A store connection as the node's internal identity, to check what was (not) written. */
+export async function nodeStore(
+  d: TestDaemon
+): Promise<{ store: MembershipStore; nc: NatsConnection }> {
+  const internal = await loadIdentity(join(d.dataDir, 'internal.id'));
+  const nc = await connect({
+    servers: d.natsUrl,
+    authenticator: nkeyAuthenticator(
+      new TextEncoder().encode(userNkeyFromSeed(internal.signSeed).seed)
+    ),
+  });
+  return { store: await MembershipStore.open(nc, { bindOnly: true }), nc };
+}
+
+export async function adminOf(d: TestDaemon): Promise<Identity> {
+  return loadIdentity(join(d.dataDir, 'admin.id'));
+}
+
+/** Registers a fresh identity through the admin and returns it with its own client. */
+export async function enrol(
+  admin: ControlClient,
+  d: TestDaemon,
+  handle: string,
+  role: 'admin' | 'member' = 'member'
+): Promise<{ id: Identity; ctl: ControlClient }> {
+  const id = generateIdentity();
+  await admin.addUser({ sign_pub: id.signPubHex, kex_pub: id.kexPubHex, handle, role });
+  return { id, ctl: new ControlClient({ urls: [d.httpUrl], identity: id }) };
+}

@@ -1,0 +1,217 @@
+import type { z } from 'zod';
+import { requestSigner, signRequest, type Identity, type RequestSigner } from '@sealbus/crypto';
+import {
+  addMemberSchema,
+  createRoomSchema,
+  errorResponseSchema,
+  memberAddedResponseSchema,
+  memberRemovedResponseSchema,
+  myKeysResponseSchema,
+  myRoomSchema,
+  myRoomsResponseSchema,
+  newUserSchema,
+  parseKeyHex,
+  parseOrThrow,
+  parseSignPubHex,
+  rekeyResponseSchema,
+  rekeySchema,
+  revokeResponseSchema,
+  roomDetailResponseSchema,
+  roomIdSchema,
+  userResponseSchema,
+  usersResponseSchema,
+  type AddMemberRequest,
+  type CreateRoomRequest,
+  type MyRoom,
+  type NewUser,
+  type RekeyRequest,
+  type RoomDetail,
+  type UserRecord,
+} from '@sealbus/protocol';
+import { ControlError, type ControlAttempt } from './errors.js';
+import { Transport, type RawResponse } from './transport.js';
+
+export interface ControlClientOptions {
+  /** Control-plane base URLs, tried in order; the one that last answered goes first. */
+  urls: string[];
+  identity: Identity;
+  /** PEM CA bundle for https URLs. */
+  ca?: string | Buffer;
+  /** Per-attempt timeout (default 10 s). */
+  timeoutMs?: number;
+  /** Seconds a signature stays valid (default 60). */
+  signatureLifetimeSec?: number;
+}
+
+type Json = Record<string, unknown>;
+
+/**
+ * Signed client for membershipd's control plane. Every request carries a
+ * fresh RFC 9421 signature (new nonce per attempt). On a connection error,
+ * a timeout or a 503 it moves on to the next URL; a 4xx is the server's
+ * answer and is thrown at once as a {@link ControlError}.
+ *
+ * @example
+ * const ctl = new ControlClient({ urls: ['http://127.0.0.1:8470'], identity });
+ * const me = await ctl.me();
+ */
+export class ControlClient {
+  readonly #urls: URL[];
+  readonly #signer: RequestSigner;
+  readonly #transport: Transport;
+  readonly #lifetime: number;
+  #preferred = 0;
+
+  constructor(o: ControlClientOptions) {
+    if (o.urls.length === 0) throw new TypeError('ControlClient needs at least one control URL');
+    this.#urls = o.urls.map((u) => {
+      const url = new URL(u);
+      if (url.protocol !== 'http:' && url.protocol !== 'https:')
+        throw new TypeError(`not an http(s) URL: ${u}`);
+      return url;
+    });
+    this.#signer = requestSigner(o.identity);
+    this.#transport = new Transport({
+      timeoutMs: o.timeoutMs ?? 10_000,
+      ...(o.ca ? { ca: o.ca } : {}),
+    });
+    this.#lifetime = o.signatureLifetimeSec ?? 60;
+  }
+
+  /** The URL that answered last (where the next request goes first). */
+  get currentUrl(): string {
+    return this.#urls[this.#preferred]!.toString();
+  }
+
+  /** Sends a signed request and parses the answer with `schema`. */
+  async request<S extends z.ZodType>(
+    method: string,
+    path: string,
+    schema: S,
+    body?: Json
+  ): Promise<z.output<S>> {
+    const bytes = body === undefined ? undefined : new TextEncoder().encode(JSON.stringify(body));
+    const attempts: ControlAttempt[] = [];
+    for (let i = 0; i < this.#urls.length; i++) {
+      const idx = (this.#preferred + i) % this.#urls.length;
+      const url = new URL(path, this.#urls[idx]);
+      const headers = signRequest(
+        this.#signer,
+        { method, url, ...(bytes ? { body: bytes, contentType: 'application/json' } : {}) },
+        { lifetimeSec: this.#lifetime }
+      );
+      headers['accept'] = 'application/json';
+      let res: RawResponse;
+      try {
+        res = await this.#transport.send(method, url, headers, bytes);
+      } catch (err) {
+        attempts.push({ url: url.origin, status: 0, error: (err as Error).message });
+        continue;
+      }
+      if (res.status === 503) {
+        attempts.push({ url: url.origin, status: 503, error: errorOf(res).message });
+        continue;
+      }
+      this.#preferred = idx;
+      if (res.status >= 200 && res.status < 300) {
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(res.body.toString('utf8'));
+        } catch {
+          throw new ControlError(
+            res.status,
+            'BAD_RESPONSE',
+            `${method} ${path}: the answer is not JSON`
+          );
+        }
+        return parseOrThrow(schema, parsed, 'response');
+      }
+      const e = errorOf(res);
+      throw new ControlError(res.status, e.code, `${method} ${path}: ${e.message}`);
+    }
+    const allBusy = attempts.every((a) => a.status === 503);
+    throw new ControlError(
+      allBusy ? 503 : 0,
+      'UNAVAILABLE',
+      `${method} ${path}: no control URL answered (${attempts.map((a) => `${a.url}: ${a.error}`).join('; ')})`,
+      attempts
+    );
+  }
+
+  async listUsers(): Promise<UserRecord[]> {
+    return (await this.request('GET', '/users', usersResponseSchema)).users;
+  }
+
+  async addUser(user: NewUser): Promise<UserRecord> {
+    const body = parseOrThrow(newUserSchema, user);
+    return (await this.request('POST', '/users', userResponseSchema, body)).user;
+  }
+
+  async revokeUser(signPub: string): Promise<{ user: UserRecord; changed: boolean }> {
+    return this.request('POST', `/users/${parseSignPubHex(signPub)}/revoke`, revokeResponseSchema);
+  }
+
+  async me(): Promise<UserRecord> {
+    return (await this.request('GET', '/me', userResponseSchema)).user;
+  }
+
+  async createRoom(input: CreateRoomRequest): Promise<MyRoom> {
+    return this.request('POST', '/rooms', myRoomSchema, parseOrThrow(createRoomSchema, input));
+  }
+
+  async listMyRooms(): Promise<MyRoom[]> {
+    return (await this.request('GET', '/rooms', myRoomsResponseSchema)).rooms;
+  }
+
+  async getRoom(id: string): Promise<RoomDetail> {
+    return this.request('GET', `/rooms/${roomId(id)}`, roomDetailResponseSchema);
+  }
+
+  async addMember(id: string, input: AddMemberRequest) {
+    return this.request(
+      'POST',
+      `/rooms/${roomId(id)}/members`,
+      memberAddedResponseSchema,
+      parseOrThrow(addMemberSchema, input)
+    );
+  }
+
+  async removeMember(id: string, signPub: string) {
+    return this.request(
+      'DELETE',
+      `/rooms/${roomId(id)}/members/${parseKeyHex(signPub)}`,
+      memberRemovedResponseSchema
+    );
+  }
+
+  async rekey(id: string, input: RekeyRequest) {
+    return this.request(
+      'POST',
+      `/rooms/${roomId(id)}/rekey`,
+      rekeyResponseSchema,
+      parseOrThrow(rekeySchema, input)
+    );
+  }
+
+  async myKeys(id: string) {
+    return this.request('GET', `/rooms/${roomId(id)}/keys`, myKeysResponseSchema);
+  }
+
+  /** Closes idle keep-alive connections. */
+  close(): void {
+    this.#transport.close();
+  }
+}
+
+const roomId = (id: string) => parseOrThrow(roomIdSchema, id, 'room id');
+
+function errorOf(res: RawResponse): { code: string; message: string } {
+  try {
+    return parseOrThrow(errorResponseSchema, JSON.parse(res.body.toString('utf8'))).error;
+  } catch {
+    return {
+      code: `HTTP_${res.status}`,
+      message: res.body.toString('utf8').slice(0, 200) || `HTTP ${res.status}`,
+    };
+  }
+}

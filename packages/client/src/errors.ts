@@ -1,0 +1,26 @@
+/** One failed attempt against one control URL. */
+export interface ControlAttempt {
+  url: string;
+  /** HTTP status, or 0 when no answer came back. */
+  status: number;
+  error: string;
+}
+
+/**
+ * An error from the control plane. For an answer from the server, `status`
+ * and `code` are the server's (`{"error":{"code"}}`); when no URL answered,
+ * `status` is 0 or 503 and `code` is `UNAVAILABLE`, with every attempt listed.
+ */
+export class ControlError extends Error {
+  readonly status: number;
+  readonly code: string;
+  readonly attempts: readonly ControlAttempt[];
+
+  constructor(status: number, code: string, message: string, attempts: ControlAttempt[] = []) {
+    super(message);
+    this.name = new.target.name;
+    this.status = status;
+    this.code = code;
+    this.attempts = attempts;
+  }
+}

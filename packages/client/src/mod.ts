@@ -1,0 +1,3 @@
+export { ControlClient, type ControlClientOptions } from './control.js';
+export { ControlError, type ControlAttempt } from './errors.js';
+export { newRoomKey, openRoomKey, sealRoomKey } from './keys.js';

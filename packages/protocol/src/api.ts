@@ -1,0 +1,53 @@
+import { z } from 'zod';
+import { auditRecordSchema } from './audit.js';
+import { memberRecordSchema, memberRoleSchema, roomIdSchema, roomRecordSchema } from './rooms.js';
+import { userRecordSchema } from './users.js';
+
+/** Every error response: a stable machine code and a human message. */
+export const errorResponseSchema = z.object({
+  error: z.object({ code: z.string(), message: z.string() }),
+});
+export type ErrorResponse = z.infer<typeof errorResponseSchema>;
+
+export const userResponseSchema = z.object({ user: userRecordSchema });
+export const usersResponseSchema = z.object({ users: z.array(userRecordSchema) });
+export const revokeResponseSchema = z.object({ user: userRecordSchema, changed: z.boolean() });
+
+/** A room as seen by one member: the record plus that member's role. */
+export const myRoomSchema = roomRecordSchema.extend({ role: memberRoleSchema });
+export type MyRoom = z.infer<typeof myRoomSchema>;
+export const myRoomsResponseSchema = z.object({ rooms: z.array(myRoomSchema) });
+
+export const roomMemberViewSchema = memberRecordSchema.extend({
+  handle: z.string().nullable(),
+  status: z.enum(['active', 'revoked', 'unknown']),
+});
+export const roomDetailResponseSchema = myRoomSchema.extend({
+  members: z.array(roomMemberViewSchema),
+});
+export type RoomDetail = z.infer<typeof roomDetailResponseSchema>;
+
+export const memberAddedResponseSchema = z.object({
+  id: roomIdSchema,
+  subject: z.string(),
+  epoch: z.number().int(),
+  member: memberRecordSchema,
+});
+export const memberRemovedResponseSchema = z.object({
+  id: roomIdSchema,
+  subject: z.string(),
+  removed: z.string(),
+  needs_rekey: z.boolean(),
+});
+export const rekeyResponseSchema = z.object({
+  id: roomIdSchema,
+  subject: z.string(),
+  epoch: z.number().int(),
+});
+export const myKeysResponseSchema = z.object({
+  id: roomIdSchema,
+  subject: z.string(),
+  epoch: z.number().int(),
+  keys: z.array(z.object({ epoch: z.number().int(), sealed_key: z.string() })),
+});
+export const auditListSchema = z.object({ records: z.array(auditRecordSchema) });

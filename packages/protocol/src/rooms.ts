@@ -1,0 +1,119 @@
+import { z } from 'zod';
+import { keyHexSchema } from './users.js';
+
+/** Bytes of a sealed 32-byte room key: ephemeral X25519 key + box (key + MAC). */
+export const SEALED_ROOM_KEY_BYTES = 32 + 32 + 16;
+
+const SUBJECT_TOKEN = /^[A-Za-z0-9_-]+$/;
+/** First tokens kept for the system: NATS internals and Sealbus's own subjects. */
+const RESERVED_FIRST = /^(\$|_)|^sealbus$/i;
+
+/**
+ * A room's NATS subject: literal tokens (no wildcards) of letters, digits,
+ * `_` and `-`, separated by dots; at most 16 tokens and 200 characters. The
+ * first token may not start with `$` or `_` (NATS system and inbox subjects)
+ * nor be `sealbus` (control events and audit).
+ */
+export const subjectSchema = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(200, 'must be at most 200 characters')
+  .superRefine((s, ctx) => {
+    const tokens = s.split('.');
+    if (tokens.length > 16)
+      ctx.addIssue({ code: 'custom', message: 'must have at most 16 tokens' });
+    else if (!tokens.every((t) => SUBJECT_TOKEN.test(t))) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'tokens may contain only letters, digits, _ and - (no wildcards, no empty tokens)',
+      });
+    } else if (RESERVED_FIRST.test(tokens[0]!)) {
+      ctx.addIssue({ code: 'custom', message: `"${tokens[0]}" is reserved for the system` });
+    }
+  });
+
+export const roomIdSchema = z
+  .string()
+  .regex(/^[0-9a-f]{24}$/, 'must be a room id (24 hex characters)');
+
+export const roomPolicySchema = z.strictObject({
+  /** Payloads are AEAD-encrypted with the epoch's room key. */
+  encrypt: z.boolean(),
+  /** Messages are kept in a replicated JetStream stream (immutable history). */
+  persist: z.boolean(),
+  /** Every frame carries the sender's Ed25519 signature. */
+  sign: z.boolean(),
+});
+export type RoomPolicy = z.infer<typeof roomPolicySchema>;
+
+export const MEMBER_ROLES = Object.freeze(['owner', 'writer', 'reader'] as const);
+export const memberRoleSchema = z.enum(MEMBER_ROLES);
+export type MemberRole = z.infer<typeof memberRoleSchema>;
+
+/** An invitee's role: the owner is whoever created the room. */
+export const inviteRoleSchema = z.enum(['writer', 'reader']);
+
+/** A room key sealed to one member (standard base64 of a libsodium sealed box). */
+export const sealedKeySchema = z
+  .string()
+  .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be standard base64')
+  .refine((s) => Buffer.from(s, 'base64').length === SEALED_ROOM_KEY_BYTES, {
+    message: `must decode to ${SEALED_ROOM_KEY_BYTES} bytes (a sealed 32-byte key)`,
+  });
+
+export const roomRecordSchema = z.object({
+  id: roomIdSchema,
+  subject: z.string(),
+  owner: keyHexSchema('owner'),
+  policy: roomPolicySchema,
+  /** Current key epoch; 0 at creation, +1 per rekey. */
+  epoch: z.number().int().min(0),
+  /** Set when a member was removed and the owner has not rotated the key yet. */
+  needs_rekey: z.boolean(),
+  created_at: z.string(),
+});
+export type RoomRecord = z.infer<typeof roomRecordSchema>;
+
+export const memberRecordSchema = z.object({
+  room: roomIdSchema,
+  sign_pub: keyHexSchema('sign_pub'),
+  role: memberRoleSchema,
+  added_at: z.string(),
+  added_by: keyHexSchema('added_by'),
+});
+export type MemberRecord = z.infer<typeof memberRecordSchema>;
+
+export const roomKeyRecordSchema = z.object({
+  room: roomIdSchema,
+  epoch: z.number().int().min(0),
+  sign_pub: keyHexSchema('sign_pub'),
+  sealed_key: sealedKeySchema,
+  created_at: z.string(),
+});
+export type RoomKeyRecord = z.infer<typeof roomKeyRecordSchema>;
+
+// ---- requests ----
+
+export const createRoomSchema = z.strictObject({
+  subject: subjectSchema,
+  policy: roomPolicySchema,
+  /** Epoch 0's key sealed to the creator; required when `policy.encrypt`. */
+  sealed_key: sealedKeySchema.optional(),
+});
+export type CreateRoomRequest = z.input<typeof createRoomSchema>;
+
+export const addMemberSchema = z.strictObject({
+  sign_pub: keyHexSchema('sign_pub'),
+  role: inviteRoleSchema,
+  /** The current epoch's key sealed to the invitee; required in encrypted rooms. */
+  sealed_key: sealedKeySchema.optional(),
+});
+export type AddMemberRequest = z.input<typeof addMemberSchema>;
+
+export const rekeySchema = z.strictObject({
+  /** Must be the room's current epoch + 1. */
+  epoch: z.number().int().min(1),
+  /** The new key sealed to every current member, by sign_pub: no more, no less. */
+  sealed_keys: z.record(z.string(), sealedKeySchema),
+});
+export type RekeyRequest = z.input<typeof rekeySchema>;

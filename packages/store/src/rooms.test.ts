@@ -1,0 +1,215 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect, type NatsConnection } from 'nats';
+import { startNats, type TestNats } from '@sealbus/testing';
+import { StoreError } from './errors.js';
+import { MembershipStore } from './store.js';
+
+const key = (n: number) => n.toString(16).padStart(2, '0').repeat(32);
+const sealed = (n: number) => Buffer.alloc(80, n).toString('base64');
+const isCode = (code: string) => (e: unknown) => e instanceof StoreError && e.code === code;
+const ENC = { encrypt: true, persist: false, sign: true };
+
+describe(
+  'rooms, members, sealed keys, nonces and audit on a real nats-server',
+  { timeout: 60_000 },
+  () => {
+    let nats: TestNats;
+    let nc: NatsConnection;
+    let store: MembershipStore;
+
+    before(async () => {
+      nats = await startNats();
+      nc = await connect({ servers: nats.url });
+      store = await MembershipStore.open(nc);
+    });
+    after(async () => {
+      await nc?.close();
+      await nats?.dispose();
+    });
+
+    test('create: owner membership, epoch-0 key, unique subject', async () => {
+      const room = await store.rooms.create({
+        subject: 'chat.one',
+        policy: ENC,
+        owner: key(1),
+        sealedKey: sealed(1),
+      });
+      assert.match(room.id, /^[0-9a-f]{24}$/);
+      assert.equal(room.epoch, 0);
+      assert.deepEqual(await store.rooms.get(room.id), room);
+      assert.equal((await store.rooms.membership(room.id, key(1)))?.role, 'owner');
+      assert.deepEqual(
+        (await store.rooms.keysOf(room.id, key(1))).map((k) => [k.epoch, k.sealed_key]),
+        [[0, sealed(1)]]
+      );
+      await assert.rejects(
+        store.rooms.create({
+          subject: 'chat.one',
+          policy: ENC,
+          owner: key(2),
+          sealedKey: sealed(2),
+        }),
+        isCode('CONFLICT')
+      );
+      await assert.rejects(
+        store.rooms.create({ subject: 'chat.two', policy: ENC, owner: key(2) }),
+        isCode('INVALID')
+      );
+      const mine = await store.rooms.roomsOf(key(1));
+      assert.deepEqual(
+        mine.map((r) => [r.room.id, r.role]),
+        [[room.id, 'owner']]
+      );
+    });
+
+    test('add, remove (marks rekey), rekey with exact coverage and the next epoch only', async () => {
+      const room = await store.rooms.create({
+        subject: 'chat.rekey',
+        policy: ENC,
+        owner: key(1),
+        sealedKey: sealed(1),
+      });
+      await store.rooms.addMember(room, {
+        signPub: key(2),
+        role: 'writer',
+        sealedKey: sealed(2),
+        addedBy: key(1),
+      });
+      await store.rooms.addMember(room, {
+        signPub: key(3),
+        role: 'reader',
+        sealedKey: sealed(3),
+        addedBy: key(1),
+      });
+      await assert.rejects(
+        store.rooms.addMember(room, {
+          signPub: key(3),
+          role: 'writer',
+          sealedKey: sealed(9),
+          addedBy: key(1),
+        }),
+        isCode('CONFLICT')
+      );
+      assert.equal(
+        (await store.rooms.membership(room.id, key(3)))?.role,
+        'reader',
+        'conflicting add changed nothing'
+      );
+      assert.deepEqual((await store.rooms.members(room.id)).map((m) => m.role).sort(), [
+        'owner',
+        'reader',
+        'writer',
+      ]);
+
+      const after = await store.rooms.removeMember(room, key(3));
+      assert.equal(after.needs_rekey, true);
+      assert.equal(await store.rooms.membership(room.id, key(3)), null);
+      assert.deepEqual(await store.rooms.roomsOf(key(3)), []);
+      await assert.rejects(store.rooms.removeMember(room, key(1)), isCode('INVALID'));
+
+      const keysFor = (ks: number[]) => Object.fromEntries(ks.map((k) => [key(k), sealed(10 + k)]));
+      await assert.rejects(
+        store.rooms.rekey(room.id, 2, keysFor([1, 2])),
+        isCode('CONFLICT'),
+        'skipping an epoch'
+      );
+      await assert.rejects(
+        store.rooms.rekey(room.id, 1, keysFor([1])),
+        isCode('INVALID'),
+        'a member missing'
+      );
+      await assert.rejects(
+        store.rooms.rekey(room.id, 1, keysFor([1, 2, 3])),
+        isCode('INVALID'),
+        'a removed member'
+      );
+      assert.equal((await store.rooms.get(room.id))?.epoch, 0, 'failed rekeys changed nothing');
+      assert.deepEqual(
+        (await store.rooms.keysOf(room.id, key(2))).map((k) => k.epoch),
+        [0]
+      );
+
+      const rotated = await store.rooms.rekey(room.id, 1, keysFor([1, 2]));
+      assert.equal(rotated.epoch, 1);
+      assert.equal(rotated.needs_rekey, false);
+      assert.deepEqual(
+        (await store.rooms.keysOf(room.id, key(2))).map((k) => k.epoch),
+        [0, 1]
+      );
+      await assert.rejects(
+        store.rooms.rekey(room.id, 1, keysFor([1, 2])),
+        isCode('CONFLICT'),
+        'same epoch twice'
+      );
+    });
+
+    test('two concurrent rekeys to the same epoch: one wins, nothing of the loser remains', async () => {
+      const room = await store.rooms.create({
+        subject: 'chat.race',
+        policy: ENC,
+        owner: key(4),
+        sealedKey: sealed(4),
+      });
+      const results = await Promise.allSettled([
+        store.rooms.rekey(room.id, 1, { [key(4)]: sealed(41) }),
+        store.rooms.rekey(room.id, 1, { [key(4)]: sealed(42) }),
+      ]);
+      const ok = results.filter((r) => r.status === 'fulfilled');
+      assert.equal(ok.length, 1);
+      const keys = await store.rooms.keysOf(room.id, key(4));
+      assert.equal(keys.length, 2);
+      assert.equal((await store.rooms.get(room.id))?.epoch, 1);
+    });
+
+    test('unencrypted rooms carry no keys', async () => {
+      const room = await store.rooms.create({
+        subject: 'plain.x',
+        policy: { encrypt: false, persist: false, sign: true },
+        owner: key(5),
+      });
+      await assert.rejects(
+        store.rooms.addMember(room, {
+          signPub: key(6),
+          role: 'reader',
+          sealedKey: sealed(6),
+          addedBy: key(5),
+        }),
+        isCode('INVALID')
+      );
+      await store.rooms.addMember(room, { signPub: key(6), role: 'reader', addedBy: key(5) });
+      await assert.rejects(store.rooms.rekey(room.id, 1, {}), isCode('INVALID'));
+    });
+
+    test('nonces are single-use', async () => {
+      assert.equal(await store.consumeNonce(key(1), 'AAAAAAAAAAAAAAAAAAAAAA'), true);
+      assert.equal(await store.consumeNonce(key(1), 'AAAAAAAAAAAAAAAAAAAAAA'), false);
+      assert.equal(await store.consumeNonce(key(2), 'AAAAAAAAAAAAAAAAAAAAAA'), true, 'per key');
+      await assert.rejects(store.consumeNonce(key(1), 'bad nonce!'), isCode('INVALID'));
+    });
+
+    test('audit: append and tail, oldest first; deduplicated retries', async () => {
+      const rec = (i: number) => ({
+        time: new Date().toISOString(),
+        request_id: `req-${i}`,
+        actor: key(1),
+        via: 'http' as const,
+        action: 'user.add',
+        target: key(i),
+        outcome: 'ok' as const,
+      });
+      for (let i = 0; i < 5; i++) await store.audit.append(rec(i));
+      await store.audit.append(rec(4)); // a retry of the same request
+      const tail = await store.audit.tail(3);
+      assert.deepEqual(
+        tail.map((r) => r.request_id),
+        ['req-2', 'req-3', 'req-4']
+      );
+      assert.equal((await store.audit.tail(100)).length, 5);
+      await assert.rejects(
+        store.audit.append({ ...rec(9), action: 'Bad Action' }),
+        isCode('INVALID')
+      );
+    });
+  }
+);

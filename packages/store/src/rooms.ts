@@ -1,0 +1,384 @@
+import { randomBytes } from 'node:crypto';
+import type { KV } from 'nats';
+import {
+  memberRecordSchema,
+  parseOrThrow,
+  roomKeyRecordSchema,
+  roomRecordSchema,
+  type MemberRecord,
+  type MemberRole,
+  type RoomKeyRecord,
+  type RoomPolicy,
+  type RoomRecord,
+} from '@sealbus/protocol';
+import { StoreError, isWrongLastSequence, toStoreError } from './errors.js';
+import { casUpdate, createOnly, decodeJson, encodeJson, getLive, readAll } from './kv.js';
+
+const parseRoom = (raw: unknown): RoomRecord => parseOrThrow(roomRecordSchema, raw);
+const parseMember = (raw: unknown): MemberRecord => parseOrThrow(memberRecordSchema, raw);
+const parseKey = (raw: unknown): RoomKeyRecord => parseOrThrow(roomKeyRecordSchema, raw);
+const parseIndex = (raw: unknown) => raw as { room: string; role?: MemberRole };
+
+export interface RoomBuckets {
+  rooms: KV;
+  members: KV;
+  roomsByMember: KV;
+  roomKeys: KV;
+}
+
+const roomKey = (id: string) => `room.${id}`;
+const subjectKey = (subject: string) => `subject.${subject}`;
+const memberKey = (id: string, signPub: string) => `${id}.${signPub}`;
+const reverseKey = (signPub: string, id: string) => `${signPub}.${id}`;
+const sealedKeyKey = (id: string, epoch: number, signPub: string) => `${id}.${epoch}.${signPub}`;
+
+/** Deletes written keys after a failed multi-key change; best effort. */
+async function undo(steps: Array<[KV, string]>): Promise<void> {
+  for (const [kv, key] of steps.reverse()) await kv.delete(key).catch(() => {});
+}
+
+async function del(kv: KV, key: string, what: string): Promise<void> {
+  try {
+    await kv.delete(key);
+  } catch (err) {
+    throw toStoreError(err, what);
+  }
+}
+
+/**
+ * Rooms, memberships and sealed room keys. KV has no transactions, so every
+ * multi-key change writes the record that grants access last and undoes what
+ * it wrote on failure; reads for authorisation use `members`, the source of
+ * truth, while `rooms_by_member` is the index behind "my rooms".
+ */
+export class Rooms {
+  readonly #b: RoomBuckets;
+
+  constructor(buckets: RoomBuckets) {
+    this.#b = buckets;
+  }
+
+  /**
+   * Creates a room owned by `owner`. The subject is claimed create-only
+   * first, so two rooms can never share a subject (CONFLICT).
+   */
+  async create(input: {
+    subject: string;
+    policy: RoomPolicy;
+    owner: string;
+    sealedKey?: string;
+    now?: Date;
+  }): Promise<RoomRecord> {
+    const now = (input.now ?? new Date()).toISOString();
+    if (input.policy.encrypt !== (input.sealedKey !== undefined)) {
+      throw new StoreError(
+        'INVALID',
+        input.policy.encrypt
+          ? 'sealed_key: an encrypted room needs epoch 0 key sealed to its creator'
+          : 'sealed_key: an unencrypted room has no key'
+      );
+    }
+    const room: RoomRecord = {
+      id: randomBytes(12).toString('hex'),
+      subject: input.subject,
+      owner: input.owner,
+      policy: input.policy,
+      epoch: 0,
+      needs_rekey: false,
+      created_at: now,
+    };
+    await this.#claimSubject(room.subject, room.id, now);
+    const written: Array<[KV, string]> = [[this.#b.rooms, subjectKey(room.subject)]];
+    try {
+      await this.#create(this.#b.rooms, roomKey(room.id), room, 'create room');
+      written.push([this.#b.rooms, roomKey(room.id)]);
+      if (input.sealedKey !== undefined) {
+        await this.#putSealedKey(room.id, 0, room.owner, input.sealedKey, now);
+        written.push([this.#b.roomKeys, sealedKeyKey(room.id, 0, room.owner)]);
+      }
+      await this.#writeMember({
+        room: room.id,
+        sign_pub: room.owner,
+        role: 'owner',
+        added_at: now,
+        added_by: room.owner,
+      });
+    } catch (err) {
+      await undo(written);
+      throw err;
+    }
+    return room;
+  }
+
+  async #claimSubject(subject: string, id: string, now: string): Promise<void> {
+    const key = subjectKey(subject);
+    if (
+      (await createOnly(
+        this.#b.rooms,
+        key,
+        encodeJson({ room: id, created_at: now }),
+        'claim subject'
+      )) !== null
+    ) {
+      return;
+    }
+    // Taken. A claim whose room never came to exist (a creator that died
+    // between the two writes) is reclaimed once it is clearly abandoned.
+    const entry = await getLive(this.#b.rooms, key, 'claim subject');
+    if (entry) {
+      const claim = decodeJson(entry, (r) => r as { room: string; created_at: string });
+      const abandoned =
+        (await this.get(claim.room)) === null && Date.now() - Date.parse(claim.created_at) > 60_000;
+      if (abandoned) {
+        try {
+          await this.#b.rooms.update(
+            key,
+            encodeJson({ room: id, created_at: now }),
+            entry.revision
+          );
+          return;
+        } catch (err) {
+          if (!isWrongLastSequence(err)) throw toStoreError(err, 'claim subject');
+        }
+      }
+    }
+    throw new StoreError('CONFLICT', `subject ${subject} is already used by another room`);
+  }
+
+  async #create(kv: KV, key: string, value: unknown, what: string): Promise<void> {
+    if ((await createOnly(kv, key, encodeJson(value), what)) === null) {
+      throw new StoreError('CONFLICT', `${what}: ${key} already exists`);
+    }
+  }
+
+  async #putSealedKey(
+    room: string,
+    epoch: number,
+    signPub: string,
+    sealedKey: string,
+    now: string
+  ): Promise<void> {
+    const rec: RoomKeyRecord = {
+      room,
+      epoch,
+      sign_pub: signPub,
+      sealed_key: sealedKey,
+      created_at: now,
+    };
+    await this.#create(
+      this.#b.roomKeys,
+      sealedKeyKey(room, epoch, signPub),
+      rec,
+      'store sealed key'
+    );
+  }
+
+  /** Writes the reverse index, then the membership that grants access. */
+  async #writeMember(m: MemberRecord): Promise<void> {
+    const idx = reverseKey(m.sign_pub, m.room);
+    try {
+      await this.#b.roomsByMember.put(idx, encodeJson({ room: m.room, role: m.role }));
+    } catch (err) {
+      throw toStoreError(err, 'index membership');
+    }
+    try {
+      await this.#create(this.#b.members, memberKey(m.room, m.sign_pub), m, 'add member');
+    } catch (err) {
+      // Only drop the index if the membership is not someone else's success.
+      if (!(err instanceof StoreError && err.code === 'CONFLICT'))
+        await undo([[this.#b.roomsByMember, idx]]);
+      throw err;
+    }
+  }
+
+  async get(id: string): Promise<RoomRecord | null> {
+    const e = await getLive(this.#b.rooms, roomKey(id), 'get room');
+    return e ? decodeJson(e, parseRoom) : null;
+  }
+
+  async membership(id: string, signPub: string): Promise<MemberRecord | null> {
+    const e = await getLive(this.#b.members, memberKey(id, signPub), 'get membership');
+    return e ? decodeJson(e, parseMember) : null;
+  }
+
+  async members(id: string): Promise<MemberRecord[]> {
+    const all = await readAll(this.#b.members, parseMember, 'list members', `${id}.*`);
+    return all.sort(
+      (a, b) => a.added_at.localeCompare(b.added_at) || a.sign_pub.localeCompare(b.sign_pub)
+    );
+  }
+
+  /** Rooms `signPub` belongs to, each with its role (confirmed against `members`). */
+  async roomsOf(signPub: string): Promise<Array<{ room: RoomRecord; role: MemberRole }>> {
+    const idx = await readAll(this.#b.roomsByMember, parseIndex, 'list my rooms', `${signPub}.*`);
+    const out: Array<{ room: RoomRecord; role: MemberRole }> = [];
+    await Promise.all(
+      idx.map(async ({ room: id }) => {
+        const [room, m] = await Promise.all([this.get(id), this.membership(id, signPub)]);
+        if (room && m) out.push({ room, role: m.role });
+      })
+    );
+    return out.sort(
+      (a, b) =>
+        a.room.created_at.localeCompare(b.room.created_at) || a.room.id.localeCompare(b.room.id)
+    );
+  }
+
+  /**
+   * Adds a member with the current epoch's key sealed to them. An existing
+   * member is a CONFLICT and is left unchanged.
+   */
+  async addMember(
+    room: RoomRecord,
+    input: {
+      signPub: string;
+      role: 'writer' | 'reader';
+      sealedKey?: string;
+      addedBy: string;
+      now?: Date;
+    }
+  ): Promise<{ member: MemberRecord; epoch: number }> {
+    const now = (input.now ?? new Date()).toISOString();
+    if (room.policy.encrypt !== (input.sealedKey !== undefined)) {
+      throw new StoreError(
+        'INVALID',
+        room.policy.encrypt
+          ? 'sealed_key: the current room key sealed to the new member is required'
+          : 'sealed_key: an unencrypted room has no key'
+      );
+    }
+    if (await this.membership(room.id, input.signPub)) {
+      throw new StoreError('CONFLICT', `${input.signPub} is already a member of room ${room.id}`);
+    }
+    const member: MemberRecord = {
+      room: room.id,
+      sign_pub: input.signPub,
+      role: input.role,
+      added_at: now,
+      added_by: input.addedBy,
+    };
+    const written: Array<[KV, string]> = [];
+    if (input.sealedKey !== undefined) {
+      const k = sealedKeyKey(room.id, room.epoch, input.signPub);
+      // A key left by an earlier membership of the same person is replaced.
+      try {
+        await this.#b.roomKeys.put(
+          k,
+          encodeJson({
+            room: room.id,
+            epoch: room.epoch,
+            sign_pub: input.signPub,
+            sealed_key: input.sealedKey,
+            created_at: now,
+          })
+        );
+      } catch (err) {
+        throw toStoreError(err, 'store sealed key');
+      }
+      written.push([this.#b.roomKeys, k]);
+    }
+    try {
+      await this.#writeMember(member);
+    } catch (err) {
+      await undo(written);
+      throw err;
+    }
+    return { member, epoch: room.epoch };
+  }
+
+  /**
+   * Removes a member (not the owner) and marks the room as needing a rekey:
+   * the removed member still holds the current key until the owner rotates.
+   */
+  async removeMember(room: RoomRecord, signPub: string): Promise<RoomRecord> {
+    const m = await this.membership(room.id, signPub);
+    if (!m) throw new StoreError('NOT_FOUND', `${signPub} is not a member of room ${room.id}`);
+    if (m.role === 'owner')
+      throw new StoreError('INVALID', 'the owner cannot be removed from their room');
+    // Access goes first; the index and the key follow.
+    await del(this.#b.members, memberKey(room.id, signPub), 'remove member');
+    await del(this.#b.roomsByMember, reverseKey(signPub, room.id), 'remove member');
+    const r = await casUpdate(
+      this.#b.rooms,
+      roomKey(room.id),
+      parseRoom,
+      (cur): RoomRecord | null =>
+        cur.policy.encrypt && !cur.needs_rekey ? { ...cur, needs_rekey: true } : null,
+      'mark room for rekey'
+    );
+    return r.value;
+  }
+
+  /**
+   * Rotates the room key to `epoch` (= current + 1): one sealed key per
+   * current member, exactly. Keys are stored create-only, then the epoch moves
+   * with a compare-and-set on the room record; a concurrent rekey or a stale
+   * epoch is a CONFLICT and leaves nothing behind.
+   */
+  async rekey(
+    id: string,
+    epoch: number,
+    sealedKeys: Record<string, string>,
+    now = new Date()
+  ): Promise<RoomRecord> {
+    const entry = await getLive(this.#b.rooms, roomKey(id), 'rekey');
+    if (!entry) throw new StoreError('NOT_FOUND', `room ${id} not found`);
+    const room = decodeJson(entry, parseRoom);
+    if (!room.policy.encrypt)
+      throw new StoreError('INVALID', 'an unencrypted room has no key to rotate');
+    if (epoch !== room.epoch + 1) {
+      throw new StoreError(
+        'CONFLICT',
+        `epoch must be ${room.epoch + 1} (the current epoch is ${room.epoch})`
+      );
+    }
+    const members = (await this.members(id)).map((m) => m.sign_pub);
+    const given = Object.keys(sealedKeys);
+    const missing = members.filter((m) => !given.includes(m));
+    const extra = given.filter((g) => !members.includes(g));
+    if (missing.length || extra.length) {
+      throw new StoreError(
+        'INVALID',
+        `sealed_keys must cover exactly the current members` +
+          (missing.length ? `; missing: ${missing.join(', ')}` : '') +
+          (extra.length ? `; not members: ${extra.join(', ')}` : '')
+      );
+    }
+    const at = now.toISOString();
+    const written: Array<[KV, string]> = [];
+    try {
+      for (const m of members) {
+        await this.#putSealedKey(id, epoch, m, sealedKeys[m]!, at);
+        written.push([this.#b.roomKeys, sealedKeyKey(id, epoch, m)]);
+      }
+      const next: RoomRecord = { ...room, epoch, needs_rekey: false };
+      try {
+        await this.#b.rooms.update(roomKey(id), encodeJson(next), entry.revision);
+      } catch (err) {
+        if (isWrongLastSequence(err))
+          throw new StoreError('CONFLICT', 'the room changed during the rekey; retry');
+        throw toStoreError(err, 'rekey');
+      }
+      return next;
+    } catch (err) {
+      await undo(written);
+      if (
+        err instanceof StoreError &&
+        err.code === 'CONFLICT' &&
+        /already exists/.test(err.message)
+      ) {
+        throw new StoreError(
+          'CONFLICT',
+          `epoch ${epoch} is being or has been set by another rekey`
+        );
+      }
+      throw err;
+    }
+  }
+
+  /** The sealed keys of one member in one room, every epoch, oldest first. */
+  async keysOf(id: string, signPub: string): Promise<RoomKeyRecord[]> {
+    const keys = await readAll(this.#b.roomKeys, parseKey, 'list keys', `${id}.*.${signPub}`);
+    return keys.sort((a, b) => a.epoch - b.epoch);
+  }
+}
