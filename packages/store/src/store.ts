@@ -59,8 +59,10 @@ async function openBucket(
   const replicas = options.replicas ?? 1;
   return withBootstrapRetry(`open bucket ${spec.name}`, deadline, options.logger, async () => {
     const jsm = await boot.jetstreamManager(false);
+    let streamReplicas = replicas;
     try {
       const info = await jsm.streams.info(`KV_${spec.name}`);
+      streamReplicas = info.config.num_replicas;
       if (info.config.num_replicas !== replicas) {
         options.logger?.warn(
           { bucket: spec.name, have: info.config.num_replicas, want: replicas },
@@ -83,9 +85,11 @@ async function openBucket(
       });
       options.logger?.info({ bucket: spec.name, replicas }, 'created bucket');
     }
-    // Reads go to the stream leader (no direct get), so a read after a
-    // write on any node sees that write.
-    return js.views.kv(spec.name, { bindOnly: true, allow_direct: false });
+    // With replicas, reads go to the stream leader (no direct get: a follower
+    // may lag), so a read after a write on any node sees that write. With a
+    // single replica the one copy is the leader, and a direct get (cheaper:
+    // no JS API envelope) is just as consistent.
+    return js.views.kv(spec.name, { bindOnly: true, allow_direct: streamReplicas === 1 });
   });
 }
 

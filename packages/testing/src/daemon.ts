@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -114,13 +115,11 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Tes
   const logs: LogRecord[] = [];
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
-  let readyRecord: LogRecord | undefined;
   let natsPid = 0;
   createInterface({ input: child.stdout! }).on('line', (line) => {
     try {
       const rec = JSON.parse(line) as LogRecord;
       logs.push(rec);
-      if (rec.msg === 'membershipd ready') readyRecord = rec;
       if (rec.msg === 'nats-server ready' && typeof rec.nats_pid === 'number')
         natsPid = rec.nats_pid;
     } catch {
@@ -145,14 +144,22 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Tes
     }
   };
 
+  // Ready when this process has written DATA/node.json (independent of the
+  // log level, which may hide the "ready" line).
+  let node:
+    { pid: number; http_url: string; nats_url: string; nats_pid: number | null } | undefined;
   try {
-    await waitFor(
-      () => {
+    node = await waitFor(
+      async () => {
         if (hasExited) throw new Error(`membershipd exited during start:\n${stderr}`);
-        return readyRecord;
+        const info = JSON.parse(
+          await readFile(join(dataDir, 'node.json'), 'utf8').catch(() => 'null')
+        );
+        return info?.pid === child.pid ? info : undefined;
       },
       { timeoutMs: options.readyTimeoutMs ?? 60_000, what: 'membershipd ready' }
     );
+    if (node!.nats_pid) natsPid = node!.nats_pid;
   } catch (err) {
     await killLeftovers();
     await owned?.remove();
@@ -174,8 +181,8 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Tes
   return {
     proc: child,
     dataDir,
-    httpUrl: String(readyRecord!.http_url),
-    natsUrl: String(readyRecord!.nats_url),
+    httpUrl: node!.http_url,
+    natsUrl: node!.nats_url,
     httpPort,
     natsPort,
     natsPid,

@@ -22,6 +22,7 @@ interface ServeOptions {
   natsServerBin?: string;
   logLevel: string;
   auth: AuthMode;
+  benchRoutes: boolean;
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'];
@@ -72,6 +73,11 @@ export function registerServe(program: Command): void {
       )
         .choices(['enforce', 'soft', 'off'])
         .default('enforce')
+    )
+    .addOption(
+      new Option('--bench-routes', 'mount the benchmark-only /_bench routes')
+        .default(false)
+        .hideHelp()
     )
     .option(
       '--log-level <level>',
@@ -126,6 +132,7 @@ async function serve(opts: ServeOptions): Promise<number> {
       replicas: opts.replicas,
       bootstrapBudgetMs: opts.bootstrapBudget,
       authMode: opts.auth,
+      benchRoutes: opts.benchRoutes,
       ...(opts.natsServerBin ? { natsServerBin: opts.natsServerBin } : {}),
       logger,
     });

@@ -29,6 +29,7 @@ export interface DaemonOptions {
   bootstrapBudgetMs: number;
   natsServerBin?: string;
   authMode: AuthMode;
+  benchRoutes?: boolean;
   logger: Logger;
 }
 
@@ -161,7 +162,13 @@ export class Daemon {
         natsConnected: () => natsConnected,
         stopping: () => lifecycle.stopping,
       });
-      const app = createApp({ health, logger: log, store, authMode: o.authMode });
+      const app = createApp({
+        health,
+        logger: log,
+        store,
+        authMode: o.authMode,
+        benchRoutes: o.benchRoutes ?? false,
+      });
       const server = await listen(app.fetch, o.http);
       cleanup.push(() => new Promise((r) => server.close(r)));
       const addr = server.address() as AddressInfo;

@@ -4,7 +4,8 @@ import { bodyLimit } from 'hono/body-limit';
 import { z } from 'zod';
 import type { MembershipStore } from '@sealbus/store';
 import type { Logger } from '../log.js';
-import { signatureAuth } from './auth.js';
+import { verifyRequestSignature } from '@sealbus/crypto';
+import { signableRequest, signatureAuth } from './auth.js';
 import type { AppEnv, AuthMode } from './context.js';
 import { errorBody, HttpError, toHttpError } from './errors.js';
 import { openApiDocument } from './openapi.js';
@@ -36,6 +37,12 @@ export interface AppOptions {
   authMode: AuthMode;
   /** Largest accepted request body in bytes (default 64 KiB). */
   bodyLimit?: number;
+  /**
+   * Mounts `GET /_bench/verify`, which only verifies a request signature (no
+   * store access): the cryptographic floor that `npm run bench` compares the
+   * full signed path against. Never on in production.
+   */
+  benchRoutes?: boolean;
 }
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -112,6 +119,13 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
     return c.json(r, r.ready ? 200 : 503);
   });
   app.get('/openapi.json', (c) => c.json(openapi));
+  app.get('/livez', (c) => c.json({ live: true }));
+  if (o.benchRoutes) {
+    app.get('/_bench/verify', (c) => {
+      const sig = verifyRequestSignature(signableRequest(c), new Uint8Array(), {});
+      return c.json({ keyid: sig.keyid });
+    });
+  }
 
   const limit = bodyLimit({
     maxSize: o.bodyLimit ?? 64 * 1024,

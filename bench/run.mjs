@@ -1,0 +1,17 @@
+#!/usr/bin/env node
+// `npm run bench [-- suite...]`: runs the benchmarks and prints figures and
+// ratios measured side by side in one run. Absolute numbers drift on a shared
+// machine; compare the ratios.
+
+import { controlBench } from './control.mjs';
+
+const SUITES = { control: controlBench };
+const wanted = process.argv.slice(2);
+for (const name of wanted.length ? wanted : Object.keys(SUITES)) {
+  const suite = SUITES[name];
+  if (!suite) {
+    console.error(`unknown suite ${name}; have: ${Object.keys(SUITES).join(', ')}`);
+    process.exit(2);
+  }
+  await suite();
+}
