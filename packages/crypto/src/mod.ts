@@ -37,3 +37,4 @@ export {
 export { writeFileAtomic, type WriteAtomicOptions } from './fsutil.js';
 export type { Identity, IdentityFile } from './types.js';
 export * from './httpsig/mod.js';
+export * from './frame/mod.js';
