@@ -19,9 +19,12 @@ export {
 } from './x25519.js';
 export { SEAL_OVERHEAD, openSealed, seal } from './sealedbox.js';
 export {
+  deriveSeed,
+  nkeySeedFromRaw,
   publicFromUserNkey,
   userNkeyFromPublic,
   userNkeyFromSeed,
+  type NkeyKind,
   type UserNkey,
 } from './nkeys.js';
 export {

@@ -20,6 +20,8 @@ export const myRoomsResponseSchema = z.object({ rooms: z.array(myRoomSchema) });
 
 export const roomMemberViewSchema = memberRecordSchema.extend({
   handle: z.string().nullable(),
+  /** What the owner seals the next epoch's key to. */
+  kex_pub: z.string().nullable(),
   status: z.enum(['active', 'revoked', 'unknown']),
 });
 export const roomDetailResponseSchema = myRoomSchema.extend({
@@ -51,3 +53,11 @@ export const myKeysResponseSchema = z.object({
   keys: z.array(z.object({ epoch: z.number().int(), sealed_key: z.string() })),
 });
 export const auditListSchema = z.object({ records: z.array(auditRecordSchema) });
+
+export const cursorResponseSchema = z.object({ id: roomIdSchema, subject: z.string(), from: z.enum(['start', 'new']) });
+export const directoryEntrySchema = z.object({
+  sign_pub: z.string(),
+  kex_pub: z.string().nullable(),
+  handle: z.string(),
+});
+export type DirectoryEntry = z.infer<typeof directoryEntrySchema>;

@@ -20,6 +20,12 @@ export {
   SEALED_ROOM_KEY_BYTES,
   addMemberSchema,
   createRoomSchema,
+  cursorSchema,
+  memberDurableName,
+  roomStreamName,
+  userEventsSubject,
+  userInboxPrefix,
+  type CursorRequest,
   inviteRoleSchema,
   memberRecordSchema,
   memberRoleSchema,
@@ -42,6 +48,9 @@ export {
 export { AUDIT_OUTCOMES, auditRecordSchema, type AuditRecord } from './audit.js';
 export {
   auditListSchema,
+  cursorResponseSchema,
+  directoryEntrySchema,
+  type DirectoryEntry,
   errorResponseSchema,
   memberAddedResponseSchema,
   memberRemovedResponseSchema,

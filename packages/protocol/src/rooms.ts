@@ -78,6 +78,13 @@ export const memberRecordSchema = z.object({
   room: roomIdSchema,
   sign_pub: keyHexSchema('sign_pub'),
   role: memberRoleSchema,
+  /**
+   * The room's subject and persistence, copied from the (immutable) room
+   * record so that the auth callout builds a user's permissions from one
+   * scan of that user's memberships.
+   */
+  subject: z.string(),
+  persist: z.boolean(),
   added_at: z.string(),
   added_by: keyHexSchema('added_by'),
 });
@@ -117,3 +124,27 @@ export const rekeySchema = z.strictObject({
   sealed_keys: z.record(z.string(), sealedKeySchema),
 });
 export type RekeyRequest = z.input<typeof rekeySchema>;
+
+/** Where a member's reading of a persisted room restarts. */
+export const cursorSchema = z.strictObject({ from: z.enum(['start', 'new']) });
+export type CursorRequest = z.input<typeof cursorSchema>;
+
+/** Stream of a persisted room. */
+export function roomStreamName(roomId: string): string {
+  return `ROOM_${roomId}`;
+}
+
+/** A member's durable pull consumer on a persisted room's stream. */
+export function memberDurableName(signPub: string): string {
+  return `m_${signPub.slice(0, 32)}`;
+}
+
+/** A user's inbox prefix: replies to other users' requests never reach it. */
+export function userInboxPrefix(signPub: string): string {
+  return `_INBOX_${signPub.slice(0, 32)}`;
+}
+
+/** Where membershipd tells a user that its rooms or keys changed. */
+export function userEventsSubject(signPub: string): string {
+  return `sealbus.events.${signPub.slice(0, 32)}`;
+}

@@ -129,3 +129,41 @@ export async function readAll<T>(
   }
   return out;
 }
+
+/**
+ * Every live value under a key filter (wildcards allowed anywhere), read by
+ * one ordered consumer instead of a get per key. Bounded by `timeoutMs`.
+ */
+export async function scan<T>(
+  kv: KV,
+  filter: string,
+  parse: (raw: unknown) => T,
+  what: string,
+  timeoutMs = 10_000
+): Promise<T[]> {
+  const latest = new Map<string, KvEntry>();
+  let iter: Awaited<ReturnType<KV['watch']>>;
+  let initialized!: () => void;
+  const ready = new Promise<void>((r) => (initialized = r));
+  try {
+    iter = await kv.watch({ key: filter, initializedFn: () => initialized() });
+  } catch (err) {
+    throw toStoreError(err, what);
+  }
+  const drain = (async () => {
+    for await (const e of iter) latest.set(e.key, e);
+  })();
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = await Promise.race([
+    ready.then(() => false),
+    drain.then(() => false),
+    new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs))),
+  ]);
+  clearTimeout(timer);
+  iter.stop();
+  await drain.catch(() => {});
+  if (timedOut) throw new StoreError('UNAVAILABLE', `${what}: no complete answer within ${timeoutMs} ms`);
+  const out: T[] = [];
+  for (const e of latest.values()) if (e.operation === 'PUT') out.push(decodeJson(e, parse));
+  return out;
+}

@@ -213,3 +213,59 @@ describe(
     });
   }
 );
+
+describe('persisted rooms and membership scans', { timeout: 60_000 }, () => {
+  let nats: TestNats;
+  let nc: NatsConnection;
+  let store: MembershipStore;
+
+  before(async () => {
+    nats = await startNats();
+    nc = await connect({ servers: nats.url });
+    store = await MembershipStore.open(nc);
+  });
+  after(async () => {
+    await nc?.close();
+    await nats?.dispose();
+  });
+
+  test('a persisted room gets an immutable stream and a durable per member', async () => {
+    const room = await store.rooms.create({
+      subject: 'log.audit-trail',
+      policy: { encrypt: true, persist: true, sign: true },
+      owner: key(1),
+      sealedKey: sealed(1),
+    });
+    const jsm = await nc.jetstreamManager();
+    const info = await jsm.streams.info(`ROOM_${room.id}`);
+    assert.deepEqual(info.config.subjects, ['log.audit-trail']);
+    assert.equal(info.config.deny_delete, true);
+    assert.equal(info.config.deny_purge, true);
+    const consumers = async () => (await jsm.consumers.list(`ROOM_${room.id}`).next()).map((c) => c.name).sort();
+    assert.deepEqual(await consumers(), [`m_${key(1).slice(0, 32)}`]);
+    await store.rooms.addMember(room, { signPub: key(2), role: 'reader', sealedKey: sealed(2), addedBy: key(1) });
+    assert.deepEqual(await consumers(), [`m_${key(1).slice(0, 32)}`, `m_${key(2).slice(0, 32)}`]);
+    await store.rooms.removeMember(room, key(2));
+    assert.deepEqual(await consumers(), [`m_${key(1).slice(0, 32)}`]);
+    // history is immutable even for a privileged connection
+    const js = nc.jetstream();
+    const ack = await js.publish('log.audit-trail', new Uint8Array([1]));
+    await assert.rejects(jsm.streams.deleteMessage(`ROOM_${room.id}`, ack.seq), /delete/i);
+    await assert.rejects(jsm.streams.purge(`ROOM_${room.id}`), /purge/i);
+  });
+
+  test('membershipsOf reads every membership of a user in one scan', async () => {
+    const rooms = [];
+    for (let i = 0; i < 25; i++) {
+      rooms.push(await store.rooms.create({ subject: `scan.r${i}`, policy: { encrypt: false, persist: false, sign: true }, owner: key(9) }));
+    }
+    for (const r of rooms.slice(0, 10)) await store.rooms.addMember(r, { signPub: key(8), role: 'reader', addedBy: key(9) });
+    const mine = await store.rooms.membershipsOf(key(8));
+    assert.equal(mine.length, 10);
+    assert.ok(mine.every((m) => m.role === 'reader' && m.subject.startsWith('scan.r') && m.persist === false));
+    assert.equal((await store.rooms.membershipsOf(key(9))).length, 25);
+    assert.deepEqual(await store.rooms.membershipsOf(key(7)), []);
+    await store.rooms.removeMember(rooms[0]!, key(8));
+    assert.equal((await store.rooms.membershipsOf(key(8))).length, 9, 'deleted memberships are not returned');
+  });
+});

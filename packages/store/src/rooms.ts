@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import type { KV } from 'nats';
+import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, nanos, type JetStreamManager, type KV } from 'nats';
 import {
+  memberDurableName,
   memberRecordSchema,
+  roomStreamName,
   parseOrThrow,
   roomKeyRecordSchema,
   roomRecordSchema,
@@ -12,7 +14,7 @@ import {
   type RoomRecord,
 } from '@sealbus/protocol';
 import { StoreError, isWrongLastSequence, toStoreError } from './errors.js';
-import { casUpdate, createOnly, decodeJson, encodeJson, getLive, readAll } from './kv.js';
+import { casUpdate, createOnly, decodeJson, encodeJson, getLive, readAll, scan } from './kv.js';
 
 const parseRoom = (raw: unknown): RoomRecord => parseOrThrow(roomRecordSchema, raw);
 const parseMember = (raw: unknown): MemberRecord => parseOrThrow(memberRecordSchema, raw);
@@ -53,9 +55,82 @@ async function del(kv: KV, key: string, what: string): Promise<void> {
  */
 export class Rooms {
   readonly #b: RoomBuckets;
+  readonly #jsm: JetStreamManager;
+  readonly #replicas: number;
 
-  constructor(buckets: RoomBuckets) {
+  constructor(buckets: RoomBuckets, jsm: JetStreamManager, replicas: number) {
     this.#b = buckets;
+    this.#jsm = jsm;
+    this.#replicas = replicas;
+  }
+
+  /**
+   * The stream of a persisted room: its subject only, replicated like the
+   * buckets, with message delete and purge denied — published history
+   * cannot be rewritten, not even by the daemon.
+   */
+  async #createStream(room: RoomRecord): Promise<void> {
+    try {
+      await this.#jsm.streams.add({
+        name: roomStreamName(room.id),
+        description: `persisted room ${room.id}`,
+        subjects: [room.subject],
+        num_replicas: this.#replicas,
+        storage: StorageType.File,
+        retention: RetentionPolicy.Limits,
+        discard: DiscardPolicy.Old,
+        deny_delete: true,
+        deny_purge: true,
+        allow_rollup_hdrs: false,
+        duplicate_window: nanos(120_000),
+      });
+    } catch (err) {
+      throw toStoreError(err, 'create room stream');
+    }
+  }
+
+  /**
+   * A member's durable pull consumer: the only way members read a persisted
+   * room (they may not create consumers themselves), explicit acks so a
+   * reader that reconnects continues where it stopped.
+   */
+  async #createConsumer(roomId: string, signPub: string, from: 'start' | 'new' = 'start'): Promise<void> {
+    try {
+      await this.#jsm.consumers.add(roomStreamName(roomId), {
+        durable_name: memberDurableName(signPub),
+        description: `member ${signPub}`,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: from === 'start' ? DeliverPolicy.All : DeliverPolicy.New,
+        ack_wait: nanos(30_000),
+        max_ack_pending: 10_000,
+      });
+    } catch (err) {
+      throw toStoreError(err, 'create member consumer');
+    }
+  }
+
+  async #deleteConsumer(roomId: string, signPub: string): Promise<void> {
+    try {
+      await this.#jsm.consumers.delete(roomStreamName(roomId), memberDurableName(signPub));
+    } catch (err) {
+      if (!/consumer not found/i.test((err as Error).message)) throw toStoreError(err, 'delete member consumer');
+    }
+  }
+
+  /** Moves a member's read position of a persisted room to its start or its end. */
+  async resetCursor(room: RoomRecord, signPub: string, from: 'start' | 'new'): Promise<void> {
+    if (!room.policy.persist) throw new StoreError('INVALID', 'only persisted rooms have a history to read');
+    await this.#deleteConsumer(room.id, signPub);
+    await this.#createConsumer(room.id, signPub, from);
+  }
+
+  /**
+   * Every membership of one user, read in one pass over the members bucket
+   * (the auth callout's hot path: a user in 1,000 rooms costs one scan, not
+   * 1,000 reads).
+   */
+  async membershipsOf(signPub: string): Promise<MemberRecord[]> {
+    return scan(this.#b.members, `*.${signPub}`, parseMember, 'list memberships');
   }
 
   /**
@@ -89,6 +164,7 @@ export class Rooms {
     };
     await this.#claimSubject(room.subject, room.id, now);
     const written: Array<[KV, string]> = [[this.#b.rooms, subjectKey(room.subject)]];
+    let streamMade = false;
     try {
       await this.#create(this.#b.rooms, roomKey(room.id), room, 'create room');
       written.push([this.#b.rooms, roomKey(room.id)]);
@@ -96,14 +172,22 @@ export class Rooms {
         await this.#putSealedKey(room.id, 0, room.owner, input.sealedKey, now);
         written.push([this.#b.roomKeys, sealedKeyKey(room.id, 0, room.owner)]);
       }
+      if (room.policy.persist) {
+        await this.#createStream(room);
+        streamMade = true;
+        await this.#createConsumer(room.id, room.owner);
+      }
       await this.#writeMember({
         room: room.id,
         sign_pub: room.owner,
         role: 'owner',
+        subject: room.subject,
+        persist: room.policy.persist,
         added_at: now,
         added_by: room.owner,
       });
     } catch (err) {
+      if (streamMade) await this.#jsm.streams.delete(roomStreamName(room.id)).catch(() => {});
       await undo(written);
       throw err;
     }
@@ -254,6 +338,8 @@ export class Rooms {
       room: room.id,
       sign_pub: input.signPub,
       role: input.role,
+      subject: room.subject,
+      persist: room.policy.persist,
       added_at: now,
       added_by: input.addedBy,
     };
@@ -278,8 +364,11 @@ export class Rooms {
       written.push([this.#b.roomKeys, k]);
     }
     try {
+      // A durable left by an earlier membership restarts from the beginning.
+      if (room.policy.persist) await this.resetCursor(room, input.signPub, 'start');
       await this.#writeMember(member);
     } catch (err) {
+      if (room.policy.persist) await this.#deleteConsumer(room.id, input.signPub).catch(() => {});
       await undo(written);
       throw err;
     }
@@ -298,6 +387,7 @@ export class Rooms {
     // Access goes first; the index and the key follow.
     await del(this.#b.members, memberKey(room.id, signPub), 'remove member');
     await del(this.#b.roomsByMember, reverseKey(signPub, room.id), 'remove member');
+    if (room.policy.persist) await this.#deleteConsumer(room.id, signPub);
     const r = await casUpdate(
       this.#b.rooms,
       roomKey(room.id),

@@ -142,7 +142,7 @@ export class MembershipStore {
     jsm: JetStreamManager
   ) {
     this.#nc = nc;
-    this.rooms = new Rooms(buckets);
+    this.rooms = new Rooms(buckets, jsm, replicas);
     this.audit = new AuditLog(js, jsm);
     this.#buckets = Object.freeze(buckets);
     this.#specs = specs;

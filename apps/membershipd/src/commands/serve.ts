@@ -23,6 +23,8 @@ interface ServeOptions {
   logLevel: string;
   auth: AuthMode;
   benchRoutes: boolean;
+  calloutKeyFile?: string;
+  userJwtTtl: number;
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'];
@@ -48,6 +50,12 @@ export function registerServe(program: Command): void {
       'use this external NATS (comma list) instead of starting nats-server'
     )
     .option('--internal-id-file <path>', 'privileged internal identity (default: DATA/internal.id)')
+    .option('--callout-key-file <path>', 'auth callout keys, the same on every node (default: DATA/callout.key)')
+    .addOption(
+      new Option('--user-jwt-ttl <duration>', 'lifetime of user JWTs from the auth callout (re-check period)')
+        .argParser(argParser(parseDuration))
+        .default(600_000, '10m')
+    )
     .option(
       '--replicas <n>',
       'JetStream replicas of the buckets: 1 single node, 3 cluster',
@@ -133,6 +141,8 @@ async function serve(opts: ServeOptions): Promise<number> {
       bootstrapBudgetMs: opts.bootstrapBudget,
       authMode: opts.auth,
       benchRoutes: opts.benchRoutes,
+      userJwtTtlSec: Math.max(5, Math.round(opts.userJwtTtl / 1000)),
+      ...(opts.calloutKeyFile ? { calloutKeyFile: opts.calloutKeyFile } : {}),
       ...(opts.natsServerBin ? { natsServerBin: opts.natsServerBin } : {}),
       logger,
     });

@@ -3,9 +3,13 @@ import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
 import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
-import { loadOrCreateIdentity, userNkeyFromSeed, writeFileAtomic } from '@sealbus/crypto';
+import type { KeyPair } from 'nkeys.js';
+import { loadOrCreateIdentity, writeFileAtomic } from '@sealbus/crypto';
 import { NatsServerProcess, reapOrphan, renderNatsConfig } from '@sealbus/natsd';
 import { MembershipStore } from '@sealbus/store';
+import { CalloutService } from '../dataplane/callout.js';
+import { loadOrCreateCalloutKeys, nodeUsers } from '../dataplane/keys.js';
+import { Reactor, announce } from '../dataplane/reactor.js';
 import { createApp } from '../http/app.js';
 import type { AuthMode } from '../http/context.js';
 import type { Logger } from '../log.js';
@@ -22,13 +26,16 @@ export interface DaemonOptions {
   http: HostPort;
   /** Client port of the embedded nats-server. */
   natsPort: number;
-  /** External NATS: no child is started, the URL's server must know the internal nkey. */
+  /** External NATS: no child is started; its config must match the embedded one (accounts, callout). */
   natsUrl?: string;
   internalIdFile?: string;
+  calloutKeyFile?: string;
   replicas: number;
   bootstrapBudgetMs: number;
   natsServerBin?: string;
   authMode: AuthMode;
+  /** Lifetime of user JWTs issued by the auth callout, seconds. */
+  userJwtTtlSec: number;
   benchRoutes?: boolean;
   logger: Logger;
 }
@@ -36,9 +43,12 @@ export interface DaemonOptions {
 /** Exit codes of `membershipd serve`. */
 export const EXIT = Object.freeze({ OK: 0, START_FAILED: 1, NATS_DIED: 3 });
 
+type Step = () => Promise<unknown>;
+
 /**
  * One membershipd node: supervises its nats-server child (embedded mode),
- * holds the privileged NATS connection and the store, serves HTTP. `done`
+ * holds its three NATS connections (store, callout service, system), answers
+ * the auth callout, reacts to membership changes, serves HTTP. `done`
  * resolves with the process exit code once the daemon has fully stopped.
  */
 export class Daemon {
@@ -46,33 +56,29 @@ export class Daemon {
   readonly httpUrl: string;
   readonly natsUrl: string;
   readonly done: Promise<number>;
-  #logger: Logger;
-  #child: NatsServerProcess | undefined;
-  #nc: NatsConnection;
-  #server: ServerType;
-  #lifecycle: { stopping: boolean };
+  readonly #logger: Logger;
+  /** Shutdown steps, in the order they must run. */
+  readonly #shutdown: Step[];
+  readonly #lifecycle: { stopping: boolean };
   #finish!: (code: number) => void;
 
-  private constructor(parts: {
+  private constructor(p: {
     paths: DataPaths;
     httpUrl: string;
     natsUrl: string;
     logger: Logger;
-    child: NatsServerProcess | undefined;
-    nc: NatsConnection;
-    server: ServerType;
+    shutdown: Step[];
     lifecycle: { stopping: boolean };
+    child: NatsServerProcess | undefined;
   }) {
-    this.paths = parts.paths;
-    this.httpUrl = parts.httpUrl;
-    this.natsUrl = parts.natsUrl;
-    this.#logger = parts.logger;
-    this.#child = parts.child;
-    this.#nc = parts.nc;
-    this.#server = parts.server;
-    this.#lifecycle = parts.lifecycle;
+    this.paths = p.paths;
+    this.httpUrl = p.httpUrl;
+    this.natsUrl = p.natsUrl;
+    this.#logger = p.logger;
+    this.#shutdown = p.shutdown;
+    this.#lifecycle = p.lifecycle;
     this.done = new Promise((r) => (this.#finish = r));
-    this.#child?.exited.then((exit) => {
+    p.child?.exited.then((exit) => {
       if (this.#lifecycle.stopping) return;
       this.#logger.fatal(
         { code: exit.code, signal: exit.signal, last_lines: exit.lastLines },
@@ -86,12 +92,14 @@ export class Daemon {
     const log = o.logger;
     const paths = dataPaths(resolve(o.dataDir));
     await mkdir(paths.natsDir, { recursive: true, mode: 0o700 });
-    const cleanup: Array<() => Promise<unknown>> = [];
+    // Undo steps for a failed start, and the same steps (reversed) for stop.
+    const undo: Step[] = [];
     try {
       const internal = await loadOrCreateIdentity(o.internalIdFile ?? paths.internalId);
-      if (internal.created)
-        log.info({ file: o.internalIdFile ?? paths.internalId }, 'created internal identity');
-      const nkey = userNkeyFromSeed(internal.identity.signSeed);
+      if (internal.created) log.info({ file: o.internalIdFile ?? paths.internalId }, 'created internal identity');
+      const users = nodeUsers(internal.identity);
+      const callout = await loadOrCreateCalloutKeys(o.calloutKeyFile ?? paths.calloutKey);
+      if (callout.created) log.info({ file: o.calloutKeyFile ?? paths.calloutKey }, 'created auth callout keys');
 
       let child: NatsServerProcess | undefined;
       let natsUrl = o.natsUrl;
@@ -99,13 +107,17 @@ export class Daemon {
         const config = embeddedNatsConfig({
           paths,
           port: o.natsPort,
-          internalNkey: nkey.publicKey,
+          users: {
+            internal: users.internal.getPublicKey(),
+            service: users.service.getPublicKey(),
+            system: users.system.getPublicKey(),
+          },
+          callout: { issuer: callout.keys.issuer.getPublicKey(), xkey: callout.keys.xkey.getPublicKey() },
           serverName: `sealbus-${internal.identity.signPubHex.slice(0, 12)}`,
         });
         await writeFileAtomic(paths.natsConfig, renderNatsConfig(config), { mode: 0o600 });
         const orphan = await reapOrphan(paths.natsPidFile, paths.natsConfig);
-        if (orphan)
-          log.warn({ pid: orphan }, 'stopped a nats-server left running by a previous membershipd');
+        if (orphan) log.warn({ pid: orphan }, 'stopped a nats-server left running by a previous membershipd');
         const natsLog = log.child({ component: 'nats-server' });
         child = await NatsServerProcess.start({
           configFile: paths.natsConfig,
@@ -113,20 +125,28 @@ export class Daemon {
           ...(o.natsServerBin ? { bin: o.natsServerBin } : {}),
           onLog: (l) => natsLog[l.level === 'fatal' ? 'error' : l.level](l.msg),
         });
-        cleanup.push(() => child!.stop());
+        const proc = child;
+        undo.push(() => proc.stop());
         natsUrl = `nats://127.0.0.1:${o.natsPort}`;
         log.info({ nats_pid: child.pid, url: natsUrl }, 'nats-server ready');
       }
 
-      const nc = await connect({
-        servers: natsUrl.split(','),
-        name: 'membershipd',
-        authenticator: nkeyAuthenticator(new TextEncoder().encode(nkey.seed)),
-        maxReconnectAttempts: -1,
-        reconnectTimeWait: 250,
-        timeout: 5_000,
-      });
-      cleanup.push(() => nc.close());
+      const open = async (name: string, kp: KeyPair): Promise<NatsConnection> => {
+        const nc = await connect({
+          servers: natsUrl!.split(','),
+          name: `membershipd-${name}`,
+          authenticator: nkeyAuthenticator(kp.getSeed()),
+          maxReconnectAttempts: -1,
+          reconnectTimeWait: 250,
+          timeout: 5_000,
+        });
+        undo.push(async () => {
+          await Promise.race([nc.drain().catch(() => {}), new Promise((r) => setTimeout(r, 5_000))]);
+          await nc.close().catch(() => {});
+        });
+        return nc;
+      };
+      const nc = await open('store', users.internal);
       let natsConnected = true;
       void (async () => {
         for await (const s of nc.status()) {
@@ -137,12 +157,28 @@ export class Daemon {
           }
         }
       })();
+      const sys = await open('system', users.system);
+      const svc = await open('callout', users.service);
 
       const store = await MembershipStore.open(nc, {
         replicas: o.replicas,
         bootstrapBudgetMs: o.bootstrapBudgetMs,
         logger: log,
       });
+      const calloutService = new CalloutService({
+        nc: svc,
+        store,
+        keys: callout.keys,
+        logger: log,
+        jwtTtlSec: o.userJwtTtlSec,
+      });
+      calloutService.start();
+      await svc.flush();
+      undo.push(() => calloutService.stop());
+      const reactor = new Reactor({ nc, sys, store, logger: log });
+      reactor.start();
+      undo.push(() => reactor.stop());
+
       const admin = await bootstrapAdmin(store, paths.adminId, log);
       if (admin?.created) {
         log.info({ sign_pub: admin.signPub, identity_file: admin.path }, 'created admin #0');
@@ -168,22 +204,13 @@ export class Daemon {
         store,
         authMode: o.authMode,
         benchRoutes: o.benchRoutes ?? false,
+        announce: (change) => announce(nc, change),
       });
       const server = await listen(app.fetch, o.http);
-      cleanup.push(() => new Promise((r) => server.close(r)));
+      undo.push(() => closeHttp(server));
       const addr = server.address() as AddressInfo;
       const httpUrl = `http://${formatHostPort(o.http.host, addr.port)}`;
 
-      const daemon = new Daemon({
-        paths,
-        httpUrl,
-        natsUrl,
-        logger: log,
-        child,
-        nc,
-        server,
-        lifecycle,
-      });
       await writeNodeInfo(paths.nodeFile, {
         version: VERSION,
         pid: process.pid,
@@ -193,44 +220,34 @@ export class Daemon {
         nats_pid: child?.pid ?? null,
         started_at: new Date().toISOString(),
       });
-      log.info(
-        { http_url: httpUrl, nats_url: natsUrl, data_dir: paths.dataDir, version: VERSION },
-        'membershipd ready'
-      );
-      return daemon;
+      log.info({ http_url: httpUrl, nats_url: natsUrl, data_dir: paths.dataDir, version: VERSION }, 'membershipd ready');
+      // Stop in reverse order of start: HTTP, reactor, callout, connections
+      // (drained), then the nats-server child.
+      return new Daemon({ paths, httpUrl, natsUrl, logger: log, shutdown: undo.reverse(), lifecycle, child });
     } catch (err) {
-      for (const undo of cleanup.reverse()) await undo().catch(() => {});
+      for (const step of undo.reverse()) await step().catch(() => {});
       throw err;
     }
   }
 
-  /**
-   * Stops in dependency order: HTTP first (no new work), then drain NATS
-   * (in-flight requests finish), then the nats-server child.
-   */
   async stop(code: number = EXIT.OK): Promise<void> {
     if (this.#lifecycle.stopping) return;
     this.#lifecycle.stopping = true;
     this.#logger.info({ code }, 'stopping');
-    await new Promise<void>((r) => {
-      this.#server.close(() => r());
-      // Idle keep-alive connections would hold close() open.
-      if ('closeIdleConnections' in this.#server) this.#server.closeIdleConnections();
-    });
-    if (!this.#nc.isClosed()) {
-      await Promise.race([
-        this.#nc.drain().catch(() => {}),
-        new Promise((r) => setTimeout(r, 5_000)),
-      ]);
-      await this.#nc.close().catch(() => {});
-    }
-    if (this.#child) {
-      const exit = await this.#child.stop();
-      this.#logger.info({ code: exit.code, signal: exit.signal }, 'nats-server stopped');
+    for (const step of this.#shutdown) {
+      await step().catch((err: unknown) => this.#logger.warn({ err: (err as Error).message }, 'shutdown step failed'));
     }
     this.#logger.info({ code }, 'membershipd stopped');
     this.#finish(code);
   }
+}
+
+function closeHttp(server: ServerType): Promise<void> {
+  return new Promise<void>((r) => {
+    server.close(() => r());
+    // Idle keep-alive connections would hold close() open.
+    if ('closeIdleConnections' in server) server.closeIdleConnections();
+  });
 }
 
 function listen(fetch: Parameters<typeof serve>[0]['fetch'], at: HostPort): Promise<ServerType> {

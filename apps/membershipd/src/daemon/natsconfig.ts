@@ -5,16 +5,22 @@ export interface EmbeddedNatsOptions {
   paths: DataPaths;
   /** Client port; the listener is loopback only. */
   port: number;
-  /** `U...` nkey of the daemon's internal identity. */
-  internalNkey: string;
+  /** `U…` nkeys of the daemon's own users. */
+  users: { internal: string; service: string; system: string };
+  /** Public keys of the auth callout: issuer account (`A…`) and curve key (`X…`). */
+  callout: { issuer: string; xkey: string };
   serverName: string;
 }
 
 /**
- * The nats-server config of the embedded single node. Account APP holds
- * JetStream (every bucket) and the internal identity, a static nkey user with
- * full permissions; the data-plane issue adds the auth callout for everyone
- * else. No secret is written here: an nkey user is known by its public key.
+ * The nats-server config of the embedded single node:
+ * - account APP holds JetStream (buckets, audit, room streams), the daemon's
+ *   internal user (full permissions) and, through the callout, every user;
+ * - account AUTH holds only the callout service user;
+ * - account SYS is the system account (CONNZ, KICK);
+ * - every other connection goes through the auth callout, whose requests
+ *   are encrypted to the callout's curve key.
+ * No secret is written here: nkey users and keys appear by public key only.
  */
 export function embeddedNatsConfig(o: EmbeddedNatsOptions): Record<string, NatsConfigValue> {
   return {
@@ -28,9 +34,17 @@ export function embeddedNatsConfig(o: EmbeddedNatsOptions): Record<string, NatsC
       store_dir: o.paths.jetstreamDir,
     },
     accounts: {
-      APP: {
-        jetstream: 'enabled',
-        users: [{ nkey: o.internalNkey }],
+      AUTH: { users: [{ nkey: o.users.service }] },
+      APP: { jetstream: 'enabled', users: [{ nkey: o.users.internal }] },
+      SYS: { users: [{ nkey: o.users.system }] },
+    },
+    system_account: 'SYS',
+    authorization: {
+      auth_callout: {
+        issuer: o.callout.issuer,
+        account: 'AUTH',
+        auth_users: [o.users.service, o.users.internal, o.users.system],
+        xkey: o.callout.xkey,
       },
     },
   };

@@ -12,6 +12,8 @@ export function dataPaths(dataDir: string) {
     internalId: join(dataDir, 'internal.id'),
     /** Admin #0, created on first start (secret, 0600). */
     adminId: join(dataDir, 'admin.id'),
+    /** Auth callout keys (issuer + xkey), the same on every node (secret, 0600). */
+    calloutKey: join(dataDir, 'callout.key'),
     /** Where this node listens, for `membershipd user ...` on the same host. */
     nodeFile: join(dataDir, 'node.json'),
     natsDir,

@@ -3,12 +3,15 @@ import { Hono, type MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { z } from 'zod';
 import type { MembershipStore } from '@sealbus/store';
+import type { Change } from '../dataplane/reactor.js';
 import type { Logger } from '../log.js';
+import type { Services } from './guard.js';
 import { verifyRequestSignature } from '@sealbus/crypto';
 import { signableRequest, signatureAuth } from './auth.js';
 import type { AppEnv, AuthMode } from './context.js';
 import { errorBody, HttpError, toHttpError } from './errors.js';
 import { openApiDocument } from './openapi.js';
+import { directoryRoutes } from './routes/directory.js';
 import { roomRoutes } from './routes/rooms.js';
 import type { RouteDef } from './routes/types.js';
 import { userRoutes } from './routes/users.js';
@@ -43,6 +46,8 @@ export interface AppOptions {
    * full signed path against. Never on in production.
    */
   benchRoutes?: boolean;
+  /** Tells the data plane about a change (kicks, user events). */
+  announce: (change: Change) => Promise<void>;
 }
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -71,7 +76,7 @@ function requestContext(logger: Logger): MiddlewareHandler<AppEnv> {
 }
 
 /** Every route the daemon serves behind signature auth. */
-export const SIGNED_ROUTES: readonly RouteDef[] = Object.freeze([...userRoutes, ...roomRoutes]);
+export const SIGNED_ROUTES: readonly RouteDef[] = Object.freeze([...userRoutes, ...directoryRoutes, ...roomRoutes]);
 
 const PUBLIC_ROUTES: RouteDef[] = [
   {
@@ -105,7 +110,7 @@ const PUBLIC_ROUTES: RouteDef[] = [
 
 export function createApp(o: AppOptions): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
-  const services = { store: o.store, logger: o.logger };
+  const services: Services = { store: o.store, logger: o.logger, announce: o.announce };
   const openapi = openApiDocument([...PUBLIC_ROUTES, ...SIGNED_ROUTES]);
 
   app.use('*', requestContext(o.logger));

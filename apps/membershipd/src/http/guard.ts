@@ -6,6 +6,7 @@ import {
   type UserRecord,
 } from '@sealbus/protocol';
 import type { MembershipStore } from '@sealbus/store';
+import type { Change } from '../dataplane/reactor.js';
 import type { Logger } from '../log.js';
 import type { AppContext } from './context.js';
 import { HttpError } from './errors.js';
@@ -14,6 +15,20 @@ import { HttpError } from './errors.js';
 export interface Services {
   store: MembershipStore;
   logger: Logger;
+  announce: (change: Change) => Promise<void>;
+}
+
+/**
+ * Tells the data plane about a change that is already stored and audited.
+ * Best effort: if it cannot be sent, the issued JWTs' short lifetime still
+ * bounds how long stale permissions live, and the failure is logged.
+ */
+export async function tellDataPlane(s: Services, c: AppContext, change: Change): Promise<void> {
+  try {
+    await s.announce(change);
+  } catch (err) {
+    s.logger.error({ request_id: c.get('requestId'), change, err: (err as Error).message }, 'could not announce a change');
+  }
 }
 
 type Detail = Record<string, string | number | boolean | null>;

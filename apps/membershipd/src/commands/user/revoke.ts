@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { parseKeyHex } from '@sealbus/protocol';
 import { StoreError } from '@sealbus/store';
 import { action, CliError, EXIT_CODES } from '../../cli.js';
+import { announce } from '../../dataplane/reactor.js';
 import {
   addNodeOptions,
   auditCliChange,
@@ -19,7 +20,7 @@ export function registerUserRevoke(user: Command): void {
   ).action(
     action('user revoke', async (signPubArg: string, opts: NodeOptions) => {
       const signPub = parseKeyHex(signPubArg, 'sign_pub');
-      await withNodeStore(opts, async ({ store }) => {
+      await withNodeStore(opts, async ({ store, nc }) => {
         let result;
         try {
           result = await store.revokeUser(signPub);
@@ -30,7 +31,11 @@ export function registerUserRevoke(user: Command): void {
           throw err;
         }
         const { user, changed } = result;
-        if (changed) await auditCliChange(store, 'user.revoke', signPub, { handle: user.handle });
+        if (changed) {
+          await auditCliChange(store, 'user.revoke', signPub, { handle: user.handle });
+          // Live connections are cut by whichever daemon picks this up.
+          await announce(nc, { type: 'user.revoked', sign_pub: signPub });
+        }
         process.stdout.write(
           changed
             ? `revoked user ${user.handle} (${user.sign_pub}) at ${user.revoked_at}\n`

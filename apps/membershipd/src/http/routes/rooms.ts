@@ -1,6 +1,8 @@
 import {
   addMemberSchema,
   createRoomSchema,
+  cursorResponseSchema,
+  cursorSchema,
   memberAddedResponseSchema,
   memberRemovedResponseSchema,
   myKeysResponseSchema,
@@ -16,7 +18,7 @@ import {
 } from '@sealbus/protocol';
 import { z } from 'zod';
 import { HttpError } from '../errors.js';
-import { audit, param, readJson, requireActor, requireMembership } from '../guard.js';
+import { audit, param, readJson, requireActor, requireMembership, tellDataPlane } from '../guard.js';
 import type { RouteDef } from './types.js';
 
 const signPubParam = z.string().transform((v, ctx) => {
@@ -86,6 +88,7 @@ export const roomRoutes: RouteDef[] = [
         members: members.map((m, i) => ({
           ...m,
           handle: users[i]?.handle ?? null,
+          kex_pub: users[i]?.kex_pub ?? null,
           status: users[i]?.status ?? 'unknown',
         })),
       });
@@ -141,6 +144,7 @@ export const roomRoutes: RouteDef[] = [
       });
       const after = await s.store.rooms.removeMember(room, target);
       await audit(s, c, 'room.member.remove', id, 'ok', { member: target });
+      await tellDataPlane(s, c, { type: 'member.removed', room: id, sign_pub: target });
       return c.json({
         id: room.id,
         subject: room.subject,
@@ -174,6 +178,22 @@ export const roomRoutes: RouteDef[] = [
         members: Object.keys(sealed).length,
       });
       return c.json({ id: room.id, subject: room.subject, epoch: room.epoch });
+    },
+  },
+  {
+    method: 'post',
+    path: '/rooms/{id}/cursor',
+    summary: "Restart the signer's reading of a persisted room from its start or from new messages",
+    access: 'member',
+    body: cursorSchema,
+    status: 200,
+    response: cursorResponseSchema,
+    async handler(c, s) {
+      const id = param(c, 'id', roomIdSchema);
+      const { room } = await requireMembership(s, c, id, { action: 'room.cursor' });
+      const input = readJson(c, cursorSchema);
+      await s.store.rooms.resetCursor(room, requireActor(c).sign_pub, input.from);
+      return c.json({ id: room.id, subject: room.subject, from: input.from });
     },
   },
   {

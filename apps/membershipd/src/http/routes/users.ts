@@ -7,7 +7,7 @@ import {
   ValidationError,
 } from '@sealbus/protocol';
 import { z } from 'zod';
-import { audit, param, readJson, requireActor, requireAdmin } from '../guard.js';
+import { audit, param, readJson, requireActor, requireAdmin, tellDataPlane } from '../guard.js';
 import type { RouteDef } from './types.js';
 
 const signPubParam = z.string().transform((v, ctx) => {
@@ -59,7 +59,10 @@ export const userRoutes: RouteDef[] = [
       const target = param(c, 'sign_pub', signPubParam);
       await requireAdmin(s, c, 'user.revoke', target);
       const { user, changed } = await s.store.revokeUser(target);
-      if (changed) await audit(s, c, 'user.revoke', target, 'ok', { handle: user.handle });
+      if (changed) {
+        await audit(s, c, 'user.revoke', target, 'ok', { handle: user.handle });
+        await tellDataPlane(s, c, { type: 'user.revoked', sign_pub: target });
+      }
       return c.json({ user, changed });
     },
   },

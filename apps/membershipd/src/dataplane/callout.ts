@@ -1,0 +1,150 @@
+import type { Msg, NatsConnection, Subscription } from 'nats';
+import { fromPublic } from 'nkeys.js';
+import { decode, encodeAuthorizationResponse, encodeUser, type AuthorizationRequest } from 'nats-jwt';
+import { publicFromUserNkey, toHex } from '@sealbus/crypto';
+import type { MembershipStore } from '@sealbus/store';
+import type { Logger } from '../log.js';
+import type { CalloutKeys } from './keys.js';
+import { permissionsFor } from './permissions.js';
+
+/** The account callout users are placed in (the user JWT's audience). */
+export const APP_ACCOUNT = 'APP';
+export const CALLOUT_SUBJECT = '$SYS.REQ.USER.AUTH';
+/** All membershipd instances answer as one queue group: each request once. */
+export const CALLOUT_QUEUE = 'sealbus.callout';
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+export interface CalloutStats {
+  allowed: number;
+  denied: number;
+  /** Recent decision latencies in ms (bounded ring). */
+  latencies: number[];
+}
+
+export interface CalloutOptions {
+  nc: NatsConnection;
+  store: MembershipStore;
+  keys: CalloutKeys;
+  logger: Logger;
+  /** Lifetime of issued user JWTs: the server disconnects at expiry and the client re-authenticates here. */
+  jwtTtlSec: number;
+}
+
+type Decision = { allow: true; jwt: string; nkey: string; rooms: number } | { allow: false; reason: string; nkey: string | null };
+
+/**
+ * Answers nats-server's auth callout for every connection that is not one of
+ * the daemon's own users. A connection is allowed only if it proved
+ * possession of the nkey it presents (Ed25519 signature over the server's
+ * nonce) and that key is an active user; the JWT it gets allows exactly the
+ * subjects of its rooms. Any doubt — a store that does not answer included —
+ * is a denial with a reason the server logs.
+ */
+export class CalloutService {
+  readonly stats: CalloutStats = { allowed: 0, denied: 0, latencies: [] };
+  readonly #o: CalloutOptions;
+  #sub: Subscription | undefined;
+
+  constructor(o: CalloutOptions) {
+    this.#o = o;
+  }
+
+  start(): void {
+    this.#sub = this.#o.nc.subscribe(CALLOUT_SUBJECT, {
+      queue: CALLOUT_QUEUE,
+      callback: (err, msg) => {
+        if (err) {
+          this.#o.logger.error({ err: err.message }, 'auth callout subscription failed');
+          return;
+        }
+        void this.#handle(msg);
+      },
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.#sub?.drain().catch(() => {});
+  }
+
+  async #handle(msg: Msg): Promise<void> {
+    const t0 = performance.now();
+    const serverXkey = msg.headers?.get('Nats-Server-Xkey') || undefined;
+    let req: AuthorizationRequest;
+    try {
+      const raw = serverXkey ? this.#o.keys.xkey.open(msg.data, serverXkey) : msg.data;
+      if (!raw) throw new Error('cannot open (wrong xkey?)');
+      req = decode<AuthorizationRequest>(dec.decode(raw)).nats as AuthorizationRequest;
+      if (!req?.user_nkey || !req.server_id?.id) throw new Error('not an authorization request');
+    } catch (err) {
+      // Without user_nkey and server id no answer can even be addressed.
+      this.#o.logger.error({ err: (err as Error).message }, 'unreadable auth callout request');
+      return;
+    }
+    let d: Decision;
+    try {
+      d = await this.#decide(req);
+    } catch (err) {
+      d = { allow: false, reason: 'authorization service unavailable', nkey: req.connect_opts?.nkey ?? null };
+      this.#o.logger.error({ err: (err as Error).message }, 'auth callout failed; denying');
+    }
+    try {
+      const token = await encodeAuthorizationResponse(
+        req.user_nkey,
+        req.server_id.id,
+        this.#o.keys.issuer,
+        d.allow ? { jwt: d.jwt } : { error: d.reason },
+        {}
+      );
+      const data = serverXkey ? this.#o.keys.xkey.seal(enc.encode(token), serverXkey) : enc.encode(token);
+      msg.respond(data);
+    } catch (err) {
+      this.#o.logger.error({ err: (err as Error).message }, 'cannot answer auth callout');
+      return;
+    }
+    const ms = performance.now() - t0;
+    this.stats.latencies.push(ms);
+    if (this.stats.latencies.length > 10_000) this.stats.latencies.splice(0, 5_000);
+    if (d.allow) {
+      this.stats.allowed++;
+      this.#o.logger.debug({ nkey: d.nkey, rooms: d.rooms, ms: Math.round(ms * 10) / 10 }, 'callout: allowed');
+    } else {
+      this.stats.denied++;
+      this.#o.logger.info(
+        { nkey: d.nkey, reason: d.reason, client: req.client_info?.host ?? null, ms: Math.round(ms * 10) / 10 },
+        'callout: denied'
+      );
+    }
+  }
+
+  async #decide(req: AuthorizationRequest): Promise<Decision> {
+    const nkey = req.connect_opts?.nkey;
+    const sig = req.connect_opts?.sig;
+    const nonce = req.client_info?.nonce;
+    if (!nkey || !sig || !nonce || !/^U[A-Z2-7]{55}$/.test(nkey)) {
+      return { allow: false, reason: 'an nkey and its signature over the server nonce are required', nkey: nkey ?? null };
+    }
+    let proven = false;
+    try {
+      proven = fromPublic(nkey).verify(enc.encode(nonce), new Uint8Array(Buffer.from(sig, 'base64')));
+    } catch {
+      proven = false;
+    }
+    if (!proven) return { allow: false, reason: 'nkey signature over the server nonce does not verify', nkey };
+    const signPub = toHex(publicFromUserNkey(nkey));
+    const user = await this.#o.store.getUser(signPub);
+    if (!user) return { allow: false, reason: 'unknown key', nkey };
+    if (user.status !== 'active') return { allow: false, reason: 'key revoked', nkey };
+    const memberships = await this.#o.store.rooms.membershipsOf(signPub);
+    const perms = permissionsFor(signPub, memberships);
+    const jwt = await encodeUser(
+      nkey,
+      req.user_nkey,
+      this.#o.keys.issuer,
+      { pub: perms.pub, sub: perms.sub },
+      { aud: APP_ACCOUNT, exp: Math.floor(Date.now() / 1000) + this.#o.jwtTtlSec }
+    );
+    return { allow: true, jwt, nkey, rooms: memberships.length };
+  }
+}

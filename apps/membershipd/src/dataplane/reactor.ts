@@ -1,0 +1,107 @@
+import type { NatsConnection, Subscription } from 'nats';
+import { fromHex, userNkeyFromPublic } from '@sealbus/crypto';
+import { userEventsSubject } from '@sealbus/protocol';
+import type { MembershipStore } from '@sealbus/store';
+import type { Logger } from '../log.js';
+import { kickUser } from './kick.js';
+
+/**
+ * A control-plane change that the data plane must act on. Writers (HTTP
+ * handlers, `membershipd user` on a node) announce it on an internal
+ * subject that no user may touch; exactly one daemon of the deployment
+ * (queue group) acts on it.
+ */
+export type Change =
+  | { type: 'user.revoked'; sign_pub: string }
+  | { type: 'member.added'; room: string; sign_pub: string }
+  | { type: 'member.removed'; room: string; sign_pub: string }
+  | { type: 'room.rekeyed'; room: string; epoch: number };
+
+export const CHANGE_SUBJECT = 'sealbus.ctl.change';
+const REACTOR_QUEUE = 'sealbus.reactor';
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** Announces a change (flushes, so it is on the wire when this resolves). */
+export async function announce(nc: NatsConnection, change: Change): Promise<void> {
+  nc.publish(CHANGE_SUBJECT, enc.encode(JSON.stringify(change)));
+  await nc.flush();
+}
+
+export interface ReactorOptions {
+  /** The daemon's internal connection (account APP): events to users. */
+  nc: NatsConnection;
+  /** The system-account connection: CONNZ and KICK. */
+  sys: NatsConnection;
+  store: MembershipStore;
+  logger: Logger;
+}
+
+/**
+ * Turns changes into data-plane effects: a revoked user or a removed member
+ * is kicked from every server (its reconnect is then denied, or gets the
+ * reduced permissions); an added member and the members of a rekeyed room
+ * get an event on their own events subject, which the SDK answers by
+ * refreshing its connection or fetching the new key.
+ */
+export class Reactor {
+  readonly #o: ReactorOptions;
+  #sub: Subscription | undefined;
+  kicks = 0;
+
+  constructor(o: ReactorOptions) {
+    this.#o = o;
+  }
+
+  start(): void {
+    this.#sub = this.#o.nc.subscribe(CHANGE_SUBJECT, {
+      queue: REACTOR_QUEUE,
+      callback: (err, msg) => {
+        if (err) return;
+        let change: Change;
+        try {
+          change = JSON.parse(dec.decode(msg.data)) as Change;
+        } catch {
+          return;
+        }
+        this.#react(change).catch((e: unknown) =>
+          this.#o.logger.warn({ change, err: (e as Error).message }, 'could not act on a change')
+        );
+      },
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.#sub?.drain().catch(() => {});
+  }
+
+  #notify(signPub: string, event: Record<string, unknown>): void {
+    this.#o.nc.publish(userEventsSubject(signPub), enc.encode(JSON.stringify(event)));
+  }
+
+  async #kick(signPub: string): Promise<void> {
+    this.kicks += await kickUser(this.#o.sys, userNkeyFromPublic(fromHex(signPub, 'sign_pub', 32)), this.#o.logger);
+  }
+
+  async #react(c: Change): Promise<void> {
+    switch (c.type) {
+      case 'user.revoked':
+        await this.#kick(c.sign_pub);
+        return;
+      case 'member.added':
+        this.#notify(c.sign_pub, { type: 'member.added', room: c.room });
+        return;
+      case 'member.removed':
+        this.#notify(c.sign_pub, { type: 'member.removed', room: c.room });
+        await this.#o.nc.flush();
+        await this.#kick(c.sign_pub);
+        return;
+      case 'room.rekeyed': {
+        for (const m of await this.#o.store.rooms.members(c.room)) {
+          this.#notify(m.sign_pub, { type: 'room.rekeyed', room: c.room, epoch: c.epoch });
+        }
+        return;
+      }
+    }
+  }
+}
