@@ -11,7 +11,7 @@ import {
 } from '@sealbus/crypto';
 import { ControlClient } from '@sealbus/client';
 import { MembershipStore } from '@sealbus/store';
-import type { TestDaemon } from '@sealbus/testing';
+import { waitFor, type TestDaemon } from '@sealbus/testing';
 
 export interface RawResult {
   status: number;
@@ -100,4 +100,48 @@ export async function enrol(
   const id = generateIdentity();
   await admin.addUser({ sign_pub: id.signPubHex, kex_pub: id.kexPubHex, handle, role });
   return { id, ctl: new ControlClient({ urls: [d.httpUrl], identity: id }) };
+}
+
+/** A plain NATS connection as an identity (the way the SDK connects, minus the SDK). */
+export async function natsAs(
+  d: TestDaemon,
+  id: Identity,
+  opts: Record<string, unknown> = {}
+): Promise<NatsConnection> {
+  return connect({
+    servers: d.natsUrl,
+    authenticator: nkeyAuthenticator(new TextEncoder().encode(userNkeyFromSeed(id.signSeed).seed)),
+    inboxPrefix: `_INBOX_${id.signPubHex.slice(0, 32)}`,
+    maxReconnectAttempts: 0,
+    ...opts,
+  });
+}
+
+/** Resolves with the first permissions-violation error the connection reports. */
+export function nextPermissionError(nc: NatsConnection, timeoutMs = 5_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('no permissions violation reported')), timeoutMs);
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === 'error' && /permissions[ _]violation/i.test(String(s.data))) {
+          clearTimeout(t);
+          return resolve(String(s.data));
+        }
+      }
+    })();
+  });
+}
+
+/** Waits until nats-server logged a publish violation for `subject` (the server says which subject). */
+export function publishRefused(d: TestDaemon, subject: string): Promise<unknown> {
+  return waitFor(
+    () =>
+      d.logs.some(
+        (l) =>
+          l.component === 'nats-server' &&
+          /Publish Violation/.test(l.msg) &&
+          l.msg.includes(`Subject "${subject}"`)
+      ),
+    { timeoutMs: 5_000, what: `publish violation on ${subject}` }
+  );
 }

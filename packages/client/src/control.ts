@@ -3,6 +3,11 @@ import { requestSigner, signRequest, type Identity, type RequestSigner } from '@
 import {
   addMemberSchema,
   createRoomSchema,
+  cursorResponseSchema,
+  cursorSchema,
+  directoryEntrySchema,
+  type CursorRequest,
+  type DirectoryEntry,
   errorResponseSchema,
   memberAddedResponseSchema,
   memberRemovedResponseSchema,
@@ -195,6 +200,21 @@ export class ControlClient {
 
   async myKeys(id: string) {
     return this.request('GET', `/rooms/${roomId(id)}/keys`, myKeysResponseSchema);
+  }
+
+  /** Restarts the signer's reading of a persisted room from its start or from new messages. */
+  async cursor(id: string, input: CursorRequest) {
+    return this.request(
+      'POST',
+      `/rooms/${roomId(id)}/cursor`,
+      cursorResponseSchema,
+      parseOrThrow(cursorSchema, input)
+    );
+  }
+
+  /** An active user's public keys, to seal a room key to them. */
+  async directory(signPub: string): Promise<DirectoryEntry> {
+    return this.request('GET', `/directory/${parseSignPubHex(signPub)}`, directoryEntrySchema);
   }
 
   /** Closes idle keep-alive connections. */

@@ -36,7 +36,11 @@ export function publicFromUserNkey(nkey: string): Uint8Array {
 
 export type NkeyKind = 'user' | 'account' | 'curve';
 
-const PREFIX: Record<NkeyKind, Prefix> = { user: Prefix.User, account: Prefix.Account, curve: Prefix.Curve };
+const PREFIX: Record<NkeyKind, Prefix> = {
+  user: Prefix.User,
+  account: Prefix.Account,
+  curve: Prefix.Curve,
+};
 
 /** Encodes a raw 32-byte seed as an nkey of the given kind (`SU…`, `SA…`, `SX…`). */
 export function nkeySeedFromRaw(kind: NkeyKind, raw: Uint8Array): string {
@@ -51,5 +55,7 @@ export function nkeySeedFromRaw(kind: NkeyKind, raw: Uint8Array): string {
  */
 export function deriveSeed(master: Uint8Array, label: string): Uint8Array {
   assertBytes(master, 32, 'master seed');
-  return new Uint8Array(hkdfSync('sha256', master, new Uint8Array(0), new TextEncoder().encode(`sealbus/${label}`), 32));
+  return new Uint8Array(
+    hkdfSync('sha256', master, new Uint8Array(0), new TextEncoder().encode(`sealbus/${label}`), 32)
+  );
 }

@@ -54,7 +54,11 @@ export const myKeysResponseSchema = z.object({
 });
 export const auditListSchema = z.object({ records: z.array(auditRecordSchema) });
 
-export const cursorResponseSchema = z.object({ id: roomIdSchema, subject: z.string(), from: z.enum(['start', 'new']) });
+export const cursorResponseSchema = z.object({
+  id: roomIdSchema,
+  subject: z.string(),
+  from: z.enum(['start', 'new']),
+});
 export const directoryEntrySchema = z.object({
   sign_pub: z.string(),
   kex_pub: z.string().nullable(),

@@ -114,6 +114,8 @@ export const addMemberSchema = z.strictObject({
   role: inviteRoleSchema,
   /** The current epoch's key sealed to the invitee; required in encrypted rooms. */
   sealed_key: sealedKeySchema.optional(),
+  /** The epoch `sealed_key` belongs to; a stale one is a 409 instead of a key the invitee cannot use. */
+  epoch: z.number().int().min(0).optional(),
 });
 export type AddMemberRequest = z.input<typeof addMemberSchema>;
 

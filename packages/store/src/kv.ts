@@ -162,7 +162,8 @@ export async function scan<T>(
   clearTimeout(timer);
   iter.stop();
   await drain.catch(() => {});
-  if (timedOut) throw new StoreError('UNAVAILABLE', `${what}: no complete answer within ${timeoutMs} ms`);
+  if (timedOut)
+    throw new StoreError('UNAVAILABLE', `${what}: no complete answer within ${timeoutMs} ms`);
   const out: T[] = [];
   for (const e of latest.values()) if (e.operation === 'PUT') out.push(decodeJson(e, parse));
   return out;

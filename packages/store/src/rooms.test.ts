@@ -241,9 +241,15 @@ describe('persisted rooms and membership scans', { timeout: 60_000 }, () => {
     assert.deepEqual(info.config.subjects, ['log.audit-trail']);
     assert.equal(info.config.deny_delete, true);
     assert.equal(info.config.deny_purge, true);
-    const consumers = async () => (await jsm.consumers.list(`ROOM_${room.id}`).next()).map((c) => c.name).sort();
+    const consumers = async () =>
+      (await jsm.consumers.list(`ROOM_${room.id}`).next()).map((c) => c.name).sort();
     assert.deepEqual(await consumers(), [`m_${key(1).slice(0, 32)}`]);
-    await store.rooms.addMember(room, { signPub: key(2), role: 'reader', sealedKey: sealed(2), addedBy: key(1) });
+    await store.rooms.addMember(room, {
+      signPub: key(2),
+      role: 'reader',
+      sealedKey: sealed(2),
+      addedBy: key(1),
+    });
     assert.deepEqual(await consumers(), [`m_${key(1).slice(0, 32)}`, `m_${key(2).slice(0, 32)}`]);
     await store.rooms.removeMember(room, key(2));
     assert.deepEqual(await consumers(), [`m_${key(1).slice(0, 32)}`]);
@@ -257,15 +263,30 @@ describe('persisted rooms and membership scans', { timeout: 60_000 }, () => {
   test('membershipsOf reads every membership of a user in one scan', async () => {
     const rooms = [];
     for (let i = 0; i < 25; i++) {
-      rooms.push(await store.rooms.create({ subject: `scan.r${i}`, policy: { encrypt: false, persist: false, sign: true }, owner: key(9) }));
+      rooms.push(
+        await store.rooms.create({
+          subject: `scan.r${i}`,
+          policy: { encrypt: false, persist: false, sign: true },
+          owner: key(9),
+        })
+      );
     }
-    for (const r of rooms.slice(0, 10)) await store.rooms.addMember(r, { signPub: key(8), role: 'reader', addedBy: key(9) });
+    for (const r of rooms.slice(0, 10))
+      await store.rooms.addMember(r, { signPub: key(8), role: 'reader', addedBy: key(9) });
     const mine = await store.rooms.membershipsOf(key(8));
     assert.equal(mine.length, 10);
-    assert.ok(mine.every((m) => m.role === 'reader' && m.subject.startsWith('scan.r') && m.persist === false));
+    assert.ok(
+      mine.every(
+        (m) => m.role === 'reader' && m.subject.startsWith('scan.r') && m.persist === false
+      )
+    );
     assert.equal((await store.rooms.membershipsOf(key(9))).length, 25);
     assert.deepEqual(await store.rooms.membershipsOf(key(7)), []);
     await store.rooms.removeMember(rooms[0]!, key(8));
-    assert.equal((await store.rooms.membershipsOf(key(8))).length, 9, 'deleted memberships are not returned');
+    assert.equal(
+      (await store.rooms.membershipsOf(key(8))).length,
+      9,
+      'deleted memberships are not returned'
+    );
   });
 });

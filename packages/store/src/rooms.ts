@@ -1,5 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, nanos, type JetStreamManager, type KV } from 'nats';
+import {
+  AckPolicy,
+  DeliverPolicy,
+  DiscardPolicy,
+  RetentionPolicy,
+  StorageType,
+  nanos,
+  type JetStreamManager,
+  type KV,
+} from 'nats';
 import {
   memberDurableName,
   memberRecordSchema,
@@ -94,7 +103,11 @@ export class Rooms {
    * room (they may not create consumers themselves), explicit acks so a
    * reader that reconnects continues where it stopped.
    */
-  async #createConsumer(roomId: string, signPub: string, from: 'start' | 'new' = 'start'): Promise<void> {
+  async #createConsumer(
+    roomId: string,
+    signPub: string,
+    from: 'start' | 'new' = 'start'
+  ): Promise<void> {
     try {
       await this.#jsm.consumers.add(roomStreamName(roomId), {
         durable_name: memberDurableName(signPub),
@@ -113,13 +126,15 @@ export class Rooms {
     try {
       await this.#jsm.consumers.delete(roomStreamName(roomId), memberDurableName(signPub));
     } catch (err) {
-      if (!/consumer not found/i.test((err as Error).message)) throw toStoreError(err, 'delete member consumer');
+      if (!/consumer not found/i.test((err as Error).message))
+        throw toStoreError(err, 'delete member consumer');
     }
   }
 
   /** Moves a member's read position of a persisted room to its start or its end. */
   async resetCursor(room: RoomRecord, signPub: string, from: 'start' | 'new'): Promise<void> {
-    if (!room.policy.persist) throw new StoreError('INVALID', 'only persisted rooms have a history to read');
+    if (!room.policy.persist)
+      throw new StoreError('INVALID', 'only persisted rooms have a history to read');
     await this.#deleteConsumer(room.id, signPub);
     await this.#createConsumer(room.id, signPub, from);
   }

@@ -50,9 +50,15 @@ export function registerServe(program: Command): void {
       'use this external NATS (comma list) instead of starting nats-server'
     )
     .option('--internal-id-file <path>', 'privileged internal identity (default: DATA/internal.id)')
-    .option('--callout-key-file <path>', 'auth callout keys, the same on every node (default: DATA/callout.key)')
+    .option(
+      '--callout-key-file <path>',
+      'auth callout keys, the same on every node (default: DATA/callout.key)'
+    )
     .addOption(
-      new Option('--user-jwt-ttl <duration>', 'lifetime of user JWTs from the auth callout (re-check period)')
+      new Option(
+        '--user-jwt-ttl <duration>',
+        'lifetime of user JWTs from the auth callout (re-check period)'
+      )
         .argParser(argParser(parseDuration))
         .default(600_000, '10m')
     )

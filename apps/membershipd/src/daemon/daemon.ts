@@ -96,10 +96,12 @@ export class Daemon {
     const undo: Step[] = [];
     try {
       const internal = await loadOrCreateIdentity(o.internalIdFile ?? paths.internalId);
-      if (internal.created) log.info({ file: o.internalIdFile ?? paths.internalId }, 'created internal identity');
+      if (internal.created)
+        log.info({ file: o.internalIdFile ?? paths.internalId }, 'created internal identity');
       const users = nodeUsers(internal.identity);
       const callout = await loadOrCreateCalloutKeys(o.calloutKeyFile ?? paths.calloutKey);
-      if (callout.created) log.info({ file: o.calloutKeyFile ?? paths.calloutKey }, 'created auth callout keys');
+      if (callout.created)
+        log.info({ file: o.calloutKeyFile ?? paths.calloutKey }, 'created auth callout keys');
 
       let child: NatsServerProcess | undefined;
       let natsUrl = o.natsUrl;
@@ -112,12 +114,16 @@ export class Daemon {
             service: users.service.getPublicKey(),
             system: users.system.getPublicKey(),
           },
-          callout: { issuer: callout.keys.issuer.getPublicKey(), xkey: callout.keys.xkey.getPublicKey() },
+          callout: {
+            issuer: callout.keys.issuer.getPublicKey(),
+            xkey: callout.keys.xkey.getPublicKey(),
+          },
           serverName: `sealbus-${internal.identity.signPubHex.slice(0, 12)}`,
         });
         await writeFileAtomic(paths.natsConfig, renderNatsConfig(config), { mode: 0o600 });
         const orphan = await reapOrphan(paths.natsPidFile, paths.natsConfig);
-        if (orphan) log.warn({ pid: orphan }, 'stopped a nats-server left running by a previous membershipd');
+        if (orphan)
+          log.warn({ pid: orphan }, 'stopped a nats-server left running by a previous membershipd');
         const natsLog = log.child({ component: 'nats-server' });
         child = await NatsServerProcess.start({
           configFile: paths.natsConfig,
@@ -141,7 +147,10 @@ export class Daemon {
           timeout: 5_000,
         });
         undo.push(async () => {
-          await Promise.race([nc.drain().catch(() => {}), new Promise((r) => setTimeout(r, 5_000))]);
+          await Promise.race([
+            nc.drain().catch(() => {}),
+            new Promise((r) => setTimeout(r, 5_000)),
+          ]);
           await nc.close().catch(() => {});
         });
         return nc;
@@ -220,10 +229,21 @@ export class Daemon {
         nats_pid: child?.pid ?? null,
         started_at: new Date().toISOString(),
       });
-      log.info({ http_url: httpUrl, nats_url: natsUrl, data_dir: paths.dataDir, version: VERSION }, 'membershipd ready');
+      log.info(
+        { http_url: httpUrl, nats_url: natsUrl, data_dir: paths.dataDir, version: VERSION },
+        'membershipd ready'
+      );
       // Stop in reverse order of start: HTTP, reactor, callout, connections
       // (drained), then the nats-server child.
-      return new Daemon({ paths, httpUrl, natsUrl, logger: log, shutdown: undo.reverse(), lifecycle, child });
+      return new Daemon({
+        paths,
+        httpUrl,
+        natsUrl,
+        logger: log,
+        shutdown: undo.reverse(),
+        lifecycle,
+        child,
+      });
     } catch (err) {
       for (const step of undo.reverse()) await step().catch(() => {});
       throw err;
@@ -235,7 +255,9 @@ export class Daemon {
     this.#lifecycle.stopping = true;
     this.#logger.info({ code }, 'stopping');
     for (const step of this.#shutdown) {
-      await step().catch((err: unknown) => this.#logger.warn({ err: (err as Error).message }, 'shutdown step failed'));
+      await step().catch((err: unknown) =>
+        this.#logger.warn({ err: (err as Error).message }, 'shutdown step failed')
+      );
     }
     this.#logger.info({ code }, 'membershipd stopped');
     this.#finish(code);

@@ -1,6 +1,11 @@
 import type { Msg, NatsConnection, Subscription } from 'nats';
 import { fromPublic } from 'nkeys.js';
-import { decode, encodeAuthorizationResponse, encodeUser, type AuthorizationRequest } from 'nats-jwt';
+import {
+  decode,
+  encodeAuthorizationResponse,
+  encodeUser,
+  type AuthorizationRequest,
+} from 'nats-jwt';
 import { publicFromUserNkey, toHex } from '@sealbus/crypto';
 import type { MembershipStore } from '@sealbus/store';
 import type { Logger } from '../log.js';
@@ -32,7 +37,9 @@ export interface CalloutOptions {
   jwtTtlSec: number;
 }
 
-type Decision = { allow: true; jwt: string; nkey: string; rooms: number } | { allow: false; reason: string; nkey: string | null };
+type Decision =
+  | { allow: true; jwt: string; nkey: string; rooms: number }
+  | { allow: false; reason: string; nkey: string | null };
 
 /**
  * Answers nats-server's auth callout for every connection that is not one of
@@ -86,7 +93,11 @@ export class CalloutService {
     try {
       d = await this.#decide(req);
     } catch (err) {
-      d = { allow: false, reason: 'authorization service unavailable', nkey: req.connect_opts?.nkey ?? null };
+      d = {
+        allow: false,
+        reason: 'authorization service unavailable',
+        nkey: req.connect_opts?.nkey ?? null,
+      };
       this.#o.logger.error({ err: (err as Error).message }, 'auth callout failed; denying');
     }
     try {
@@ -97,7 +108,9 @@ export class CalloutService {
         d.allow ? { jwt: d.jwt } : { error: d.reason },
         {}
       );
-      const data = serverXkey ? this.#o.keys.xkey.seal(enc.encode(token), serverXkey) : enc.encode(token);
+      const data = serverXkey
+        ? this.#o.keys.xkey.seal(enc.encode(token), serverXkey)
+        : enc.encode(token);
       msg.respond(data);
     } catch (err) {
       this.#o.logger.error({ err: (err as Error).message }, 'cannot answer auth callout');
@@ -108,11 +121,19 @@ export class CalloutService {
     if (this.stats.latencies.length > 10_000) this.stats.latencies.splice(0, 5_000);
     if (d.allow) {
       this.stats.allowed++;
-      this.#o.logger.debug({ nkey: d.nkey, rooms: d.rooms, ms: Math.round(ms * 10) / 10 }, 'callout: allowed');
+      this.#o.logger.debug(
+        { nkey: d.nkey, rooms: d.rooms, ms: Math.round(ms * 10) / 10 },
+        'callout: allowed'
+      );
     } else {
       this.stats.denied++;
       this.#o.logger.info(
-        { nkey: d.nkey, reason: d.reason, client: req.client_info?.host ?? null, ms: Math.round(ms * 10) / 10 },
+        {
+          nkey: d.nkey,
+          reason: d.reason,
+          client: req.client_info?.host ?? null,
+          ms: Math.round(ms * 10) / 10,
+        },
         'callout: denied'
       );
     }
@@ -123,15 +144,23 @@ export class CalloutService {
     const sig = req.connect_opts?.sig;
     const nonce = req.client_info?.nonce;
     if (!nkey || !sig || !nonce || !/^U[A-Z2-7]{55}$/.test(nkey)) {
-      return { allow: false, reason: 'an nkey and its signature over the server nonce are required', nkey: nkey ?? null };
+      return {
+        allow: false,
+        reason: 'an nkey and its signature over the server nonce are required',
+        nkey: nkey ?? null,
+      };
     }
-    let proven = false;
+    let proven: boolean;
     try {
-      proven = fromPublic(nkey).verify(enc.encode(nonce), new Uint8Array(Buffer.from(sig, 'base64')));
+      proven = fromPublic(nkey).verify(
+        enc.encode(nonce),
+        new Uint8Array(Buffer.from(sig, 'base64'))
+      );
     } catch {
       proven = false;
     }
-    if (!proven) return { allow: false, reason: 'nkey signature over the server nonce does not verify', nkey };
+    if (!proven)
+      return { allow: false, reason: 'nkey signature over the server nonce does not verify', nkey };
     const signPub = toHex(publicFromUserNkey(nkey));
     const user = await this.#o.store.getUser(signPub);
     if (!user) return { allow: false, reason: 'unknown key', nkey };

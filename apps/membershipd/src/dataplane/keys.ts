@@ -29,24 +29,33 @@ function parse(text: string, path: string): CalloutKeys {
     throw new Error(`callout key file ${path}: not valid JSON`);
   }
   if (f?.version !== 1 || typeof f.issuer_seed !== 'string' || typeof f.xkey_seed !== 'string') {
-    throw new Error(`callout key file ${path}: expected {"version":1,"issuer_seed":"SA…","xkey_seed":"SX…"}`);
+    throw new Error(
+      `callout key file ${path}: expected {"version":1,"issuer_seed":"SA…","xkey_seed":"SX…"}`
+    );
   }
   try {
     const issuer = fromSeed(new TextEncoder().encode(f.issuer_seed));
     const xkey = fromCurveSeed(new TextEncoder().encode(f.xkey_seed));
-    if (!issuer.getPublicKey().startsWith('A') || !xkey.getPublicKey().startsWith('X')) throw new Error('prefix');
+    if (!issuer.getPublicKey().startsWith('A') || !xkey.getPublicKey().startsWith('X'))
+      throw new Error('prefix');
     return { issuer, xkey };
   } catch {
-    throw new Error(`callout key file ${path}: issuer_seed must be an account seed (SA…) and xkey_seed a curve seed (SX…)`);
+    throw new Error(
+      `callout key file ${path}: issuer_seed must be an account seed (SA…) and xkey_seed a curve seed (SX…)`
+    );
   }
 }
 
 /** Loads the callout keys, creating them (0600) only when the file does not exist. */
-export async function loadOrCreateCalloutKeys(path: string): Promise<{ keys: CalloutKeys; created: boolean }> {
+export async function loadOrCreateCalloutKeys(
+  path: string
+): Promise<{ keys: CalloutKeys; created: boolean }> {
   try {
     const st = await stat(path);
     if ((st.mode & 0o077) !== 0) {
-      throw new Error(`callout key file ${path} is accessible by group or others; run: chmod 600 ${path}`);
+      throw new Error(
+        `callout key file ${path} is accessible by group or others; run: chmod 600 ${path}`
+      );
     }
     return { keys: parse(await readFile(path, 'utf8'), path), created: false };
   } catch (err) {
@@ -77,7 +86,8 @@ export interface NodeUsers {
 }
 
 export function nodeUsers(internal: Identity): NodeUsers {
-  const user = (raw: Uint8Array) => fromSeed(new TextEncoder().encode(nkeySeedFromRaw('user', raw)));
+  const user = (raw: Uint8Array) =>
+    fromSeed(new TextEncoder().encode(nkeySeedFromRaw('user', raw)));
   return {
     internal: user(internal.signSeed),
     service: user(deriveSeed(internal.signSeed, 'callout-service')),

@@ -15,7 +15,12 @@ interface ConnzReply {
  * answered by each server, then a KICK per connection id on the server that
  * holds it. The client's next connect goes through the callout again.
  */
-export async function kickUser(sys: NatsConnection, nkey: string, logger: Logger, waitMs = 250): Promise<number> {
+export async function kickUser(
+  sys: NatsConnection,
+  nkey: string,
+  logger: Logger,
+  waitMs = 250
+): Promise<number> {
   const found: Array<{ server: string; cid: number }> = [];
   const replies = await sys.requestMany(
     '$SYS.REQ.SERVER.PING.CONNZ',
@@ -25,7 +30,8 @@ export async function kickUser(sys: NatsConnection, nkey: string, logger: Logger
   for await (const m of replies) {
     try {
       const r = JSON.parse(dec.decode(m.data)) as ConnzReply;
-      for (const c of r.data?.connections ?? []) if (r.server?.id) found.push({ server: r.server.id, cid: c.cid });
+      for (const c of r.data?.connections ?? [])
+        if (r.server?.id) found.push({ server: r.server.id, cid: c.cid });
     } catch {
       // a malformed reply names nothing to kick
     }
@@ -34,7 +40,9 @@ export async function kickUser(sys: NatsConnection, nkey: string, logger: Logger
   await Promise.all(
     found.map(async ({ server, cid }) => {
       try {
-        await sys.request(`$SYS.REQ.SERVER.${server}.KICK`, enc.encode(JSON.stringify({ cid })), { timeout: 2_000 });
+        await sys.request(`$SYS.REQ.SERVER.${server}.KICK`, enc.encode(JSON.stringify({ cid })), {
+          timeout: 2_000,
+        });
         kicked++;
       } catch (err) {
         logger.warn({ nkey, server, cid, err: (err as Error).message }, 'kick failed');

@@ -24,7 +24,10 @@ export interface SubjectPermissions {
  *   stream delete or purge, or any other room's stream.
  * Allow lists are never empty: an empty list means "everything" to NATS.
  */
-export function permissionsFor(signPub: string, memberships: readonly MemberRecord[]): SubjectPermissions {
+export function permissionsFor(
+  signPub: string,
+  memberships: readonly MemberRecord[]
+): SubjectPermissions {
   const pub = new Set<string>();
   const sub = new Set<string>([`${userInboxPrefix(signPub)}.>`, userEventsSubject(signPub)]);
   for (const m of memberships) {

@@ -80,7 +80,11 @@ export class Reactor {
   }
 
   async #kick(signPub: string): Promise<void> {
-    this.kicks += await kickUser(this.#o.sys, userNkeyFromPublic(fromHex(signPub, 'sign_pub', 32)), this.#o.logger);
+    this.kicks += await kickUser(
+      this.#o.sys,
+      userNkeyFromPublic(fromHex(signPub, 'sign_pub', 32)),
+      this.#o.logger
+    );
   }
 
   async #react(c: Change): Promise<void> {

@@ -76,7 +76,11 @@ function requestContext(logger: Logger): MiddlewareHandler<AppEnv> {
 }
 
 /** Every route the daemon serves behind signature auth. */
-export const SIGNED_ROUTES: readonly RouteDef[] = Object.freeze([...userRoutes, ...directoryRoutes, ...roomRoutes]);
+export const SIGNED_ROUTES: readonly RouteDef[] = Object.freeze([
+  ...userRoutes,
+  ...directoryRoutes,
+  ...roomRoutes,
+]);
 
 const PUBLIC_ROUTES: RouteDef[] = [
   {

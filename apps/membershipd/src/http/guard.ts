@@ -27,7 +27,10 @@ export async function tellDataPlane(s: Services, c: AppContext, change: Change):
   try {
     await s.announce(change);
   } catch (err) {
-    s.logger.error({ request_id: c.get('requestId'), change, err: (err as Error).message }, 'could not announce a change');
+    s.logger.error(
+      { request_id: c.get('requestId'), change, err: (err as Error).message },
+      'could not announce a change'
+    );
   }
 }
 

@@ -27,7 +27,8 @@ export const FRAME_VERSION = 1;
 export const FRAME_HEADER_BYTES = 78;
 export const FRAME_SIGNATURE_BYTES = 64;
 export const FRAME_TAG_BYTES = 16;
-export const FRAME_MAX_PAYLOAD = 1024 * 1024 - FRAME_HEADER_BYTES - FRAME_SIGNATURE_BYTES - FRAME_TAG_BYTES;
+export const FRAME_MAX_PAYLOAD =
+  1024 * 1024 - FRAME_HEADER_BYTES - FRAME_SIGNATURE_BYTES - FRAME_TAG_BYTES;
 
 const FLAG_ENCRYPTED = 1;
 const FLAG_SIGNED = 2;
@@ -61,7 +62,8 @@ export interface ParsedFrame {
 }
 
 function roomBytes(room: string): Uint8Array {
-  if (!/^[0-9a-f]{24}$/.test(room)) throw new FrameError('MALFORMED', 'room id must be 24 hex characters');
+  if (!/^[0-9a-f]{24}$/.test(room))
+    throw new FrameError('MALFORMED', 'room id must be 24 hex characters');
   return new Uint8Array(Buffer.from(room, 'hex'));
 }
 
@@ -112,7 +114,11 @@ export class FrameSealer {
   #roomBytes: Uint8Array;
   #signer: Ed25519Signer;
 
-  constructor(room: string, signSeed: Uint8Array, session: Uint8Array = new Uint8Array(randomBytes(16))) {
+  constructor(
+    room: string,
+    signSeed: Uint8Array,
+    session: Uint8Array = new Uint8Array(randomBytes(16))
+  ) {
     this.room = room;
     this.#roomBytes = roomBytes(room);
     this.#signer = ed25519Signer(signSeed);
@@ -125,12 +131,16 @@ export class FrameSealer {
   }
 
   seal(payload: Uint8Array, o: SealOptions): Uint8Array {
-    if (payload.length > FRAME_MAX_PAYLOAD) throw new FrameError('MALFORMED', `payload over ${FRAME_MAX_PAYLOAD} bytes`);
-    if (!Number.isInteger(o.epoch) || o.epoch < 0 || o.epoch > 0xffffffff) throw new FrameError('MALFORMED', 'bad epoch');
+    if (payload.length > FRAME_MAX_PAYLOAD)
+      throw new FrameError('MALFORMED', `payload over ${FRAME_MAX_PAYLOAD} bytes`);
+    if (!Number.isInteger(o.epoch) || o.epoch < 0 || o.epoch > 0xffffffff)
+      throw new FrameError('MALFORMED', 'bad epoch');
     if (o.key) assertBytes(o.key, 32, 'room key');
     const seq = ++this.#seq;
     const bodyLen = payload.length + (o.key ? FRAME_TAG_BYTES : 0);
-    const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + bodyLen + (o.sign ? FRAME_SIGNATURE_BYTES : 0));
+    const out = Buffer.allocUnsafe(
+      FRAME_HEADER_BYTES + bodyLen + (o.sign ? FRAME_SIGNATURE_BYTES : 0)
+    );
     out[0] = FRAME_VERSION;
     out[1] = (o.key ? FLAG_ENCRYPTED : 0) | (o.sign ? FLAG_SIGNED : 0);
     out.set(this.#roomBytes, 2);
@@ -141,7 +151,9 @@ export class FrameSealer {
     out.writeUInt32BE(bodyLen, 74);
     const aad = out.subarray(0, FRAME_HEADER_BYTES);
     if (o.key) {
-      const c = createCipheriv('chacha20-poly1305', sessionKey(o.key, aad), nonceFor(seq), { authTagLength: FRAME_TAG_BYTES });
+      const c = createCipheriv('chacha20-poly1305', sessionKey(o.key, aad), nonceFor(seq), {
+        authTagLength: FRAME_TAG_BYTES,
+      });
       c.setAAD(aad, { plaintextLength: payload.length });
       const n = c.update(payload).copy(out, FRAME_HEADER_BYTES);
       c.final();
@@ -163,17 +175,22 @@ export function parseFrame(bytes: Uint8Array): ParsedFrame {
     throw new FrameError('MALFORMED', 'frame shorter than its header');
   }
   const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
-  if (b[0] !== FRAME_VERSION) throw new FrameError('MALFORMED', `unsupported frame version ${b[0]}`);
+  if (b[0] !== FRAME_VERSION)
+    throw new FrameError('MALFORMED', `unsupported frame version ${b[0]}`);
   const flags = b[1]!;
-  if (flags & ~(FLAG_ENCRYPTED | FLAG_SIGNED)) throw new FrameError('MALFORMED', 'unknown frame flags');
+  if (flags & ~(FLAG_ENCRYPTED | FLAG_SIGNED))
+    throw new FrameError('MALFORMED', 'unknown frame flags');
   const signed = (flags & FLAG_SIGNED) !== 0;
   const encrypted = (flags & FLAG_ENCRYPTED) !== 0;
   const bodyLen = b.readUInt32BE(74);
   const expected = FRAME_HEADER_BYTES + bodyLen + (signed ? FRAME_SIGNATURE_BYTES : 0);
-  if (b.length !== expected) throw new FrameError('MALFORMED', `frame length ${b.length}, header says ${expected}`);
-  if (encrypted && bodyLen < FRAME_TAG_BYTES) throw new FrameError('MALFORMED', 'ciphertext shorter than its tag');
+  if (b.length !== expected)
+    throw new FrameError('MALFORMED', `frame length ${b.length}, header says ${expected}`);
+  if (encrypted && bodyLen < FRAME_TAG_BYTES)
+    throw new FrameError('MALFORMED', 'ciphertext shorter than its tag');
   const seqBig = b.readBigUInt64BE(66);
-  if (seqBig < 1n || seqBig > BigInt(Number.MAX_SAFE_INTEGER)) throw new FrameError('MALFORMED', 'seq out of range');
+  if (seqBig < 1n || seqBig > BigInt(Number.MAX_SAFE_INTEGER))
+    throw new FrameError('MALFORMED', 'seq out of range');
   const end = FRAME_HEADER_BYTES + bodyLen;
   return {
     header: {
@@ -207,9 +224,14 @@ export function openFramePayload(f: ParsedFrame, epochKey: Uint8Array): Uint8Arr
   const ct = f.payload.subarray(0, f.payload.length - FRAME_TAG_BYTES);
   const tag = f.payload.subarray(f.payload.length - FRAME_TAG_BYTES);
   try {
-    const d = createDecipheriv('chacha20-poly1305', sessionKey(epochKey, f.aad), nonceFor(f.header.seq), {
-      authTagLength: FRAME_TAG_BYTES,
-    });
+    const d = createDecipheriv(
+      'chacha20-poly1305',
+      sessionKey(epochKey, f.aad),
+      nonceFor(f.header.seq),
+      {
+        authTagLength: FRAME_TAG_BYTES,
+      }
+    );
     d.setAAD(f.aad, { plaintextLength: ct.length });
     d.setAuthTag(tag);
     const out = Buffer.concat([d.update(ct), d.final()]);
@@ -218,5 +240,3 @@ export function openFramePayload(f: ParsedFrame, epochKey: Uint8Array): Uint8Arr
     throw new FrameError('DECRYPT_FAILED', 'payload does not authenticate under this epoch key');
   }
 }
-
-

@@ -2,7 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { generateIdentity } from '../identity.js';
-import { FRAME_HEADER_BYTES, FrameSealer, frameSignatureValid, openFramePayload, parseFrame } from './codec.js';
+import {
+  FRAME_HEADER_BYTES,
+  FrameSealer,
+  frameSignatureValid,
+  openFramePayload,
+  parseFrame,
+} from './codec.js';
 import { FrameError } from './errors.js';
 import { ReplayWindow } from './replay.js';
 
@@ -19,7 +25,16 @@ test('encrypted + signed frame round trip; header fields as sent', () => {
   const f = parseFrame(bytes);
   assert.deepEqual(
     { ...f.header, session: f.header.session.length },
-    { version: 1, encrypted: true, signed: true, room: ROOM, epoch: 3, sender: alice.signPubHex, session: 32, seq: 1 }
+    {
+      version: 1,
+      encrypted: true,
+      signed: true,
+      room: ROOM,
+      epoch: 3,
+      sender: alice.signPubHex,
+      session: 32,
+      seq: 1,
+    }
   );
   assert.equal(frameSignatureValid(f), true);
   assert.deepEqual(openFramePayload(f, key0), msg);
@@ -57,12 +72,20 @@ test('tampering: ciphertext and header fail to decrypt; signature catches everyt
   const sigFlip = Uint8Array.from(good);
   sigFlip[sigFlip.length - 1]! ^= 1;
   assert.equal(frameSignatureValid(parseFrame(sigFlip)), false);
-  assert.throws(() => openFramePayload(parseFrame(good), key1), isCode('DECRYPT_FAILED'), 'another epoch key');
+  assert.throws(
+    () => openFramePayload(parseFrame(good), key1),
+    isCode('DECRYPT_FAILED'),
+    'another epoch key'
+  );
 });
 
 test('a new session of the same sender gets a new key: restarting at seq 1 never reuses a nonce', () => {
-  const a = parseFrame(new FrameSealer(ROOM, alice.signSeed).seal(msg, { epoch: 0, key: key0, sign: false }));
-  const b = parseFrame(new FrameSealer(ROOM, alice.signSeed).seal(msg, { epoch: 0, key: key0, sign: false }));
+  const a = parseFrame(
+    new FrameSealer(ROOM, alice.signSeed).seal(msg, { epoch: 0, key: key0, sign: false })
+  );
+  const b = parseFrame(
+    new FrameSealer(ROOM, alice.signSeed).seal(msg, { epoch: 0, key: key0, sign: false })
+  );
   assert.equal(a.header.seq, b.header.seq);
   assert.notEqual(a.header.session, b.header.session);
   assert.notDeepEqual(a.payload, b.payload, 'same plaintext, same seq, different ciphertext');
@@ -79,7 +102,8 @@ test('malformed frames', () => {
     ['unknown flag', Uint8Array.from(good, (v, i) => (i === 1 ? v | 4 : v))],
     ['seq 0', Uint8Array.from(good, (v, i) => (i >= 66 && i < 74 ? 0 : v))],
   ];
-  for (const [name, bytes] of cases) assert.throws(() => parseFrame(bytes), isCode('MALFORMED'), name);
+  for (const [name, bytes] of cases)
+    assert.throws(() => parseFrame(bytes), isCode('MALFORMED'), name);
   assert.throws(() => new FrameSealer('not-a-room', alice.signSeed), isCode('MALFORMED'));
 });
 
@@ -94,6 +118,10 @@ test('replay window: replays, reordering inside the window, too old, gaps', () =
   assert.deepEqual(w.check('s', 'y', 6), { ok: true, gap: null }, 'per session');
   assert.deepEqual(w.check('s', 'x', 5000), { ok: true, gap: { from: 11, to: 4999 } });
   assert.deepEqual(w.check('s', 'x', 9), { ok: false, reason: 'TOO_OLD' });
-  assert.deepEqual(w.check('s', 'x', 4990), { ok: true, gap: null }, 'a skipped seq inside the window is still new');
+  assert.deepEqual(
+    w.check('s', 'x', 4990),
+    { ok: true, gap: null },
+    'a skipped seq inside the window is still new'
+  );
   assert.deepEqual(w.check('s', 'x', 4990), { ok: false, reason: 'REPLAYED' });
 });

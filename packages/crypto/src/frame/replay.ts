@@ -23,7 +23,8 @@ export class ReplayWindow {
     const id = `${sender}:${session}`;
     let s = this.#streams.get(id);
     if (!s) {
-      if (this.#streams.size >= this.#maxStreams) this.#streams.delete(this.#streams.keys().next().value!);
+      if (this.#streams.size >= this.#maxStreams)
+        this.#streams.delete(this.#streams.keys().next().value!);
       s = { highest: 0, seen: new Uint32Array(WINDOW / 32) };
       this.#streams.set(id, s);
       // Joining a session late is not loss: the first seq seen sets the base.

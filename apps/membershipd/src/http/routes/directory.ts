@@ -17,7 +17,8 @@ export const directoryRoutes: RouteDef[] = [
   {
     method: 'get',
     path: '/directory/{sign_pub}',
-    summary: "An active user's public keys and handle, by exact sign_pub (to seal a room key to them)",
+    summary:
+      "An active user's public keys and handle, by exact sign_pub (to seal a room key to them)",
     access: 'signed',
     status: 200,
     response: directoryEntrySchema,
@@ -26,7 +27,8 @@ export const directoryRoutes: RouteDef[] = [
       const key = param(c, 'sign_pub', signPubParam);
       const user = await s.store.getUser(key);
       // Revoked and unknown look alike: nobody learns who was revoked.
-      if (!user || user.status !== 'active') throw new HttpError(404, 'NOT_FOUND', `no active user ${key}`);
+      if (!user || user.status !== 'active')
+        throw new HttpError(404, 'NOT_FOUND', `no active user ${key}`);
       return c.json({ sign_pub: user.sign_pub, kex_pub: user.kex_pub, handle: user.handle });
     },
   },

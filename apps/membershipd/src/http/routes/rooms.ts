@@ -18,7 +18,14 @@ import {
 } from '@sealbus/protocol';
 import { z } from 'zod';
 import { HttpError } from '../errors.js';
-import { audit, param, readJson, requireActor, requireMembership, tellDataPlane } from '../guard.js';
+import {
+  audit,
+  param,
+  readJson,
+  requireActor,
+  requireMembership,
+  tellDataPlane,
+} from '../guard.js';
 import type { RouteDef } from './types.js';
 
 const signPubParam = z.string().transform((v, ctx) => {
@@ -109,6 +116,13 @@ export const roomRoutes: RouteDef[] = [
         owner: true,
       });
       const input = readJson(c, addMemberSchema);
+      if (input.epoch !== undefined && input.epoch !== room.epoch) {
+        throw new HttpError(
+          409,
+          'STALE_EPOCH',
+          `the room is at epoch ${room.epoch}, the key given is for ${input.epoch}`
+        );
+      }
       const user = await s.store.getUser(input.sign_pub);
       if (!user)
         throw new HttpError(404, 'USER_NOT_FOUND', `no user with sign_pub ${input.sign_pub}`);

@@ -1,0 +1,405 @@
+import { EventEmitter } from 'node:events';
+import {
+  connect,
+  nkeyAuthenticator,
+  type ConnectionOptions,
+  type ConsumerMessages,
+  type NatsConnection,
+  type Subscription,
+} from 'nats';
+import { FrameError, FrameSealer, userNkeyFromSeed, type Identity } from '@sealbus/crypto';
+import {
+  memberDurableName,
+  roomStreamName,
+  userEventsSubject,
+  userInboxPrefix,
+  type MyRoom,
+  type RoomPolicy,
+} from '@sealbus/protocol';
+import { ControlClient } from './control.js';
+import { newRoomKey, sealRoomKey } from './keys.js';
+import { RoomState, type PossibleLoss, type RejectedFrame, type RoomMessage } from './roomstate.js';
+
+export interface SealbusOptions {
+  /** NATS servers; the client's own reconnect logic fails over between them. */
+  natsServers: string[];
+  /** membershipd control URLs, tried in order (failover on connection errors and 503). */
+  controlUrls: string[];
+  identity: Identity;
+  /** PEM CA bundle for `tls://` NATS servers and `https://` control URLs. */
+  ca?: string | Buffer;
+  /** Connection name shown in server monitoring. */
+  name?: string;
+  /** Control-plane request timeout (default 10 s). */
+  timeoutMs?: number;
+  /** Extra nats.js options (reconnect tuning). */
+  nats?: Partial<ConnectionOptions>;
+}
+
+export interface SubscribeOptions {
+  /**
+   * Persisted rooms: `start` re-reads the whole history, `new` only what is
+   * published from now on; omitted, reading resumes where this member's
+   * durable stopped. Ephemeral rooms only ever see new messages.
+   */
+  from?: 'start' | 'new';
+}
+
+export type MessageHandler = (msg: RoomMessage) => void | Promise<void>;
+
+export interface RoomSubscription {
+  readonly room: string;
+  stop(): Promise<void>;
+}
+
+export interface SealbusEvents {
+  /** A frame was refused (bad signature, non-member, unknown epoch, replay, ...). */
+  rejected: [RejectedFrame];
+  /** A sender's sequence jumped: frames may have been lost. */
+  loss: [PossibleLoss];
+  /** The NATS connection was re-established (possibly on another server). */
+  reconnect: [server: string];
+  disconnect: [server: string];
+  /** The client renewed its connection to pick up new permissions. */
+  refresh: [reason: string];
+  /** This identity was removed from a room; its subscriptions there stopped. */
+  removed: [room: string];
+  error: [Error];
+  closed: [];
+}
+
+/** Re-authenticate if a membership is younger than the connection (its permissions predate it). */
+const PERMISSION_MARGIN_MS = 2_000;
+
+/**
+ * The Sealbus SDK: end-to-end encrypted, signed rooms over NATS, with the
+ * membership control plane behind it.
+ *
+ * @example
+ * const bus = await Sealbus.connect({ natsServers, controlUrls, identity });
+ * const room = await bus.createRoom({ subject: 'team.chat', policy: { encrypt: true, persist: false, sign: true } });
+ * await bus.subscribe(room.id, (m) => console.log(new TextDecoder().decode(m.data)));
+ * await bus.publish(room.id, new TextEncoder().encode('hello'));
+ */
+export class Sealbus extends EventEmitter<SealbusEvents> {
+  readonly control: ControlClient;
+  readonly nc: NatsConnection;
+  readonly identity: Identity;
+  readonly #rooms = new Map<string, Promise<RoomState>>();
+  readonly #sealers = new Map<string, FrameSealer>();
+  readonly #subs = new Map<string, Set<RoomSubscription>>();
+  #authenticatedAt = Date.now();
+  /** Set when told we were added somewhere: the next new room refreshes the connection. */
+  #permsStale = false;
+  /** Rooms known to be covered by the current connection's permissions. */
+  readonly #fresh = new Set<string>();
+  #refreshing: Promise<void> | undefined;
+  #closed = false;
+
+  private constructor(control: ControlClient, nc: NatsConnection, identity: Identity) {
+    super();
+    this.control = control;
+    this.nc = nc;
+    this.identity = identity;
+  }
+
+  static async connect(o: SealbusOptions): Promise<Sealbus> {
+    const control = new ControlClient({
+      urls: o.controlUrls,
+      identity: o.identity,
+      ...(o.ca ? { ca: o.ca } : {}),
+      ...(o.timeoutMs ? { timeoutMs: o.timeoutMs } : {}),
+    });
+    let nc: NatsConnection;
+    try {
+      nc = await connect({
+        servers: o.natsServers,
+        name: o.name ?? 'sealbus-client',
+        authenticator: nkeyAuthenticator(
+          new TextEncoder().encode(userNkeyFromSeed(o.identity.signSeed).seed)
+        ),
+        // Replies to this identity's requests land under its own prefix, which
+        // only it may subscribe to.
+        inboxPrefix: userInboxPrefix(o.identity.signPubHex),
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 250,
+        ...(o.ca ? { tls: { ca: o.ca.toString() } } : {}),
+        ...o.nats,
+      });
+    } catch (err) {
+      control.close();
+      throw err;
+    }
+    const bus = new Sealbus(control, nc, o.identity);
+    bus.#watchConnection();
+    bus.#watchEvents();
+    return bus;
+  }
+
+  #watchConnection(): void {
+    void (async () => {
+      for await (const s of this.nc.status()) {
+        if (s.type === 'reconnect') {
+          this.#authenticatedAt = Date.now();
+          this.emit('reconnect', String(s.data));
+        } else if (s.type === 'disconnect') this.emit('disconnect', String(s.data));
+        else if (s.type === 'error')
+          this.emit('error', s.data instanceof Error ? s.data : new Error(String(s.data)));
+      }
+    })();
+    void this.nc.closed().then(() => this.emit('closed'));
+  }
+
+  #watchEvents(): void {
+    this.nc.subscribe(userEventsSubject(this.identity.signPubHex), {
+      callback: (err, msg) => {
+        if (err) return;
+        let ev: { type?: string; room?: string };
+        try {
+          ev = JSON.parse(new TextDecoder().decode(msg.data));
+        } catch {
+          return;
+        }
+        void this.#onEvent(ev).catch((e: unknown) => this.emit('error', e as Error));
+      },
+    });
+  }
+
+  async #onEvent(ev: { type?: string; room?: string }): Promise<void> {
+    switch (ev.type) {
+      case 'member.added':
+        // Lazily: the next use of a room we were not in renews the connection
+        // (a reconnect drops in-flight core messages, so not on every event).
+        this.#permsStale = true;
+        return;
+      case 'room.rekeyed':
+        if (ev.room && this.#rooms.has(ev.room))
+          await (await this.#rooms.get(ev.room)!).refresh(true);
+        return;
+      case 'member.removed':
+        if (ev.room) {
+          for (const s of this.#subs.get(ev.room) ?? []) await s.stop();
+          this.#rooms.delete(ev.room);
+          this.#sealers.delete(ev.room);
+          this.#fresh.delete(ev.room);
+          this.emit('removed', ev.room);
+        }
+        return;
+    }
+  }
+
+  /**
+   * Re-authenticates this connection (new permissions from the auth
+   * callout); subscriptions are restored by the NATS client.
+   */
+  refreshConnection(reason: string): Promise<void> {
+    this.#refreshing ??= (async () => {
+      try {
+        const reconnected = new Promise<void>((resolve) => {
+          void (async () => {
+            for await (const s of this.nc.status()) if (s.type === 'reconnect') return resolve();
+          })();
+        });
+        this.#permsStale = false;
+        await this.nc.reconnect();
+        await Promise.race([reconnected, new Promise((r) => setTimeout(r, 5_000))]);
+        this.#authenticatedAt = Date.now();
+        this.emit('refresh', reason);
+      } finally {
+        this.#refreshing = undefined;
+      }
+    })();
+    return this.#refreshing;
+  }
+
+  /** The room's state, loaded once; refreshes the connection if the membership is newer than it. */
+  async #room(roomId: string): Promise<RoomState> {
+    let p = this.#rooms.get(roomId);
+    if (!p) {
+      p = RoomState.load(roomId, this.control, this.identity);
+      this.#rooms.set(roomId, p);
+      p.catch(() => this.#rooms.delete(roomId));
+    }
+    const state = await p;
+    if (!this.#fresh.has(roomId)) {
+      const mine = state.detail.members.find((m) => m.sign_pub === this.identity.signPubHex);
+      const newer =
+        mine && Date.parse(mine.added_at) > this.#authenticatedAt - PERMISSION_MARGIN_MS;
+      if (this.#permsStale || newer)
+        await this.refreshConnection(`membership of ${roomId} is newer than the connection`);
+      this.#fresh.add(roomId);
+    }
+    return state;
+  }
+
+  /** Creates a room; for an encrypted one, epoch 0's key is made here and sealed to this identity. */
+  async createRoom(input: { subject: string; policy: RoomPolicy }): Promise<MyRoom> {
+    const key = input.policy.encrypt ? newRoomKey() : null;
+    const room = await this.control.createRoom({
+      subject: input.subject,
+      policy: input.policy,
+      ...(key ? { sealed_key: sealRoomKey(key, this.identity.kexPubHex) } : {}),
+    });
+    return room;
+  }
+
+  /** Invites a user, sealing the room's current key to their X25519 key. */
+  async invite(roomId: string, signPub: string, role: 'writer' | 'reader' = 'writer') {
+    const state = await this.#room(roomId);
+    await state.refresh(true);
+    const { epoch, key } = state.currentKey();
+    let sealed: string | undefined;
+    if (key) {
+      const entry = await this.control.directory(signPub);
+      if (!entry.kex_pub)
+        throw new Error(`user ${signPub} has no kex_pub: a room key cannot be sealed to them`);
+      sealed = sealRoomKey(key, entry.kex_pub);
+    }
+    const r = await this.control.addMember(roomId, {
+      sign_pub: signPub,
+      role,
+      epoch,
+      ...(sealed ? { sealed_key: sealed } : {}),
+    });
+    await state.refresh(true);
+    return r;
+  }
+
+  /**
+   * Removes a member and, in an encrypted room, rotates the key at once so the
+   * removed member cannot read anything published afterwards.
+   */
+  async removeMember(roomId: string, signPub: string): Promise<{ epoch: number }> {
+    await this.control.removeMember(roomId, signPub);
+    const state = await this.#room(roomId);
+    if (!state.detail.policy.encrypt) {
+      await state.refresh(true);
+      return { epoch: state.detail.epoch };
+    }
+    return { epoch: await this.rekey(roomId) };
+  }
+
+  /** Rotates an encrypted room's key to the next epoch, sealed to every current member. Owner only. */
+  async rekey(roomId: string): Promise<number> {
+    const state = await this.#room(roomId);
+    await state.refresh(true);
+    const key = newRoomKey();
+    const epoch = state.detail.epoch + 1;
+    const sealed: Record<string, string> = {};
+    for (const m of state.detail.members) {
+      if (!m.kex_pub) throw new Error(`member ${m.sign_pub} has no kex_pub: cannot rekey`);
+      sealed[m.sign_pub] = sealRoomKey(key, m.kex_pub);
+    }
+    await this.control.rekey(roomId, { epoch, sealed_keys: sealed });
+    state.keys.set(epoch, key);
+    await state.refresh(true);
+    return epoch;
+  }
+
+  listMyRooms(): Promise<MyRoom[]> {
+    return this.control.listMyRooms();
+  }
+
+  /**
+   * Publishes bytes to a room: encrypted under the current epoch key and
+   * signed as the room's policy says. Persisted rooms resolve once JetStream
+   * stored the frame.
+   */
+  async publish(roomId: string, data: Uint8Array): Promise<void> {
+    const state = await this.#room(roomId);
+    if (state.detail.needs_rekey && state.detail.owner === this.identity.signPubHex)
+      await this.rekey(roomId);
+    let sealer = this.#sealers.get(roomId);
+    if (!sealer)
+      this.#sealers.set(roomId, (sealer = new FrameSealer(roomId, this.identity.signSeed)));
+    const { epoch, key } = state.currentKey();
+    const frame = sealer.seal(data, { epoch, key, sign: state.detail.policy.sign });
+    if (state.detail.policy.persist) {
+      await this.nc.jetstream().publish(state.detail.subject, frame);
+    } else {
+      this.nc.publish(state.detail.subject, frame);
+    }
+  }
+
+  /** Delivers the room's verified, decrypted messages to `handler`; rejected frames go to the `rejected` event. */
+  async subscribe(
+    roomId: string,
+    handler: MessageHandler,
+    opts: SubscribeOptions = {}
+  ): Promise<RoomSubscription> {
+    const state = await this.#room(roomId);
+    const deliver = async (bytes: Uint8Array, streamSeq?: number) => {
+      let opened;
+      try {
+        opened = await state.open(bytes, streamSeq);
+      } catch (err) {
+        if (err instanceof FrameError) {
+          const sender =
+            bytes.length >= 50 ? Buffer.from(bytes.subarray(18, 50)).toString('hex') : undefined;
+          this.emit('rejected', {
+            room: roomId,
+            code: err.code,
+            reason: err.message,
+            ...(sender ? { sender } : {}),
+          });
+          return;
+        }
+        this.emit('error', err as Error);
+        return;
+      }
+      if (opened.loss) this.emit('loss', opened.loss);
+      try {
+        await handler(opened.message);
+      } catch (err) {
+        this.emit('error', err as Error);
+      }
+    };
+
+    let stop: () => Promise<void>;
+    if (state.detail.policy.persist) {
+      if (opts.from) await this.control.cursor(roomId, { from: opts.from });
+      const consumer = await this.nc
+        .jetstream()
+        .consumers.get(roomStreamName(roomId), memberDurableName(this.identity.signPubHex));
+      const messages: ConsumerMessages = await consumer.consume({ max_messages: 256 });
+      const loop = (async () => {
+        for await (const m of messages) {
+          await deliver(m.data, m.seq);
+          m.ack();
+        }
+      })();
+      stop = async () => {
+        await messages.close().catch(() => {});
+        await loop.catch(() => {});
+      };
+    } else {
+      const sub: Subscription = this.nc.subscribe(state.detail.subject, {
+        callback: (err, msg) => {
+          if (err) this.emit('error', err);
+          else void deliver(msg.data);
+        },
+      });
+      await this.nc.flush();
+      stop = async () => sub.unsubscribe();
+    }
+    const set = this.#subs.get(roomId) ?? new Set();
+    this.#subs.set(roomId, set);
+    const handle: RoomSubscription = {
+      room: roomId,
+      stop: async () => {
+        set.delete(handle);
+        await stop();
+      },
+    };
+    set.add(handle);
+    return handle;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const set of this.#subs.values()) for (const s of set) await s.stop().catch(() => {});
+    await this.nc.drain().catch(() => {});
+    this.control.close();
+  }
+}
