@@ -4,8 +4,9 @@
 // machine; compare the ratios.
 
 import { controlBench } from './control.mjs';
+import { dataplaneBench } from './dataplane.mjs';
 
-const SUITES = { control: controlBench };
+const SUITES = { control: controlBench, dataplane: dataplaneBench };
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(SUITES)) {
   const suite = SUITES[name];

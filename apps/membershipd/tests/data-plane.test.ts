@@ -111,7 +111,12 @@ describe('data plane: auth callout, E2E rooms, live revocation', { timeout: 300_
   test('an unknown key is refused at connect; a proof for another nkey is refused; a reader cannot publish', async () => {
     const stranger = generateIdentity();
     await assert.rejects(natsAs(d, stranger), /Authorization Violation/);
-    assert.ok(d.logs.some((l) => l.msg === 'callout: denied' && l.reason === 'unknown key'));
+    await waitFor(
+      () => d.logs.some((l) => l.msg === 'callout: denied' && l.reason === 'unknown key'),
+      {
+        what: 'the denial and its reason in the log',
+      }
+    );
 
     // Claim a registered user's nkey without its private key: raw CONNECT with a bogus signature.
     const victim = await user('victim');

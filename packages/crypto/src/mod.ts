@@ -1,3 +1,5 @@
+// Side effect: nkeys.js signs and verifies with node:crypto from here on.
+import './nkeyshelper.js';
 export { CryptoError, type CryptoErrorCode } from './errors.js';
 export { assertBytes, concatBytes, fromHex, toHex } from './bytes.js';
 export {
@@ -41,3 +43,4 @@ export { writeFileAtomic, type WriteAtomicOptions } from './fsutil.js';
 export type { Identity, IdentityFile } from './types.js';
 export * from './httpsig/mod.js';
 export * from './frame/mod.js';
+export { fastEd25519Helper } from './nkeyshelper.js';
