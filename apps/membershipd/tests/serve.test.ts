@@ -80,8 +80,10 @@ describe('membershipd serve, embedded single node', { timeout: 120_000 }, () => 
     assert.ok(d.logs.some((l) => l.msg === 'created admin #0' && l.sign_pub === admin.sign_pub));
   });
 
-  test('data dir: secrets are 0600, node.json says where the node listens, no private key anywhere else', async () => {
-    assert.equal((await stat(join(d.dataDir, 'internal.id'))).mode & 0o777, 0o600);
+  test('data dir: secrets are 0600, node.json says where the node listens, no secret anywhere else', async () => {
+    for (const f of ['internal.id', 'admin.id', 'callout.key']) {
+      assert.equal((await stat(join(d.dataDir, f))).mode & 0o777, 0o600, f);
+    }
     assert.equal((await stat(d.dataDir)).mode & 0o077, 0, 'data dir closed to group and others');
     const node = JSON.parse(await readFile(join(d.dataDir, 'node.json'), 'utf8'));
     assert.equal(node.nats_url, d.natsUrl);
@@ -92,19 +94,31 @@ describe('membershipd serve, embedded single node', { timeout: 120_000 }, () => 
         JSON.parse(await readFile(join(d.dataDir, f), 'utf8'))
       )
     );
-    const needles = secrets.flatMap((s) => [s.sign_priv, s.kex_priv]);
+    const callout = JSON.parse(await readFile(join(d.dataDir, 'callout.key'), 'utf8'));
+    assert.match(callout.issuer_seed, /^SA[A-Z2-7]{56}$/);
+    assert.match(callout.xkey_seed, /^SX[A-Z2-7]{56}$/);
+    const needles = [
+      ...secrets.flatMap((s) => [s.sign_priv, s.kex_priv]),
+      callout.issuer_seed,
+      callout.xkey_seed,
+    ];
     const haystacks: Array<[string, string]> = [
       ['stdout logs', JSON.stringify(d.logs)],
       ['stderr', d.stderr()],
     ];
     for (const f of await filesUnder(d.dataDir)) {
-      if (f.endsWith('.id')) continue;
+      if (f.endsWith('.id') || f.endsWith('callout.key')) continue;
       haystacks.push([f, (await readFile(f)).toString('latin1')]);
     }
     for (const [where, text] of haystacks) {
-      for (const n of needles) assert.ok(!text.includes(n), `private key found in ${where}`);
-      assert.ok(!/\bSU[A-Z2-7]{56}\b/.test(text), `an nkey seed found in ${where}`);
+      for (const n of needles) assert.ok(!text.includes(n), `a secret found in ${where}`);
+      assert.ok(!/\bS[UAX][A-Z2-7]{56}\b/.test(text), `an nkey seed found in ${where}`);
     }
+    // the generated nats-server config names the callout by its public keys only
+    const conf = await readFile(join(d.dataDir, 'nats', 'nats-server.conf'), 'utf8');
+    assert.match(conf, /"auth_callout"/);
+    assert.match(conf, /"issuer": "A[A-Z2-7]{55}"/);
+    assert.match(conf, /"xkey": "X[A-Z2-7]{55}"/);
   });
 
   test('/healthz turns 503 while the store is unreachable and recovers', async () => {
