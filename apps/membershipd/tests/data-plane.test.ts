@@ -226,9 +226,20 @@ describe('data plane: auth callout, E2E rooms, live revocation', { timeout: 300_
     const oldKeys = (await M.control.myKeys(room.id)).keys.map((k) => openRoomKey(k.sealed_key, m));
     assert.equal(oldKeys.length, 1);
     const removed = new Promise<void>((r) => M.once('removed', () => r()));
+    const kicked = new Promise<number>((r) => M.once('disconnect', () => r(Date.now())));
+    const t0 = Date.now();
     const { epoch } = await O.removeMember(room.id, m.signPubHex);
     assert.equal(epoch, 1);
     await Promise.race([removed, new Promise((r) => setTimeout(r, 3_000))]);
+    const kickedAfter =
+      (await Promise.race([
+        kicked,
+        new Promise<number>((r) => setTimeout(() => r(Infinity), 3_000)),
+      ])) - t0;
+    assert.ok(
+      kickedAfter < 1_500,
+      `the removed member's connection was cut after ${kickedAfter} ms`
+    );
     const raw: Uint8Array[] = [];
     const spy = await natsAs(d, o);
     conns.push(spy);
@@ -349,6 +360,31 @@ describe('data plane: auth callout, E2E rooms, live revocation', { timeout: 300_
     );
     assert.equal(good.length, 1, 'only the genuine frame was delivered');
     assert.equal(dec(good[0]!.data), 'one');
+  });
+
+  test('an unencrypted room still carries the header and the signature', async () => {
+    const [o, r] = [await user('owner-plain'), await user('reader-plain')];
+    const [O, R] = [await bus(o), await bus(r)];
+    const room = await O.createRoom({
+      subject: 'plain.signed',
+      policy: { encrypt: false, persist: false, sign: true },
+    });
+    await O.invite(room.id, r.signPubHex, 'reader');
+    const got = collect();
+    await R.subscribe(room.id, got.handler);
+    const raw: Uint8Array[] = [];
+    const spy = await natsAs(d, o);
+    conns.push(spy);
+    spy.subscribe('plain.signed', { callback: (_e, m) => raw.push(m.data) });
+    await spy.flush();
+    await O.publish(room.id, enc('in the clear, but signed'));
+    await waitFor(() => got.got.length === 1 && raw.length === 1, { what: 'delivery' });
+    const f = parseFrame(raw[0]!);
+    assert.deepEqual(
+      [f.header.encrypted, f.header.signed, f.header.sender],
+      [false, true, o.signPubHex]
+    );
+    assert.equal(dec(got.got[0]!.data), 'in the clear, but signed');
   });
 
   test('the buckets hold sealed boxes only: no plaintext room key anywhere', async () => {
