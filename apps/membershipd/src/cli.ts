@@ -4,6 +4,7 @@ import { ValidationError } from '@sealbus/protocol';
 import { StoreError } from '@sealbus/store';
 import { registerServe } from './commands/serve.js';
 import { registerAudit } from './commands/audit/index.js';
+import { registerKeys } from './commands/keys/index.js';
 import { registerUser } from './commands/user/index.js';
 import { VERSION } from './version.js';
 
@@ -60,6 +61,7 @@ export function buildProgram(): Command {
   registerServe(program);
   registerUser(program);
   registerAudit(program);
+  registerKeys(program);
   return program;
 }
 

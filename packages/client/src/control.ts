@@ -5,6 +5,7 @@ import {
   createRoomSchema,
   cursorResponseSchema,
   cursorSchema,
+  roomDeletedResponseSchema,
   directoryEntrySchema,
   type CursorRequest,
   type DirectoryEntry,
@@ -166,6 +167,11 @@ export class ControlClient {
 
   async listMyRooms(): Promise<MyRoom[]> {
     return (await this.request('GET', '/rooms', myRoomsResponseSchema)).rooms;
+  }
+
+  /** Deletes a room with its memberships, keys and history (owner only). */
+  async deleteRoom(id: string) {
+    return this.request('DELETE', `/rooms/${roomId(id)}`, roomDeletedResponseSchema);
   }
 
   async getRoom(id: string): Promise<RoomDetail> {

@@ -10,3 +10,11 @@ export {
   type SealbusOptions,
   type SubscribeOptions,
 } from './sealbus.js';
+// Identity files, so applications need no other Sealbus package.
+export {
+  generateIdentity,
+  loadIdentity,
+  loadOrCreateIdentity,
+  saveIdentity,
+  type Identity,
+} from '@sealbus/crypto';

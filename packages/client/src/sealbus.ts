@@ -139,11 +139,14 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   #watchConnection(): void {
     void (async () => {
       for await (const s of this.nc.status()) {
+        // A reconnect we asked for (permission refresh) is reported as `refresh`, not failover.
+        const ours = this.#refreshing !== undefined;
         if (s.type === 'reconnect') {
           this.#authenticatedAt = Date.now();
-          this.emit('reconnect', String(s.data));
-        } else if (s.type === 'disconnect') this.emit('disconnect', String(s.data));
-        else if (s.type === 'error')
+          if (!ours) this.emit('reconnect', String(s.data));
+        } else if (s.type === 'disconnect') {
+          if (!ours) this.emit('disconnect', String(s.data));
+        } else if (s.type === 'error')
           this.emit('error', s.data instanceof Error ? s.data : new Error(String(s.data)));
       }
     })();
@@ -294,6 +297,20 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     state.keys.set(epoch, key);
     await state.refresh(true);
     return epoch;
+  }
+
+  /** Deletes a room this identity owns (memberships, keys and history go with it). */
+  async deleteRoom(roomId: string): Promise<void> {
+    for (const s of this.#subs.get(roomId) ?? []) await s.stop();
+    await this.control.deleteRoom(roomId);
+    this.#rooms.delete(roomId);
+    this.#sealers.delete(roomId);
+    this.#fresh.delete(roomId);
+  }
+
+  /** The NATS server this client is attached to now (its name), if connected. */
+  get attachedServer(): string | null {
+    return this.nc.info?.server_name ?? null;
   }
 
   listMyRooms(): Promise<MyRoom[]> {

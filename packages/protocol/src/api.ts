@@ -65,3 +65,8 @@ export const directoryEntrySchema = z.object({
   handle: z.string(),
 });
 export type DirectoryEntry = z.infer<typeof directoryEntrySchema>;
+export const roomDeletedResponseSchema = z.object({
+  id: roomIdSchema,
+  subject: z.string(),
+  deleted: z.literal(true),
+});

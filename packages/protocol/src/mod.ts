@@ -50,6 +50,7 @@ export {
   auditListSchema,
   cursorResponseSchema,
   directoryEntrySchema,
+  roomDeletedResponseSchema,
   type DirectoryEntry,
   errorResponseSchema,
   memberAddedResponseSchema,

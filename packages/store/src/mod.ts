@@ -17,7 +17,7 @@ export {
   type CasResult,
 } from './kv.js';
 export { userIsActive } from './users.js';
-export { MembershipStore } from './store.js';
+export { MembershipStore, withBootstrapRetry } from './store.js';
 export type { BucketReplication, OpenStoreOptions, StoreLogger } from './types.js';
 export { AUDIT_STREAM, AUDIT_SUBJECT_PREFIX, AuditLog } from './audit.js';
 export { Rooms, type RoomBuckets } from './rooms.js';

@@ -481,6 +481,38 @@ export class Rooms {
     }
   }
 
+  /**
+   * Deletes a room: memberships first (access), then the index, the sealed
+   * keys, the stream of a persisted room, the record and the subject claim.
+   * Returns the members it had, so their connections can be cut.
+   */
+  async delete(room: RoomRecord): Promise<MemberRecord[]> {
+    const members = await this.members(room.id);
+    for (const m of members)
+      await del(this.#b.members, memberKey(room.id, m.sign_pub), 'delete room');
+    for (const m of members)
+      await del(this.#b.roomsByMember, reverseKey(m.sign_pub, room.id), 'delete room');
+    let keyNames: string[] = [];
+    try {
+      for await (const k of await this.#b.roomKeys.keys(`${room.id}.>`)) keyNames.push(k);
+    } catch (err) {
+      throw toStoreError(err, 'delete room');
+    }
+    for (const k of keyNames) await del(this.#b.roomKeys, k, 'delete room');
+    keyNames = [];
+    if (room.policy.persist) {
+      try {
+        await this.#jsm.streams.delete(roomStreamName(room.id));
+      } catch (err) {
+        if (!/stream not found/i.test((err as Error).message))
+          throw toStoreError(err, 'delete room stream');
+      }
+    }
+    await del(this.#b.rooms, roomKey(room.id), 'delete room');
+    await del(this.#b.rooms, subjectKey(room.subject), 'delete room');
+    return members;
+  }
+
   /** The sealed keys of one member in one room, every epoch, oldest first. */
   async keysOf(id: string, signPub: string): Promise<RoomKeyRecord[]> {
     const keys = await readAll(this.#b.roomKeys, parseKey, 'list keys', `${id}.*.${signPub}`);

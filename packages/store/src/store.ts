@@ -16,11 +16,12 @@ function retryable(err: unknown): boolean {
 }
 
 /**
- * Runs `attempt` until it succeeds or the budget is spent. Backoff starts at
+ * Runs `attempt` until it succeeds or the budget is spent (exported for
+ * start-up steps that follow opening, such as bootstrapping admin #0). Backoff starts at
  * 100 ms and caps at 1 s, so a cluster that elects its leader after 3 s is
  * used within ~1 s of being ready.
  */
-async function withBootstrapRetry<T>(
+export async function withBootstrapRetry<T>(
   what: string,
   deadline: number,
   logger: StoreLogger | undefined,
@@ -168,6 +169,26 @@ export class MembershipStore {
       buckets[id] = await openBucket(boot, js, specs[id], options, deadline);
     }
     await openAuditStream(boot, options, deadline);
+    // Existing streams answer INFO before their own leaders are elected (a
+    // node rejoining a cluster): wait until reads and create-only writes
+    // work, so the first real request does not meet a 503.
+    await withBootstrapRetry(
+      'wait for the buckets to serve',
+      deadline,
+      options.logger,
+      async () => {
+        const probeJs = nc.jetstream({ timeout: attemptTimeoutMs, checkAPI: false });
+        for (const id of ['users', 'nonces'] as const) {
+          const kv = await probeJs.views.kv(specs[id].name, {
+            bindOnly: true,
+            allow_direct: false,
+          });
+          await kv.get('__sealbus_probe').catch((err: unknown) => {
+            throw toStoreError(err, `read ${specs[id].name}`);
+          });
+        }
+      }
+    );
     const jsm = await js.jetstreamManager(false);
     return new MembershipStore(
       nc,

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { argParser } from '../cli.js';
-import { Daemon, EXIT } from '../daemon/daemon.js';
+import { Daemon, EXIT, type DaemonOptions } from '../daemon/daemon.js';
 import type { AuthMode } from '../http/context.js';
 import { createLogger } from '../log.js';
 import {
@@ -25,6 +25,21 @@ interface ServeOptions {
   benchRoutes: boolean;
   calloutKeyFile?: string;
   userJwtTtl: number;
+  adminIdFile?: string;
+  natsHost: string;
+  serverName?: string;
+  clientAdvertise?: string;
+  clusterName?: string;
+  clusterHost: string;
+  clusterPort?: number;
+  routes?: string;
+  clusterAdvertise?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  routeTlsCert?: string;
+  routeTlsKey?: string;
+  routeTlsCa?: string;
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'];
@@ -48,6 +63,36 @@ export function registerServe(program: Command): void {
     .option(
       '--nats-url <url>',
       'use this external NATS (comma list) instead of starting nats-server'
+    )
+    .option('--nats-host <host>', 'client listen address of the embedded nats-server', '127.0.0.1')
+    .option(
+      '--server-name <name>',
+      'nats-server name (unique per node; default derived from the node identity)'
+    )
+    .option('--client-advertise <host:port>', 'client address the server advertises to clients')
+    .option(
+      '--cluster-name <name>',
+      'join a cluster of this name (needs --cluster-port and --routes)'
+    )
+    .option('--cluster-host <host>', 'route listen address', '127.0.0.1')
+    .option('--cluster-port <port>', 'route port', argParser(parsePort))
+    .option('--routes <urls>', 'routes to the other nodes: nats-route://host:port, comma separated')
+    .option(
+      '--cluster-advertise <host:port>',
+      'route address the other nodes should use for this node'
+    )
+    .option('--tls-cert <file>', 'server certificate for the NATS client port and HTTPS')
+    .option('--tls-key <file>', 'its private key (0600)')
+    .option(
+      '--tls-ca <file>',
+      'CA of that certificate (the daemon verifies its own connections with it)'
+    )
+    .option('--route-tls-cert <file>', 'route certificate (mutual TLS between nodes)')
+    .option('--route-tls-key <file>', 'its private key (0600)')
+    .option('--route-tls-ca <file>', 'the route CA (separate from the client CA)')
+    .option(
+      '--admin-id-file <path>',
+      "admin #0's identity (default: DATA/admin.id; a cluster shares one)"
     )
     .option('--internal-id-file <path>', 'privileged internal identity (default: DATA/internal.id)')
     .option(
@@ -119,6 +164,13 @@ async function serve(opts: ServeOptions): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  let topology: Pick<DaemonOptions, 'tls' | 'cluster'>;
+  try {
+    topology = tlsAndCluster(opts);
+  } catch (err) {
+    process.stderr.write(`membershipd serve: ${(err as Error).message}\n`);
+    return EXIT.START_FAILED;
+  }
   if (!isLoopbackHost(opts.http.host)) {
     if (opts.auth === 'off') {
       process.stderr.write(
@@ -126,7 +178,11 @@ async function serve(opts: ServeOptions): Promise<number> {
       );
       return EXIT.START_FAILED;
     }
-    logger.warn({ http: opts.http.host }, 'HTTP listens beyond loopback without TLS');
+    if (!topology.tls)
+      logger.warn({ http: opts.http.host }, 'HTTP listens beyond loopback without TLS');
+  }
+  if (!isLoopbackHost(opts.natsHost) && !topology.tls) {
+    logger.warn({ nats_host: opts.natsHost }, 'NATS clients connect beyond loopback without TLS');
   }
   if (opts.auth !== 'enforce') {
     const msg =
@@ -150,6 +206,11 @@ async function serve(opts: ServeOptions): Promise<number> {
       userJwtTtlSec: Math.max(5, Math.round(opts.userJwtTtl / 1000)),
       ...(opts.calloutKeyFile ? { calloutKeyFile: opts.calloutKeyFile } : {}),
       ...(opts.natsServerBin ? { natsServerBin: opts.natsServerBin } : {}),
+      ...(opts.adminIdFile ? { adminIdFile: opts.adminIdFile } : {}),
+      natsHost: opts.natsHost,
+      ...(opts.serverName ? { serverName: opts.serverName } : {}),
+      ...(opts.clientAdvertise ? { clientAdvertise: opts.clientAdvertise } : {}),
+      ...topology,
       logger,
     });
   } catch (err) {
@@ -162,4 +223,42 @@ async function serve(opts: ServeOptions): Promise<number> {
   logger.flush();
   // Everything is closed; exit now rather than wait on stray timers.
   process.exit(code);
+}
+
+/** Checks the TLS and cluster flags as sets: half a configuration is an error, not a default. */
+export function tlsAndCluster(o: ServeOptions): Pick<DaemonOptions, 'tls' | 'cluster'> {
+  const out: Pick<DaemonOptions, 'tls' | 'cluster'> = {};
+  if (o.tlsCert || o.tlsKey || o.tlsCa) {
+    if (!o.tlsCert || !o.tlsKey) throw new Error('--tls-cert and --tls-key go together');
+    out.tls = { cert: o.tlsCert, key: o.tlsKey, ...(o.tlsCa ? { ca: o.tlsCa } : {}) };
+  }
+  const routeTls = o.routeTlsCert || o.routeTlsKey || o.routeTlsCa;
+  if (o.clusterName) {
+    if (!o.clusterPort || !o.routes)
+      throw new Error('--cluster-name needs --cluster-port and --routes');
+    const routes = o.routes
+      .split(',')
+      .map((r) => r.trim())
+      .filter(Boolean);
+    for (const r of routes) {
+      if (!/^nats-route:\/\/[^\s/]+:\d+$/.test(r))
+        throw new Error(`invalid route ${r} (expected nats-route://host:port)`);
+    }
+    if (routeTls && (!o.routeTlsCert || !o.routeTlsKey || !o.routeTlsCa)) {
+      throw new Error('--route-tls-cert, --route-tls-key and --route-tls-ca go together');
+    }
+    out.cluster = {
+      name: o.clusterName,
+      host: o.clusterHost,
+      port: o.clusterPort,
+      routes,
+      ...(o.clusterAdvertise ? { advertise: o.clusterAdvertise } : {}),
+      ...(routeTls
+        ? { tls: { cert: o.routeTlsCert!, key: o.routeTlsKey!, ca: o.routeTlsCa! } }
+        : {}),
+    };
+  } else if (o.clusterPort || o.routes || routeTls) {
+    throw new Error('--cluster-port, --routes and --route-tls-* need --cluster-name');
+  }
+  return out;
 }

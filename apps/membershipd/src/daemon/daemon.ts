@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
@@ -6,7 +8,7 @@ import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
 import type { KeyPair } from 'nkeys.js';
 import { loadOrCreateIdentity, writeFileAtomic } from '@sealbus/crypto';
 import { NatsServerProcess, reapOrphan, renderNatsConfig } from '@sealbus/natsd';
-import { MembershipStore } from '@sealbus/store';
+import { MembershipStore, withBootstrapRetry } from '@sealbus/store';
 import { CalloutService } from '../dataplane/callout.js';
 import { loadOrCreateCalloutKeys, nodeUsers } from '../dataplane/keys.js';
 import { Reactor, announce } from '../dataplane/reactor.js';
@@ -17,7 +19,7 @@ import { formatHostPort, type HostPort } from '../util/parse.js';
 import { VERSION } from '../version.js';
 import { bootstrapAdmin } from './bootstrap.js';
 import { createHealth } from './health.js';
-import { embeddedNatsConfig } from './natsconfig.js';
+import { embeddedNatsConfig, type ClusterOptions, type TlsFiles } from './natsconfig.js';
 import { writeNodeInfo } from './nodefile.js';
 import { dataPaths, type DataPaths } from './paths.js';
 
@@ -36,6 +38,15 @@ export interface DaemonOptions {
   authMode: AuthMode;
   /** Lifetime of user JWTs issued by the auth callout, seconds. */
   userJwtTtlSec: number;
+  /** Client listen address of the embedded nats-server (default 127.0.0.1). */
+  natsHost?: string;
+  serverName?: string;
+  /** TLS for the NATS client port and HTTPS for the control plane. */
+  tls?: TlsFiles;
+  clientAdvertise?: string;
+  cluster?: ClusterOptions;
+  /** Admin #0's identity (default DATA/admin.id); a cluster shares one. */
+  adminIdFile?: string;
   benchRoutes?: boolean;
   logger: Logger;
 }
@@ -94,11 +105,13 @@ export class Daemon {
     await mkdir(paths.natsDir, { recursive: true, mode: 0o700 });
     // Undo steps for a failed start, and the same steps (reversed) for stop.
     const undo: Step[] = [];
+    const startedAt = Date.now();
     try {
       const internal = await loadOrCreateIdentity(o.internalIdFile ?? paths.internalId);
       if (internal.created)
         log.info({ file: o.internalIdFile ?? paths.internalId }, 'created internal identity');
       const users = nodeUsers(internal.identity);
+      const serverName = o.serverName ?? `sealbus-${internal.identity.signPubHex.slice(0, 12)}`;
       const callout = await loadOrCreateCalloutKeys(o.calloutKeyFile ?? paths.calloutKey);
       if (callout.created)
         log.info({ file: o.calloutKeyFile ?? paths.calloutKey }, 'created auth callout keys');
@@ -108,7 +121,11 @@ export class Daemon {
       if (!natsUrl) {
         const config = embeddedNatsConfig({
           paths,
+          host: o.natsHost ?? '127.0.0.1',
           port: o.natsPort,
+          ...(o.tls ? { tls: o.tls } : {}),
+          ...(o.clientAdvertise ? { clientAdvertise: o.clientAdvertise } : {}),
+          ...(o.cluster ? { cluster: o.cluster } : {}),
           users: {
             internal: users.internal.getPublicKey(),
             service: users.service.getPublicKey(),
@@ -118,7 +135,7 @@ export class Daemon {
             issuer: callout.keys.issuer.getPublicKey(),
             xkey: callout.keys.xkey.getPublicKey(),
           },
-          serverName: `sealbus-${internal.identity.signPubHex.slice(0, 12)}`,
+          serverName,
         });
         await writeFileAtomic(paths.natsConfig, renderNatsConfig(config), { mode: 0o600 });
         const orphan = await reapOrphan(paths.natsPidFile, paths.natsConfig);
@@ -133,7 +150,7 @@ export class Daemon {
         });
         const proc = child;
         undo.push(() => proc.stop());
-        natsUrl = `nats://127.0.0.1:${o.natsPort}`;
+        natsUrl = `${o.tls ? 'tls' : 'nats'}://${localHost(o.natsHost)}:${o.natsPort}`;
         log.info({ nats_pid: child.pid, url: natsUrl }, 'nats-server ready');
       }
 
@@ -145,6 +162,7 @@ export class Daemon {
           maxReconnectAttempts: -1,
           reconnectTimeWait: 250,
           timeout: 5_000,
+          ...(o.tls?.ca ? { tls: { caFile: o.tls.ca } } : o.tls ? { tls: {} } : {}),
         });
         undo.push(async () => {
           await Promise.race([
@@ -188,7 +206,12 @@ export class Daemon {
       reactor.start();
       undo.push(() => reactor.stop());
 
-      const admin = await bootstrapAdmin(store, paths.adminId, log);
+      const admin = await withBootstrapRetry(
+        'bootstrap admin #0',
+        startedAt + o.bootstrapBudgetMs,
+        log,
+        () => bootstrapAdmin(store, o.adminIdFile ?? paths.adminId, log)
+      );
       if (admin?.created) {
         log.info({ sign_pub: admin.signPub, identity_file: admin.path }, 'created admin #0');
         process.stderr.write(
@@ -203,7 +226,7 @@ export class Daemon {
         store,
         embedded: child !== undefined,
         authMode: o.authMode,
-        tls: { http: false, nats: false },
+        tls: { http: o.tls !== undefined, nats: o.tls !== undefined },
         natsConnected: () => natsConnected,
         stopping: () => lifecycle.stopping,
       });
@@ -215,10 +238,10 @@ export class Daemon {
         benchRoutes: o.benchRoutes ?? false,
         announce: (change) => announce(nc, change),
       });
-      const server = await listen(app.fetch, o.http);
+      const server = await listen(app.fetch, o.http, o.tls);
       undo.push(() => closeHttp(server));
       const addr = server.address() as AddressInfo;
-      const httpUrl = `http://${formatHostPort(o.http.host, addr.port)}`;
+      const httpUrl = `${o.tls ? 'https' : 'http'}://${formatHostPort(localHost(o.http.host), addr.port)}`;
 
       await writeNodeInfo(paths.nodeFile, {
         version: VERSION,
@@ -227,6 +250,8 @@ export class Daemon {
         http_url: httpUrl,
         embedded: child !== undefined,
         nats_pid: child?.pid ?? null,
+        tls_ca: o.tls?.ca ? resolve(o.tls.ca) : null,
+        server_name: child ? serverName : null,
         started_at: new Date().toISOString(),
       });
       log.info(
@@ -272,9 +297,26 @@ function closeHttp(server: ServerType): Promise<void> {
   });
 }
 
-function listen(fetch: Parameters<typeof serve>[0]['fetch'], at: HostPort): Promise<ServerType> {
+/** Where this host reaches a listener bound to `host`. */
+function localHost(host: string | undefined): string {
+  return !host || ['0.0.0.0', '::', 'localhost'].includes(host) ? '127.0.0.1' : host;
+}
+
+function listen(
+  fetch: Parameters<typeof serve>[0]['fetch'],
+  at: HostPort,
+  tls?: TlsFiles
+): Promise<ServerType> {
   return new Promise((resolve, reject) => {
-    const server = serve({ fetch, hostname: at.host, port: at.port });
+    const server = tls
+      ? serve({
+          fetch,
+          hostname: at.host,
+          port: at.port,
+          createServer: createHttpsServer,
+          serverOptions: { cert: readFileSync(tls.cert), key: readFileSync(tls.key) },
+        })
+      : serve({ fetch, hostname: at.host, port: at.port });
     server.once('listening', () => resolve(server));
     server.once('error', (err) =>
       reject(new Error(`cannot listen on ${formatHostPort(at.host, at.port)}: ${err.message}`))

@@ -9,6 +9,9 @@ export interface NodeInfo {
   http_url: string;
   embedded: boolean;
   nats_pid: number | null;
+  /** CA that verifies this node's TLS (NATS and HTTPS), when TLS is on. */
+  tls_ca: string | null;
+  server_name: string | null;
   started_at: string;
 }
 

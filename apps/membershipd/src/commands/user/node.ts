@@ -40,10 +40,13 @@ export interface NodeSession {
   natsUrl: string;
 }
 
-async function resolveUrl(opts: NodeOptions): Promise<string> {
-  if (opts.natsUrl) return opts.natsUrl;
-  const info = await readNodeInfo(dataPaths(opts.data).nodeFile);
-  return info?.nats_url ?? 'nats://127.0.0.1:4222';
+/** The node's NATS URL and TLS CA: flags first, then what `serve` wrote to DATA/node.json. */
+async function resolveNode(opts: NodeOptions): Promise<{ url: string; ca: string | undefined }> {
+  const info = opts.natsUrl && opts.ca ? null : await readNodeInfo(dataPaths(opts.data).nodeFile);
+  return {
+    url: opts.natsUrl ?? info?.nats_url ?? 'nats://127.0.0.1:4222',
+    ca: opts.ca ?? info?.tls_ca ?? undefined,
+  };
 }
 
 /** Refuses to send the privileged identity anywhere but loopback unless TLS pins a CA. */
@@ -91,8 +94,9 @@ export async function withNodeStore<T>(
     }
     throw err;
   }
-  const natsUrl = await resolveUrl(opts);
-  const servers = checkDestination(natsUrl, opts.ca);
+  const node = await resolveNode(opts);
+  const natsUrl = node.url;
+  const servers = checkDestination(natsUrl, node.ca);
 
   let nc: NatsConnection | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -117,7 +121,7 @@ export async function withNodeStore<T>(
         timeout: Math.min(opts.timeout, 5_000),
         maxReconnectAttempts: 2,
         reconnectTimeWait: 200,
-        ...(opts.ca ? { tls: { caFile: opts.ca } } : {}),
+        ...(node.ca ? { tls: { caFile: node.ca } } : {}),
       });
     } catch (err) {
       throw new CliError(

@@ -2,6 +2,7 @@ import {
   addMemberSchema,
   createRoomSchema,
   cursorResponseSchema,
+  roomDeletedResponseSchema,
   cursorSchema,
   memberAddedResponseSchema,
   memberRemovedResponseSchema,
@@ -99,6 +100,28 @@ export const roomRoutes: RouteDef[] = [
           status: users[i]?.status ?? 'unknown',
         })),
       });
+    },
+  },
+  {
+    method: 'delete',
+    path: '/rooms/{id}',
+    summary: 'Delete a room, its memberships, sealed keys and (persisted) history (owner only)',
+    access: 'owner',
+    status: 200,
+    response: roomDeletedResponseSchema,
+    async handler(c, s) {
+      const id = param(c, 'id', roomIdSchema);
+      const { room } = await requireMembership(s, c, id, { action: 'room.delete', owner: true });
+      const members = await s.store.rooms.delete(room);
+      await audit(s, c, 'room.delete', id, 'ok', {
+        subject: room.subject,
+        members: members.length,
+      });
+      for (const m of members) {
+        if (m.sign_pub !== room.owner)
+          await tellDataPlane(s, c, { type: 'member.removed', room: id, sign_pub: m.sign_pub });
+      }
+      return c.json({ id: room.id, subject: room.subject, deleted: true });
     },
   },
   {

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Makes the TLS material of a Sealbus cluster with openssl (ECDSA P-256):
+#
+#   client CA      signs each node's server certificate: the NATS client port
+#                  and the HTTPS control plane (clients and membershipd trust it)
+#   route CA       signs each node's route certificate, used in both directions
+#                  between nodes (mutual TLS). A separate CA, so a certificate
+#                  made for a client is never accepted on a route port.
+#
+# usage: certs.sh OUT_DIR NAME=SAN[,SAN...] [NAME=SAN...]
+#   SANs are DNS names or IP addresses; include 127.0.0.1 (and localhost) so
+#   membershipd and `membershipd user` on the node itself can verify it.
+#   example: certs.sh /etc/sealbus/tls n1=n1.example.internal,10.0.0.11,127.0.0.1,localhost
+#
+# Writes OUT_DIR/{client-ca,route-ca}.{crt,key}, OUT_DIR/NAME.{crt,key} and
+# OUT_DIR/NAME-route.{crt,key}. Existing files are kept (re-running adds new
+# nodes only); keys are 0600, the directory 0700.
+set -euo pipefail
+
+if [ $# -lt 2 ]; then
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+  exit 2
+fi
+command -v openssl >/dev/null || { echo "certs.sh: openssl is required" >&2; exit 1; }
+
+out=$1
+shift
+mkdir -p "$out"
+chmod 700 "$out"
+umask 077
+days_ca=3650
+days_leaf=825
+
+make_ca() { # name common-name
+  local name=$1 cn=$2
+  [ -f "$out/$name.crt" ] && return 0
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$out/$name.key" -out "$out/$name.crt" -days "$days_ca" -subj "/CN=$cn" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  chmod 600 "$out/$name.key"
+  chmod 644 "$out/$name.crt"
+  echo "created $out/$name.crt"
+}
+
+make_leaf() { # file ca cn sans usage
+  local file=$1 ca=$2 cn=$3 sans=$4 usage=$5
+  [ -f "$out/$file.crt" ] && return 0
+  local alt="" s
+  IFS=',' read -r -a list <<<"$sans"
+  for s in "${list[@]}"; do
+    if [[ $s =~ ^[0-9.]+$ || $s == *:* ]]; then alt+="IP:$s,"; else alt+="DNS:$s,"; fi
+  done
+  alt=${alt%,}
+  local ext
+  ext=$(mktemp)
+  printf 'subjectAltName=%s\nextendedKeyUsage=%s\nkeyUsage=critical,digitalSignature\nbasicConstraints=CA:FALSE\n' \
+    "$alt" "$usage" >"$ext"
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$out/$file.key" -out "$out/$file.csr" -subj "/CN=$cn" 2>/dev/null
+  openssl x509 -req -in "$out/$file.csr" -CA "$out/$ca.crt" -CAkey "$out/$ca.key" -CAcreateserial \
+    -out "$out/$file.crt" -days "$days_leaf" -extfile "$ext" 2>/dev/null
+  rm -f "$ext" "$out/$file.csr"
+  chmod 600 "$out/$file.key"
+  chmod 644 "$out/$file.crt"
+  echo "created $out/$file.crt ($alt)"
+}
+
+make_ca client-ca "Sealbus client CA"
+make_ca route-ca "Sealbus route CA"
+for spec in "$@"; do
+  name=${spec%%=*}
+  sans=${spec#*=}
+  if [[ -z $name || $name == "$spec" || ! $name =~ ^[A-Za-z0-9._-]+$ ]]; then
+    echo "certs.sh: bad node spec '$spec' (expected NAME=SAN,SAN...)" >&2
+    exit 2
+  fi
+  make_leaf "$name" client-ca "$name" "$sans" serverAuth
+  make_leaf "$name-route" route-ca "$name" "$sans" serverAuth,clientAuth
+done

@@ -1,0 +1,305 @@
+#!/usr/bin/env node
+// A local Sealbus cluster on loopback: three membershipd nodes, each
+// supervising its own nats-server with routes to the other two, buckets and
+// persisted-room streams at replicas 3.
+//
+//   npm run cluster:up   -- --dir DIR [--tls] [--nodes 3]
+//   npm run cluster:down -- --dir DIR
+//   node scripts/cluster.mjs status     --dir DIR
+//   node scripts/cluster.mjs kill-node  --dir DIR --node n2 [--signal SIGKILL]
+//   node scripts/cluster.mjs start-node --dir DIR --node n2
+//
+// `up` returns once every node answers /healthz with 200 and writes
+// DIR/cluster.json: {"nodes":[{"name","nats_url","http_url","data_dir","pid",
+// ...}],"admin_identity","ca"}. The nodes keep running after `up` exits.
+
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import https from 'node:https';
+import http from 'node:http';
+import { createServer } from 'node:net';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const MEMBERSHIPD = join(ROOT, 'apps', 'membershipd', 'bin', 'membershipd.js');
+const CERTS = join(ROOT, 'deploy', 'cluster', 'certs.sh');
+
+const { values: opt, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    dir: { type: 'string' },
+    tls: { type: 'boolean', default: false },
+    nodes: { type: 'string', default: '3' },
+    node: { type: 'string' },
+    signal: { type: 'string', default: 'SIGKILL' },
+    timeout: { type: 'string', default: '120' },
+  },
+});
+const command = positionals[0];
+const fail = (msg, code = 1) => {
+  process.stderr.write(`cluster: ${msg}\n`);
+  process.exit(code);
+};
+if (!command || !opt.dir) {
+  fail('usage: cluster.mjs up|down|status|kill-node|start-node --dir DIR [--tls] [--node NAME]', 2);
+}
+const DIR = resolve(opt.dir);
+const STATE = join(DIR, 'cluster.json');
+
+const alive = (pid) => {
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return err.code === 'EPERM';
+  }
+};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const readState = () => {
+  if (!existsSync(STATE)) fail(`no cluster at ${DIR} (cluster.json missing)`);
+  return JSON.parse(readFileSync(STATE, 'utf8'));
+};
+const writeState = (s) => writeFileSync(STATE, JSON.stringify(s, null, 2) + '\n');
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => res(port));
+    });
+  });
+}
+
+function healthz(url, ca) {
+  return new Promise((res) => {
+    const mod = url.startsWith('https') ? https : http;
+    const req = mod.get(
+      `${url}/healthz`,
+      { timeout: 3_000, ...(ca ? { ca: readFileSync(ca) } : {}) },
+      (r) => {
+        r.resume();
+        res(r.statusCode === 200);
+      }
+    );
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => res(false));
+  });
+}
+
+/** The nats-server pid a node wrote to its node.json (to stop it with its parent). */
+function natsPidOf(node) {
+  try {
+    return JSON.parse(readFileSync(join(node.data_dir, 'node.json'), 'utf8')).nats_pid ?? null;
+  } catch {
+    return null;
+  }
+}
+
+function startNode(node) {
+  const log = openSync(join(DIR, `${node.name}.log`), 'a');
+  const child = spawn(process.execPath, [MEMBERSHIPD, 'serve', ...node.argv], {
+    detached: true,
+    stdio: ['ignore', log, log],
+  });
+  child.unref();
+  node.pid = child.pid;
+  return node;
+}
+
+async function waitHealthy(nodes, ca, seconds) {
+  const deadline = Date.now() + seconds * 1000;
+  const pending = new Set(nodes.map((n) => n.name));
+  while (pending.size && Date.now() < deadline) {
+    for (const n of nodes) {
+      if (!pending.has(n.name)) continue;
+      if (!alive(n.pid)) return `${n.name} exited (see ${join(DIR, `${n.name}.log`)})`;
+      if (await healthz(n.http_url, ca)) pending.delete(n.name);
+    }
+    if (pending.size) await sleep(250);
+  }
+  return pending.size ? `not healthy after ${seconds} s: ${[...pending].join(', ')}` : null;
+}
+
+async function stop(pids, signal = 'SIGTERM', graceMs = 15_000) {
+  for (const pid of pids) if (alive(pid)) process.kill(pid, signal);
+  const deadline = Date.now() + graceMs;
+  while (pids.some(alive) && Date.now() < deadline) await sleep(100);
+  for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+}
+
+async function up() {
+  if (existsSync(STATE) && readState().nodes.some((n) => alive(n.pid))) {
+    fail(`a cluster is already running at ${DIR} (cluster:down first)`);
+  }
+  const count = Number(opt.nodes);
+  if (!Number.isInteger(count) || count < 3) fail('--nodes must be 3 or more');
+  mkdirSync(DIR, { recursive: true, mode: 0o700 });
+  const names = Array.from({ length: count }, (_, i) => `n${i + 1}`);
+  const ports = new Set();
+  while (ports.size < count * 3) ports.add(await freePort());
+  const p = [...ports];
+  const nodes = names.map((name, i) => ({
+    name,
+    client: p[i * 3],
+    route: p[i * 3 + 1],
+    http: p[i * 3 + 2],
+  }));
+
+  // Shared secrets: one admin #0 and one set of callout keys for every node.
+  const secrets = join(DIR, 'secrets');
+  mkdirSync(secrets, { recursive: true, mode: 0o700 });
+  const adminId = join(secrets, 'admin.id');
+  const calloutKey = join(secrets, 'callout.key');
+  for (const [args, file] of [
+    [['identity', 'new', adminId], adminId],
+    [['callout-key', 'new', calloutKey], calloutKey],
+  ]) {
+    if (existsSync(file)) continue;
+    const r = spawnSync(process.execPath, [MEMBERSHIPD, ...args], { encoding: 'utf8' });
+    if (r.status !== 0) fail(`${args.join(' ')}: ${r.stderr}`);
+  }
+
+  let ca = null;
+  const tlsDir = join(DIR, 'tls');
+  if (opt.tls) {
+    const r = spawnSync(
+      'bash',
+      [CERTS, tlsDir, ...names.map((n) => `${n}=${n},localhost,127.0.0.1`)],
+      {
+        encoding: 'utf8',
+      }
+    );
+    if (r.status !== 0) fail(`certificates: ${r.stderr || r.stdout}`);
+    ca = join(tlsDir, 'client-ca.crt');
+  }
+
+  const state = {
+    nodes: nodes.map((n) => {
+      const dataDir = join(DIR, n.name);
+      const argv = [
+        '--data',
+        dataDir,
+        '--http',
+        `127.0.0.1:${n.http}`,
+        '--nats-port',
+        String(n.client),
+        '--server-name',
+        n.name,
+        '--cluster-name',
+        'sealbus-local',
+        '--cluster-port',
+        String(n.route),
+        '--routes',
+        nodes
+          .filter((o) => o !== n)
+          .map((o) => `nats-route://127.0.0.1:${o.route}`)
+          .join(','),
+        '--replicas',
+        '3',
+        '--bootstrap-budget',
+        '120s',
+        '--admin-id-file',
+        adminId,
+        '--callout-key-file',
+        calloutKey,
+        ...(opt.tls
+          ? [
+              '--tls-cert',
+              join(tlsDir, `${n.name}.crt`),
+              '--tls-key',
+              join(tlsDir, `${n.name}.key`),
+              '--tls-ca',
+              ca,
+              '--route-tls-cert',
+              join(tlsDir, `${n.name}-route.crt`),
+              '--route-tls-key',
+              join(tlsDir, `${n.name}-route.key`),
+              '--route-tls-ca',
+              join(tlsDir, 'route-ca.crt'),
+            ]
+          : []),
+      ];
+      return {
+        name: n.name,
+        nats_url: `${opt.tls ? 'tls' : 'nats'}://127.0.0.1:${n.client}`,
+        http_url: `${opt.tls ? 'https' : 'http'}://127.0.0.1:${n.http}`,
+        data_dir: dataDir,
+        pid: null,
+        route_url: `nats-route://127.0.0.1:${n.route}`,
+        argv,
+      };
+    }),
+    admin_identity: adminId,
+    ca,
+  };
+  // Start them together: a lone node has no JetStream quorum and would wait.
+  for (const n of state.nodes) startNode(n);
+  writeState(state);
+  const problem = await waitHealthy(state.nodes, ca, Number(opt.timeout));
+  if (problem) {
+    await stop(state.nodes.flatMap((n) => [n.pid, natsPidOf(n)]).filter(Boolean));
+    fail(problem);
+  }
+  process.stdout.write(
+    `cluster up: ${state.nodes.map((n) => `${n.name} ${n.http_url}`).join(', ')}\n`
+  );
+  process.stdout.write(`state: ${STATE}\n`);
+}
+
+async function down() {
+  if (!existsSync(STATE)) return;
+  const state = readState();
+  await stop(state.nodes.flatMap((n) => [n.pid]).filter(Boolean));
+  // A node killed earlier may have left its nats-server behind.
+  await stop(state.nodes.map(natsPidOf).filter(Boolean), 'SIGINT', 5_000);
+  for (const n of state.nodes) n.pid = null;
+  writeState(state);
+  process.stdout.write('cluster down\n');
+}
+
+function nodeOf(state) {
+  const node = state.nodes.find((n) => n.name === opt.node);
+  if (!node) fail(`no node ${opt.node} (have ${state.nodes.map((n) => n.name).join(', ')})`);
+  return node;
+}
+
+async function killNode() {
+  const state = readState();
+  const node = nodeOf(state);
+  const nats = natsPidOf(node);
+  // A crash takes the daemon and its nats-server down together.
+  for (const pid of [node.pid, nats]) if (alive(pid)) process.kill(pid, opt.signal);
+  const deadline = Date.now() + 10_000;
+  while ([node.pid, nats].some(alive) && Date.now() < deadline) await sleep(50);
+  process.stdout.write(`killed ${node.name} (${opt.signal})\n`);
+}
+
+async function startNodeCmd() {
+  const state = readState();
+  const node = nodeOf(state);
+  if (alive(node.pid)) fail(`${node.name} is already running (pid ${node.pid})`);
+  startNode(node);
+  writeState(state);
+  const problem = await waitHealthy([node], state.ca, Number(opt.timeout));
+  if (problem) fail(problem);
+  process.stdout.write(`started ${node.name}\n`);
+}
+
+async function status() {
+  const state = readState();
+  for (const n of state.nodes) {
+    const healthy = alive(n.pid) && (await healthz(n.http_url, state.ca));
+    process.stdout.write(
+      `${n.name}  pid ${n.pid ?? '-'}  ${alive(n.pid) ? 'running' : 'stopped'}  ${healthy ? 'healthy' : 'not healthy'}  ${n.http_url}\n`
+    );
+  }
+}
+
+const commands = { up, down, status, 'kill-node': killNode, 'start-node': startNodeCmd };
+if (!commands[command]) fail(`unknown command ${command}`, 2);
+await commands[command]();
