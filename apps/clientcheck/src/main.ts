@@ -44,7 +44,7 @@ const program = new Command('clientcheck')
   .showHelpAfterError('(add --help for usage)')
   .exitOverride();
 
-let code = 0;
+let code: number;
 try {
   program.parse(process.argv);
   const o = program.opts();

@@ -492,14 +492,13 @@ export class Rooms {
       await del(this.#b.members, memberKey(room.id, m.sign_pub), 'delete room');
     for (const m of members)
       await del(this.#b.roomsByMember, reverseKey(m.sign_pub, room.id), 'delete room');
-    let keyNames: string[] = [];
+    const keyNames: string[] = [];
     try {
       for await (const k of await this.#b.roomKeys.keys(`${room.id}.>`)) keyNames.push(k);
     } catch (err) {
       throw toStoreError(err, 'delete room');
     }
     for (const k of keyNames) await del(this.#b.roomKeys, k, 'delete room');
-    keyNames = [];
     if (room.policy.persist) {
       try {
         await this.#jsm.streams.delete(roomStreamName(room.id));
