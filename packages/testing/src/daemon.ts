@@ -26,13 +26,15 @@ export interface CliResult extends ProcessExit {
   stderr: string;
 }
 
-/** Runs `membershipd ARGS` to completion (bounded by `timeoutMs`), no stdin. */
-export function runMembershipd(
+/** Runs a Node script to completion (bounded by `timeoutMs`), no stdin. */
+export function runNode(
+  script: string,
   args: string[],
-  { timeoutMs = 60_000, env = {} as Record<string, string> } = {}
+  timeoutMs: number,
+  env: Record<string, string> = {}
 ): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [membershipdBin(), ...args], {
+    const child = spawn(process.execPath, [script, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...env },
     });
@@ -43,7 +45,7 @@ export function runMembershipd(
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(
-        new Error(`membershipd ${args.join(' ')} did not finish within ${timeoutMs} ms\n${stderr}`)
+        new Error(`${script} ${args.join(' ')} did not finish within ${timeoutMs} ms\n${stderr}`)
       );
     }, timeoutMs);
     child.on('close', (code, signal) => {
@@ -51,6 +53,14 @@ export function runMembershipd(
       resolve({ code, signal, stdout, stderr });
     });
   });
+}
+
+/** Runs `membershipd ARGS` to completion (bounded by `timeoutMs`), no stdin. */
+export function runMembershipd(
+  args: string[],
+  { timeoutMs = 60_000, env = {} as Record<string, string> } = {}
+): Promise<CliResult> {
+  return runNode(membershipdBin(), args, timeoutMs, env);
 }
 
 export interface LogRecord {
@@ -194,4 +204,15 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Tes
     dispose,
     [Symbol.asyncDispose]: dispose,
   };
+}
+
+/** Runs `clientcheck ARGS` to completion (bounded by `timeoutMs`), no stdin. */
+export function runClientcheck(args: string[], { timeoutMs = 120_000 } = {}): Promise<CliResult> {
+  const require = createRequire(import.meta.url);
+  const bin = join(
+    dirname(require.resolve('@sealbus/clientcheck/package.json')),
+    'bin',
+    'clientcheck.js'
+  );
+  return runNode(bin, args, timeoutMs);
 }

@@ -1,0 +1,340 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+import https from 'node:https';
+import { join, dirname } from 'node:path';
+import tls from 'node:tls';
+import {
+  ControlClient,
+  generateIdentity,
+  loadIdentity,
+  saveIdentity,
+  type Identity,
+} from '@sealbus/client';
+import { requestSigner, signRequest } from '@sealbus/crypto';
+import {
+  pidAlive,
+  runClientcheck,
+  runMembershipd,
+  startCluster,
+  waitFor,
+  type TestCluster,
+} from '@sealbus/testing';
+
+interface Raw {
+  status: number;
+  json: any;
+}
+
+/** An HTTPS request with exactly these headers (Host included when given). */
+function raw(url: string, ca: Buffer, headers: Record<string, string>): Promise<Raw> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      url,
+      { method: 'GET', headers, ca, agent: false, timeout: 20_000 },
+      (res) => {
+        let body = '';
+        res.on('data', (d) => (body += d));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, json: JSON.parse(body || 'null') })
+        );
+      }
+    );
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe(
+  '3-node cluster with TLS: clientcheck, failover, quorum loss',
+  { timeout: 600_000 },
+  () => {
+    let cl: TestCluster;
+    let ca: Buffer;
+    let operator: Identity;
+    let admin: Identity;
+    let opFile: string;
+    const seeds = () => ({
+      nats: cl
+        .state()
+        .nodes.map((n) => n.nats_url)
+        .join(','),
+      ctrl: cl
+        .state()
+        .nodes.map((n) => n.http_url)
+        .join(','),
+    });
+    const addUser = (node: string, handle: string, id: Identity, extra: string[] = []) =>
+      runMembershipd(
+        [
+          'user',
+          'add',
+          '--data',
+          cl.node(node).data_dir,
+          '--handle',
+          handle,
+          '--sign-pub',
+          id.signPubHex,
+          '--kex-pub',
+          id.kexPubHex,
+          '--role',
+          'member',
+          ...extra,
+        ],
+        { timeoutMs: 60_000 }
+      );
+
+    before(async () => {
+      cl = await startCluster({ tls: true });
+      const state = cl.state();
+      ca = readFileSync(state.ca!);
+      admin = await loadIdentity(state.admin_identity);
+      operator = generateIdentity();
+      opFile = join(cl.dir, 'operator.id');
+      await saveIdentity(opFile, operator);
+      const r = await addUser('n1', 'operator', operator);
+      assert.equal(r.code, 0, r.stderr);
+    });
+    after(async () => {
+      const pids = cl?.state().nodes.map((n) => n.pid) ?? [];
+      await cl?.down();
+      for (const pid of pids)
+        if (pid) assert.equal(pidAlive(pid), false, `node pid ${pid} still running`);
+    });
+
+    test('cluster.json, TLS posture, R3 buckets replicated on every node', async () => {
+      const state = cl.state();
+      assert.equal(state.nodes.length, 3);
+      for (const n of state.nodes) {
+        assert.deepEqual(Object.keys(n).slice(0, 5), [
+          'name',
+          'nats_url',
+          'http_url',
+          'data_dir',
+          'pid',
+        ]);
+        assert.match(n.nats_url, /^tls:\/\/127\.0\.0\.1:\d+$/);
+        assert.match(n.http_url, /^https:\/\/127\.0\.0\.1:\d+$/);
+        const h = await raw(`${n.http_url}/healthz`, ca, {});
+        assert.equal(h.status, 200);
+        assert.deepEqual(h.json.tls, { http: true, nats: true });
+        assert.equal(h.json.store.replicas, 3);
+      }
+      assert.equal(state.admin_identity.endsWith('admin.id'), true);
+      const ctl = new ControlClient({ urls: [state.nodes[1]!.http_url], identity: admin, ca });
+      const admins = (await ctl.listUsers()).filter((u) => u.role === 'admin');
+      ctl.close();
+      assert.equal(admins.length, 1, 'one admin #0 for the whole cluster');
+      const r = await addUser('n2', 'replicated', generateIdentity());
+      assert.match(r.stdout, /users bucket: replicas 3\/3 current, leader n\d/);
+    });
+
+    test('a route port refuses a client-CA certificate', async () => {
+      const routeUrl = (cl.state().nodes[0] as any).route_url as string;
+      const port = Number(routeUrl.split(':').pop());
+      const dir = join(cl.dir, 'tls');
+      const err = await new Promise<string>((resolve) => {
+        // A valid certificate, but from the client CA: the route layer must reject it.
+        const sock = tls.connect({
+          host: '127.0.0.1',
+          port,
+          cert: readFileSync(join(dir, 'n2.crt')),
+          key: readFileSync(join(dir, 'n2.key')),
+          ca: readFileSync(join(dir, 'route-ca.crt')),
+          servername: 'n1',
+          rejectUnauthorized: false,
+        });
+        sock.on('error', (e) => resolve(String(e)));
+        sock.on('data', () => {});
+        sock.on('close', () => resolve('closed'));
+        setTimeout(() => resolve('still open'), 5_000);
+      });
+      assert.notEqual(err, 'still open');
+      assert.ok(
+        readFileSync(join(cl.dir, 'n1.log'), 'utf8').includes('certificate'),
+        'the route refusal is logged by nats-server'
+      );
+    });
+
+    test('clientcheck golden passes on the cluster (persisted room, TLS)', async () => {
+      const { nats, ctrl } = seeds();
+      const r = await runClientcheck([
+        '--identity-file',
+        opFile,
+        '--nats-seeds',
+        nats,
+        '--ctrl-seeds',
+        ctrl,
+        '--ca',
+        cl.state().ca!,
+        '--mode',
+        'golden',
+        '--messages',
+        '50',
+        '--persist',
+        '--json',
+      ]);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      const result = JSON.parse(r.stdout.trim().split('\n').pop()!);
+      assert.deepEqual([result.sent, result.received, result.lost], [50, 50, []]);
+    });
+
+    test('a nonce accepted by node A is refused when replayed to node B', async () => {
+      const [a, b] = cl.state().nodes;
+      const url = new URL('/me', a!.http_url);
+      const headers = signRequest(requestSigner(admin), { method: 'GET', url });
+      headers['host'] = url.host; // the signed authority, sent to the other node
+      assert.equal((await raw(url.href, ca, headers)).status, 200);
+      const replay = await raw(new URL('/me', b!.http_url).href, ca, headers);
+      assert.equal(replay.status, 401);
+      assert.equal(replay.json.error.code, 'REPLAYED');
+    });
+
+    test('SIGKILL of the node a persisted clientcheck loop is attached to: zero loss, control plane keeps serving, node catches up', async () => {
+      const { nats, ctrl } = seeds();
+      const cc = spawn(
+        process.execPath,
+        [
+          join(
+            dirname(createRequire(import.meta.url).resolve('@sealbus/clientcheck/package.json')),
+            'bin',
+            'clientcheck.js'
+          ),
+          '--identity-file',
+          opFile,
+          '--nats-seeds',
+          nats,
+          '--ctrl-seeds',
+          ctrl,
+          '--ca',
+          cl.state().ca!,
+          '--mode',
+          'loop',
+          '--duration',
+          '25s',
+          '--interval',
+          '50ms',
+          '--persist',
+          '--json',
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] }
+      );
+      let out = '';
+      cc.stdout.on('data', (d) => (out += d));
+      cc.stderr.on('data', (d) => (out += d));
+      const exited = new Promise<number | null>((r) => cc.on('close', (code) => r(code)));
+      const attached = await waitFor(
+        () =>
+          /node=(n\d)/.exec(
+            out
+              .split('\n')
+              .filter((l) => l.includes('tick'))
+              .pop() ?? ''
+          )?.[1],
+        {
+          timeoutMs: 30_000,
+          what: 'clientcheck to report its node',
+        }
+      );
+      await new Promise((r) => setTimeout(r, 2_000));
+      const killed = await cl.kill(attached);
+      assert.equal(killed.code, 0, killed.stderr);
+      const survivors = cl.state().nodes.filter((n) => n.name !== attached);
+
+      // Signed control requests keep succeeding through the remaining nodes.
+      const ctl = new ControlClient({
+        urls: cl.state().nodes.map((n) => n.http_url),
+        identity: admin,
+        ca,
+        timeoutMs: 15_000,
+      });
+      for (let i = 0; i < 5; i++) assert.equal((await ctl.me()).role, 'admin');
+      ctl.close();
+      // `user add` through a survivor commits with one node down.
+      const late = generateIdentity();
+      const add = await addUser(survivors[0]!.name, 'added-during-outage', late);
+      assert.equal(add.code, 0, add.stderr);
+      assert.match(add.stdout, /replicas 2\/3 current/);
+
+      await new Promise((r) => setTimeout(r, 3_000));
+      const restarted = await cl.start(attached);
+      assert.equal(restarted.code, 0, restarted.stderr);
+
+      assert.equal(await exited, 0, out);
+      const result = JSON.parse(out.trim().split('\n').pop()!);
+      assert.equal(result.lost.length, 0, `lost: ${result.lost}`);
+      assert.ok(
+        result.sent > 100 && result.received === result.sent,
+        `${result.received}/${result.sent}`
+      );
+      assert.ok(result.failovers.length >= 1, 'the failover was observed');
+      assert.ok(
+        result.failovers.some((f: { to: string }) => f.to !== attached),
+        'moved to a survivor'
+      );
+
+      // The restarted node caught up: it serves the user added while it was down.
+      const list = await runMembershipd([
+        'user',
+        'list',
+        '--data',
+        cl.node(attached).data_dir,
+        '-o',
+        'json',
+      ]);
+      assert.equal(list.code, 0, list.stderr);
+      assert.ok(
+        JSON.parse(list.stdout).some((u: { sign_pub: string }) => u.sign_pub === late.signPubHex)
+      );
+      await waitFor(
+        async () =>
+          /replicas 3\/3 current/.test(
+            (await addUser(attached, `after-${Date.now()}`, generateIdentity())).stdout
+          ),
+        { timeoutMs: 30_000, intervalMs: 1_000, what: 'all replicas current again' }
+      );
+    });
+
+    test('two of three nodes down: fail closed in bounded time, nothing hangs; restarting restores service', async () => {
+      const [a, b, c] = cl.state().nodes;
+      await cl.kill(b!.name);
+      await cl.kill(c!.name);
+      const ctl = new ControlClient({
+        urls: [a!.http_url],
+        identity: admin,
+        ca,
+        timeoutMs: 20_000,
+      });
+      for (let i = 0; i < 3; i++) {
+        const t0 = Date.now();
+        const err = await ctl.me().then(
+          () => null,
+          (e: unknown) => e as { status: number }
+        );
+        assert.ok(err, 'no 2xx without quorum');
+        assert.ok([401, 503].includes(err!.status), `status ${err!.status}`);
+        assert.ok(Date.now() - t0 < 20_000, 'answered in bounded time');
+      }
+      const t0 = Date.now();
+      const add = await addUser(a!.name, 'no-quorum', generateIdentity(), ['--timeout', '15s']);
+      assert.equal(add.code, 1);
+      assert.match(add.stderr, /store unavailable|timed out/);
+      assert.ok(Date.now() - t0 < 30_000, `user add gave up after ${Date.now() - t0} ms`);
+
+      const [rb, rc] = await Promise.all([cl.start(b!.name), cl.start(c!.name)]);
+      assert.equal(rb.code, 0, rb.stderr);
+      assert.equal(rc.code, 0, rc.stderr);
+      await waitFor(async () => (await ctl.me().catch(() => null))?.role === 'admin', {
+        timeoutMs: 60_000,
+        intervalMs: 1_000,
+        what: 'service restored',
+      });
+      const ok = await addUser(a!.name, 'quorum-back', generateIdentity());
+      assert.equal(ok.code, 0, ok.stderr);
+      ctl.close();
+    });
+  }
+);
