@@ -5,8 +5,9 @@
 
 import { controlBench } from './control.mjs';
 import { dataplaneBench } from './dataplane.mjs';
+import { clusterBench } from './cluster.mjs';
 
-const SUITES = { control: controlBench, dataplane: dataplaneBench };
+const SUITES = { control: controlBench, dataplane: dataplaneBench, cluster: clusterBench };
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(SUITES)) {
   const suite = SUITES[name];

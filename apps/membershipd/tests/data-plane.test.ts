@@ -214,6 +214,23 @@ describe('data plane: auth callout, E2E rooms, live revocation', { timeout: 300_
     await assert.rejects(natsAs(d, v), /Authorization Violation/);
   });
 
+  test('the SDK keeps reconnecting through refusals but closes itself once its identity is revoked', async () => {
+    const v = await user('sdk-revoked');
+    const B = await bus(v);
+    const revoked = new Promise<string>((r) => B.once('revoked', r));
+    const closed = new Promise<void>((r) => B.once('closed', r));
+    const t0 = Date.now();
+    await admin.revokeUser(v.signPubHex);
+    const code = await Promise.race([
+      revoked,
+      new Promise<string>((r) => setTimeout(() => r('no revoked event'), 15_000)),
+    ]);
+    assert.equal(code, 'REVOKED_KEY');
+    await closed;
+    assert.equal(B.nc.isClosed(), true);
+    assert.ok(Date.now() - t0 < 15_000);
+  });
+
   test('remove member + rekey: the removed member is cut off and its old keys open nothing new', async () => {
     const [o, m, x] = [await user('owner-rk'), await user('member-rk'), await user('stays-rk')];
     const [O, M, X] = [await bus(o), await bus(m), await bus(x)];

@@ -17,6 +17,7 @@ import {
   type RoomPolicy,
 } from '@sealbus/protocol';
 import { ControlClient } from './control.js';
+import { ControlError } from './errors.js';
 import { newRoomKey, sealRoomKey } from './keys.js';
 import { RoomState, type PossibleLoss, type RejectedFrame, type RoomMessage } from './roomstate.js';
 
@@ -65,11 +66,19 @@ export interface SealbusEvents {
   /** This identity was removed from a room; its subscriptions there stopped. */
   removed: [room: string];
   error: [Error];
+  /** The control plane says this identity is revoked or unknown: the client has closed. */
+  revoked: [code: string];
   closed: [];
 }
 
 /** Re-authenticate if a membership is younger than the connection (its permissions predate it). */
 const PERMISSION_MARGIN_MS = 2_000;
+
+/**
+ * Pull expiry for persisted rooms: heartbeats come every half of it, and a
+ * consumer whose leader died is looked up again after two missed ones.
+ */
+const CONSUME_EXPIRES_MS = 4_000;
 
 /**
  * The Sealbus SDK: end-to-end encrypted, signed rooms over NATS, with the
@@ -94,7 +103,19 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   /** Rooms known to be covered by the current connection's permissions. */
   readonly #fresh = new Set<string>();
   #refreshing: Promise<void> | undefined;
+  #standing: Promise<void> | undefined;
   #closed = false;
+
+  /**
+   * Node's EventEmitter throws an 'error' nobody listens to, which would take
+   * an application down over a transient NATS error: report errors only to
+   * listeners.
+   */
+  override emit<K extends keyof SealbusEvents>(event: K, ...args: SealbusEvents[K]): boolean {
+    if (event === 'error' && this.listenerCount('error') === 0) return false;
+    const emit = super.emit.bind(this) as (e: string, ...a: unknown[]) => boolean;
+    return emit(event, ...args);
+  }
 
   private constructor(control: ControlClient, nc: NatsConnection, identity: Identity) {
     super();
@@ -123,6 +144,10 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
         inboxPrefix: userInboxPrefix(o.identity.signPubHex),
         maxReconnectAttempts: -1,
         reconnectTimeWait: 250,
+        // A refused reconnect may be the callout riding out a node failure:
+        // keep trying, and let #checkStanding close the client if the
+        // identity was really revoked.
+        ignoreAuthErrorAbort: true,
         ...(o.ca ? { tls: { ca: o.ca.toString() } } : {}),
         ...o.nats,
       });
@@ -146,11 +171,40 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
           if (!ours) this.emit('reconnect', String(s.data));
         } else if (s.type === 'disconnect') {
           if (!ours) this.emit('disconnect', String(s.data));
-        } else if (s.type === 'error')
-          this.emit('error', s.data instanceof Error ? s.data : new Error(String(s.data)));
+        } else if (s.type === 'error') {
+          const err = s.data instanceof Error ? s.data : new Error(String(s.data));
+          // nats.js reports the server's -ERR as its code, AUTHORIZATION_VIOLATION.
+          if (/authorization[ _]violation/i.test(String(s.data))) void this.#checkStanding();
+          this.emit('error', err);
+        }
       }
     })();
     void this.nc.closed().then(() => this.emit('closed'));
+  }
+
+  /**
+   * The server refused this identity: ask the control plane why. A revoked
+   * or unknown key closes the client (event `revoked`); anything else (the
+   * store electing a leader, a node down) is transient and reconnecting goes on.
+   */
+  #checkStanding(): Promise<void> {
+    this.#standing ??= (async () => {
+      try {
+        await this.control.me();
+      } catch (err) {
+        if (
+          err instanceof ControlError &&
+          err.status === 401 &&
+          (err.code === 'REVOKED_KEY' || err.code === 'UNKNOWN_KEY')
+        ) {
+          this.emit('revoked', err.code);
+          await this.close();
+        }
+      } finally {
+        this.#standing = undefined;
+      }
+    })();
+    return this.#standing;
   }
 
   #watchEvents(): void {
@@ -375,18 +429,47 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     let stop: () => Promise<void>;
     if (state.detail.policy.persist) {
       if (opts.from) await this.control.cursor(roomId, { from: opts.from });
-      const consumer = await this.nc
-        .jetstream()
-        .consumers.get(roomStreamName(roomId), memberDurableName(this.identity.signPubHex));
-      const messages: ConsumerMessages = await consumer.consume({ max_messages: 256 });
+      const js = this.nc.jetstream();
+      const stream = roomStreamName(roomId);
+      const durable = memberDurableName(this.identity.signPubHex);
+      // The first consumer lookup happens here, so a wrong room fails the call.
+      let consumer = await js.consumers.get(stream, durable);
+      let messages: ConsumerMessages | undefined;
+      let stopped = false;
+      let wake: (() => void) | undefined;
       const loop = (async () => {
-        for await (const m of messages) {
-          await deliver(m.data, m.seq);
-          m.ack();
+        // nats.js re-pulls after a reconnect or missed heartbeats, but backs
+        // off for `expires` between failed lookups, and ends the iterator on
+        // some errors: short pulls keep a consumer-leader election to seconds,
+        // and the loop below starts over whenever the iterator gives up.
+        for (let backoff = 100; !stopped; backoff = Math.min(5_000, backoff * 2)) {
+          try {
+            messages = await consumer.consume({ max_messages: 256, expires: CONSUME_EXPIRES_MS });
+            if (stopped) break;
+            for await (const m of messages) {
+              backoff = 100;
+              await deliver(m.data, m.seq);
+              m.ack();
+            }
+          } catch (err) {
+            if (!stopped) this.emit('error', err as Error);
+          }
+          if (stopped || this.nc.isClosed()) break;
+          await new Promise<void>((r) => {
+            wake = r;
+            setTimeout(r, backoff);
+          });
+          try {
+            consumer = await js.consumers.get(stream, durable);
+          } catch (err) {
+            if (!stopped) this.emit('error', err as Error);
+          }
         }
       })();
       stop = async () => {
-        await messages.close().catch(() => {});
+        stopped = true;
+        wake?.();
+        await messages?.close().catch(() => {});
         await loop.catch(() => {});
       };
     } else {
@@ -416,7 +499,17 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     if (this.#closed) return;
     this.#closed = true;
     for (const set of this.#subs.values()) for (const s of set) await s.stop().catch(() => {});
-    await this.nc.drain().catch(() => {});
+    if (!this.nc.isClosed()) {
+      // Drain delivers what is in flight; bounded, since a connection that is
+      // reconnecting may never get to drain.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        this.nc.drain().catch(() => {}),
+        new Promise((r) => (timer = setTimeout(r, 5_000))),
+      ]);
+      clearTimeout(timer);
+      await this.nc.close().catch(() => {});
+    }
     this.control.close();
   }
 }

@@ -1,4 +1,4 @@
-import type { KV, KvEntry } from 'nats';
+import type { JetStreamManager, KV, KvEntry } from 'nats';
 import { StoreError, isWrongLastSequence, toStoreError } from './errors.js';
 
 const enc = new TextEncoder();
@@ -107,20 +107,41 @@ export async function casUpdate<T>(
   }
 }
 
-/** Every live value of a bucket (optionally under a key filter), parsed. */
-export async function readAll<T>(
-  kv: KV,
-  parse: (raw: unknown) => T,
-  what: string,
-  filter?: string
-): Promise<T[]> {
-  let keys: string[];
+/** What nats.js keeps on a KV view and does not type: the stream behind it. */
+interface BucketInternals {
+  jsm: JetStreamManager;
+  stream: string;
+  prefix: string;
+}
+
+/**
+ * The keys under a filter, read from the stream leader's subject index
+ * (STREAM.INFO with a subjects filter) instead of an ephemeral consumer.
+ *
+ * Why not `kv.keys()`: its ordered consumer is an R1 consumer the meta leader
+ * places on one of the stream's peers, and for a few minutes after a node
+ * dies without saying so (SIGKILL, power loss) nats-server 2.10 may still
+ * place it on the dead node; the listing then hangs until it times out. A
+ * key whose last message is a delete marker is listed too; the per-key get
+ * that follows skips it.
+ */
+export async function listKeys(kv: KV, what: string, filter?: string): Promise<string[]> {
+  const { jsm, stream, prefix } = kv as unknown as BucketInternals;
   try {
-    keys = [];
-    for await (const k of await kv.keys(filter)) keys.push(k);
+    const si = await jsm.streams.info(stream, { subjects_filter: `${prefix}.${filter ?? '>'}` });
+    return Object.keys(si.state.subjects ?? {}).map((subj) => subj.slice(prefix.length + 1));
   } catch (err) {
     throw toStoreError(err, what);
   }
+}
+
+/** The live values of the given keys, parsed (64 gets in flight). */
+async function getAllLive<T>(
+  kv: KV,
+  keys: string[],
+  parse: (raw: unknown) => T,
+  what: string
+): Promise<T[]> {
   const out: T[] = [];
   const IN_FLIGHT = 64;
   for (let i = 0; i < keys.length; i += IN_FLIGHT) {
@@ -130,9 +151,27 @@ export async function readAll<T>(
   return out;
 }
 
+/** Every live value of a bucket (optionally under a key filter), parsed. */
+export async function readAll<T>(
+  kv: KV,
+  parse: (raw: unknown) => T,
+  what: string,
+  filter?: string
+): Promise<T[]> {
+  return getAllLive(kv, await listKeys(kv, what, filter), parse, what);
+}
+
+/** Streams whose consumer-based scans recently failed: until when to skip them. */
+const scanDegraded = new Map<string, number>();
+const DEGRADED_MS = 60_000;
+const PRIMARY_SCAN_MS = 2_000;
+
 /**
- * Every live value under a key filter (wildcards allowed anywhere), read by
- * one ordered consumer instead of a get per key. Bounded by `timeoutMs`.
+ * Every live value under a key filter (wildcards allowed anywhere). Normally
+ * one ordered consumer streams them (fast for a thousand rows); if that does
+ * not answer within 2 s (or half of `timeoutMs`), the same read is done without a consumer (subject
+ * index + a get per key, see `listKeys`), and that bucket keeps using the
+ * consumer-free read for a minute. Bounded by `timeoutMs` overall.
  */
 export async function scan<T>(
   kv: KV,
@@ -141,29 +180,82 @@ export async function scan<T>(
   what: string,
   timeoutMs = 10_000
 ): Promise<T[]> {
+  const stream = (kv as unknown as BucketInternals).stream;
+  const t0 = Date.now();
+  if ((scanDegraded.get(stream) ?? 0) < t0) {
+    const rows = await scanByConsumer(
+      kv,
+      filter,
+      parse,
+      what,
+      Math.min(timeoutMs / 2, PRIMARY_SCAN_MS)
+    );
+    if (rows) return rows;
+    scanDegraded.set(stream, Date.now() + DEGRADED_MS);
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const left = Math.max(500, timeoutMs - (Date.now() - t0));
+  try {
+    return await Promise.race([
+      readAll(kv, parse, what, filter),
+      new Promise<never>(
+        (_, reject) =>
+          (timer = setTimeout(
+            () =>
+              reject(
+                new StoreError('UNAVAILABLE', `${what}: no complete answer within ${timeoutMs} ms`)
+              ),
+            left
+          ))
+      ),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The ordered-consumer scan; null when it did not complete in time (the caller falls back). */
+async function scanByConsumer<T>(
+  kv: KV,
+  filter: string,
+  parse: (raw: unknown) => T,
+  what: string,
+  timeoutMs: number
+): Promise<T[] | null> {
   const latest = new Map<string, KvEntry>();
-  let iter: Awaited<ReturnType<KV['watch']>>;
   let initialized!: () => void;
   const ready = new Promise<void>((r) => (initialized = r));
-  try {
-    iter = await kv.watch({ key: filter, initializedFn: () => initialized() });
-  } catch (err) {
-    throw toStoreError(err, what);
-  }
-  const drain = (async () => {
-    for await (const e of iter) latest.set(e.key, e);
+  let stopped = false;
+  let iter: Awaited<ReturnType<KV['watch']>> | undefined;
+  const run = (async () => {
+    const it = await kv.watch({ key: filter, initializedFn: () => initialized() });
+    iter = it;
+    if (stopped) return it.stop();
+    for await (const e of it) latest.set(e.key, e);
   })();
   let timer: NodeJS.Timeout | undefined;
-  const timedOut = await Promise.race([
-    ready.then(() => false),
-    drain.then(() => false),
-    new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs))),
+  const outcome = await Promise.race([
+    ready.then(() => 'done' as const),
+    run.then(
+      () => 'done' as const,
+      (err: unknown) => err
+    ),
+    new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs))),
   ]);
   clearTimeout(timer);
-  iter.stop();
-  await drain.catch(() => {});
-  if (timedOut)
-    throw new StoreError('UNAVAILABLE', `${what}: no complete answer within ${timeoutMs} ms`);
+  stopped = true;
+  iter?.stop();
+  if (outcome === 'timeout') {
+    void run.catch(() => {});
+    return null;
+  }
+  // Entries already queued in the iterator are still delivered after stop().
+  await run.catch(() => {});
+  if (outcome !== 'done') {
+    const e = toStoreError(outcome, what);
+    if (e.code === 'UNAVAILABLE') return null;
+    throw e;
+  }
   const out: T[] = [];
   for (const e of latest.values()) if (e.operation === 'PUT') out.push(decodeJson(e, parse));
   return out;

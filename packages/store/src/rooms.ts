@@ -23,12 +23,30 @@ import {
   type RoomRecord,
 } from '@sealbus/protocol';
 import { StoreError, isWrongLastSequence, toStoreError } from './errors.js';
-import { casUpdate, createOnly, decodeJson, encodeJson, getLive, readAll, scan } from './kv.js';
+import {
+  casUpdate,
+  createOnly,
+  decodeJson,
+  encodeJson,
+  getLive,
+  listKeys,
+  readAll,
+  scan,
+} from './kv.js';
 
 const parseRoom = (raw: unknown): RoomRecord => parseOrThrow(roomRecordSchema, raw);
 const parseMember = (raw: unknown): MemberRecord => parseOrThrow(memberRecordSchema, raw);
 const parseKey = (raw: unknown): RoomKeyRecord => parseOrThrow(roomKeyRecordSchema, raw);
 const parseIndex = (raw: unknown) => raw as { room: string; role?: MemberRole };
+
+/** Every membership of one user, in one scan of the members bucket. */
+export function scanMemberships(
+  members: KV,
+  signPub: string,
+  timeoutMs?: number
+): Promise<MemberRecord[]> {
+  return scan(members, `*.${signPub}`, parseMember, 'list memberships', timeoutMs);
+}
 
 export interface RoomBuckets {
   rooms: KV;
@@ -145,7 +163,7 @@ export class Rooms {
    * 1,000 reads).
    */
   async membershipsOf(signPub: string): Promise<MemberRecord[]> {
-    return scan(this.#b.members, `*.${signPub}`, parseMember, 'list memberships');
+    return scanMemberships(this.#b.members, signPub);
   }
 
   /**
@@ -487,18 +505,10 @@ export class Rooms {
    * Returns the members it had, so their connections can be cut.
    */
   async delete(room: RoomRecord): Promise<MemberRecord[]> {
+    // Ordered so that an interrupted delete can be retried by the owner: the
+    // owner's membership and the room record go last (a retry still passes
+    // the owner check and finishes the job).
     const members = await this.members(room.id);
-    for (const m of members)
-      await del(this.#b.members, memberKey(room.id, m.sign_pub), 'delete room');
-    for (const m of members)
-      await del(this.#b.roomsByMember, reverseKey(m.sign_pub, room.id), 'delete room');
-    const keyNames: string[] = [];
-    try {
-      for await (const k of await this.#b.roomKeys.keys(`${room.id}.>`)) keyNames.push(k);
-    } catch (err) {
-      throw toStoreError(err, 'delete room');
-    }
-    for (const k of keyNames) await del(this.#b.roomKeys, k, 'delete room');
     if (room.policy.persist) {
       try {
         await this.#jsm.streams.delete(roomStreamName(room.id));
@@ -506,6 +516,16 @@ export class Rooms {
         if (!/stream not found/i.test((err as Error).message))
           throw toStoreError(err, 'delete room stream');
       }
+    }
+    const keyNames = await listKeys(this.#b.roomKeys, 'delete room', `${room.id}.>`);
+    for (const k of keyNames) await del(this.#b.roomKeys, k, 'delete room');
+    const ownerLast = [
+      ...members.filter((m) => m.sign_pub !== room.owner),
+      ...members.filter((m) => m.sign_pub === room.owner),
+    ];
+    for (const m of ownerLast) {
+      await del(this.#b.roomsByMember, reverseKey(m.sign_pub, room.id), 'delete room');
+      await del(this.#b.members, memberKey(room.id, m.sign_pub), 'delete room');
     }
     await del(this.#b.rooms, roomKey(room.id), 'delete room');
     await del(this.#b.rooms, subjectKey(room.subject), 'delete room');

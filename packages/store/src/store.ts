@@ -1,10 +1,12 @@
+import { randomBytes } from 'node:crypto';
 import type { JetStreamClient, JetStreamManager, KV, NatsConnection } from 'nats';
 import type { NewUser, UserRecord } from '@sealbus/protocol';
 import { bucketSpecs, type BucketId, type BucketSpec } from './buckets.js';
 import { AUDIT_STREAM, AuditLog, auditStreamConfig } from './audit.js';
 import { StoreError, isStreamNotFound, toStoreError } from './errors.js';
-import { createOnly, encodeJson } from './kv.js';
-import { Rooms } from './rooms.js';
+import { createOnly, decodeJson, encodeJson, getLive } from './kv.js';
+import { Rooms, scanMemberships } from './rooms.js';
+import type { MemberRecord } from '@sealbus/protocol';
 import type { BucketReplication, OpenStoreOptions, StoreLogger } from './types.js';
 import * as users from './users.js';
 
@@ -122,6 +124,19 @@ async function openAuditStream(
  * Membership state in JetStream KV. One instance per NATS connection; the
  * connection stays the caller's to close.
  */
+/** Hot-path reads: give up at `deadline` (epoch ms) instead of the default budget. */
+export interface HotPathOptions {
+  deadline?: number;
+}
+
+interface FastViews {
+  users: KV;
+  members: KV;
+  nonces: KV;
+  budgetMs: number;
+  scanTimeoutMs: number;
+}
+
 export class MembershipStore {
   readonly replicas: number;
   /** Rooms, memberships and sealed room keys. */
@@ -132,6 +147,8 @@ export class MembershipStore {
   readonly #buckets: Readonly<Record<BucketId, KV>>;
   readonly #specs: Readonly<Record<BucketId, BucketSpec>>;
   readonly #attemptTimeoutMs: number;
+  /** The request hot path (user lookup, nonce): short attempts, retried promptly. */
+  readonly #fast: FastViews;
 
   private constructor(
     nc: NatsConnection,
@@ -140,9 +157,11 @@ export class MembershipStore {
     replicas: number,
     attemptTimeoutMs: number,
     js: JetStreamClient,
-    jsm: JetStreamManager
+    jsm: JetStreamManager,
+    fast: FastViews
   ) {
     this.#nc = nc;
+    this.#fast = fast;
     this.rooms = new Rooms(buckets, jsm, replicas);
     this.audit = new AuditLog(js, jsm);
     this.#buckets = Object.freeze(buckets);
@@ -190,6 +209,21 @@ export class MembershipStore {
       }
     );
     const jsm = await js.jetstreamManager(false);
+    // When a stream leader dies, a request caught on it would wait the whole
+    // op timeout; short attempts retried until a budget move on to the new
+    // leader as soon as it is elected.
+    const fastJs = nc.jetstream({
+      timeout: options.fastAttemptTimeoutMs ?? 1_000,
+      checkAPI: false,
+    });
+    const direct = (options.replicas ?? 1) === 1;
+    const fast = {
+      users: await fastJs.views.kv(specs.users.name, { bindOnly: true, allow_direct: direct }),
+      members: await fastJs.views.kv(specs.members.name, { bindOnly: true, allow_direct: direct }),
+      nonces: await fastJs.views.kv(specs.nonces.name, { bindOnly: true, allow_direct: direct }),
+      budgetMs: options.fastBudgetMs ?? 8_000,
+      scanTimeoutMs: Math.max(3_000, 2 * (options.fastAttemptTimeoutMs ?? 1_000)),
+    };
     return new MembershipStore(
       nc,
       buckets,
@@ -197,7 +231,8 @@ export class MembershipStore {
       options.replicas ?? 1,
       attemptTimeoutMs,
       js,
-      jsm
+      jsm,
+      fast
     );
   }
 
@@ -210,8 +245,38 @@ export class MembershipStore {
     return users.addUser(this.#buckets.users, input, now);
   }
 
-  getUser(signPub: string): Promise<UserRecord | null> {
-    return users.getUser(this.#buckets.users, signPub);
+  /** Retries an operation while the store is unavailable, until the hot-path budget is spent. */
+  async #retryUnavailable<T>(fn: () => Promise<T>, until?: number): Promise<T> {
+    const deadline = until ?? Date.now() + this.#fast.budgetMs;
+    for (let backoff = 50; ; backoff = Math.min(500, backoff * 2)) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (
+          !(err instanceof StoreError) ||
+          err.code !== 'UNAVAILABLE' ||
+          Date.now() + backoff > deadline
+        )
+          throw err;
+        await sleep(backoff);
+      }
+    }
+  }
+
+  /** A user by sign_pub; rides out a stream leader election (see `fastBudgetMs`). */
+  getUser(signPub: string, o: HotPathOptions = {}): Promise<UserRecord | null> {
+    return this.#retryUnavailable(() => users.getUser(this.#fast.users, signPub), o.deadline);
+  }
+
+  /**
+   * Every membership of a user (the auth callout's read): short scans,
+   * retried while a stream leader is being elected, until the deadline.
+   */
+  membershipsOf(signPub: string, o: HotPathOptions = {}): Promise<MemberRecord[]> {
+    return this.#retryUnavailable(
+      () => scanMemberships(this.#fast.members, signPub, this.#fast.scanTimeoutMs),
+      o.deadline
+    );
   }
 
   listUsers(): Promise<UserRecord[]> {
@@ -236,13 +301,24 @@ export class MembershipStore {
     if (!/^[0-9a-f]{64}$/.test(keyid) || !/^[A-Za-z0-9_-]{1,128}$/.test(nonce)) {
       throw new StoreError('INVALID', 'nonce key must be <64 hex>.<base64url>');
     }
-    const rev = await createOnly(
-      this.#buckets.nonces,
-      `${keyid}.${nonce}`,
-      encodeJson({ at: now.toISOString() }),
-      'record nonce'
-    );
-    return rev !== null;
+    const key = `${keyid}.${nonce}`;
+    // A retry after an attempt whose answer was lost may find its own write:
+    // the token tells our earlier attempt apart from a replay.
+    const token = randomBytes(12).toString('base64url');
+    let attempts = 0;
+    return this.#retryUnavailable(async () => {
+      attempts++;
+      const rev = await createOnly(
+        this.#fast.nonces,
+        key,
+        encodeJson({ at: now.toISOString(), token }),
+        'record nonce'
+      );
+      if (rev !== null) return true;
+      if (attempts === 1) return false;
+      const e = await getLive(this.#fast.nonces, key, 'record nonce');
+      return e !== null && decodeJson(e, (r) => r as { token?: string }).token === token;
+    });
   }
 
   async hasActiveAdmin(): Promise<boolean> {

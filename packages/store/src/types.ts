@@ -22,6 +22,10 @@ export interface OpenStoreOptions {
    * work on a node's existing store (`membershipd user ...`).
    */
   bindOnly?: boolean;
+  /** Per-attempt timeout on the request hot path (user lookup, nonce create; default 1 s). */
+  fastAttemptTimeoutMs?: number;
+  /** How long the hot path retries while the store is unavailable (default 8 s). */
+  fastBudgetMs?: number;
   /** Max age of request nonces (bucket TTL) when creating the nonces bucket. */
   nonceTtlMs?: number;
   logger?: StoreLogger;

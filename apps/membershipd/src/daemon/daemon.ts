@@ -19,7 +19,12 @@ import { formatHostPort, type HostPort } from '../util/parse.js';
 import { VERSION } from '../version.js';
 import { bootstrapAdmin } from './bootstrap.js';
 import { createHealth } from './health.js';
-import { embeddedNatsConfig, type ClusterOptions, type TlsFiles } from './natsconfig.js';
+import {
+  AUTH_TIMEOUT_S,
+  embeddedNatsConfig,
+  type ClusterOptions,
+  type TlsFiles,
+} from './natsconfig.js';
 import { writeNodeInfo } from './nodefile.js';
 import { dataPaths, type DataPaths } from './paths.js';
 
@@ -198,6 +203,7 @@ export class Daemon {
         keys: callout.keys,
         logger: log,
         jwtTtlSec: o.userJwtTtlSec,
+        storeBudgetMs: (AUTH_TIMEOUT_S - 2) * 1_000,
       });
       calloutService.start();
       await svc.flush();

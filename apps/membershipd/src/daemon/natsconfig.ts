@@ -49,6 +49,13 @@ export interface EmbeddedNatsOptions {
  *   which keeps the JetStream meta group stable on small clusters.
  * No secret is written here: nkey users and keys appear by public key only.
  */
+/**
+ * nats-server's auth timeout (seconds): how long a connecting client may
+ * wait for the callout. A stream leader election after a node dies takes
+ * 4-9 s, and a callout that rides it out is better than a refused client.
+ */
+export const AUTH_TIMEOUT_S = 12;
+
 export function embeddedNatsConfig(o: EmbeddedNatsOptions): Record<string, NatsConfigValue> {
   const tls = (t: TlsFiles, verify: boolean) => ({
     cert_file: t.cert,
@@ -90,6 +97,7 @@ export function embeddedNatsConfig(o: EmbeddedNatsOptions): Record<string, NatsC
     },
     system_account: 'SYS',
     authorization: {
+      timeout: AUTH_TIMEOUT_S,
       auth_callout: {
         issuer: o.callout.issuer,
         account: 'AUTH',

@@ -30,6 +30,8 @@ export interface CalloutOptions {
   logger: Logger;
   /** Lifetime of issued user JWTs: the server disconnects at expiry and the client re-authenticates here. */
   jwtTtlSec: number;
+  /** How long one decision may wait for the store (keep it under nats-server's auth timeout). */
+  storeBudgetMs?: number;
 }
 
 /**
@@ -186,10 +188,13 @@ export class CalloutService {
     if (!proven)
       return { allow: false, reason: 'nkey signature over the server nonce does not verify', nkey };
     const signPub = toHex(publicFromUserNkey(nkey));
-    const user = await this.#o.store.getUser(signPub);
+    // nats-server waits AUTH_TIMEOUT for our answer; reads that ride out a
+    // stream leader election must still answer (allow or deny) before it.
+    const deadline = Date.now() + (this.#o.storeBudgetMs ?? 8_000);
+    const user = await this.#o.store.getUser(signPub, { deadline });
     if (!user) return { allow: false, reason: 'unknown key', nkey };
     if (user.status !== 'active') return { allow: false, reason: 'key revoked', nkey };
-    const memberships = await this.#o.store.rooms.membershipsOf(signPub);
+    const memberships = await this.#o.store.membershipsOf(signPub, { deadline });
     const perms = permissionsFor(signPub, memberships);
     const jwt = await encodeUser(
       nkey,

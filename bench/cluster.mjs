@@ -1,0 +1,244 @@
+// Cluster benchmarks (3 nodes on loopback, plain TCP):
+// 1. publish -> receive gap when the node a subscriber is attached to is
+//    SIGKILLed (median and max over several kills), and messages lost, in a
+//    persisted room;
+// 2. signed control requests through a stream leader kill: failed requests
+//    and the slowest answer;
+// 3. signed control-plane requests/s, the 3-node cluster vs a single node,
+//    same load generator.
+
+import { join } from 'node:path';
+import { connect, nkeyAuthenticator } from 'nats';
+import {
+  generateIdentity,
+  loadIdentity,
+  requestSigner,
+  signRequest,
+  userNkeyFromSeed,
+} from '@sealbus/crypto';
+import { ControlClient, Sealbus } from '@sealbus/client';
+import { startCluster, startDaemon } from '@sealbus/testing';
+import { load, median, table } from './lib.mjs';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function failoverGaps(cl, kills) {
+  const st = cl.state();
+  const admin = new ControlClient({
+    urls: st.nodes.map((n) => n.http_url),
+    identity: await loadIdentity(st.admin_identity),
+  });
+  const mk = async (handle) => {
+    const id = generateIdentity();
+    await admin.addUser({ sign_pub: id.signPubHex, kex_pub: id.kexPubHex, handle, role: 'member' });
+    return id;
+  };
+  const [pubId, subId] = [await mk('bench-pub'), await mk('bench-sub')];
+  const opts = (id) => ({
+    natsServers: st.nodes.map((n) => n.nats_url),
+    controlUrls: st.nodes.map((n) => n.http_url),
+    identity: id,
+  });
+  const P = await Sealbus.connect(opts(pubId));
+  const S = await Sealbus.connect(opts(subId));
+  const room = await P.createRoom({
+    subject: 'bench.failover',
+    policy: { encrypt: true, persist: true, sign: true },
+  });
+  await P.invite(room.id, subId.signPubHex, 'reader');
+  const received = new Set();
+  let last = 0;
+  const gaps = [];
+  let counting = false;
+  let lastBefore = 0;
+  await S.subscribe(
+    room.id,
+    (m) => {
+      const n = JSON.parse(new TextDecoder().decode(m.data)).n;
+      const now = performance.now();
+      if (counting && !received.has(n)) {
+        gaps.push(now - lastBefore);
+        counting = false;
+      }
+      received.add(n);
+      last = now;
+    },
+    { from: 'start' }
+  );
+  let sent = 0;
+  let stop = false;
+  const publisher = (async () => {
+    for (let n = 1; !stop; n++) {
+      for (;;) {
+        try {
+          await P.publish(room.id, new TextEncoder().encode(JSON.stringify({ n })));
+          sent = n;
+          break;
+        } catch {
+          await sleep(50);
+        }
+      }
+      await sleep(20);
+    }
+  })();
+  await sleep(2_000);
+  for (let k = 0; k < kills; k++) {
+    const victim = S.attachedServer;
+    lastBefore = last;
+    counting = true;
+    await cl.kill(victim);
+    await sleep(6_000);
+    await cl.start(victim);
+    await sleep(3_000);
+  }
+  stop = true;
+  await publisher;
+  const deadline = Date.now() + 15_000;
+  while (received.size < sent && Date.now() < deadline) await sleep(200);
+  let lost = 0;
+  for (let n = 1; n <= sent; n++) if (!received.has(n)) lost++;
+  await P.close();
+  await S.close();
+  admin.close();
+  return { gaps, sent, lost };
+}
+
+async function leaderKill(cl, which) {
+  const st = cl.state();
+  const internal = await loadIdentity(join(st.nodes[0].data_dir, 'internal.id'));
+  const nc = await connect({
+    servers: st.nodes[0].nats_url,
+    authenticator: nkeyAuthenticator(
+      new TextEncoder().encode(userNkeyFromSeed(internal.signSeed).seed)
+    ),
+  });
+  const jsm = await nc.jetstreamManager();
+  const victim = (await jsm.streams.info(which)).cluster.leader;
+  await nc.close();
+  const others = st.nodes.filter((n) => n.name !== victim).map((n) => n.http_url);
+  const ctl = new ControlClient({
+    urls: others,
+    identity: await loadIdentity(st.admin_identity),
+    timeoutMs: 15_000,
+  });
+  const events = [];
+  let stop = false;
+  const loop = (async () => {
+    while (!stop) {
+      const s = performance.now();
+      const ok = await ctl.me().then(
+        () => true,
+        () => false
+      );
+      events.push({ at: s, ms: performance.now() - s, ok });
+      await sleep(20);
+    }
+  })();
+  await sleep(1_000);
+  const t = performance.now();
+  await cl.kill(victim);
+  await sleep(10_000);
+  stop = true;
+  await loop;
+  ctl.close();
+  await cl.start(victim);
+  await sleep(3_000);
+  const after = events.filter((e) => e.at >= t - 50);
+  return {
+    stream: which,
+    victim,
+    requests: after.length,
+    failed: after.filter((e) => !e.ok).length,
+    slowest: Math.max(...after.map((e) => e.ms)),
+  };
+}
+
+async function signedRps(origin, adminFile, ca) {
+  const signer = requestSigner(await loadIdentity(adminFile));
+  const url = new URL('/me', origin);
+  const hs = Array.from({ length: 20_000 }, () =>
+    signRequest(signer, { method: 'GET', url }, { lifetimeSec: 300 })
+  );
+  await load({
+    origin,
+    path: '/me',
+    headersFor: (i) => hs[i + 19_000] ?? {},
+    durationMs: 300,
+    concurrency: 32,
+  });
+  const r = await load({
+    origin,
+    path: '/me',
+    headersFor: (i) => hs[i],
+    durationMs: 3_000,
+    concurrency: 32,
+  });
+  if (r.failed) throw new Error(`${r.failed} failed: ${JSON.stringify(r.statuses)}`);
+  return r;
+}
+
+export async function clusterBench({ kills = 3 } = {}) {
+  const cl = await startCluster();
+  try {
+    const f = await failoverGaps(cl, kills);
+    console.log(
+      `\nfailover of the subscriber's node (persisted room, publish every 20 ms, ${kills} SIGKILLs)`
+    );
+    console.log(
+      `publish->receive gap: median ${median(f.gaps).toFixed(0)} ms, max ${Math.max(...f.gaps).toFixed(0)} ms; sent ${f.sent}, lost ${f.lost}`
+    );
+
+    const lk = [
+      await leaderKill(cl, 'KV_sealbus_nonces'),
+      await leaderKill(cl, 'KV_sealbus_users'),
+    ];
+    console.log(
+      '\nsigned control requests (every 20 ms, all surviving URLs) through a stream leader SIGKILL'
+    );
+    console.log(
+      table(lk, [
+        ['stream', (r) => r.stream],
+        ['leader', (r) => r.victim],
+        ['requests', (r) => r.requests],
+        ['failed', (r) => r.failed],
+        ['slowest ms', (r) => r.slowest.toFixed(0)],
+      ])
+    );
+
+    const single = await startDaemon({ args: ['--log-level', 'warn'] });
+    try {
+      const rows = [];
+      for (let round = 0; round < 2; round++) {
+        rows.push({
+          where: 'single node',
+          ...(await signedRps(single.httpUrl, join(single.dataDir, 'admin.id'))),
+        });
+        rows.push({
+          where: '3-node cluster (R3)',
+          ...(await signedRps(cl.state().nodes[0].http_url, cl.state().admin_identity)),
+        });
+      }
+      const agg = (w) => ({
+        where: w,
+        rps: median(rows.filter((r) => r.where === w).map((r) => r.rps)),
+        p99: median(rows.filter((r) => r.where === w).map((r) => r.p99)),
+      });
+      const out = [agg('single node'), agg('3-node cluster (R3)')];
+      console.log(
+        '\nsigned GET /me, full middleware, concurrency 32, 2 interleaved rounds (medians)'
+      );
+      console.log(
+        table(out, [
+          ['where', (r) => r.where],
+          ['req/s', (r) => r.rps.toFixed(0)],
+          ['p99 ms', (r) => r.p99.toFixed(1)],
+        ])
+      );
+      console.log(`ratio cluster/single: ${(out[1].rps / out[0].rps).toFixed(3)}`);
+    } finally {
+      await single.dispose();
+    }
+  } finally {
+    await cl.down();
+  }
+}
