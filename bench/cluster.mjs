@@ -153,7 +153,7 @@ async function leaderKill(cl, which) {
   };
 }
 
-async function signedRps(origin, adminFile, ca) {
+async function signedRps(origin, adminFile) {
   const signer = requestSigner(await loadIdentity(adminFile));
   const url = new URL('/me', origin);
   const hs = Array.from({ length: 20_000 }, () =>
