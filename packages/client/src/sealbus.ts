@@ -33,6 +33,11 @@ export interface SealbusOptions {
   name?: string;
   /** Control-plane request timeout (default 10 s). */
   timeoutMs?: number;
+  /**
+   * Persisted rooms: how long `publish` keeps retrying a frame that was not
+   * acknowledged (a node died, a stream leader is being elected); default 30 s.
+   */
+  publishTimeoutMs?: number;
   /** Extra nats.js options (reconnect tuning). */
   nats?: Partial<ConnectionOptions>;
 }
@@ -78,7 +83,10 @@ const PERMISSION_MARGIN_MS = 2_000;
  * Pull expiry for persisted rooms: heartbeats come every half of it, and a
  * consumer whose leader died is looked up again after two missed ones.
  */
-const CONSUME_EXPIRES_MS = 4_000;
+const CONSUME_EXPIRES_MS = 2_000;
+
+/** One attempt at a persisted publish: a dead stream leader is noticed this fast. */
+const PUBLISH_ATTEMPT_MS = 2_000;
 
 /**
  * The Sealbus SDK: end-to-end encrypted, signed rooms over NATS, with the
@@ -104,6 +112,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   readonly #fresh = new Set<string>();
   #refreshing: Promise<void> | undefined;
   #standing: Promise<void> | undefined;
+  #publishTimeoutMs = 30_000;
   #closed = false;
 
   /**
@@ -156,6 +165,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       throw err;
     }
     const bus = new Sealbus(control, nc, o.identity);
+    if (o.publishTimeoutMs !== undefined) bus.#publishTimeoutMs = o.publishTimeoutMs;
     bus.#watchConnection();
     bus.#watchEvents();
     return bus;
@@ -384,9 +394,28 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     if (!sealer)
       this.#sealers.set(roomId, (sealer = new FrameSealer(roomId, this.identity.signSeed)));
     const { epoch, key } = state.currentKey();
+    const seq = sealer.nextSeq;
     const frame = sealer.seal(data, { epoch, key, sign: state.detail.policy.sign });
     if (state.detail.policy.persist) {
-      await this.nc.jetstream().publish(state.detail.subject, frame);
+      // The same frame under the same message id until acknowledged: the
+      // stream's duplicate window drops a retry whose first attempt was
+      // stored but whose ack was lost when a node died.
+      const msgID = `${Buffer.from(sealer.session).toString('hex')}.${seq}`;
+      const deadline = Date.now() + this.#publishTimeoutMs;
+      for (let backoff = 100; ; backoff = Math.min(1_000, backoff * 2)) {
+        try {
+          await this.nc
+            .jetstream()
+            .publish(state.detail.subject, frame, { msgID, timeout: PUBLISH_ATTEMPT_MS });
+          return;
+        } catch (err) {
+          const transient = /timeout|no responders|503/i.test(
+            `${(err as { code?: string }).code ?? ''} ${(err as Error).message}`
+          );
+          if (!transient || this.nc.isClosed() || Date.now() + backoff > deadline) throw err;
+          await new Promise((r) => setTimeout(r, backoff));
+        }
+      }
     } else {
       this.nc.publish(state.detail.subject, frame);
     }

@@ -1,5 +1,5 @@
 import type { NatsConnection } from 'nats';
-import type { MembershipStore } from '@sealbus/store';
+import type { BucketReplication, MembershipStore } from '@sealbus/store';
 import type { HealthProbe, Posture } from '../http/app.js';
 import { VERSION } from '../version.js';
 
@@ -22,33 +22,39 @@ const PROBE_TTL_MS = 1_000;
  */
 export function createHealth(s: HealthState): HealthProbe {
   const startedAt = Date.now();
-  let last: { at: number; ok: boolean } | undefined;
-  let inflight: Promise<boolean> | undefined;
+  let last: { at: number; rep: BucketReplication | null } | undefined;
+  let inflight: Promise<BucketReplication | null> | undefined;
 
-  const storeReachable = (): Promise<boolean> => {
-    if (last && Date.now() - last.at < PROBE_TTL_MS) return Promise.resolve(last.ok);
+  /** The users bucket's replication, or null when the store does not answer. */
+  const probe = (): Promise<BucketReplication | null> => {
+    if (last && Date.now() - last.at < PROBE_TTL_MS) return Promise.resolve(last.rep);
     inflight ??= s.store
       .replication('users')
-      .then(
-        () => true,
-        () => false
-      )
-      .then((ok) => {
-        last = { at: Date.now(), ok };
+      .catch(() => null)
+      .then((rep) => {
+        last = { at: Date.now(), rep };
         inflight = undefined;
-        return ok;
+        return rep;
       });
     return inflight;
   };
+  const storeReachable = async () => (await probe()) !== null;
 
   return {
     async posture(): Promise<Posture> {
-      const reachable = !s.stopping() && (await storeReachable());
+      const rep = s.stopping() ? null : await probe();
+      const reachable = rep !== null;
       return {
         status: reachable ? 'ok' : 'unavailable',
         version: VERSION,
         uptime_s: Math.round((Date.now() - startedAt) / 1000),
-        store: { backend: 'jetstream-kv', replicas: s.store.replicas, reachable },
+        store: {
+          backend: 'jetstream-kv',
+          replicas: s.store.replicas,
+          reachable,
+          leader: rep?.leader ?? null,
+          current: rep?.current ?? null,
+        },
         auth: { mode: s.authMode },
         nats: {
           embedded: s.embedded,

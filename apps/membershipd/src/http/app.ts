@@ -21,7 +21,15 @@ export interface Posture {
   status: 'ok' | 'unavailable';
   version: string;
   uptime_s: number;
-  store: { backend: 'jetstream-kv'; replicas: number; reachable: boolean };
+  store: {
+    backend: 'jetstream-kv';
+    replicas: number;
+    reachable: boolean;
+    /** Leader of the users bucket (a server name), when clustered. */
+    leader: string | null;
+    /** Replicas of the users bucket that are current (leader included). */
+    current: number | null;
+  };
   auth: { mode: AuthMode };
   nats: { embedded: boolean; connected: boolean; server_version: string | null };
   tls: { http: boolean; nats: boolean };

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Deploys a 3-node Sealbus cluster over ssh. DRY RUN BY DEFAULT: every command
+# is printed (prefixed with "+"), nothing runs until you add --apply.
+#
+# usage: deploy.sh [--apply] [--env FILE] COMMAND
+#   install    create the service user and directories, ship this checkout as
+#              a release, install dependencies and nats-server (npm ci + npm run
+#              setup on the node), copy TLS material and the cluster secrets,
+#              write /etc/sealbus/membershipd.env and the systemd unit
+#   start      start all nodes WITHOUT waiting between them (a lone node cannot
+#              become healthy: JetStream needs a quorum), then wait for each
+#              /healthz
+#   upgrade    ship this checkout as a new release and move the nodes to it one
+#              at a time: restart, wait healthy with every replica current, next
+#   rollback   point each node back at its previous release, one at a time
+#   status     /healthz of every node
+#
+# FILE defaults to nodes.env next to this script (see nodes.env.example).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+apply=0
+env_file=$here/nodes.env
+cmd=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --apply) apply=1 ;;
+    --env) env_file=${2:?--env needs a file}; shift ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    install|start|upgrade|rollback|status) cmd=$1 ;;
+    *) echo "deploy.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ -n "$cmd" ] || { echo "deploy.sh: no command (install|start|upgrade|rollback|status)" >&2; exit 2; }
+[ -f "$env_file" ] || { echo "deploy.sh: no inventory at $env_file (copy nodes.env.example)" >&2; exit 2; }
+# shellcheck source=/dev/null
+source "$env_file"
+: "${CLUSTER_NAME:?} ${INSTALL_DIR:?} ${CONFIG_DIR:?} ${DATA_DIR:?} ${SERVICE_USER:?}"
+: "${CLIENT_PORT:?} ${ROUTE_PORT:?} ${HTTP_PORT:?} ${TLS_DIR:?} ${SECRETS_DIR:?}"
+[ "${#NODES[@]}" -ge 3 ] || { echo "deploy.sh: NODES needs three entries" >&2; exit 2; }
+case $TLS_DIR in /*) ;; *) TLS_DIR=$here/$TLS_DIR ;; esac
+case $SECRETS_DIR in /*) ;; *) SECRETS_DIR=$here/$SECRETS_DIR ;; esac
+
+if [ "$apply" = 1 ] && grep -q '<[a-z0-9-]*>' <(printf '%s\n' "${NODES[@]}"); then
+  echo "deploy.sh: $env_file still has <placeholders>; fill them in before --apply" >&2
+  exit 2
+fi
+
+# Every command goes through here: printed always, run only with --apply.
+run() {
+  printf '+ %s\n' "$*"
+  if [ "$apply" = 1 ]; then "$@"; fi
+}
+# A command on a node, through ssh (quoted once, for the remote shell).
+on() {
+  local target=$1
+  shift
+  run ssh -o BatchMode=yes "$target" "$*"
+}
+
+release=$(git -C "$repo" describe --always --dirty 2>/dev/null || date -u +%Y%m%d%H%M%S)
+names=() targets=() addrs=()
+for line in "${NODES[@]}"; do
+  read -r n t a <<<"$line"
+  names+=("$n") targets+=("$t") addrs+=("$a")
+done
+
+node_args() { # index -> the membershipd serve flags of that node
+  local i=$1 routes="" j
+  for j in "${!names[@]}"; do
+    [ "$j" = "$i" ] && continue
+    routes+="nats-route://${addrs[$j]}:$ROUTE_PORT,"
+  done
+  local n=${names[$i]} a=${addrs[$i]} tls=$CONFIG_DIR/tls sec=$CONFIG_DIR/secrets
+  printf '%s' "--data $DATA_DIR --server-name $n --replicas 3 --bootstrap-budget 10m"
+  printf ' %s' "--http $a:$HTTP_PORT --nats-host $a --nats-port $CLIENT_PORT"
+  printf ' %s' "--cluster-name $CLUSTER_NAME --cluster-host $a --cluster-port $ROUTE_PORT"
+  printf ' %s' "--routes ${routes%,} --cluster-advertise $a:$ROUTE_PORT --client-advertise $a:$CLIENT_PORT"
+  printf ' %s' "--tls-cert $tls/$n.crt --tls-key $tls/$n.key --tls-ca $tls/client-ca.crt"
+  printf ' %s' "--route-tls-cert $tls/$n-route.crt --route-tls-key $tls/$n-route.key --route-tls-ca $tls/route-ca.crt"
+  printf ' %s' "--admin-id-file $sec/admin.id --callout-key-file $sec/callout.key"
+}
+
+ship_release() { # index
+  local t=${targets[$1]} dir=$INSTALL_DIR/releases/$release
+  on "$t" "sudo install -d -m 0755 $dir"
+  run rsync -a --delete --exclude .git --exclude node_modules --exclude .tools \
+    --exclude '**/dist' --exclude deploy/cluster/nodes.env --exclude deploy/cluster/tls \
+    --exclude deploy/cluster/secrets --rsync-path="sudo rsync" "$repo/" "$t:$dir/"
+  on "$t" "sudo chown -R $SERVICE_USER: $dir && sudo -u $SERVICE_USER sh -c 'cd $dir && npm ci --no-audit --no-fund && npm run setup'"
+}
+
+wait_healthy() { # index
+  local a=${addrs[$1]} url="https://${addrs[$1]}:$HTTP_PORT/healthz"
+  printf '+ wait for %s (200 with every replica current)\n' "$url"
+  [ "$apply" = 1 ] || return 0
+  local deadline=$((SECONDS + 600)) body
+  while [ $SECONDS -lt $deadline ]; do
+    if body=$(curl -fsS --max-time 5 --cacert "$TLS_DIR/client-ca.crt" "$url" 2>/dev/null) &&
+      node -e 'const h = JSON.parse(require("fs").readFileSync(0, "utf8"));
+        process.exit(h.status === "ok" && h.store.current === h.store.replicas ? 0 : 1)' <<<"$body"; then
+      echo "  $a healthy"
+      return 0
+    fi
+    sleep 2
+  done
+  echo "deploy.sh: ${names[$1]} ($a) not healthy after 10 minutes; see 'journalctl -u sealbus-membershipd'" >&2
+  exit 1
+}
+
+case $cmd in
+  install)
+    for f in client-ca.crt route-ca.crt; do
+      [ "$apply" = 0 ] || [ -f "$TLS_DIR/$f" ] || { echo "deploy.sh: missing $TLS_DIR/$f (run certs.sh)" >&2; exit 2; }
+    done
+    for f in admin.id callout.key; do
+      [ "$apply" = 0 ] || [ -f "$SECRETS_DIR/$f" ] || {
+        echo "deploy.sh: missing $SECRETS_DIR/$f (see README: first admin bootstrap)" >&2; exit 2; }
+    done
+    for i in "${!names[@]}"; do
+      n=${names[$i]} t=${targets[$i]}
+      echo "# node $n ($t)"
+      on "$t" "id -u $SERVICE_USER >/dev/null 2>&1 || sudo useradd --system --home $DATA_DIR --shell /usr/sbin/nologin $SERVICE_USER"
+      on "$t" "sudo install -d -m 0700 -o $SERVICE_USER -g $SERVICE_USER $DATA_DIR $CONFIG_DIR/tls $CONFIG_DIR/secrets"
+      on "$t" "sudo install -d -m 0755 $INSTALL_DIR/releases"
+      ship_release "$i"
+      on "$t" "sudo ln -sfn $INSTALL_DIR/releases/$release $INSTALL_DIR/current"
+      for f in client-ca.crt route-ca.crt "$n.crt" "$n.key" "$n-route.crt" "$n-route.key"; do
+        run scp -q "$TLS_DIR/$f" "$t:/tmp/sealbus-$f"
+        on "$t" "sudo install -m 0600 -o $SERVICE_USER -g $SERVICE_USER /tmp/sealbus-$f $CONFIG_DIR/tls/$f && rm -f /tmp/sealbus-$f"
+      done
+      for f in admin.id callout.key; do
+        run scp -q "$SECRETS_DIR/$f" "$t:/tmp/sealbus-$f"
+        on "$t" "sudo install -m 0600 -o $SERVICE_USER -g $SERVICE_USER /tmp/sealbus-$f $CONFIG_DIR/secrets/$f && rm -f /tmp/sealbus-$f"
+      done
+      on "$t" "printf 'SEALBUS_ARGS=%s\n' '$(node_args "$i")' | sudo install -m 0640 -o root -g $SERVICE_USER /dev/stdin $CONFIG_DIR/membershipd.env"
+      run scp -q "$here/sealbus-membershipd.service" "$t:/tmp/sealbus-membershipd.service"
+      on "$t" "sudo install -m 0644 /tmp/sealbus-membershipd.service /etc/systemd/system/sealbus-membershipd.service && rm -f /tmp/sealbus-membershipd.service && sudo systemctl daemon-reload && sudo systemctl enable sealbus-membershipd"
+    done
+    ;;
+  start)
+    for i in "${!names[@]}"; do on "${targets[$i]}" "sudo systemctl start --no-block sealbus-membershipd"; done
+    for i in "${!names[@]}"; do wait_healthy "$i"; done
+    ;;
+  upgrade)
+    for i in "${!names[@]}"; do
+      t=${targets[$i]}
+      echo "# node ${names[$i]}: release $release"
+      ship_release "$i"
+      on "$t" "sudo ln -sfn \$(readlink $INSTALL_DIR/current) $INSTALL_DIR/previous && sudo ln -sfn $INSTALL_DIR/releases/$release $INSTALL_DIR/current"
+      on "$t" "sudo systemctl restart sealbus-membershipd"
+      wait_healthy "$i"
+    done
+    ;;
+  rollback)
+    for i in "${!names[@]}"; do
+      t=${targets[$i]}
+      echo "# node ${names[$i]}: back to the previous release"
+      on "$t" "test -L $INSTALL_DIR/previous && sudo ln -sfn \$(readlink $INSTALL_DIR/previous) $INSTALL_DIR/current"
+      on "$t" "sudo systemctl restart sealbus-membershipd"
+      wait_healthy "$i"
+    done
+    ;;
+  status)
+    for i in "${!names[@]}"; do
+      run curl -sS --max-time 5 --cacert "$TLS_DIR/client-ca.crt" "https://${addrs[$i]}:$HTTP_PORT/healthz"
+      if [ "$apply" = 1 ]; then echo; fi
+    done
+    ;;
+esac
+[ "$apply" = 1 ] || echo "# dry run: nothing was executed (add --apply to run the commands above)"
