@@ -22,6 +22,43 @@ import { load, median, table } from './lib.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Waits until every stream has all its replicas current (what an operator
+ * waits for before the next maintenance step), so one kill's catch-up does
+ * not bleed into the next measurement.
+ */
+async function allCurrent(cl, timeoutMs = 60_000) {
+  const st = cl.state();
+  const node = st.nodes[0];
+  const internal = await loadIdentity(join(node.data_dir, 'internal.id'));
+  const nc = await connect({
+    servers: node.nats_url,
+    authenticator: nkeyAuthenticator(
+      new TextEncoder().encode(userNkeyFromSeed(internal.signSeed).seed)
+    ),
+  });
+  try {
+    const jsm = await nc.jetstreamManager();
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      let lagging = 0;
+      try {
+        for await (const si of jsm.streams.list()) {
+          const reps = si.cluster?.replicas ?? [];
+          if (!si.cluster?.leader || reps.some((r) => !r.current || r.offline)) lagging++;
+        }
+      } catch {
+        lagging++;
+      }
+      if (lagging === 0) return;
+      await sleep(250);
+    }
+    throw new Error('streams not all current after a restart');
+  } finally {
+    await nc.close();
+  }
+}
+
 async function failoverGaps(cl, kills) {
   const st = cl.state();
   const admin = new ControlClient({
@@ -89,7 +126,7 @@ async function failoverGaps(cl, kills) {
     await cl.kill(victim);
     await sleep(6_000);
     await cl.start(victim);
-    await sleep(3_000);
+    await allCurrent(cl);
   }
   stop = true;
   await publisher;
@@ -142,7 +179,7 @@ async function leaderKill(cl, which) {
   await loop;
   ctl.close();
   await cl.start(victim);
-  await sleep(3_000);
+  await allCurrent(cl);
   const after = events.filter((e) => e.at >= t - 50);
   return {
     stream: which,

@@ -458,7 +458,8 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     let stop: () => Promise<void>;
     if (state.detail.policy.persist) {
       if (opts.from) await this.control.cursor(roomId, { from: opts.from });
-      const js = this.nc.jetstream();
+      // Short API timeouts: a consumer lookup stuck on a dead leader is retried promptly.
+      const js = this.nc.jetstream({ timeout: PUBLISH_ATTEMPT_MS });
       const stream = roomStreamName(roomId);
       const durable = memberDurableName(this.identity.signPubHex);
       // The first consumer lookup happens here, so a wrong room fails the call.
