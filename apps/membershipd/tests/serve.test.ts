@@ -52,7 +52,10 @@ describe('membershipd serve, embedded single node', { timeout: 120_000 }, () => 
     const p = (await res.json()) as Record<string, any>;
     assert.equal(p.status, 'ok');
     assert.match(p.version, /^\d+\.\d+\.\d+/);
-    assert.deepEqual(p.store, { backend: 'jetstream-kv', replicas: 1, reachable: true });
+    assert.deepEqual(
+      { ...p.store, leader: typeof p.store.leader },
+      { backend: 'jetstream-kv', replicas: 1, reachable: true, leader: 'string', current: 1 }
+    );
     assert.equal(p.auth.mode, 'enforce');
     assert.equal(p.nats.embedded, true);
     assert.equal(p.nats.connected, true);
