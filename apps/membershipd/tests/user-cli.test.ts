@@ -48,6 +48,7 @@ describe('membershipd user, against a running daemon', { timeout: 180_000 }, () 
         status: 'active',
         created_at: 'string',
         revoked_at: null,
+        expires_at: null,
       }
     );
   });
@@ -56,13 +57,14 @@ describe('membershipd user, against a running daemon', { timeout: 180_000 }, () 
     const table = await user('list');
     assert.equal(table.code, 0);
     const lines = table.stdout.trim().split('\n');
-    assert.match(lines[0]!, /^SIGN_PUB\s+HANDLE\s+ROLE\s+STATUS\s+CREATED\s+REVOKED$/);
+    assert.match(lines[0]!, /^SIGN_PUB\s+HANDLE\s+ROLE\s+STATUS\s+CREATED\s+REVOKED\s+EXPIRES$/);
     assert.ok(
       lines.some((l) => l.startsWith(KEY_A) && /\balice\b.*\bmember\b.*\bactive\b/.test(l))
     );
     for (const u of await listJson()) {
       assert.deepEqual(Object.keys(u).sort(), [
         'created_at',
+        'expires_at',
         'handle',
         'kex_pub',
         'revoked_at',

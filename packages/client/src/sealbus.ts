@@ -311,7 +311,12 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   }
 
   /** Invites a user, sealing the room's current key to their X25519 key. */
-  async invite(roomId: string, signPub: string, role: 'writer' | 'reader' = 'writer') {
+  async invite(
+    roomId: string,
+    signPub: string,
+    role: 'writer' | 'reader' = 'writer',
+    opts: { expiresAt?: string } = {}
+  ) {
     const state = await this.#room(roomId);
     await state.refresh(true);
     const { epoch, key } = state.currentKey();
@@ -327,6 +332,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       role,
       epoch,
       ...(sealed ? { sealed_key: sealed } : {}),
+      ...(opts.expiresAt ? { expires_at: opts.expiresAt } : {}),
     });
     await state.refresh(true);
     return r;

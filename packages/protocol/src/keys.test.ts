@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ValidationError } from './errors.js';
 import { parseKeyHex, parseSignPubHex } from './keys.js';
-import { newUserSchema, parseOrThrow, userRecordSchema } from './users.js';
+import { grantActive, newUserSchema, parseOrThrow, userActive, userRecordSchema } from './users.js';
 
 const KEY = 'ab'.repeat(32);
 
@@ -55,6 +55,17 @@ test('new user schema validates role and handle and normalises keys', () => {
   }
 });
 
+test('grants: active until expires_at, and revoked never active', () => {
+  const now = Date.parse('2026-11-24T00:00:00Z');
+  assert.equal(grantActive(null, now), true);
+  assert.equal(grantActive('2026-11-24T00:00:01Z', now), true);
+  assert.equal(grantActive('2026-11-24T00:00:00Z', now), false);
+  const u = { status: 'active' as const, expires_at: '2026-11-25T00:00:00Z' };
+  assert.equal(userActive(u, now), true);
+  assert.equal(userActive({ ...u, status: 'revoked' }, now), false);
+  assert.equal(userActive(u, Date.parse('2026-11-26T00:00:00Z')), false);
+});
+
 test('user record schema round-trips a stored row', () => {
   const row = {
     sign_pub: KEY,
@@ -65,9 +76,13 @@ test('user record schema round-trips a stored row', () => {
     created_at: '2026-11-23T10:00:00.000Z',
     revoked_at: '2026-11-23T11:00:00.000Z',
   };
-  assert.deepEqual(parseOrThrow(userRecordSchema, row), row);
+  // Rows written before grants could expire read as "never expires".
+  assert.deepEqual(parseOrThrow(userRecordSchema, row), { ...row, expires_at: null });
+  const expiring = { ...row, expires_at: '2027-01-01T00:00:00.000Z' };
+  assert.deepEqual(parseOrThrow(userRecordSchema, expiring), expiring);
   assert.throws(
     () => parseOrThrow(userRecordSchema, { ...row, status: 'deleted' }),
     ValidationError
   );
+  assert.throws(() => parseOrThrow(userRecordSchema, { ...row, role: 'owner' }), ValidationError);
 });

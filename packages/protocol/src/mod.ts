@@ -2,6 +2,8 @@ export { ValidationError } from './errors.js';
 export { parseKeyHex, parseSignPubHex } from './keys.js';
 export {
   ROLES,
+  grantActive,
+  userActive,
   USER_STATUSES,
   handleSchema,
   keyHexSchema,

@@ -87,6 +87,8 @@ export const memberRecordSchema = z.object({
   persist: z.boolean(),
   added_at: z.string(),
   added_by: keyHexSchema('added_by'),
+  /** The membership ends then (RFC 3339); null: it does not expire. */
+  expires_at: z.iso.datetime({ offset: true }).nullable().default(null),
 });
 export type MemberRecord = z.infer<typeof memberRecordSchema>;
 
@@ -116,6 +118,12 @@ export const addMemberSchema = z.strictObject({
   sealed_key: sealedKeySchema.optional(),
   /** The epoch `sealed_key` belongs to; a stale one is a 409 instead of a key the invitee cannot use. */
   epoch: z.number().int().min(0).optional(),
+  /** The membership ends then (RFC 3339, in the future). */
+  expires_at: z.iso
+    .datetime({ offset: true })
+    .nullable()
+    .optional()
+    .refine((v) => v == null || Date.parse(v) > Date.now(), 'must be in the future'),
 });
 export type AddMemberRequest = z.input<typeof addMemberSchema>;
 

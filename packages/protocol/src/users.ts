@@ -13,7 +13,11 @@ export const keyHexSchema = (field: string) =>
     }
   });
 
-export const ROLES = Object.freeze(['admin', 'member'] as const);
+/**
+ * `guest`: may only ever be a room reader, cannot create rooms and never
+ * passes an admin check.
+ */
+export const ROLES = Object.freeze(['admin', 'member', 'guest'] as const);
 export const roleSchema = z.enum(ROLES);
 export type Role = z.infer<typeof roleSchema>;
 
@@ -33,6 +37,14 @@ export const handleSchema = z
 
 const timestampSchema = z.iso.datetime({ offset: true });
 
+/** When a grant ends (RFC 3339); null or absent: it does not expire. */
+export const expiresAtSchema = timestampSchema.nullable().default(null);
+
+/** True while a grant with this `expires_at` is still in force at `now` (ms). */
+export function grantActive(expiresAt: string | null | undefined, now = Date.now()): boolean {
+  return expiresAt == null || Date.parse(expiresAt) > now;
+}
+
 /** A user row as stored and as served: the allowlist entry of one identity. */
 export const userRecordSchema = z.object({
   sign_pub: keyHexSchema('sign_pub'),
@@ -42,6 +54,7 @@ export const userRecordSchema = z.object({
   status: userStatusSchema,
   created_at: timestampSchema,
   revoked_at: timestampSchema.nullable(),
+  expires_at: expiresAtSchema,
 });
 export type UserRecord = z.infer<typeof userRecordSchema>;
 
@@ -51,8 +64,21 @@ export const newUserSchema = z.object({
   kex_pub: keyHexSchema('kex_pub').nullable().optional(),
   handle: handleSchema,
   role: roleSchema,
+  /** The grant ends then: requests, connections and issued JWTs stop at this time. */
+  expires_at: timestampSchema
+    .nullable()
+    .optional()
+    .refine((v) => v == null || Date.parse(v) > Date.now(), 'must be in the future'),
 });
 export type NewUser = z.input<typeof newUserSchema>;
+
+/** Active: not revoked and not past its `expires_at`. */
+export function userActive(
+  u: Pick<UserRecord, 'status' | 'expires_at'>,
+  now = Date.now()
+): boolean {
+  return u.status === 'active' && grantActive(u.expires_at, now);
+}
 
 /**
  * Parses with a schema and turns the first zod issue into a ValidationError

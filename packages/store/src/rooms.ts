@@ -23,6 +23,7 @@ import {
   type RoomRecord,
 } from '@sealbus/protocol';
 import { StoreError, isWrongLastSequence, toStoreError } from './errors.js';
+import { grantActive } from '@sealbus/protocol';
 import {
   casUpdate,
   createOnly,
@@ -214,6 +215,7 @@ export class Rooms {
         room: room.id,
         sign_pub: room.owner,
         role: 'owner',
+        expires_at: null,
         subject: room.subject,
         persist: room.policy.persist,
         added_at: now,
@@ -332,7 +334,7 @@ export class Rooms {
     await Promise.all(
       idx.map(async ({ room: id }) => {
         const [room, m] = await Promise.all([this.get(id), this.membership(id, signPub)]);
-        if (room && m) out.push({ room, role: m.role });
+        if (room && m && grantActive(m.expires_at)) out.push({ room, role: m.role });
       })
     );
     return out.sort(
@@ -352,6 +354,8 @@ export class Rooms {
       role: 'writer' | 'reader';
       sealedKey?: string;
       addedBy: string;
+      /** The membership ends then (RFC 3339). */
+      expiresAt?: string | null;
       now?: Date;
     }
   ): Promise<{ member: MemberRecord; epoch: number }> {
@@ -375,6 +379,7 @@ export class Rooms {
       persist: room.policy.persist,
       added_at: now,
       added_by: input.addedBy,
+      expires_at: input.expiresAt ?? null,
     };
     const written: Array<[KV, string]> = [];
     if (input.sealedKey !== undefined) {

@@ -40,6 +40,7 @@ export async function addUser(kv: KV, input: NewUser, now = new Date()): Promise
     status: 'active',
     created_at: now.toISOString(),
     revoked_at: null,
+    expires_at: parsed.expires_at ?? null,
   };
   const rev = await createOnly(kv, record.sign_pub, encodeJson(record), 'add user');
   if (rev === null) {

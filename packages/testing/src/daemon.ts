@@ -118,6 +118,9 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Tes
       `127.0.0.1:${httpPort}`,
       '--nats-port',
       String(natsPort),
+      // Most suites send floods of deliberately bad requests from one
+      // address; damping is tested on its own (it is on by default).
+      ...((options.args ?? []).includes('--auth-fail-limit') ? [] : ['--auth-fail-limit', '0']),
       ...(options.args ?? []),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } }

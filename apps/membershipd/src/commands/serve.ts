@@ -23,6 +23,8 @@ interface ServeOptions {
   logLevel: string;
   auth: AuthMode;
   benchRoutes: boolean;
+  authFailLimit: number;
+  authFailWindow: number;
   calloutKeyFile?: string;
   userJwtTtl: number;
   adminIdFile?: string;
@@ -133,6 +135,20 @@ export function registerServe(program: Command): void {
         .choices(['enforce', 'soft', 'off'])
         .default('enforce')
     )
+    .option(
+      '--auth-fail-limit <n>',
+      'failed authentications from one address per window before it gets 429 (0 disables)',
+      argParser((v) => {
+        if (!/^\d+$/.test(v)) throw new Error(`invalid count "${v}"`);
+        return Number(v);
+      }),
+      20
+    )
+    .addOption(
+      new Option('--auth-fail-window <duration>', 'the damping window')
+        .argParser(argParser(parseDuration))
+        .default(60_000, '1m')
+    )
     .addOption(
       new Option('--bench-routes', 'mount the benchmark-only /_bench routes')
         .default(false)
@@ -203,6 +219,7 @@ async function serve(opts: ServeOptions): Promise<number> {
       bootstrapBudgetMs: opts.bootstrapBudget,
       authMode: opts.auth,
       benchRoutes: opts.benchRoutes,
+      damping: { limit: opts.authFailLimit, windowMs: opts.authFailWindow },
       userJwtTtlSec: Math.max(5, Math.round(opts.userJwtTtl / 1000)),
       ...(opts.calloutKeyFile ? { calloutKeyFile: opts.calloutKeyFile } : {}),
       ...(opts.natsServerBin ? { natsServerBin: opts.natsServerBin } : {}),

@@ -13,6 +13,7 @@ import { CalloutService } from '../dataplane/callout.js';
 import { loadOrCreateCalloutKeys, nodeUsers } from '../dataplane/keys.js';
 import { Reactor, announce } from '../dataplane/reactor.js';
 import { createApp } from '../http/app.js';
+import type { DampingOptions } from '../http/damping.js';
 import type { AuthMode } from '../http/context.js';
 import type { Logger } from '../log.js';
 import { formatHostPort, type HostPort } from '../util/parse.js';
@@ -53,6 +54,8 @@ export interface DaemonOptions {
   /** Admin #0's identity (default DATA/admin.id); a cluster shares one. */
   adminIdFile?: string;
   benchRoutes?: boolean;
+  /** Auth-failure damping (see AuthDamper). */
+  damping?: DampingOptions;
   logger: Logger;
 }
 
@@ -242,6 +245,7 @@ export class Daemon {
         store,
         authMode: o.authMode,
         benchRoutes: o.benchRoutes ?? false,
+        ...(o.damping ? { damping: o.damping } : {}),
         announce: (change) => announce(nc, change),
       });
       const server = await listen(app.fetch, o.http, o.tls);

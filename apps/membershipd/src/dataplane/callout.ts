@@ -1,3 +1,4 @@
+import { grantActive } from '@sealbus/protocol';
 import type { Msg, NatsConnection, Subscription } from 'nats';
 import { fromPublic } from 'nkeys.js';
 import { encodeAuthorizationResponse, encodeUser, type AuthorizationRequest } from 'nats-jwt';
@@ -194,15 +195,30 @@ export class CalloutService {
     const user = await this.#o.store.getUser(signPub, { deadline });
     if (!user) return { allow: false, reason: 'unknown key', nkey };
     if (user.status !== 'active') return { allow: false, reason: 'key revoked', nkey };
+    const now = Date.now();
+    if (!grantActive(user.expires_at, now))
+      return { allow: false, reason: `grant expired at ${user.expires_at}`, nkey };
     const memberships = await this.#o.store.membershipsOf(signPub, { deadline });
-    const perms = permissionsFor(signPub, memberships);
+    // Expired memberships grant nothing; a guest is a reader wherever it is.
+    const live = memberships
+      .filter((m) => grantActive(m.expires_at, now))
+      .map((m) =>
+        user.role === 'guest' && m.role !== 'reader' ? { ...m, role: 'reader' as const } : m
+      );
+    const perms = permissionsFor(signPub, live);
+    // The JWT never outlives a grant: NATS disconnects at `exp` by itself,
+    // and the reconnect is decided here again.
+    let exp = Math.floor(now / 1000) + this.#o.jwtTtlSec;
+    for (const at of [user.expires_at, ...live.map((m) => m.expires_at)]) {
+      if (at) exp = Math.min(exp, Math.floor(Date.parse(at) / 1000));
+    }
     const jwt = await encodeUser(
       nkey,
       req.user_nkey,
       this.#o.keys.issuer,
       { pub: perms.pub, sub: perms.sub },
-      { aud: APP_ACCOUNT, exp: Math.floor(Date.now() / 1000) + this.#o.jwtTtlSec }
+      { aud: APP_ACCOUNT, exp }
     );
-    return { allow: true, jwt, nkey, rooms: memberships.length };
+    return { allow: true, jwt, nkey, rooms: live.length };
   }
 }

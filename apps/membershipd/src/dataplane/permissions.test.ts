@@ -17,6 +17,7 @@ const m = (
   persist,
   added_at: '2026-11-23T00:00:00.000Z',
   added_by: ME,
+  expires_at: null,
 });
 
 test('member of no room: inbox and events only, and never an empty allow list', () => {

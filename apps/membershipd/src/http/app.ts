@@ -7,6 +7,7 @@ import type { Change } from '../dataplane/reactor.js';
 import type { Logger } from '../log.js';
 import type { Services } from './guard.js';
 import { verifyRequestSignature } from '@sealbus/crypto';
+import { AuthDamper, type DampingOptions } from './damping.js';
 import { signableRequest, signatureAuth } from './auth.js';
 import type { AppEnv, AuthMode } from './context.js';
 import { errorBody, HttpError, toHttpError } from './errors.js';
@@ -54,6 +55,8 @@ export interface AppOptions {
    * full signed path against. Never on in production.
    */
   benchRoutes?: boolean;
+  /** Auth-failure damping by source address (default 20 failures a minute; limit 0 disables). */
+  damping?: DampingOptions;
   /** Tells the data plane about a change (kicks, user events). */
   announce: (change: Change) => Promise<void>;
 }
@@ -152,7 +155,8 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
         413
       ),
   });
-  const auth = signatureAuth({ store: o.store, mode: o.authMode, logger: o.logger });
+  const damper = new AuthDamper(o.damping ?? { limit: 20, windowMs: 60_000 });
+  const auth = signatureAuth({ store: o.store, mode: o.authMode, logger: o.logger, damper });
   for (const r of SIGNED_ROUTES) {
     app.on(r.method.toUpperCase(), r.path.replace(/\{(\w+)\}/g, ':$1'), limit, auth, (c) =>
       r.handler(c, services)

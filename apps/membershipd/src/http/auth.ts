@@ -1,3 +1,4 @@
+import { grantActive, userActive } from '@sealbus/protocol';
 import type { MiddlewareHandler } from 'hono';
 import {
   claimedKeyId,
@@ -9,6 +10,7 @@ import {
 import type { MembershipStore } from '@sealbus/store';
 import type { Logger } from '../log.js';
 import type { AppContext, AppEnv, AuthMode } from './context.js';
+import type { AuthDamper } from './damping.js';
 import { HttpError } from './errors.js';
 
 /** The request as it arrived on the wire (raw target, Host header). */
@@ -33,6 +35,8 @@ export interface SignatureAuthOptions {
   mode: AuthMode;
   logger: Logger;
   policy?: Omit<VerifyPolicy, 'now'>;
+  /** Auth-failure damping by source address (enforce mode only). */
+  damper?: AuthDamper;
 }
 
 /**
@@ -52,10 +56,28 @@ export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<
   const claimed = async (c: AppContext) => {
     const keyid = claimedKeyId(c.req.header('signature-input'));
     const user = keyid ? await store.getUser(keyid) : null;
-    return user && user.status === 'active' ? user : null;
+    return user && userActive(user) ? user : null;
   };
+  const damper = mode === 'enforce' && options.damper?.enabled ? options.damper : undefined;
 
   return async function signatureAuthMiddleware(c, next) {
+    const remote = c.env?.incoming?.socket?.remoteAddress ?? 'unknown';
+    if (damper) {
+      const waitMs = damper.retryAfterMs(remote);
+      if (waitMs > 0) {
+        const retryAfter = Math.ceil(waitMs / 1000);
+        logger.warn(
+          { request_id: c.get('requestId'), remote, retry_after_s: retryAfter },
+          'auth damping: request refused'
+        );
+        c.header('Retry-After', String(retryAfter));
+        throw new HttpError(
+          429,
+          'TOO_MANY_AUTH_FAILURES',
+          `too many failed authentications from this address; retry in ${retryAfter} s`
+        );
+      }
+    }
     const body = new Uint8Array(await c.req.arrayBuffer());
     c.set('rawBody', body);
     if (mode === 'off') {
@@ -68,6 +90,11 @@ export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<
       if (!user) throw new SignatureError('UNKNOWN_KEY', 'the signing key is not registered');
       if (user.status !== 'active')
         throw new SignatureError('REVOKED_KEY', 'the signing key has been revoked');
+      if (!grantActive(user.expires_at))
+        throw new SignatureError(
+          'EXPIRED_KEY',
+          `the signing key's grant expired at ${user.expires_at}`
+        );
       if (!(await store.consumeNonce(sig.keyid, sig.nonce))) {
         throw new SignatureError('REPLAYED', 'this request (nonce) was already used');
       }
@@ -81,11 +108,17 @@ export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<
           claimed_keyid: claimedKeyId(c.req.header('signature-input')),
           method: c.req.method,
           path: c.req.path,
-          remote: c.env?.incoming?.socket?.remoteAddress,
+          remote,
           enforced: mode === 'enforce',
         },
         'request signature refused'
       );
+      if (damper?.fail(remote)) {
+        logger.warn(
+          { remote, limit: damper.limit, window_ms: damper.windowMs },
+          'auth damping: address damped after repeated failures'
+        );
+      }
       if (mode === 'enforce') throw new HttpError(401, err.code, err.message);
       c.set('actor', await claimed(c));
     }

@@ -1,6 +1,8 @@
 import type { z } from 'zod';
 import {
+  grantActive,
   parseOrThrow,
+  userActive,
   type MemberRecord,
   type RoomRecord,
   type UserRecord,
@@ -99,7 +101,7 @@ export async function requireAdmin(
   target: string | null
 ): Promise<UserRecord> {
   const actor = requireActor(c);
-  if (actor.role === 'admin' && actor.status === 'active') return actor;
+  if (actor.role === 'admin' && userActive(actor)) return actor;
   await audit(s, c, action, target, 'denied', { reason: 'not an admin' });
   throw new HttpError(403, 'FORBIDDEN', 'this route is for admins');
 }
@@ -122,6 +124,11 @@ export async function requireMembership(
   if (!me) {
     if (gate.owner) await audit(s, c, gate.action, roomId, 'denied', { reason: 'not a member' });
     throw new HttpError(403, 'NOT_A_MEMBER', 'you are not a member of this room');
+  }
+  if (!grantActive(me.expires_at)) {
+    if (gate.owner)
+      await audit(s, c, gate.action, roomId, 'denied', { reason: 'membership expired' });
+    throw new HttpError(403, 'MEMBERSHIP_EXPIRED', `your membership ended at ${me.expires_at}`);
   }
   if (gate.owner && me.role !== 'owner') {
     await audit(s, c, gate.action, roomId, 'denied', { reason: 'not the owner' });

@@ -17,6 +17,7 @@ export type SignatureErrorCode =
   | 'NONCE_INVALID'
   | 'UNKNOWN_KEY'
   | 'REVOKED_KEY'
+  | 'EXPIRED_KEY'
   | 'BAD_SIGNATURE'
   | 'DIGEST_MISSING'
   | 'DIGEST_MISMATCH'

@@ -1,5 +1,5 @@
 import { Option, type Command } from 'commander';
-import type { UserRecord } from '@sealbus/protocol';
+import { grantActive, type UserRecord } from '@sealbus/protocol';
 import { action } from '../../cli.js';
 import { addNodeOptions, withNodeStore, type NodeOptions } from './node.js';
 
@@ -14,6 +14,10 @@ const COLUMNS: Array<[string, (u: UserRecord) => string]> = [
   ['STATUS', (u) => u.status],
   ['CREATED', (u) => u.created_at],
   ['REVOKED', (u) => u.revoked_at ?? '-'],
+  [
+    'EXPIRES',
+    (u) => (u.expires_at ? `${u.expires_at}${grantActive(u.expires_at) ? '' : ' (expired)'}` : '-'),
+  ],
 ];
 
 /** Plain aligned columns: greppable, and wide keys are never truncated. */

@@ -15,6 +15,7 @@ import {
   rekeySchema,
   roomDetailResponseSchema,
   roomIdSchema,
+  userActive,
   ValidationError,
 } from '@sealbus/protocol';
 import { z } from 'zod';
@@ -49,6 +50,10 @@ export const roomRoutes: RouteDef[] = [
     response: myRoomSchema,
     async handler(c, s) {
       const actor = requireActor(c);
+      if (actor.role === 'guest') {
+        await audit(s, c, 'room.create', null, 'denied', { reason: 'guest' });
+        throw new HttpError(403, 'GUEST_FORBIDDEN', 'guests cannot create rooms');
+      }
       const input = readJson(c, createRoomSchema);
       const room = await s.store.rooms.create({
         subject: input.subject,
@@ -151,9 +156,14 @@ export const roomRoutes: RouteDef[] = [
         throw new HttpError(404, 'USER_NOT_FOUND', `no user with sign_pub ${input.sign_pub}`);
       if (user.status !== 'active')
         throw new HttpError(409, 'USER_REVOKED', `user ${input.sign_pub} is revoked`);
+      if (!userActive(user))
+        throw new HttpError(409, 'USER_EXPIRED', `user ${input.sign_pub}'s grant has expired`);
+      if (user.role === 'guest' && input.role !== 'reader')
+        throw new HttpError(400, 'GUEST_READER_ONLY', 'a guest can only be a reader');
       const { member, epoch } = await s.store.rooms.addMember(room, {
         signPub: user.sign_pub,
         role: input.role,
+        expiresAt: input.expires_at ?? null,
         addedBy: requireActor(c).sign_pub,
         ...(input.sealed_key !== undefined ? { sealedKey: input.sealed_key } : {}),
       });
