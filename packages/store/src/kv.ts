@@ -1,5 +1,6 @@
 import type { JetStreamManager, KV, KvEntry } from 'nats';
 import { StoreError, isWrongLastSequence, toStoreError } from './errors.js';
+import type { KvObserver, KvOperation } from './types.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -22,6 +23,82 @@ export function decodeJson<T>(entry: KvEntry, parse: (raw: unknown) => T): T {
     throw new StoreError('CORRUPT', `${entry.bucket}/${entry.key}: ${(err as Error).message}`, {
       cause: err,
     });
+  }
+}
+
+const OBSERVED: ReadonlySet<string> = new Set<KvOperation>([
+  'get',
+  'put',
+  'create',
+  'update',
+  'delete',
+  'purge',
+]);
+
+function tell(observe: KvObserver, bucket: string, op: KvOperation, t0: number, ok: boolean) {
+  try {
+    observe({ bucket, op, seconds: (performance.now() - t0) / 1000, ok });
+  } catch {
+    // An observer is never allowed to fail a store operation.
+  }
+}
+
+/**
+ * A view of `kv` whose get/put/create/update/delete/purge report their
+ * latency and outcome to `observe`; everything else (watch, status, the
+ * fields `listKeys` reads) is the bucket itself. Every read and write of
+ * the store goes through views made here, so one wrapper covers them all.
+ * Without an observer the bucket is returned as it is (no cost).
+ */
+export function observeKv(kv: KV, bucket: string, observe: KvObserver | undefined): KV {
+  if (!observe) return kv;
+  const wrapped = new Map<PropertyKey, unknown>();
+  const view = new Proxy(kv, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target) as unknown;
+      if (typeof value !== 'function') return value;
+      let fn = wrapped.get(prop);
+      if (fn) return fn;
+      const method = value as (...args: unknown[]) => unknown;
+      if (typeof prop === 'string' && OBSERVED.has(prop)) {
+        const op = prop as KvOperation;
+        fn = async (...args: unknown[]) => {
+          const t0 = performance.now();
+          try {
+            const r = await method.apply(target, args);
+            tell(observe, bucket, op, t0, true);
+            return r;
+          } catch (err) {
+            tell(observe, bucket, op, t0, false);
+            throw err;
+          }
+        };
+      } else {
+        fn = method.bind(target);
+      }
+      wrapped.set(prop, fn);
+      return fn;
+    },
+  });
+  observers.set(view, { bucket, observe });
+  return view;
+}
+
+/** The observer of views made by `observeKv`, for the multi-call reads below. */
+const observers = new WeakMap<KV, { bucket: string; observe: KvObserver }>();
+
+/** Runs a multi-call read (`keys`, `scan`) and reports it like a single operation. */
+async function observed<T>(kv: KV, op: KvOperation, fn: () => Promise<T>): Promise<T> {
+  const o = observers.get(kv);
+  if (!o) return fn();
+  const t0 = performance.now();
+  try {
+    const r = await fn();
+    tell(o.observe, o.bucket, op, t0, true);
+    return r;
+  } catch (err) {
+    tell(o.observe, o.bucket, op, t0, false);
+    throw err;
   }
 }
 
@@ -125,14 +202,16 @@ interface BucketInternals {
  * key whose last message is a delete marker is listed too; the per-key get
  * that follows skips it.
  */
-export async function listKeys(kv: KV, what: string, filter?: string): Promise<string[]> {
+export function listKeys(kv: KV, what: string, filter?: string): Promise<string[]> {
   const { jsm, stream, prefix } = kv as unknown as BucketInternals;
-  try {
-    const si = await jsm.streams.info(stream, { subjects_filter: `${prefix}.${filter ?? '>'}` });
-    return Object.keys(si.state.subjects ?? {}).map((subj) => subj.slice(prefix.length + 1));
-  } catch (err) {
-    throw toStoreError(err, what);
-  }
+  return observed(kv, 'keys', async () => {
+    try {
+      const si = await jsm.streams.info(stream, { subjects_filter: `${prefix}.${filter ?? '>'}` });
+      return Object.keys(si.state.subjects ?? {}).map((subj) => subj.slice(prefix.length + 1));
+    } catch (err) {
+      throw toStoreError(err, what);
+    }
+  });
 }
 
 /** The live values of the given keys, parsed (64 gets in flight). */
@@ -173,12 +252,22 @@ const PRIMARY_SCAN_MS = 2_000;
  * index + a get per key, see `listKeys`), and that bucket keeps using the
  * consumer-free read for a minute. Bounded by `timeoutMs` overall.
  */
-export async function scan<T>(
+export function scan<T>(
   kv: KV,
   filter: string,
   parse: (raw: unknown) => T,
   what: string,
   timeoutMs = 10_000
+): Promise<T[]> {
+  return observed(kv, 'scan', () => scanUnobserved(kv, filter, parse, what, timeoutMs));
+}
+
+async function scanUnobserved<T>(
+  kv: KV,
+  filter: string,
+  parse: (raw: unknown) => T,
+  what: string,
+  timeoutMs: number
 ): Promise<T[]> {
   const stream = (kv as unknown as BucketInternals).stream;
   const t0 = Date.now();

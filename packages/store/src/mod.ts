@@ -12,12 +12,20 @@ export {
   decodeJson,
   encodeJson,
   getLive,
+  observeKv,
   readAll,
   type CasOptions,
   type CasResult,
 } from './kv.js';
 export { userIsActive } from './users.js';
 export { MembershipStore, withBootstrapRetry } from './store.js';
-export type { BucketReplication, OpenStoreOptions, StoreLogger } from './types.js';
+export type {
+  BucketReplication,
+  KvObservation,
+  KvObserver,
+  KvOperation,
+  OpenStoreOptions,
+  StoreLogger,
+} from './types.js';
 export { AUDIT_STREAM, AUDIT_SUBJECT_PREFIX, AuditLog } from './audit.js';
 export { Rooms, type RoomBuckets } from './rooms.js';

@@ -4,7 +4,7 @@ import type { NewUser, UserRecord } from '@sealbus/protocol';
 import { bucketSpecs, type BucketId, type BucketSpec } from './buckets.js';
 import { AUDIT_STREAM, AuditLog, auditStreamConfig } from './audit.js';
 import { StoreError, isStreamNotFound, toStoreError } from './errors.js';
-import { createOnly, decodeJson, encodeJson, getLive } from './kv.js';
+import { createOnly, decodeJson, encodeJson, getLive, observeKv } from './kv.js';
 import { Rooms, scanMemberships } from './rooms.js';
 import type { MemberRecord } from '@sealbus/protocol';
 import type { BucketReplication, OpenStoreOptions, StoreLogger } from './types.js';
@@ -185,7 +185,11 @@ export class MembershipStore {
     const specs = bucketSpecs(options.nonceTtlMs);
     const buckets = {} as Record<BucketId, KV>;
     for (const id of Object.keys(specs) as BucketId[]) {
-      buckets[id] = await openBucket(boot, js, specs[id], options, deadline);
+      buckets[id] = observeKv(
+        await openBucket(boot, js, specs[id], options, deadline),
+        specs[id].name,
+        options.observe
+      );
     }
     await openAuditStream(boot, options, deadline);
     // Existing streams answer INFO before their own leaders are elected (a
@@ -217,10 +221,16 @@ export class MembershipStore {
       checkAPI: false,
     });
     const direct = (options.replicas ?? 1) === 1;
+    const fastView = async (id: 'users' | 'members' | 'nonces') =>
+      observeKv(
+        await fastJs.views.kv(specs[id].name, { bindOnly: true, allow_direct: direct }),
+        specs[id].name,
+        options.observe
+      );
     const fast = {
-      users: await fastJs.views.kv(specs.users.name, { bindOnly: true, allow_direct: direct }),
-      members: await fastJs.views.kv(specs.members.name, { bindOnly: true, allow_direct: direct }),
-      nonces: await fastJs.views.kv(specs.nonces.name, { bindOnly: true, allow_direct: direct }),
+      users: await fastView('users'),
+      members: await fastView('members'),
+      nonces: await fastView('nonces'),
       budgetMs: options.fastBudgetMs ?? 8_000,
       scanTimeoutMs: Math.max(3_000, 2 * (options.fastAttemptTimeoutMs ?? 1_000)),
     };

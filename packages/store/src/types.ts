@@ -29,7 +29,37 @@ export interface OpenStoreOptions {
   /** Max age of request nonces (bucket TTL) when creating the nonces bucket. */
   nonceTtlMs?: number;
   logger?: StoreLogger;
+  /**
+   * Told about every KV get/put/create/update/delete/purge the store makes
+   * once open (latency metrics). Called synchronously after the operation
+   * settles; it must be cheap, and whatever it throws is swallowed.
+   */
+  observe?: KvObserver;
 }
+
+/**
+ * Which KV operations `OpenStoreOptions.observe` is told about: the single
+ * key calls, plus `keys` (a key listing from the subject index) and `scan`
+ * (every value under a filter, e.g. the auth callout's membership read).
+ */
+export type KvOperation =
+  'get' | 'put' | 'create' | 'update' | 'delete' | 'purge' | 'keys' | 'scan';
+
+/** One KV operation as the store made it. */
+export interface KvObservation {
+  /** The bucket's name, e.g. `sealbus_users`. */
+  readonly bucket: string;
+  readonly op: KvOperation;
+  /** Wall time from the call to its settling. */
+  readonly seconds: number;
+  /**
+   * False when the operation threw, which includes a create-only write that
+   * found the key taken and a compare-and-set that lost its race.
+   */
+  readonly ok: boolean;
+}
+
+export type KvObserver = (e: KvObservation) => void;
 
 /** Replication state of a bucket, as JetStream reports it. */
 export interface BucketReplication {

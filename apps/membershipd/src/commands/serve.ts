@@ -42,6 +42,7 @@ interface ServeOptions {
   routeTlsCert?: string;
   routeTlsKey?: string;
   routeTlsCa?: string;
+  metrics?: HostPort;
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'];
@@ -150,6 +151,12 @@ export function registerServe(program: Command): void {
         .default(60_000, '1m')
     )
     .addOption(
+      new Option(
+        '--metrics <host:port>',
+        'serve Prometheus metrics (GET /metrics, plain HTTP, no auth) on a separate listener; keep it on loopback'
+      ).argParser(argParser(parseHostPort))
+    )
+    .addOption(
       new Option('--bench-routes', 'mount the benchmark-only /_bench routes')
         .default(false)
         .hideHelp()
@@ -197,6 +204,12 @@ async function serve(opts: ServeOptions): Promise<number> {
     if (!topology.tls)
       logger.warn({ http: opts.http.host }, 'HTTP listens beyond loopback without TLS');
   }
+  if (opts.metrics && !isLoopbackHost(opts.metrics.host)) {
+    logger.warn(
+      { metrics: opts.metrics.host },
+      'metrics listen beyond loopback: plain HTTP without authentication'
+    );
+  }
   if (!isLoopbackHost(opts.natsHost) && !topology.tls) {
     logger.warn({ nats_host: opts.natsHost }, 'NATS clients connect beyond loopback without TLS');
   }
@@ -220,6 +233,7 @@ async function serve(opts: ServeOptions): Promise<number> {
       authMode: opts.auth,
       benchRoutes: opts.benchRoutes,
       damping: { limit: opts.authFailLimit, windowMs: opts.authFailWindow },
+      ...(opts.metrics ? { metrics: opts.metrics } : {}),
       userJwtTtlSec: Math.max(5, Math.round(opts.userJwtTtl / 1000)),
       ...(opts.calloutKeyFile ? { calloutKeyFile: opts.calloutKeyFile } : {}),
       ...(opts.natsServerBin ? { natsServerBin: opts.natsServerBin } : {}),

@@ -16,6 +16,7 @@ import { createApp } from '../http/app.js';
 import type { DampingOptions } from '../http/damping.js';
 import type { AuthMode } from '../http/context.js';
 import type { Logger } from '../log.js';
+import { createMetrics, serveMetrics } from '../metrics.js';
 import { formatHostPort, type HostPort } from '../util/parse.js';
 import { VERSION } from '../version.js';
 import { bootstrapAdmin } from './bootstrap.js';
@@ -56,6 +57,8 @@ export interface DaemonOptions {
   benchRoutes?: boolean;
   /** Auth-failure damping (see AuthDamper). */
   damping?: DampingOptions;
+  /** Serve Prometheus metrics on a separate plain-HTTP listener here (off when absent). */
+  metrics?: HostPort;
   logger: Logger;
 }
 
@@ -74,6 +77,8 @@ export class Daemon {
   readonly paths: DataPaths;
   readonly httpUrl: string;
   readonly natsUrl: string;
+  /** `http://host:port` of the metrics listener (GET /metrics), or null when off. */
+  readonly metricsUrl: string | null;
   readonly done: Promise<number>;
   readonly #logger: Logger;
   /** Shutdown steps, in the order they must run. */
@@ -85,6 +90,7 @@ export class Daemon {
     paths: DataPaths;
     httpUrl: string;
     natsUrl: string;
+    metricsUrl: string | null;
     logger: Logger;
     shutdown: Step[];
     lifecycle: { stopping: boolean };
@@ -93,6 +99,7 @@ export class Daemon {
     this.paths = p.paths;
     this.httpUrl = p.httpUrl;
     this.natsUrl = p.natsUrl;
+    this.metricsUrl = p.metricsUrl;
     this.#logger = p.logger;
     this.#shutdown = p.shutdown;
     this.#lifecycle = p.lifecycle;
@@ -114,6 +121,9 @@ export class Daemon {
     // Undo steps for a failed start, and the same steps (reversed) for stop.
     const undo: Step[] = [];
     const startedAt = Date.now();
+    // Counted from the start even though the listener opens last: nothing
+    // is lost between the first connection and the first scrape.
+    const metrics = o.metrics ? createMetrics(VERSION) : undefined;
     try {
       const internal = await loadOrCreateIdentity(o.internalIdFile ?? paths.internalId);
       if (internal.created)
@@ -183,10 +193,18 @@ export class Daemon {
       };
       const nc = await open('store', users.internal);
       let natsConnected = true;
+      metrics?.natsConnected(true);
       void (async () => {
         for await (const s of nc.status()) {
-          if (s.type === 'disconnect') natsConnected = false;
-          if (s.type === 'reconnect') natsConnected = true;
+          if (s.type === 'disconnect') {
+            natsConnected = false;
+            metrics?.natsConnected(false);
+          }
+          if (s.type === 'reconnect') {
+            natsConnected = true;
+            metrics?.natsConnected(true);
+            metrics?.natsReconnect();
+          }
           if (s.type === 'disconnect' || s.type === 'reconnect' || s.type === 'error') {
             log.warn({ event: s.type, data: String(s.data) }, 'nats connection');
           }
@@ -199,6 +217,7 @@ export class Daemon {
         replicas: o.replicas,
         bootstrapBudgetMs: o.bootstrapBudgetMs,
         logger: log,
+        ...(metrics ? { observe: metrics.kvOperation } : {}),
       });
       const calloutService = new CalloutService({
         nc: svc,
@@ -207,11 +226,12 @@ export class Daemon {
         logger: log,
         jwtTtlSec: o.userJwtTtlSec,
         storeBudgetMs: (AUTH_TIMEOUT_S - 2) * 1_000,
+        ...(metrics ? { metrics } : {}),
       });
       calloutService.start();
       await svc.flush();
       undo.push(() => calloutService.stop());
-      const reactor = new Reactor({ nc, sys, store, logger: log });
+      const reactor = new Reactor({ nc, sys, store, logger: log, ...(metrics ? { metrics } : {}) });
       reactor.start();
       undo.push(() => reactor.stop());
 
@@ -246,12 +266,20 @@ export class Daemon {
         authMode: o.authMode,
         benchRoutes: o.benchRoutes ?? false,
         ...(o.damping ? { damping: o.damping } : {}),
+        ...(metrics ? { metrics } : {}),
         announce: (change) => announce(nc, change),
       });
       const server = await listen(app.fetch, o.http, o.tls);
       undo.push(() => closeHttp(server));
       const addr = server.address() as AddressInfo;
       const httpUrl = `${o.tls ? 'https' : 'http'}://${formatHostPort(localHost(o.http.host), addr.port)}`;
+      let metricsUrl: string | null = null;
+      if (metrics && o.metrics) {
+        const ms = await serveMetrics(metrics, o.metrics);
+        undo.push(() => ms.close());
+        metricsUrl = `http://${formatHostPort(localHost(o.metrics.host), ms.port)}`;
+        log.info({ metrics_url: metricsUrl }, 'metrics listener ready');
+      }
 
       await writeNodeInfo(paths.nodeFile, {
         version: VERSION,
@@ -263,17 +291,19 @@ export class Daemon {
         tls_ca: o.tls?.ca ? resolve(o.tls.ca) : null,
         server_name: child ? serverName : null,
         started_at: new Date().toISOString(),
+        metrics_url: metricsUrl,
       });
       log.info(
         { http_url: httpUrl, nats_url: natsUrl, data_dir: paths.dataDir, version: VERSION },
         'membershipd ready'
       );
-      // Stop in reverse order of start: HTTP, reactor, callout, connections
-      // (drained), then the nats-server child.
+      // Stop in reverse order of start: metrics, HTTP, reactor, callout,
+      // connections (drained), then the nats-server child.
       return new Daemon({
         paths,
         httpUrl,
         natsUrl,
+        metricsUrl,
         logger: log,
         shutdown: undo.reverse(),
         lifecycle,

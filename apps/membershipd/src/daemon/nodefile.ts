@@ -13,6 +13,8 @@ export interface NodeInfo {
   tls_ca: string | null;
   server_name: string | null;
   started_at: string;
+  /** The Prometheus listener (`serve --metrics`); null or absent when off. */
+  metrics_url?: string | null;
 }
 
 export async function writeNodeInfo(path: string, info: NodeInfo): Promise<void> {

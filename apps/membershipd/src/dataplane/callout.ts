@@ -5,6 +5,7 @@ import { encodeAuthorizationResponse, encodeUser, type AuthorizationRequest } fr
 import { publicFromUserNkey, toHex } from '@sealbus/crypto';
 import type { MembershipStore } from '@sealbus/store';
 import type { Logger } from '../log.js';
+import type { CalloutReason, Metrics } from '../metrics.js';
 import type { CalloutKeys } from './keys.js';
 import { permissionsFor } from './permissions.js';
 
@@ -33,6 +34,8 @@ export interface CalloutOptions {
   jwtTtlSec: number;
   /** How long one decision may wait for the store (keep it under nats-server's auth timeout). */
   storeBudgetMs?: number;
+  /** Counts decisions by reason and their latency. */
+  metrics?: Pick<Metrics, 'callout'>;
 }
 
 /**
@@ -67,7 +70,7 @@ export function decodeRequest(jwt: string): AuthorizationRequest {
 
 type Decision =
   | { allow: true; jwt: string; nkey: string; rooms: number }
-  | { allow: false; reason: string; nkey: string | null };
+  | { allow: false; reason: string; code: CalloutReason; nkey: string | null };
 
 /**
  * Answers nats-server's auth callout for every connection that is not one of
@@ -114,6 +117,7 @@ export class CalloutService {
     } catch (err) {
       // Without user_nkey and server id no answer can even be addressed.
       this.#o.logger.error({ err: (err as Error).message }, 'unreadable auth callout request');
+      this.#o.metrics?.callout('deny', 'unreadable', (performance.now() - t0) / 1000);
       return;
     }
     let d: Decision;
@@ -123,6 +127,7 @@ export class CalloutService {
       d = {
         allow: false,
         reason: 'authorization service unavailable',
+        code: 'unavailable',
         nkey: req.connect_opts?.nkey ?? null,
       };
       this.#o.logger.error({ err: (err as Error).message }, 'auth callout failed; denying');
@@ -144,6 +149,7 @@ export class CalloutService {
       return;
     }
     const ms = performance.now() - t0;
+    this.#o.metrics?.callout(d.allow ? 'allow' : 'deny', d.allow ? 'active' : d.code, ms / 1000);
     this.stats.latencies.push(ms);
     if (this.stats.latencies.length > 10_000) this.stats.latencies.splice(0, 5_000);
     if (d.allow) {
@@ -174,6 +180,7 @@ export class CalloutService {
       return {
         allow: false,
         reason: 'an nkey and its signature over the server nonce are required',
+        code: 'no_proof',
         nkey: nkey ?? null,
       };
     }
@@ -187,17 +194,28 @@ export class CalloutService {
       proven = false;
     }
     if (!proven)
-      return { allow: false, reason: 'nkey signature over the server nonce does not verify', nkey };
+      return {
+        allow: false,
+        reason: 'nkey signature over the server nonce does not verify',
+        code: 'bad_proof',
+        nkey,
+      };
     const signPub = toHex(publicFromUserNkey(nkey));
     // nats-server waits AUTH_TIMEOUT for our answer; reads that ride out a
     // stream leader election must still answer (allow or deny) before it.
     const deadline = Date.now() + (this.#o.storeBudgetMs ?? 8_000);
     const user = await this.#o.store.getUser(signPub, { deadline });
-    if (!user) return { allow: false, reason: 'unknown key', nkey };
-    if (user.status !== 'active') return { allow: false, reason: 'key revoked', nkey };
+    if (!user) return { allow: false, reason: 'unknown key', code: 'unknown_key', nkey };
+    if (user.status !== 'active')
+      return { allow: false, reason: 'key revoked', code: 'revoked', nkey };
     const now = Date.now();
     if (!grantActive(user.expires_at, now))
-      return { allow: false, reason: `grant expired at ${user.expires_at}`, nkey };
+      return {
+        allow: false,
+        reason: `grant expired at ${user.expires_at}`,
+        code: 'expired',
+        nkey,
+      };
     const memberships = await this.#o.store.membershipsOf(signPub, { deadline });
     // Expired memberships grant nothing; a guest is a reader wherever it is.
     const live = memberships

@@ -1,5 +1,6 @@
 import type { NatsConnection } from 'nats';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -19,7 +20,8 @@ export async function kickUser(
   sys: NatsConnection,
   nkey: string,
   logger: Logger,
-  waitMs = 250
+  waitMs = 250,
+  metrics?: Pick<Metrics, 'kicked'>
 ): Promise<number> {
   const found: Array<{ server: string; cid: number }> = [];
   const replies = await sys.requestMany(
@@ -49,6 +51,7 @@ export async function kickUser(
       }
     })
   );
+  metrics?.kicked(kicked);
   if (found.length) logger.info({ nkey, connections: found.length, kicked }, 'kicked connections');
   return kicked;
 }

@@ -3,6 +3,7 @@ import { fromHex, userNkeyFromPublic } from '@sealbus/crypto';
 import { userEventsSubject } from '@sealbus/protocol';
 import type { MembershipStore } from '@sealbus/store';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import { kickUser } from './kick.js';
 
 /**
@@ -35,6 +36,8 @@ export interface ReactorOptions {
   sys: NatsConnection;
   store: MembershipStore;
   logger: Logger;
+  /** Counts kicked connections. */
+  metrics?: Pick<Metrics, 'kicked'>;
 }
 
 /**
@@ -83,7 +86,9 @@ export class Reactor {
     this.kicks += await kickUser(
       this.#o.sys,
       userNkeyFromPublic(fromHex(signPub, 'sign_pub', 32)),
-      this.#o.logger
+      this.#o.logger,
+      undefined,
+      this.#o.metrics
     );
   }
 

@@ -1,10 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { Hono, type MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { matchedRoutes } from 'hono/route';
 import { z } from 'zod';
 import type { MembershipStore } from '@sealbus/store';
 import type { Change } from '../dataplane/reactor.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import type { Services } from './guard.js';
 import { verifyRequestSignature } from '@sealbus/crypto';
 import { AuthDamper, type DampingOptions } from './damping.js';
@@ -59,11 +61,26 @@ export interface AppOptions {
   damping?: DampingOptions;
   /** Tells the data plane about a change (kicks, user events). */
   announce: (change: Change) => Promise<void>;
+  /** Counts requests, authentication failures, damping and audit appends. */
+  metrics?: Metrics;
 }
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,64}$/;
 
-function requestContext(logger: Logger): MiddlewareHandler<AppEnv> {
+/**
+ * The pattern of the route that answered (`/rooms/:id/members`), never the
+ * raw path, so a metric label stays bounded; `unmatched` when no route did.
+ * Middleware registered with `use` is method ALL and is skipped.
+ */
+function routeLabel(c: Parameters<MiddlewareHandler<AppEnv>>[0]): string {
+  const routes = matchedRoutes(c);
+  for (let i = routes.length - 1; i >= 0; i--) {
+    if (routes[i]!.method !== 'ALL') return routes[i]!.path;
+  }
+  return 'unmatched';
+}
+
+function requestContext(logger: Logger, metrics?: Metrics): MiddlewareHandler<AppEnv> {
   return async function requestContextMiddleware(c, next) {
     const given = c.req.header('x-request-id');
     const id = given && REQUEST_ID_RE.test(given) ? given : randomUUID();
@@ -72,13 +89,15 @@ function requestContext(logger: Logger): MiddlewareHandler<AppEnv> {
     const t0 = performance.now();
     await next();
     c.header('x-request-id', id);
+    const ms = performance.now() - t0;
+    metrics?.httpRequest(routeLabel(c), c.req.method, c.res.status, ms / 1000);
     logger.info(
       {
         request_id: id,
         method: c.req.method,
         path: c.req.path,
         status: c.res.status,
-        ms: Math.round((performance.now() - t0) * 10) / 10,
+        ms: Math.round(ms * 10) / 10,
         actor: c.get('actor')?.sign_pub ?? null,
       },
       'http'
@@ -125,10 +144,15 @@ const PUBLIC_ROUTES: RouteDef[] = [
 
 export function createApp(o: AppOptions): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
-  const services: Services = { store: o.store, logger: o.logger, announce: o.announce };
+  const services: Services = {
+    store: o.store,
+    logger: o.logger,
+    announce: o.announce,
+    ...(o.metrics ? { metrics: o.metrics } : {}),
+  };
   const openapi = openApiDocument([...PUBLIC_ROUTES, ...SIGNED_ROUTES]);
 
-  app.use('*', requestContext(o.logger));
+  app.use('*', requestContext(o.logger, o.metrics));
 
   app.get('/healthz', async (c) => {
     const p = await o.health.posture();
@@ -155,8 +179,14 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
         413
       ),
   });
-  const damper = new AuthDamper(o.damping ?? { limit: 20, windowMs: 60_000 });
-  const auth = signatureAuth({ store: o.store, mode: o.authMode, logger: o.logger, damper });
+  const damper = new AuthDamper(o.damping ?? { limit: 20, windowMs: 60_000 }, o.metrics);
+  const auth = signatureAuth({
+    store: o.store,
+    mode: o.authMode,
+    logger: o.logger,
+    damper,
+    ...(o.metrics ? { metrics: o.metrics } : {}),
+  });
   for (const r of SIGNED_ROUTES) {
     app.on(r.method.toUpperCase(), r.path.replace(/\{(\w+)\}/g, ':$1'), limit, auth, (c) =>
       r.handler(c, services)

@@ -9,6 +9,7 @@ import {
 } from '@sealbus/crypto';
 import type { MembershipStore } from '@sealbus/store';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import type { AppContext, AppEnv, AuthMode } from './context.js';
 import type { AuthDamper } from './damping.js';
 import { HttpError } from './errors.js';
@@ -37,6 +38,8 @@ export interface SignatureAuthOptions {
   policy?: Omit<VerifyPolicy, 'now'>;
   /** Auth-failure damping by source address (enforce mode only). */
   damper?: AuthDamper;
+  /** Counts each refusal by code (soft mode too) and replays. */
+  metrics?: Pick<Metrics, 'signatureFailure' | 'replay'>;
 }
 
 /**
@@ -52,7 +55,7 @@ export interface SignatureAuthOptions {
  * and migrations only.
  */
 export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<AppEnv> {
-  const { store, mode, logger } = options;
+  const { store, mode, logger, metrics } = options;
   const claimed = async (c: AppContext) => {
     const keyid = claimedKeyId(c.req.header('signature-input'));
     const user = keyid ? await store.getUser(keyid) : null;
@@ -101,6 +104,8 @@ export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<
       c.set('actor', user);
     } catch (err) {
       if (!(err instanceof SignatureError)) throw err;
+      metrics?.signatureFailure(err.code);
+      if (err.code === 'REPLAYED') metrics?.replay();
       logger.warn(
         {
           request_id: c.get('requestId'),

@@ -1,3 +1,5 @@
+import type { Metrics } from '../metrics.js';
+
 /**
  * Auth-failure damping by source address: after `limit` failed
  * authentications from one address within `windowMs`, that address gets 429
@@ -30,8 +32,14 @@ export class AuthDamper {
   readonly #maxTracked: number;
   readonly #fails = new Map<string, number[]>();
   #stats = { failures: 0, tripped: 0, refused: 0 };
+  readonly #metrics: Pick<Metrics, 'damping'> | undefined;
 
-  constructor(o: DampingOptions) {
+  /**
+   * Every decision (a refusal, an address tripping) is counted here, in
+   * `stats()` and in `metrics`; the caller logs each one.
+   */
+  constructor(o: DampingOptions, metrics?: Pick<Metrics, 'damping'>) {
+    this.#metrics = metrics;
     this.limit = o.limit;
     this.windowMs = o.windowMs;
     this.#maxTracked = o.maxTracked ?? 10_000;
@@ -55,6 +63,7 @@ export class AuthDamper {
     const ts = this.#recent(addr, now);
     if (ts.length < this.limit) return 0;
     this.#stats.refused++;
+    this.#metrics?.damping('blocked');
     return Math.max(1, ts[ts.length - this.limit]! + this.windowMs - now);
   }
 
@@ -74,7 +83,10 @@ export class AuthDamper {
     // Keep only what can matter for the decision.
     if (ts.length > this.limit) ts.splice(0, ts.length - this.limit);
     const tripped = ts.length === this.limit;
-    if (tripped) this.#stats.tripped++;
+    if (tripped) {
+      this.#stats.tripped++;
+      this.#metrics?.damping('tripped');
+    }
     return tripped;
   }
 

@@ -10,6 +10,7 @@ import {
 import type { MembershipStore } from '@sealbus/store';
 import type { Change } from '../dataplane/reactor.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import type { AppContext } from './context.js';
 import { HttpError } from './errors.js';
 
@@ -18,6 +19,7 @@ export interface Services {
   store: MembershipStore;
   logger: Logger;
   announce: (change: Change) => Promise<void>;
+  metrics?: Pick<Metrics, 'auditAppend'>;
 }
 
 /**
@@ -63,7 +65,9 @@ export async function audit(
       outcome,
       ...(detail ? { detail } : {}),
     });
+    s.metrics?.auditAppend('ok');
   } catch (err) {
+    s.metrics?.auditAppend('error');
     s.logger.error(
       { request_id: c.get('requestId'), action, target, err: (err as Error).message },
       'audit append failed'
