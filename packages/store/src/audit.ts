@@ -1,6 +1,7 @@
-import type { JetStreamClient, JetStreamManager } from 'nats';
+import type { JetStreamClient, JetStreamManager, MsgRequest, StoredMsg } from 'nats';
 import { auditRecordSchema, parseOrThrow, type AuditRecord } from '@sealbus/protocol';
 import { StoreError, toStoreError } from './errors.js';
+import type { AuditQuery, AuditQueryResult } from './types.js';
 
 export const AUDIT_STREAM = 'SEALBUS_AUDIT';
 export const AUDIT_SUBJECT_PREFIX = 'sealbus.audit';
@@ -22,6 +23,32 @@ export function auditStreamConfig(replicas: number) {
 }
 
 const parseRecord = (raw: unknown): AuditRecord => parseOrThrow(auditRecordSchema, raw);
+
+/** An action name, or a prefix of them ending in `.*`. */
+const ACTION_FILTER_RE = /^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?$/;
+/**
+ * How far a record's own `time` (the writer's clock) may lie before the
+ * stream's timestamp (the stream leader's clock): the time-based start and
+ * stop are widened by this much, and records are then filtered by `time`.
+ */
+const CLOCK_SLACK_MS = 30_000;
+const DEFAULT_QUERY_LIMIT = 100;
+const BATCH = 64;
+
+function isNoMessage(err: unknown): boolean {
+  return /no message found/i.test((err as Error)?.message ?? '');
+}
+
+/** The stream subject(s) holding `action`: `room.*` is every action under `room.`. */
+export function auditSubjectFilter(action: string): string {
+  if (!ACTION_FILTER_RE.test(action)) {
+    throw new StoreError(
+      'INVALID',
+      `action "${action}" is neither an action name (user.add) nor a prefix (room.*)`
+    );
+  }
+  return `${AUDIT_SUBJECT_PREFIX}.${action.endsWith('.*') ? `${action.slice(0, -2)}.>` : action}`;
+}
 
 /**
  * The audit log: one JetStream stream, one message per decision, subject
@@ -80,27 +107,145 @@ export class AuditLog {
     return this.#range(from, last);
   }
 
+  /**
+   * The records matching every given filter, oldest first, at most `limit`
+   * (the oldest ones; `truncated` says whether more match). No consumer is
+   * created (see `listKeys` in kv.ts for why): `since` is found by a binary
+   * search over stream sequence numbers by the messages' timestamps, an
+   * action is read with next-by-subject gets (the server skips other
+   * actions), anything else with batches of gets by sequence. The scan
+   * stops at `until`, at the stream's last message when the query began, or
+   * once `limit` + 1 records matched.
+   *
+   * @example
+   * const { records } = await store.audit.query({ action: 'user.*', since: Date.now() - 86_400_000 });
+   */
+  async query(q: AuditQuery = {}): Promise<AuditQueryResult<AuditRecord>> {
+    const limit = q.limit ?? DEFAULT_QUERY_LIMIT;
+    if (!Number.isSafeInteger(limit) || limit < 1)
+      throw new StoreError('INVALID', 'limit must be a positive integer');
+    if (q.actor !== undefined && !/^[0-9a-f]{64}$/.test(q.actor))
+      throw new StoreError('INVALID', 'actor must be a sign_pub (64 lowercase hex)');
+    for (const [name, t] of [
+      ['since', q.since],
+      ['until', q.until],
+    ] as const) {
+      if (t !== undefined && !Number.isFinite(t))
+        throw new StoreError('INVALID', `${name} is not a time`);
+    }
+    if (q.since !== undefined && q.until !== undefined && q.since > q.until)
+      throw new StoreError('INVALID', 'since is after until');
+    const subject = q.action !== undefined ? auditSubjectFilter(q.action) : undefined;
+
+    const overdue = () => {
+      if (q.deadline !== undefined && Date.now() > q.deadline)
+        throw new StoreError('UNAVAILABLE', 'audit query: the scan did not finish in time');
+    };
+    let first: number;
+    let last: number;
+    try {
+      const info = await this.#jsm.streams.info(AUDIT_STREAM);
+      if (info.state.messages === 0) return { records: [], truncated: false };
+      first = info.state.first_seq;
+      last = info.state.last_seq;
+    } catch (err) {
+      throw toStoreError(err, 'read audit log');
+    }
+    let seq =
+      q.since === undefined
+        ? first
+        : await this.#firstSeqAtOrAfter(q.since - CLOCK_SLACK_MS, first, last, overdue);
+    const stopAfter = q.until === undefined ? Infinity : q.until + CLOCK_SLACK_MS;
+    const records: AuditRecord[] = [];
+    const matches = (r: AuditRecord) => {
+      const t = Date.parse(r.time);
+      return (
+        (q.since === undefined || t >= q.since) &&
+        (q.until === undefined || t <= q.until) &&
+        (q.actor === undefined || r.actor === q.actor) &&
+        (q.outcome === undefined || r.outcome === q.outcome)
+      );
+    };
+    while (seq <= last && records.length <= limit) {
+      overdue();
+      const msgs = subject
+        ? [await this.#get({ seq, next_by_subj: subject })].filter((m) => m !== null)
+        : (await this.#batch(seq, Math.min(last, seq + BATCH - 1))).filter((m) => m !== null);
+      if (subject && msgs.length === 0) break;
+      let past = false;
+      for (const m of msgs) {
+        if (m.seq > last || m.time.getTime() > stopAfter) {
+          past = true;
+          break;
+        }
+        const r = this.#decode(m);
+        if (matches(r) && records.push(r) > limit) break;
+      }
+      if (past) break;
+      seq = subject ? msgs[0]!.seq + 1 : Math.min(last, seq + BATCH - 1) + 1;
+    }
+    const truncated = records.length > limit;
+    return { records: truncated ? records.slice(0, limit) : records, truncated };
+  }
+
+  /** The first sequence whose message was stored at or after `t` (epoch ms); `last + 1` if none. */
+  async #firstSeqAtOrAfter(
+    t: number,
+    first: number,
+    last: number,
+    overdue: () => void
+  ): Promise<number> {
+    let lo = first;
+    let hi = last + 1;
+    while (lo < hi) {
+      overdue();
+      const mid = lo + Math.floor((hi - lo) / 2);
+      // deny_delete keeps the stream gapless; a gap is skipped all the same.
+      const m =
+        (await this.#get({ seq: mid })) ??
+        (await this.#get({ seq: mid, next_by_subj: `${AUDIT_SUBJECT_PREFIX}.>` }));
+      if (!m || m.seq >= hi) {
+        hi = mid;
+      } else if (m.time.getTime() < t) {
+        lo = m.seq + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    return lo;
+  }
+
+  /** One message, or null when there is none (at that sequence, or after it for the subject). */
+  async #get(req: { seq: number; next_by_subj?: string }): Promise<StoredMsg | null> {
+    try {
+      // nats.js types next_by_subj for direct gets only; STREAM.MSG.GET takes it too.
+      return await this.#jsm.streams.getMessage(AUDIT_STREAM, req as unknown as MsgRequest);
+    } catch (err) {
+      if (isNoMessage(err)) return null;
+      throw toStoreError(err, 'read audit log');
+    }
+  }
+
+  /** Messages `from`..`to` by sequence, `BATCH` in flight, in order (null for a gap). */
+  #batch(from: number, to: number): Promise<Array<StoredMsg | null>> {
+    return Promise.all(
+      Array.from({ length: to - from + 1 }, (_, i) => this.#get({ seq: from + i }))
+    );
+  }
+
+  #decode(m: StoredMsg): AuditRecord {
+    try {
+      return parseRecord(JSON.parse(dec.decode(m.data)));
+    } catch (err) {
+      throw new StoreError('CORRUPT', `audit record ${m.seq} does not parse`, { cause: err });
+    }
+  }
+
   async #range(from: number, to: number): Promise<AuditRecord[]> {
     const out: AuditRecord[] = [];
-    const BATCH = 64;
     for (let s = from; s <= to; s += BATCH) {
-      const seqs = Array.from({ length: Math.min(BATCH, to - s + 1) }, (_, i) => s + i);
-      const msgs = await Promise.all(
-        seqs.map((seq) =>
-          this.#jsm.streams.getMessage(AUDIT_STREAM, { seq }).catch((err: unknown) => {
-            if (/no message found/i.test((err as Error).message)) return null;
-            throw toStoreError(err, 'read audit log');
-          })
-        )
-      );
-      for (const m of msgs) {
-        if (!m) continue;
-        try {
-          out.push(parseRecord(JSON.parse(dec.decode(m.data))));
-        } catch (err) {
-          throw new StoreError('CORRUPT', `audit record ${m.seq} does not parse`, { cause: err });
-        }
-      }
+      for (const m of await this.#batch(s, Math.min(to, s + BATCH - 1)))
+        if (m) out.push(this.#decode(m));
     }
     return out;
   }

@@ -20,6 +20,8 @@ export {
 export { userIsActive } from './users.js';
 export { MembershipStore, withBootstrapRetry } from './store.js';
 export type {
+  AuditQuery,
+  AuditQueryResult,
   BucketReplication,
   KvObservation,
   KvObserver,
@@ -27,5 +29,5 @@ export type {
   OpenStoreOptions,
   StoreLogger,
 } from './types.js';
-export { AUDIT_STREAM, AUDIT_SUBJECT_PREFIX, AuditLog } from './audit.js';
+export { AUDIT_STREAM, AUDIT_SUBJECT_PREFIX, AuditLog, auditSubjectFilter } from './audit.js';
 export { Rooms, type RoomBuckets } from './rooms.js';

@@ -70,3 +70,34 @@ export interface BucketReplication {
   readonly current: number;
   readonly values: number;
 }
+
+/**
+ * Filters of `AuditLog.query`; all optional, combined with AND. Times are
+ * compared with each record's own `time`.
+ */
+export interface AuditQuery {
+  /** The record's actor, a sign_pub (64 hex). */
+  actor?: string;
+  /**
+   * An action (`user.add`), or every action under a prefix (`room.*`
+   * matches `room.create` and `room.member.add`). Filtered server-side by
+   * subject, so records of other actions are never transferred.
+   */
+  action?: string;
+  /** Records at or after this time (epoch ms). */
+  since?: number;
+  /** Records at or before this time (epoch ms). */
+  until?: number;
+  outcome?: 'ok' | 'denied' | 'error';
+  /** At most this many records, the oldest matching ones (default 100). */
+  limit?: number;
+  /** Give up (UNAVAILABLE) when the scan is not done by then (epoch ms). */
+  deadline?: number;
+}
+
+export interface AuditQueryResult<R> {
+  /** The matching records, oldest first. */
+  records: R[];
+  /** True when more records match than `limit` let through. */
+  truncated: boolean;
+}

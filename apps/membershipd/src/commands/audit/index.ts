@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { registerAuditQuery } from './query.js';
 import { registerAuditTail } from './tail.js';
 
 export function registerAudit(program: Command): void {
@@ -6,4 +7,5 @@ export function registerAudit(program: Command): void {
     .command('audit')
     .description("read the node's audit log (privileged loopback path, like `user`)");
   registerAuditTail(audit);
+  registerAuditQuery(audit);
 }
