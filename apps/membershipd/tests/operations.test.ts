@@ -270,6 +270,8 @@ describe('backup and restore', { timeout: 400_000 }, () => {
     assert.match(r.stderr, /exists/);
 
     await d!.stop();
+    // The control for the at-rest test's search: without encryption the handle is on disk.
+    assert.notDeepEqual(await plaintextHits(src, [state.handle]), []);
     const offline = join(dir.path, 'offline.tgz');
     r = await runMembershipd(['backup', '--data', src, '--out', offline]);
     assert.equal(r.code, 0, r.stderr);
