@@ -4,6 +4,7 @@ import { ValidationError } from '@sealbus/protocol';
 import { StoreError } from '@sealbus/store';
 import { registerServe } from './commands/serve.js';
 import { registerAudit } from './commands/audit/index.js';
+import { registerBackup, registerRestore } from './commands/backup.js';
 import { registerKeys } from './commands/keys/index.js';
 import { registerUser } from './commands/user/index.js';
 import { VERSION } from './version.js';
@@ -57,10 +58,14 @@ export function buildProgram(): Command {
     .description('Sealbus membership daemon and node tools')
     .version(VERSION)
     .showHelpAfterError('(add --help for usage)')
+    // Lets a subcommand own an option its parent also has (`backup inspect -o json`).
+    .enablePositionalOptions()
     .exitOverride();
   registerServe(program);
   registerUser(program);
   registerAudit(program);
+  registerBackup(program);
+  registerRestore(program);
   registerKeys(program);
   return program;
 }

@@ -17,6 +17,7 @@ export {
   type CasOptions,
   type CasResult,
 } from './kv.js';
+export { listKeys } from './kv.js';
 export { userIsActive } from './users.js';
 export { MembershipStore, withBootstrapRetry } from './store.js';
 export type {

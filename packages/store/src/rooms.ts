@@ -22,7 +22,7 @@ import {
   type RoomPolicy,
   type RoomRecord,
 } from '@sealbus/protocol';
-import { StoreError, isWrongLastSequence, toStoreError } from './errors.js';
+import { StoreError, isStreamNotFound, isWrongLastSequence, toStoreError } from './errors.js';
 import { grantActive } from '@sealbus/protocol';
 import {
   casUpdate,
@@ -147,6 +147,30 @@ export class Rooms {
     } catch (err) {
       if (!/consumer not found/i.test((err as Error).message))
         throw toStoreError(err, 'delete member consumer');
+    }
+  }
+
+  /**
+   * What a restored persisted room needs beside its rows: its stream (when
+   * missing) and a consumer for each member that has none, reading from the
+   * start (read positions are not part of a backup). Idempotent.
+   */
+  async restorePersistence(room: RoomRecord, members: string[]): Promise<void> {
+    if (!room.policy.persist) return;
+    try {
+      await this.#jsm.streams.info(roomStreamName(room.id));
+    } catch (err) {
+      if (!isStreamNotFound(err)) throw toStoreError(err, 'read room stream');
+      await this.#createStream(room);
+    }
+    for (const signPub of members) {
+      try {
+        await this.#jsm.consumers.info(roomStreamName(room.id), memberDurableName(signPub));
+      } catch (err) {
+        if (!/consumer not found/i.test((err as Error).message))
+          throw toStoreError(err, 'read member consumer');
+        await this.#createConsumer(room.id, signPub, 'start');
+      }
     }
   }
 

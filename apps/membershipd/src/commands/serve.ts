@@ -1,5 +1,6 @@
 import { Option, type Command } from 'commander';
 import { argParser } from '../cli.js';
+import { AT_REST_KEY_ENV, loadAtRestKey, type AtRestKey } from '../daemon/atrest.js';
 import { Daemon, EXIT, type DaemonOptions } from '../daemon/daemon.js';
 import type { AuthMode } from '../http/context.js';
 import { createLogger } from '../log.js';
@@ -43,6 +44,7 @@ interface ServeOptions {
   routeTlsKey?: string;
   routeTlsCa?: string;
   metrics?: HostPort;
+  atRestKeyFile?: string;
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'];
@@ -93,6 +95,10 @@ export function registerServe(program: Command): void {
     .option('--route-tls-cert <file>', 'route certificate (mutual TLS between nodes)')
     .option('--route-tls-key <file>', 'its private key (0600)')
     .option('--route-tls-ca <file>', 'the route CA (separate from the client CA)')
+    .option(
+      '--at-rest-key-file <path>',
+      `encrypt the store at rest with the key in this file (0600; or set ${AT_REST_KEY_ENV})`
+    )
     .option(
       '--admin-id-file <path>',
       "admin #0's identity (default: DATA/admin.id; a cluster shares one)"
@@ -188,8 +194,10 @@ async function serve(opts: ServeOptions): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   let topology: Pick<DaemonOptions, 'tls' | 'cluster'>;
+  let atRestKey: AtRestKey | null;
   try {
     topology = tlsAndCluster(opts);
+    atRestKey = await loadAtRestKey(opts.atRestKeyFile);
   } catch (err) {
     process.stderr.write(`membershipd serve: ${(err as Error).message}\n`);
     return EXIT.START_FAILED;
@@ -234,6 +242,7 @@ async function serve(opts: ServeOptions): Promise<number> {
       benchRoutes: opts.benchRoutes,
       damping: { limit: opts.authFailLimit, windowMs: opts.authFailWindow },
       ...(opts.metrics ? { metrics: opts.metrics } : {}),
+      atRestKey,
       userJwtTtlSec: Math.max(5, Math.round(opts.userJwtTtl / 1000)),
       ...(opts.calloutKeyFile ? { calloutKeyFile: opts.calloutKeyFile } : {}),
       ...(opts.natsServerBin ? { natsServerBin: opts.natsServerBin } : {}),

@@ -8,7 +8,7 @@ import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
 import type { KeyPair } from 'nkeys.js';
 import { loadOrCreateIdentity, writeFileAtomic } from '@sealbus/crypto';
 import { NatsServerProcess, reapOrphan, renderNatsConfig } from '@sealbus/natsd';
-import { MembershipStore, withBootstrapRetry } from '@sealbus/store';
+import { MembershipStore, StoreError, withBootstrapRetry } from '@sealbus/store';
 import { CalloutService } from '../dataplane/callout.js';
 import { loadOrCreateCalloutKeys, nodeUsers } from '../dataplane/keys.js';
 import { Reactor, announce } from '../dataplane/reactor.js';
@@ -19,6 +19,7 @@ import type { Logger } from '../log.js';
 import { createMetrics, serveMetrics } from '../metrics.js';
 import { formatHostPort, type HostPort } from '../util/parse.js';
 import { VERSION } from '../version.js';
+import { AtRestError, checkStore, writeStoreMarker, type AtRestKey } from './atrest.js';
 import { bootstrapAdmin } from './bootstrap.js';
 import { createHealth } from './health.js';
 import {
@@ -59,6 +60,8 @@ export interface DaemonOptions {
   damping?: DampingOptions;
   /** Serve Prometheus metrics on a separate plain-HTTP listener here (off when absent). */
   metrics?: HostPort;
+  /** Encrypt the embedded store at rest with this key (embedded nats-server only). */
+  atRestKey?: AtRestKey | null;
   logger: Logger;
 }
 
@@ -136,6 +139,17 @@ export class Daemon {
 
       let child: NatsServerProcess | undefined;
       let natsUrl = o.natsUrl;
+      const atRestKey = o.atRestKey ?? null;
+      if (natsUrl && atRestKey) {
+        throw new AtRestError(
+          'at-rest encryption applies to the embedded nats-server; an external one is configured on its own'
+        );
+      }
+      // Checked before nats-server opens the store: a wrong key is refused
+      // without anything read or written.
+      const storeState = natsUrl
+        ? null
+        : await checkStore(paths.storeMarker, paths.jetstreamDir, atRestKey);
       if (!natsUrl) {
         const config = embeddedNatsConfig({
           paths,
@@ -154,6 +168,7 @@ export class Daemon {
             xkey: callout.keys.xkey.getPublicKey(),
           },
           serverName,
+          atRest: atRestKey !== null,
         });
         await writeFileAtomic(paths.natsConfig, renderNatsConfig(config), { mode: 0o600 });
         const orphan = await reapOrphan(paths.natsPidFile, paths.natsConfig);
@@ -163,6 +178,7 @@ export class Daemon {
         child = await NatsServerProcess.start({
           configFile: paths.natsConfig,
           detached: true,
+          ...(atRestKey ? { env: atRestKey.childEnv() } : {}),
           ...(o.natsServerBin ? { bin: o.natsServerBin } : {}),
           onLog: (l) => natsLog[l.level === 'fatal' ? 'error' : l.level](l.msg),
         });
@@ -213,12 +229,34 @@ export class Daemon {
       const sys = await open('system', users.system);
       const svc = await open('callout', users.service);
 
-      const store = await MembershipStore.open(nc, {
-        replicas: o.replicas,
-        bootstrapBudgetMs: o.bootstrapBudgetMs,
-        logger: log,
-        ...(metrics ? { observe: metrics.kvOperation } : {}),
-      });
+      // A single node whose store was initialised before opens its buckets
+      // bind-only: were one missing (a wrong at-rest key hides them all, or
+      // the data is gone), creating it empty would bury the real one for good.
+      // Cluster peers create-if-missing: a peer's copy may lag the meta group.
+      const bindOnly = (storeState?.initialized ?? false) && !o.cluster;
+      let store: MembershipStore;
+      try {
+        store = await MembershipStore.open(nc, {
+          replicas: o.replicas,
+          bootstrapBudgetMs: o.bootstrapBudgetMs,
+          bindOnly,
+          logger: log,
+          ...(metrics ? { observe: metrics.kvOperation } : {}),
+        });
+      } catch (err) {
+        if (bindOnly && err instanceof StoreError && err.code === 'NOT_INITIALIZED') {
+          throw new AtRestError(
+            `wrong at-rest key or missing data: the store in ${paths.jetstreamDir} was initialised before, ` +
+              `but ${err.message.replace(/:.*$/, '')}; refusing to create it empty. ` +
+              'Start with the right key, or restore the data dir from a backup (docs/RUNBOOK.md)'
+          );
+        }
+        throw err;
+      }
+      if (storeState && !storeState.marker) {
+        await writeStoreMarker(paths.storeMarker, atRestKey);
+        log.info({ file: paths.storeMarker, at_rest: atRestKey !== null }, 'wrote store marker');
+      }
       const calloutService = new CalloutService({
         nc: svc,
         store,
@@ -256,6 +294,7 @@ export class Daemon {
         embedded: child !== undefined,
         authMode: o.authMode,
         tls: { http: o.tls !== undefined, nats: o.tls !== undefined },
+        atRest: atRestKey !== null,
         natsConnected: () => natsConnected,
         stopping: () => lifecycle.stopping,
       });

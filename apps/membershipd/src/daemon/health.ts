@@ -9,6 +9,8 @@ export interface HealthState {
   embedded: boolean;
   authMode: Posture['auth']['mode'];
   tls: Posture['tls'];
+  /** The embedded store is encrypted at rest. */
+  atRest: boolean;
   /** False while NATS reports the connection as down. */
   natsConnected: () => boolean;
   stopping: () => boolean;
@@ -62,6 +64,7 @@ export function createHealth(s: HealthState): HealthProbe {
           server_version: s.nc.info?.version ?? null,
         },
         tls: s.tls,
+        at_rest: s.atRest,
       };
     },
     async ready() {

@@ -1,4 +1,5 @@
-import type { NatsConfigValue } from '@sealbus/natsd';
+import { envRef, type NatsConfigValue } from '@sealbus/natsd';
+import { NATS_KEY_ENV } from './atrest.js';
 import type { DataPaths } from './paths.js';
 
 /** TLS files: certificate, its key, and the CA that verifies peers. */
@@ -35,6 +36,20 @@ export interface EmbeddedNatsOptions {
   tls?: TlsFiles;
   clientAdvertise?: string;
   cluster?: ClusterOptions;
+  /**
+   * Encrypt the JetStream store (ChaCha20-Poly1305). The key is not in the
+   * config: it is a `$SEALBUS_JS_KEY` reference the server resolves from the
+   * environment the daemon gives its child.
+   */
+  atRest?: boolean;
+}
+
+/** The `jetstream` block: store dir and, encrypted, the cipher and an env reference to the key. */
+export function jetstreamBlock(storeDir: string, atRest: boolean): Record<string, NatsConfigValue> {
+  return {
+    store_dir: storeDir,
+    ...(atRest ? { cipher: 'chachapoly', key: envRef(NATS_KEY_ENV) } : {}),
+  };
 }
 
 /**
@@ -87,9 +102,7 @@ export function embeddedNatsConfig(o: EmbeddedNatsOptions): Record<string, NatsC
           },
         }
       : {}),
-    jetstream: {
-      store_dir: o.paths.jetstreamDir,
-    },
+    jetstream: jetstreamBlock(o.paths.jetstreamDir, o.atRest ?? false),
     accounts: {
       AUTH: { users: [{ nkey: o.users.service }] },
       APP: { jetstream: 'enabled', users: [{ nkey: o.users.internal }] },

@@ -20,6 +20,8 @@ export function dataPaths(dataDir: string) {
     natsConfig: join(natsDir, 'nats-server.conf'),
     natsPidFile: join(natsDir, 'nats-server.pid'),
     jetstreamDir: join(natsDir, 'jetstream'),
+    /** Written once the store is initialised: encrypted or not, and a check value of its key. */
+    storeMarker: join(natsDir, 'store.json'),
   };
 }
 

@@ -209,7 +209,14 @@ export class CalloutService {
     if (user.status !== 'active')
       return { allow: false, reason: 'key revoked', code: 'revoked', nkey };
     const now = Date.now();
-    if (!grantActive(user.expires_at, now))
+    // JWT times are whole seconds and `exp` is rounded down (it never
+    // outlives a grant), so a grant ending within the current second counts
+    // as ended: a JWT for it would be born expired (nats-server 2.10 accepts
+    // such a JWT on a reconnect and then never expires the connection).
+    const nowSec = Math.floor(now / 1000);
+    const current = (at: string | null | undefined) =>
+      grantActive(at, now) && (!at || Math.floor(Date.parse(at) / 1000) > nowSec);
+    if (!current(user.expires_at))
       return {
         allow: false,
         reason: `grant expired at ${user.expires_at}`,
@@ -219,7 +226,7 @@ export class CalloutService {
     const memberships = await this.#o.store.membershipsOf(signPub, { deadline });
     // Expired memberships grant nothing; a guest is a reader wherever it is.
     const live = memberships
-      .filter((m) => grantActive(m.expires_at, now))
+      .filter((m) => current(m.expires_at))
       .map((m) =>
         user.role === 'guest' && m.role !== 'reader' ? { ...m, role: 'reader' as const } : m
       );

@@ -36,6 +36,8 @@ export interface Posture {
   auth: { mode: AuthMode };
   nats: { embedded: boolean; connected: boolean; server_version: string | null };
   tls: { http: boolean; nats: boolean };
+  /** The embedded JetStream store is encrypted at rest (false with an external NATS). */
+  at_rest: boolean;
 }
 
 export interface HealthProbe {

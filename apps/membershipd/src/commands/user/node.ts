@@ -18,7 +18,10 @@ export interface NodeOptions {
   timeout: number;
 }
 
-export function addNodeOptions(cmd: Command): Command {
+export function addNodeOptions(
+  cmd: Command,
+  defaults: { timeoutMs: number; timeoutLabel: string } = { timeoutMs: 30_000, timeoutLabel: '30s' }
+): Command {
   return cmd
     .option('--data <dir>', "the node's data directory", './data')
     .option('--internal-id-file <path>', "the node's internal identity (default: DATA/internal.id)")
@@ -30,7 +33,7 @@ export function addNodeOptions(cmd: Command): Command {
     .addOption(
       new Option('--timeout <duration>', 'give up after this long')
         .argParser(argParser(parseDuration))
-        .default(30_000, '30s')
+        .default(defaults.timeoutMs, defaults.timeoutLabel)
     );
 }
 

@@ -1,0 +1,267 @@
+import { createHash } from 'node:crypto';
+import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, basename, join } from 'node:path';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import * as tar from 'tar-stream';
+import { z } from 'zod';
+
+/**
+ * A Sealbus backup is a gzip'd tar (`tar tzf` lists it) of:
+ * - `manifest.json`: format, version, time, source, and one section per
+ *   bucket and stream with its record count and the SHA-256 of its file;
+ * - `kv/<bucket>.jsonl`: one `{"key","value"}` line per live key, value in
+ *   base64 (the stored bytes, unchanged), sorted by key;
+ * - `stream/<stream>.jsonl`: one `{"subject","data"}` line per message
+ *   (plus `headers` when it has any), oldest first: the audit log and the
+ *   stream of every persisted room (sealed frames, ciphertext).
+ * Records carry no revision, sequence or store time, so a backup of a
+ * restored store has the same checksums as the backup it was restored from:
+ * that equality is the proof a round trip changed nothing.
+ */
+export const ARCHIVE_FORMAT = 'sealbus-backup';
+export const ARCHIVE_FORMAT_VERSION = 1;
+
+/** Largest archive `readArchive` accepts: the control plane is small; this bounds memory. */
+export const MAX_ARCHIVE_BYTES = 1024 * 1024 * 1024;
+
+const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/);
+
+export const sectionSchema = z.object({
+  name: z.string().regex(/^[A-Za-z0-9_-]+$/),
+  kind: z.enum(['kv', 'stream']),
+  file: z.string().regex(/^(kv|stream)\/[A-Za-z0-9_-]+\.jsonl$/),
+  count: z.number().int().nonnegative(),
+  bytes: z.number().int().nonnegative(),
+  sha256: sha256Hex,
+});
+
+export const manifestSchema = z.object({
+  format: z.literal(ARCHIVE_FORMAT),
+  format_version: z.literal(ARCHIVE_FORMAT_VERSION),
+  sealbus_version: z.string(),
+  created_at: z.string(),
+  source: z.object({
+    mode: z.enum(['live', 'offline']),
+    data_dir: z.string().nullable(),
+    nats_server: z.string().nullable(),
+    at_rest: z.boolean().nullable(),
+  }),
+  sections: z.array(sectionSchema),
+  totals: z.object({ records: z.number().int().nonnegative(), bytes: z.number().int() }),
+});
+
+export type Section = z.infer<typeof sectionSchema>;
+export type Manifest = z.infer<typeof manifestSchema>;
+
+export const kvRecordSchema = z.object({ key: z.string().min(1), value: z.string() });
+export const streamRecordSchema = z.object({
+  subject: z.string().min(1),
+  data: z.string(),
+  /** Message headers (a persisted room's frames carry their message id), in order. */
+  headers: z.array(z.tuple([z.string(), z.string()])).optional(),
+});
+export type KvRecord = z.infer<typeof kvRecordSchema>;
+export type StreamRecord = z.infer<typeof streamRecordSchema>;
+
+/** One section's content, before it is written. */
+export interface SectionData {
+  name: string;
+  kind: 'kv' | 'stream';
+  records: Array<KvRecord | StreamRecord>;
+}
+
+/** Why an archive was refused. Nothing has been written when this is thrown. */
+export class ArchiveError extends Error {
+  override readonly name = 'ArchiveError';
+}
+
+export function sha256(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** The JSONL bytes of a section and its manifest entry. */
+export function encodeSection(s: SectionData): { section: Section; body: Buffer } {
+  const body = Buffer.from(s.records.map((r) => JSON.stringify(r) + '\n').join(''), 'utf8');
+  return {
+    section: {
+      name: s.name,
+      kind: s.kind,
+      file: `${s.kind}/${s.name}.jsonl`,
+      count: s.records.length,
+      bytes: body.length,
+      sha256: sha256(body),
+    },
+    body,
+  };
+}
+
+/** Builds the archive bytes: manifest first, then every section file. */
+export async function buildArchive(
+  header: Omit<Manifest, 'sections' | 'totals' | 'format' | 'format_version'>,
+  sections: SectionData[]
+): Promise<{ manifest: Manifest; bytes: Buffer }> {
+  const encoded = sections.map(encodeSection);
+  const manifest: Manifest = {
+    format: ARCHIVE_FORMAT,
+    format_version: ARCHIVE_FORMAT_VERSION,
+    ...header,
+    sections: encoded.map((e) => e.section),
+    totals: {
+      records: encoded.reduce((n, e) => n + e.section.count, 0),
+      bytes: encoded.reduce((n, e) => n + e.section.bytes, 0),
+    },
+  };
+  const pack = tar.pack();
+  const chunks: Buffer[] = [];
+  const collected = (async () => {
+    for await (const c of pack as unknown as AsyncIterable<Buffer>) chunks.push(c);
+  })();
+  const mtime = new Date(manifest.created_at);
+  const add = (name: string, body: Buffer) =>
+    new Promise<void>((resolve, reject) =>
+      pack.entry({ name, size: body.length, mode: 0o600, mtime }, body, (err) =>
+        err ? reject(err) : resolve()
+      )
+    );
+  await add('manifest.json', Buffer.from(JSON.stringify(manifest, null, 2) + '\n'));
+  for (const e of encoded) await add(e.section.file, e.body);
+  pack.finalize();
+  await collected;
+  return { manifest, bytes: gzipSync(Buffer.concat(chunks)) };
+}
+
+/** Writes `bytes` to `path` (0600) through a temporary file and a rename: never half a backup. */
+export async function writeArchiveFile(path: string, bytes: Buffer): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  try {
+    await writeFile(tmp, bytes, { mode: 0o600, flag: 'wx' });
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+/** A read archive: its manifest and every section, parsed and verified. */
+export interface VerifiedArchive {
+  manifest: Manifest;
+  sections: Array<{ section: Section; records: Array<KvRecord | StreamRecord> }>;
+}
+
+/**
+ * Reads an archive into memory and verifies all of it (gzip CRC, tar
+ * structure, manifest schema, every section's size, SHA-256 and record
+ * count, every record's shape) before returning. Any defect is an
+ * ArchiveError; callers write nothing until this has returned.
+ */
+export async function readArchive(path: string): Promise<VerifiedArchive> {
+  let gz: Buffer;
+  try {
+    if ((await stat(path)).size > MAX_ARCHIVE_BYTES)
+      throw new ArchiveError(`${path} is larger than ${MAX_ARCHIVE_BYTES} bytes`);
+    gz = await readFile(path);
+  } catch (err) {
+    if (err instanceof ArchiveError) throw err;
+    const e = err as NodeJS.ErrnoException;
+    throw new ArchiveError(
+      e.code === 'ENOENT' ? `no archive at ${path}` : `cannot read ${path}: ${e.code ?? e.message}`
+    );
+  }
+  let tarBytes: Buffer;
+  try {
+    tarBytes = gunzipSync(gz, { maxOutputLength: MAX_ARCHIVE_BYTES });
+  } catch (err) {
+    throw new ArchiveError(
+      `${path} is not a readable Sealbus backup (gzip: ${(err as Error).message})`
+    );
+  }
+  const files = new Map<string, Buffer>();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const extract = tar.extract();
+      extract.on('entry', (header, stream, next) => {
+        const chunks: Buffer[] = [];
+        stream.on('error', reject);
+        stream.on('data', (data: unknown) => chunks.push(data as Buffer));
+        stream.on('end', () => {
+          if (header.type === 'file') {
+            if (files.has(header.name)) {
+              reject(new ArchiveError(`${path} holds ${header.name} twice`));
+              return;
+            }
+            files.set(header.name, Buffer.concat(chunks));
+          }
+          next();
+        });
+      });
+      extract.on('error', reject);
+      extract.on('finish', resolve);
+      extract.end(tarBytes);
+    });
+  } catch (err) {
+    if (err instanceof ArchiveError) throw err;
+    throw new ArchiveError(
+      `${path} is not a readable Sealbus backup (tar: ${(err as Error).message})`
+    );
+  }
+  return verifyFiles(files, path);
+}
+
+/** Verifies extracted archive files (exported for tests of single defects). */
+export function verifyFiles(files: Map<string, Buffer>, path: string): VerifiedArchive {
+  const raw = files.get('manifest.json');
+  if (!raw) throw new ArchiveError(`${path} has no manifest.json: not a Sealbus backup`);
+  let manifest: Manifest;
+  try {
+    manifest = manifestSchema.parse(JSON.parse(raw.toString('utf8')));
+  } catch (err) {
+    const hint =
+      err instanceof z.ZodError ? err.issues.map((i) => i.path.join('.')).join(', ') : '';
+    throw new ArchiveError(
+      `${path}: manifest.json is not a valid version-${ARCHIVE_FORMAT_VERSION} manifest${hint ? ` (${hint})` : ''}`
+    );
+  }
+  const known = new Set(['manifest.json', ...manifest.sections.map((s) => s.file)]);
+  for (const name of files.keys()) {
+    if (!known.has(name)) throw new ArchiveError(`${path}: unexpected file ${name} in archive`);
+  }
+  const sections: VerifiedArchive['sections'] = [];
+  for (const section of manifest.sections) {
+    const body = files.get(section.file);
+    if (!body) throw new ArchiveError(`${path}: ${section.file} is missing`);
+    if (body.length !== section.bytes || sha256(body) !== section.sha256) {
+      throw new ArchiveError(
+        `${path}: checksum mismatch in ${section.file} (the archive is corrupted or was altered)`
+      );
+    }
+    const schema = section.kind === 'kv' ? kvRecordSchema : streamRecordSchema;
+    const lines = body.toString('utf8').split('\n');
+    if (lines.pop() !== '') throw new ArchiveError(`${path}: ${section.file} is truncated`);
+    const records = lines.map((line, i) => {
+      try {
+        return schema.parse(JSON.parse(line));
+      } catch {
+        throw new ArchiveError(`${path}: ${section.file} line ${i + 1} is not a valid record`);
+      }
+    });
+    if (records.length !== section.count) {
+      throw new ArchiveError(
+        `${path}: ${section.file} holds ${records.length} records, the manifest says ${section.count}`
+      );
+    }
+    sections.push({ section, records });
+  }
+  return { manifest, sections };
+}
+
+/** Reads only the manifest (for `backup inspect`), after verifying the whole archive. */
+export async function inspectArchive(path: string): Promise<Manifest> {
+  return (await readArchive(path)).manifest;
+}
+
+/** Bytes for people. */
+export function humanBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}

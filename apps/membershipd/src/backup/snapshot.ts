@@ -1,0 +1,318 @@
+import {
+  headers,
+  type JetStreamClient,
+  type JetStreamManager,
+  type KV,
+  type NatsConnection,
+} from 'nats';
+import { roomRecordSchema, roomStreamName, type RoomRecord } from '@sealbus/protocol';
+import {
+  AUDIT_STREAM,
+  AUDIT_SUBJECT_PREFIX,
+  MembershipStore,
+  bucketSpecs,
+  getLive,
+  listKeys,
+  toStoreError,
+} from '@sealbus/store';
+import {
+  ArchiveError,
+  encodeSection,
+  type KvRecord,
+  type Section,
+  type SectionData,
+  type StreamRecord,
+  type VerifiedArchive,
+} from './archive.js';
+
+/** Progress of one section: `done` of `total` records. */
+export type Progress = (section: string, done: number, total: number) => void;
+
+const BATCH = 64;
+const OP_TIMEOUT_MS = 10_000;
+
+/** The control-plane buckets and the audit stream, in the order they are archived. */
+export function expectedSections(): Array<{ name: string; kind: 'kv' | 'stream' }> {
+  return [
+    ...Object.values(bucketSpecs()).map((s) => ({ name: s.name, kind: 'kv' as const })),
+    { name: AUDIT_STREAM, kind: 'stream' as const },
+  ];
+}
+
+async function bindKv(js: JetStreamClient, name: string): Promise<KV> {
+  try {
+    // Reads go through the stream leader (no direct get from a lagging follower).
+    return await js.views.kv(name, { bindOnly: true, allow_direct: false });
+  } catch (err) {
+    throw toStoreError(err, `open bucket ${name}`);
+  }
+}
+
+/**
+ * Reads every bucket's live keys and every audit message over `nc` (the
+ * node's internal identity). Not a point-in-time snapshot across buckets:
+ * a write landing during a live backup may be in one bucket and not yet in
+ * another; back up a stopped node, or a quiet one, for an exact cut.
+ */
+export async function dumpStore(nc: NatsConnection, progress?: Progress): Promise<SectionData[]> {
+  const js = nc.jetstream({ timeout: OP_TIMEOUT_MS, checkAPI: false });
+  const jsm = await nc.jetstreamManager({ timeout: OP_TIMEOUT_MS, checkAPI: false });
+  const out: SectionData[] = [];
+  for (const spec of Object.values(bucketSpecs())) {
+    const kv = await bindKv(js, spec.name);
+    const keys = (await listKeys(kv, `list ${spec.name}`)).sort();
+    const records: KvRecord[] = [];
+    for (let i = 0; i < keys.length; i += BATCH) {
+      const batch = keys.slice(i, i + BATCH);
+      const entries = await Promise.all(batch.map((k) => getLive(kv, k, `read ${spec.name}`)));
+      for (const e of entries) {
+        if (e) records.push({ key: e.key, value: Buffer.from(e.value).toString('base64') });
+      }
+      progress?.(spec.name, Math.min(i + BATCH, keys.length), keys.length);
+    }
+    if (keys.length === 0) progress?.(spec.name, 0, 0);
+    out.push({ name: spec.name, kind: 'kv', records });
+  }
+
+  out.push({
+    name: AUDIT_STREAM,
+    kind: 'stream',
+    records: await dumpStream(jsm, AUDIT_STREAM, progress),
+  });
+  const rooms: string[] = [];
+  try {
+    for await (const name of jsm.streams.names())
+      if (name.startsWith(ROOM_STREAM_PREFIX)) rooms.push(name);
+  } catch (err) {
+    throw toStoreError(err, 'list room streams');
+  }
+  for (const name of rooms.sort()) {
+    out.push({ name, kind: 'stream', records: await dumpStream(jsm, name, progress) });
+  }
+  return out;
+}
+
+const ROOM_STREAM_PREFIX = roomStreamName('');
+
+/** Every message of a stream, oldest first, without sequence or time. */
+async function dumpStream(
+  jsm: JetStreamManager,
+  stream: string,
+  progress?: Progress
+): Promise<StreamRecord[]> {
+  let first = 0;
+  let last = -1;
+  try {
+    const info = await jsm.streams.info(stream);
+    if (info.state.messages > 0) {
+      first = info.state.first_seq;
+      last = info.state.last_seq;
+    }
+  } catch (err) {
+    throw toStoreError(err, `read stream ${stream}`);
+  }
+  const records: StreamRecord[] = [];
+  const total = last - first + 1;
+  for (let s = first; s <= last; s += BATCH) {
+    const seqs = Array.from({ length: Math.min(BATCH, last - s + 1) }, (_, i) => s + i);
+    const msgs = await Promise.all(
+      seqs.map((seq) =>
+        jsm.streams.getMessage(stream, { seq }).catch((err: unknown) => {
+          if (/no message found/i.test((err as Error).message)) return null;
+          throw toStoreError(err, `read stream ${stream}`);
+        })
+      )
+    );
+    for (const m of msgs) {
+      if (!m) continue;
+      const headers: Array<[string, string]> = [];
+      if (m.header) {
+        for (const k of m.header.keys()) {
+          // Publish-time controls, not content: expectations, and the
+          // dedupe id (restoring with it could drop a legitimate repeat).
+          if (/^nats-(expected-|msg-id$)/i.test(k)) continue;
+          for (const v of m.header.values(k)) headers.push([k, v]);
+        }
+      }
+      records.push({
+        subject: m.subject,
+        data: Buffer.from(m.data).toString('base64'),
+        ...(headers.length > 0 ? { headers } : {}),
+      });
+    }
+    progress?.(stream, Math.min(s + BATCH - first, total), total);
+  }
+  if (total <= 0) progress?.(stream, 0, 0);
+  return records;
+}
+
+/** The persisted rooms of an archive (from its rooms section) and their members. */
+function persistedRooms(archive: VerifiedArchive): Array<{ room: RoomRecord; members: string[] }> {
+  const records = (name: string) =>
+    (archive.sections.find((s) => s.section.kind === 'kv' && s.section.name === name)?.records ??
+      []) as KvRecord[];
+  const specs = bucketSpecs();
+  const out: Array<{ room: RoomRecord; members: string[] }> = [];
+  for (const r of records(specs.rooms.name)) {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(Buffer.from(r.value, 'base64').toString('utf8'));
+    } catch {
+      continue; // not a room row (a subject claim, say)
+    }
+    const parsed = roomRecordSchema.safeParse(raw);
+    if (!parsed.success || `room.${parsed.data.id}` !== r.key || !parsed.data.policy.persist)
+      continue;
+    const id = parsed.data.id; // rooms rows are `room.<id>`, members rows `<id>.<sign_pub>`
+    const members = records(specs.members.name)
+      .filter((m) => m.key.startsWith(`${id}.`))
+      .map((m) => m.key.slice(id.length + 1));
+    out.push({ room: parsed.data, members });
+  }
+  return out;
+}
+
+/**
+ * Checks that an archive holds exactly the sections this version restores
+ * (every bucket, the audit log, and streams only of persisted rooms it
+ * describes), with records that fit them, before anything is written.
+ */
+export function checkRestorable(archive: VerifiedArchive): void {
+  const want = expectedSections();
+  const have = archive.sections.map((s) => `${s.section.kind}:${s.section.name}`);
+  for (const w of want) {
+    if (!have.includes(`${w.kind}:${w.name}`))
+      throw new ArchiveError(`the archive has no ${w.kind} section ${w.name}`);
+  }
+  const rooms = new Map(persistedRooms(archive).map((p) => [roomStreamName(p.room.id), p.room]));
+  for (const { section, records } of archive.sections) {
+    const key = `${section.kind}:${section.name}`;
+    if (want.some((w) => `${w.kind}:${w.name}` === key)) {
+      if (section.name !== AUDIT_STREAM) continue;
+      for (const r of records as StreamRecord[]) {
+        if (!r.subject.startsWith(`${AUDIT_SUBJECT_PREFIX}.`))
+          throw new ArchiveError(`audit record subject ${r.subject} is outside the audit stream`);
+      }
+      continue;
+    }
+    const room = section.kind === 'stream' ? rooms.get(section.name) : undefined;
+    if (!room) throw new ArchiveError(`the archive has an unknown section ${key}`);
+    for (const r of records as StreamRecord[]) {
+      if (r.subject !== room.subject)
+        throw new ArchiveError(`a message in ${section.name} is not on its room's subject`);
+    }
+  }
+}
+
+/** What one section restored. */
+export interface RestoredSection {
+  name: string;
+  kind: 'kv' | 'stream';
+  count: number;
+  sha256: string;
+}
+
+async function publishAll(
+  js: JetStreamClient,
+  stream: string,
+  rows: StreamRecord[],
+  progress?: Progress
+): Promise<void> {
+  // Publishes on one connection are stored in the order they are sent, so a
+  // window of them in flight keeps the original order.
+  for (let i = 0; i < rows.length; i += BATCH) {
+    await Promise.all(
+      rows.slice(i, i + BATCH).map(async (r) => {
+        const h = r.headers?.length ? headers() : undefined;
+        for (const [k, v] of r.headers ?? []) h!.append(k, v);
+        try {
+          await js.publish(r.subject, Buffer.from(r.data, 'base64'), {
+            expect: { streamName: stream },
+            ...(h ? { headers: h } : {}),
+          });
+        } catch (err) {
+          throw toStoreError(err, `restore ${stream}`);
+        }
+      })
+    );
+    progress?.(stream, Math.min(i + BATCH, rows.length), rows.length);
+  }
+}
+
+/**
+ * Creates the store's buckets and audit stream (their real definitions) on
+ * `nc`, which must be empty, and writes every record of a verified archive
+ * into them: keys create-only, messages in their original order. Persisted
+ * rooms get their stream back, with its history, and each member a consumer
+ * reading from the start.
+ */
+export async function loadStore(
+  nc: NatsConnection,
+  archive: VerifiedArchive,
+  options: { replicas: number; progress?: Progress }
+): Promise<RestoredSection[]> {
+  checkRestorable(archive);
+  const store = await MembershipStore.open(nc, {
+    replicas: options.replicas,
+    bootstrapBudgetMs: 30_000,
+  });
+  const js = nc.jetstream({ timeout: OP_TIMEOUT_MS, checkAPI: false });
+  const jsm = await nc.jetstreamManager({ timeout: OP_TIMEOUT_MS, checkAPI: false });
+  const out: RestoredSection[] = [];
+  const done = (section: Section, count: number) =>
+    out.push({ name: section.name, kind: section.kind, count, sha256: section.sha256 });
+  for (const { section, records } of archive.sections) {
+    if (section.kind === 'kv') {
+      const kv = await bindKv(js, section.name);
+      if ((await listKeys(kv, `list ${section.name}`)).length > 0)
+        throw new ArchiveError(`bucket ${section.name} is not empty: restore needs a fresh store`);
+      const rows = records as KvRecord[];
+      for (let i = 0; i < rows.length; i += BATCH) {
+        await Promise.all(
+          rows.slice(i, i + BATCH).map(async (r) => {
+            try {
+              await kv.create(r.key, Buffer.from(r.value, 'base64'));
+            } catch (err) {
+              throw toStoreError(err, `restore ${section.name}/${r.key}`);
+            }
+          })
+        );
+        options.progress?.(section.name, Math.min(i + BATCH, rows.length), rows.length);
+      }
+      done(section, rows.length);
+    } else if (section.name === AUDIT_STREAM) {
+      const info = await jsm.streams.info(section.name);
+      if (info.state.messages > 0)
+        throw new ArchiveError(`stream ${section.name} is not empty: restore needs a fresh store`);
+      await publishAll(js, section.name, records as StreamRecord[], options.progress);
+      done(section, records.length);
+    }
+  }
+  for (const { room, members } of persistedRooms(archive)) {
+    await store.rooms.restorePersistence(room, members);
+    const name = roomStreamName(room.id);
+    const entry = archive.sections.find(
+      (s) => s.section.kind === 'stream' && s.section.name === name
+    );
+    if (!entry) continue;
+    await publishAll(js, name, entry.records as StreamRecord[], options.progress);
+    done(entry.section, entry.records.length);
+  }
+  return out;
+}
+
+/**
+ * Reads the store back and compares every section with the archive: the
+ * restore is proven, not assumed.
+ */
+export async function verifyAgainst(
+  nc: NatsConnection,
+  archive: VerifiedArchive
+): Promise<Array<{ name: string; ok: boolean }>> {
+  const now = await dumpStore(nc);
+  return archive.sections.map(({ section }) => {
+    const mine = now.find((s) => s.name === section.name && s.kind === section.kind);
+    const ok = mine ? encodeSection(mine).section.sha256 === section.sha256 : false;
+    return { name: section.name, ok };
+  });
+}

@@ -1,0 +1,340 @@
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { Option, type Command } from 'commander';
+import {
+  ArchiveError,
+  buildArchive,
+  humanBytes,
+  readArchive,
+  writeArchiveFile,
+  type Manifest,
+  type VerifiedArchive,
+} from '../backup/archive.js';
+import { OfflineError, nodeRunning, withOfflineStore } from '../backup/offline.js';
+import {
+  checkRestorable,
+  dumpStore,
+  loadStore,
+  verifyAgainst,
+  type Progress,
+  type RestoredSection,
+} from '../backup/snapshot.js';
+import { action, CliError, EXIT_CODES } from '../cli.js';
+import {
+  AT_REST_KEY_ENV,
+  AtRestError,
+  checkStore,
+  hasEntries,
+  loadAtRestKey,
+  readStoreMarker,
+  writeStoreMarker,
+} from '../daemon/atrest.js';
+import { dataPaths } from '../daemon/paths.js';
+import { VERSION } from '../version.js';
+import { addNodeOptions, withNodeStore, type NodeOptions } from './user/node.js';
+
+interface BackupOptions extends NodeOptions {
+  out?: string;
+  force: boolean;
+  atRestKeyFile?: string;
+  natsServerBin?: string;
+  output: 'text' | 'json';
+}
+
+interface RestoreOptions {
+  data: string;
+  in: string;
+  force: boolean;
+  atRestKeyFile?: string;
+  natsServerBin?: string;
+  output: 'text' | 'json';
+}
+
+/** Progress on stderr when it is a terminal (at most ten updates a second); silent otherwise. */
+function terminalProgress(verb: string): { progress?: Progress; end: () => void } {
+  if (!process.stderr.isTTY) return { end: () => {} };
+  let last = 0;
+  let shown = false;
+  return {
+    progress: (section, done, total) => {
+      const now = Date.now();
+      if (now - last < 100 && done < total) return;
+      last = now;
+      shown = true;
+      process.stderr.write(`\r\x1b[K${verb} ${section}: ${done}/${total}`);
+    },
+    end: () => {
+      if (shown) process.stderr.write('\r\x1b[K');
+    },
+  };
+}
+
+function outputOption(): Option {
+  return new Option('-o, --output <format>', 'output format')
+    .choices(['text', 'json'])
+    .default('text');
+}
+
+function sectionTable(rows: Array<{ name: string; kind: string; count: number; extra: string }>) {
+  const w = Math.max(7, ...rows.map((r) => r.name.length));
+  return rows
+    .map(
+      (r) =>
+        `  ${r.name.padEnd(w)}  ${r.kind.padEnd(6)}  ${String(r.count).padStart(8)}  ${r.extra}`
+    )
+    .join('\n');
+}
+
+/** Maps the failures these commands expect to one-line errors. */
+function known(err: unknown): never {
+  if (err instanceof ArchiveError || err instanceof AtRestError || err instanceof OfflineError) {
+    throw new CliError(EXIT_CODES.FAILED, err.message);
+  }
+  throw err;
+}
+
+export function registerBackup(program: Command): void {
+  const backup = addNodeOptions(
+    program
+      .command('backup')
+      .description(
+        'write the control plane (every bucket and the audit log) to one verified archive; ' +
+          'from a running node over its privileged loopback path, or from a stopped node offline'
+      )
+      .option('--out <file>', 'the archive to write (gzip tar, mode 0600)')
+      .option('--force', 'replace an existing --out file', false)
+      .option(
+        '--at-rest-key-file <path>',
+        `the store's at-rest key, to read a stopped encrypted node (or set ${AT_REST_KEY_ENV})`
+      )
+      .option('--nats-server-bin <path>', 'nats-server binary for offline backups')
+      .addOption(outputOption()),
+    { timeoutMs: 600_000, timeoutLabel: '10m' }
+  )
+    // `backup inspect FILE -o json`: options after the subcommand are its own.
+    .enablePositionalOptions()
+    .action(
+      action('backup', async (opts: BackupOptions) => {
+        if (!opts.out) throw new CliError(EXIT_CODES.USAGE, '--out <file> is required');
+        const out = resolve(opts.out);
+        if (!existsSync(dirname(out)))
+          throw new CliError(EXIT_CODES.USAGE, `the directory of ${out} does not exist`);
+        if (existsSync(out) && !opts.force)
+          throw new CliError(EXIT_CODES.FAILED, `${out} exists (add --force to replace it)`);
+        const paths = dataPaths(resolve(opts.data));
+        const marker = await readStoreMarker(paths.storeMarker).catch(() => null);
+        const { progress, end } = terminalProgress('backing up');
+        let mode: 'live' | 'offline';
+        let natsServer: string | null = null;
+        let sections;
+        try {
+          if (opts.natsUrl || (await nodeRunning(paths))) {
+            mode = 'live';
+            sections = await withNodeStore(opts, async ({ nc }) => {
+              natsServer = nc.info?.server_name ?? null;
+              return dumpStore(nc, progress);
+            });
+          } else {
+            mode = 'offline';
+            const key = await loadAtRestKey(opts.atRestKeyFile);
+            const state = await checkStore(paths.storeMarker, paths.jetstreamDir, key);
+            if (!state.initialized && !(await hasEntries(paths.jetstreamDir))) {
+              throw new CliError(
+                EXIT_CODES.FAILED,
+                `no store in ${paths.dataDir} and no node running there (wrong --data?)`
+              );
+            }
+            sections = await withOfflineStore(
+              paths,
+              { key, ...(opts.natsServerBin ? { natsServerBin: opts.natsServerBin } : {}) },
+              (nc) => dumpStore(nc, progress)
+            );
+          }
+        } catch (err) {
+          known(err);
+        } finally {
+          end();
+        }
+        const { manifest, bytes } = await buildArchive(
+          {
+            sealbus_version: VERSION,
+            created_at: new Date().toISOString(),
+            source: {
+              mode,
+              data_dir: paths.dataDir,
+              nats_server: natsServer,
+              at_rest: marker ? marker.at_rest : null,
+            },
+          },
+          sections
+        );
+        await writeArchiveFile(out, bytes);
+        if (opts.output === 'json') {
+          process.stdout.write(
+            JSON.stringify({ file: out, archive_bytes: bytes.length, manifest }, null, 2) + '\n'
+          );
+          return;
+        }
+        process.stdout.write(
+          `wrote ${out} (${humanBytes(bytes.length)}, ${mode} backup of ${paths.dataDir})\n` +
+            sectionTable(
+              manifest.sections.map((s) => ({
+                name: s.name,
+                kind: s.kind,
+                count: s.count,
+                extra: `sha256 ${s.sha256.slice(0, 16)}…`,
+              }))
+            ) +
+            `\n  ${manifest.totals.records} records; identity files (*.id, callout.key) are not in the archive: keep them separately\n`
+        );
+      })
+    );
+
+  backup
+    .command('inspect <file>')
+    .description("verify an archive's checksums and print its manifest")
+    .addOption(outputOption())
+    .action(
+      action('backup inspect', async (file: string, opts: { output: 'text' | 'json' }) => {
+        let archive: VerifiedArchive;
+        try {
+          archive = await readArchive(resolve(file));
+        } catch (err) {
+          known(err);
+        }
+        const m = archive.manifest;
+        if (opts.output === 'json') {
+          process.stdout.write(JSON.stringify(m, null, 2) + '\n');
+          return;
+        }
+        process.stdout.write(formatManifest(resolve(file), m));
+      })
+    );
+}
+
+export function formatManifest(file: string, m: Manifest): string {
+  const src = m.source;
+  return (
+    `${file}\n` +
+    `  format     ${m.format} v${m.format_version}\n` +
+    `  version    ${m.sealbus_version}\n` +
+    `  created    ${m.created_at}\n` +
+    `  source     ${src.mode}${src.data_dir ? `, ${src.data_dir}` : ''}${src.nats_server ? `, server ${src.nats_server}` : ''}` +
+    `${src.at_rest === null ? '' : src.at_rest ? ', encrypted at rest' : ', not encrypted at rest'}\n` +
+    `  checksums  verified\n` +
+    sectionTable(
+      m.sections.map((s) => ({
+        name: s.name,
+        kind: s.kind,
+        count: s.count,
+        extra: `${humanBytes(s.bytes).padStart(9)}  sha256 ${s.sha256}`,
+      }))
+    ) +
+    `\n  total      ${m.totals.records} records, ${humanBytes(m.totals.bytes)}\n`
+  );
+}
+
+export function registerRestore(program: Command): void {
+  program
+    .command('restore')
+    .description(
+      'restore an archive into the store of a fresh, stopped data dir (verified before and after writing)'
+    )
+    .option('--data <dir>', 'the data directory to restore into', './data')
+    .option('--in <file>', 'the archive (from `membershipd backup`)')
+    .option('--force', 'replace a store already in --data (its data is deleted)', false)
+    .option(
+      '--at-rest-key-file <path>',
+      `encrypt the restored store at rest with this key (or set ${AT_REST_KEY_ENV})`
+    )
+    .option('--nats-server-bin <path>', 'nats-server binary')
+    .addOption(outputOption())
+    .action(
+      action('restore', async (opts: RestoreOptions) => {
+        if (!opts.in) throw new CliError(EXIT_CODES.USAGE, '--in <file> is required');
+        const paths = dataPaths(resolve(opts.data));
+        let archive: VerifiedArchive;
+        let key;
+        try {
+          key = await loadAtRestKey(opts.atRestKeyFile);
+          // Everything is read and verified before anything is written.
+          archive = await readArchive(resolve(opts.in));
+          checkRestorable(archive);
+          if (await nodeRunning(paths))
+            throw new OfflineError(`a node is running on ${paths.dataDir}; stop it first`);
+        } catch (err) {
+          known(err);
+        }
+        const hasStore =
+          (await readStoreMarker(paths.storeMarker).catch(() => true)) !== null ||
+          (await hasEntries(paths.jetstreamDir));
+        if (hasStore && !opts.force) {
+          throw new CliError(
+            EXIT_CODES.FAILED,
+            `${paths.dataDir} already holds a store; restore into a fresh data dir, or add --force to replace it`
+          );
+        }
+        const wipe = async () => {
+          await rm(paths.jetstreamDir, { recursive: true, force: true });
+          await rm(paths.storeMarker, { force: true });
+        };
+        if (hasStore) await wipe();
+        const { progress, end } = terminalProgress('restoring');
+        let restored: RestoredSection[];
+        let verified: Array<{ name: string; ok: boolean }>;
+        try {
+          ({ restored, verified } = await withOfflineStore(
+            paths,
+            { key, ...(opts.natsServerBin ? { natsServerBin: opts.natsServerBin } : {}) },
+            async (nc) => {
+              const restored = await loadStore(nc, archive, {
+                replicas: 1,
+                ...(progress ? { progress } : {}),
+              });
+              return { restored, verified: await verifyAgainst(nc, archive) };
+            }
+          ));
+          const bad = verified.filter((v) => !v.ok).map((v) => v.name);
+          if (bad.length > 0)
+            throw new ArchiveError(`read-back differs from the archive in ${bad.join(', ')}`);
+          await writeStoreMarker(paths.storeMarker, key);
+        } catch (err) {
+          // Nothing half-restored stays behind.
+          await wipe();
+          end();
+          if (err instanceof CliError) throw err;
+          throw new CliError(
+            EXIT_CODES.FAILED,
+            `restore failed, the data dir's store was removed again: ${(err as Error).message}`
+          );
+        }
+        end();
+        const report = {
+          data_dir: paths.dataDir,
+          archive: resolve(opts.in),
+          created_at: archive.manifest.created_at,
+          at_rest: key !== null,
+          verified: true,
+          sections: restored,
+        };
+        if (opts.output === 'json') {
+          process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+          return;
+        }
+        process.stdout.write(
+          `restored ${report.archive} (backup of ${archive.manifest.created_at}) into ${paths.dataDir}` +
+            `${key ? ', encrypted at rest' : ''}\n` +
+            sectionTable(
+              restored.map((s) => ({
+                name: s.name,
+                kind: s.kind,
+                count: s.count,
+                extra: 'read back, identical',
+              }))
+            ) +
+            `\n  identity files are not restored: copy admin.id (and, for a cluster node, callout.key) from your secure copy before serving\n`
+        );
+      })
+    );
+}

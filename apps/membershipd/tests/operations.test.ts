@@ -1,0 +1,411 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { copyFile, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { generateIdentity } from '@sealbus/crypto';
+import { ControlClient, Sealbus } from '@sealbus/client';
+import {
+  freePorts,
+  pidAlive,
+  runMembershipd,
+  startDaemon,
+  tempDir,
+  type TempDir,
+  type TestDaemon,
+} from '@sealbus/testing';
+import { adminOf } from './helpers.js';
+
+const PERSISTED = { encrypt: true, persist: true, sign: true };
+const enc = (s: string) => new TextEncoder().encode(s);
+
+/** Every regular file under `dir`, recursively. */
+async function filesUnder(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name));
+}
+
+/** The files under `dir` whose bytes contain any of `needles`. */
+async function plaintextHits(dir: string, needles: string[]): Promise<string[]> {
+  const hits: string[] = [];
+  for (const f of await filesUnder(dir)) {
+    const bytes = await readFile(f);
+    for (const n of needles) if (bytes.includes(Buffer.from(n))) hits.push(`${f}: ${n}`);
+  }
+  return hits;
+}
+
+/** sha256 of every file under the store, to prove a refused start changed nothing. */
+async function storeDigest(dataDir: string): Promise<string> {
+  const h = createHash('sha256');
+  const files = (await filesUnder(join(dataDir, 'nats', 'jetstream'))).sort();
+  for (const f of files) h.update(f).update(await readFile(f));
+  return h.digest('hex');
+}
+
+async function keyFile(dir: string, name: string, mode = 0o600): Promise<string> {
+  const path = join(dir, name);
+  await writeFile(path, randomBytes(32).toString('base64') + '\n', { mode });
+  return path;
+}
+
+/** `membershipd serve` that is expected to refuse to start: its exit and stderr. */
+async function serveRefused(dataDir: string, args: string[], env: Record<string, string> = {}) {
+  const [http, nats] = (await freePorts(2)) as [number, number];
+  const r = await runMembershipd(
+    [
+      'serve',
+      '--data',
+      dataDir,
+      '--http',
+      `127.0.0.1:${http}`,
+      '--nats-port',
+      String(nats),
+      ...args,
+    ],
+    { timeoutMs: 60_000, env }
+  );
+  assert.equal(r.code, 1, `serve should refuse: ${r.stderr}`);
+  return r.stderr;
+}
+
+async function healthz(d: TestDaemon): Promise<Record<string, unknown>> {
+  return (await (await fetch(`${d.httpUrl}/healthz`)).json()) as Record<string, unknown>;
+}
+
+/** Users, a persisted room with a message, a second member (sealed keys), audit records. */
+async function populate(d: TestDaemon, tag: string) {
+  const admin = new ControlClient({ urls: [d.httpUrl], identity: await adminOf(d) });
+  const alice = generateIdentity();
+  const bob = generateIdentity();
+  const handle = `handle-${tag}-${randomBytes(4).toString('hex')}`;
+  const subject = `secretsubject${tag}.${randomBytes(4).toString('hex')}`;
+  await admin.addUser({
+    sign_pub: alice.signPubHex,
+    kex_pub: alice.kexPubHex,
+    handle,
+    role: 'member',
+  });
+  await admin.addUser({
+    sign_pub: bob.signPubHex,
+    kex_pub: bob.kexPubHex,
+    handle: `bob-${tag}`,
+    role: 'guest',
+    expires_at: new Date(Date.now() + 30 * 86_400_000).toISOString(),
+  });
+  const A = await Sealbus.connect({
+    natsServers: [d.natsUrl],
+    controlUrls: [d.httpUrl],
+    identity: alice,
+  });
+  try {
+    const room = await A.createRoom({ subject, policy: PERSISTED });
+    await A.invite(room.id, bob.signPubHex, 'reader');
+    await A.publish(room.id, enc(`a message in ${subject}`));
+    return { admin, alice, bob, handle, subject, roomId: room.id };
+  } finally {
+    await A.close();
+  }
+}
+
+describe('at-rest encryption', { timeout: 300_000 }, () => {
+  let dir: TempDir;
+  before(async () => {
+    dir = await tempDir('sealbus-atrest-');
+  });
+  after(async () => {
+    await dir?.remove();
+  });
+
+  test('bad keys are refused before anything starts', async () => {
+    const data = join(dir.path, 'refusals');
+    const loose = await keyFile(dir.path, 'loose.key', 0o644);
+    assert.match(await serveRefused(data, ['--at-rest-key-file', loose]), /0600 or stricter/);
+    assert.match(
+      await serveRefused(data, [], { SEALBUS_AT_REST_KEY: '' }),
+      /at-rest key \(SEALBUS_AT_REST_KEY\) is empty/
+    );
+    assert.match(await serveRefused(data, [], { SEALBUS_AT_REST_KEY: 'short' }), /too short/);
+    const k = await keyFile(dir.path, 'both.key');
+    assert.match(
+      await serveRefused(data, ['--at-rest-key-file', k], { SEALBUS_AT_REST_KEY: 'x'.repeat(40) }),
+      /not both/
+    );
+    assert.match(
+      await serveRefused(data, ['--at-rest-key-file', join(dir.path, 'missing.key')]),
+      /cannot read the at-rest key file/
+    );
+    // Nothing was initialised by any of those.
+    await assert.rejects(stat(join(data, 'nats', 'jetstream')));
+  });
+
+  test('no plaintext on disk; wrong or missing key refused without touching data; the right key reads everything', async () => {
+    const data = join(dir.path, 'enc');
+    const key = await keyFile(dir.path, 'right.key');
+    const wrong = await keyFile(dir.path, 'wrong.key');
+    const keyText = (await readFile(key, 'utf8')).trim();
+    let d = await startDaemon({ dataDir: data, args: ['--at-rest-key-file', key] });
+    let state;
+    try {
+      assert.equal((await healthz(d)).at_rest, true);
+      state = await populate(d, 'enc');
+      // The key is in no argv, and the child sees only a derived value.
+      const natsArgv = await readFile(`/proc/${d.natsPid}/cmdline`, 'utf8');
+      const daemonArgv = await readFile(`/proc/${d.proc.pid}/cmdline`, 'utf8');
+      const natsEnv = await readFile(`/proc/${d.natsPid}/environ`, 'utf8');
+      for (const text of [natsArgv, daemonArgv, natsEnv, JSON.stringify(d.logs), d.stderr()])
+        assert.ok(!text.includes(keyText), 'the key text leaked');
+      assert.match(natsEnv, /SEALBUS_JS_KEY=sbk[0-9a-f]{64}/);
+    } finally {
+      await d.stop();
+    }
+    const conf = await readFile(join(data, 'nats', 'nats-server.conf'), 'utf8');
+    assert.match(conf, /"cipher": "chachapoly"/);
+    assert.match(conf, /"key": \$SEALBUS_JS_KEY/);
+    assert.ok(!conf.includes(keyText));
+    assert.deepEqual(await plaintextHits(data, [state.handle, state.subject, keyText]), []);
+
+    const before = await storeDigest(data);
+    assert.match(await serveRefused(data, ['--at-rest-key-file', wrong]), /wrong at-rest key/);
+    assert.match(await serveRefused(data, []), /encrypted at rest: give its key/);
+    assert.equal(await storeDigest(data), before, 'a refused start changed the store');
+
+    // The marker lost: nats-server starts with the wrong key but the daemon
+    // finds the buckets missing and stops instead of creating them empty.
+    const marker = join(data, 'nats', 'store.json');
+    const saved = await readFile(marker);
+    await rm(marker);
+    assert.match(
+      await serveRefused(data, ['--at-rest-key-file', wrong]),
+      /wrong at-rest key or missing data/
+    );
+    await writeFile(marker, saved, { mode: 0o600 });
+
+    // The right key, given through the environment this time, still reads everything.
+    d = await startDaemon({ dataDir: data, env: { SEALBUS_AT_REST_KEY: keyText } });
+    try {
+      assert.equal((await healthz(d)).at_rest, true);
+      const admin = new ControlClient({ urls: [d.httpUrl], identity: await adminOf(d) });
+      const users = await admin.listUsers();
+      assert.ok(users.some((u) => u.handle === state.handle));
+      const A = await Sealbus.connect({
+        natsServers: [d.natsUrl],
+        controlUrls: [d.httpUrl],
+        identity: state.alice,
+      });
+      try {
+        const rooms = await A.listMyRooms();
+        assert.ok(rooms.some((r) => r.id === state.roomId && r.subject === state.subject));
+      } finally {
+        await A.close();
+        admin.close();
+      }
+    } finally {
+      await d.stop();
+    }
+  });
+
+  test('a plaintext store is not switched to encryption in place', async () => {
+    const data = join(dir.path, 'plain');
+    const d = await startDaemon({ dataDir: data });
+    await d.stop();
+    const key = await keyFile(dir.path, 'late.key');
+    assert.match(
+      await serveRefused(data, ['--at-rest-key-file', key]),
+      /not encrypted at rest and cannot be switched in place/
+    );
+  });
+});
+
+describe('backup and restore', { timeout: 400_000 }, () => {
+  let dir: TempDir;
+  let d: TestDaemon | undefined;
+  let state: Awaited<ReturnType<typeof populate>>;
+  let src: string;
+
+  before(async () => {
+    dir = await tempDir('sealbus-backup-');
+    src = join(dir.path, 'src');
+    d = await startDaemon({ dataDir: src });
+    state = await populate(d, 'bak');
+  });
+  after(async () => {
+    state?.admin.close();
+    await d?.dispose();
+    await dir?.remove();
+  });
+
+  const manifestOf = async (file: string) => {
+    const r = await runMembershipd(['backup', 'inspect', file, '-o', 'json']);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as {
+      sections: Array<{ name: string; kind: string; count: number; sha256: string }>;
+      source: { mode: string };
+      sealbus_version: string;
+    };
+  };
+  const checksums = (m: Awaited<ReturnType<typeof manifestOf>>) =>
+    Object.fromEntries(m.sections.map((s) => [s.name, s.sha256]));
+
+  test('live backup, offline backup, restore into a fresh dir: identical state', async () => {
+    const live = join(dir.path, 'live.tgz');
+    let r = await runMembershipd(['backup', '--data', src, '--out', live]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /live backup/);
+    assert.equal((await stat(live)).mode & 0o777, 0o600);
+    const m = await manifestOf(live);
+    assert.equal(m.source.mode, 'live');
+    const count = (name: string) => m.sections.find((s) => s.name === name)?.count;
+    assert.equal(count('sealbus_users'), 3); // admin #0, alice, bob
+    // Rooms hold the room and its subject claim; members and sealed keys one per member.
+    assert.ok((count('sealbus_rooms') ?? 0) >= 1);
+    assert.equal(count('sealbus_members'), 2);
+    assert.equal(count('sealbus_room_keys'), 2);
+    assert.ok((count('SEALBUS_AUDIT') ?? 0) >= 4);
+    // The persisted room's history (sealed frames) travels too.
+    assert.equal(m.sections.find((s) => s.name === `ROOM_${state.roomId}`)?.count, 1);
+    // Refuses to overwrite without --force.
+    r = await runMembershipd(['backup', '--data', src, '--out', live]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /exists/);
+
+    await d!.stop();
+    // The control for the at-rest test's search: without encryption the handle is on disk.
+    assert.notDeepEqual(await plaintextHits(src, [state.handle]), []);
+    const offline = join(dir.path, 'offline.tgz');
+    r = await runMembershipd(['backup', '--data', src, '--out', offline]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /offline backup/);
+    assert.deepEqual(checksums(await manifestOf(offline)), checksums(m));
+
+    const dst = join(dir.path, 'dst');
+    r = await runMembershipd(['restore', '--data', dst, '--in', live, '-o', 'json']);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout) as {
+      verified: boolean;
+      sections: Array<{ name: string; count: number }>;
+    };
+    assert.equal(report.verified, true);
+    assert.equal(report.sections.find((s) => s.name === 'sealbus_users')?.count, 3);
+
+    // A backup of the restored store has the same checksums: nothing changed.
+    const again = join(dir.path, 'again.tgz');
+    r = await runMembershipd(['backup', '--data', dst, '--out', again]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(checksums(await manifestOf(again)), checksums(m));
+
+    // And the restored node serves it: admin #0's identity copied, as the runbook says.
+    await copyFile(join(src, 'admin.id'), join(dst, 'admin.id'));
+    const restored = await startDaemon({ dataDir: dst });
+    try {
+      const admin = new ControlClient({
+        urls: [restored.httpUrl],
+        identity: await adminOf(restored),
+      });
+      const users = await admin.listUsers();
+      assert.deepEqual(
+        users.map((u) => u.handle).sort(),
+        ['admin', state.handle, 'bob-bak'].sort()
+      );
+      assert.ok(users.find((u) => u.handle === 'bob-bak')?.expires_at);
+      const B = await Sealbus.connect({
+        natsServers: [restored.natsUrl],
+        controlUrls: [restored.httpUrl],
+        identity: state.bob,
+      });
+      try {
+        const got: string[] = [];
+        const sub = await B.subscribe(
+          state.roomId,
+          (msg) => void got.push(new TextDecoder().decode(msg.data)),
+          {
+            from: 'start',
+          }
+        );
+        const deadline = Date.now() + 15_000;
+        while (got.length === 0 && Date.now() < deadline)
+          await new Promise((r) => setTimeout(r, 100));
+        await sub.stop();
+        assert.deepEqual(got, [`a message in ${state.subject}`]);
+      } finally {
+        await B.close();
+        admin.close();
+      }
+    } finally {
+      await restored.dispose();
+    }
+  });
+
+  test('a corrupted archive is refused before anything is written', async () => {
+    const good = join(dir.path, 'live.tgz');
+    const bytes = await readFile(good);
+    const cases: Array<[string, Buffer]> = [
+      [
+        'flipped',
+        Buffer.from(bytes.map((b, i) => (i === Math.floor(bytes.length / 2) ? b ^ 0xff : b))),
+      ],
+      ['truncated', bytes.subarray(0, bytes.length - 40)],
+      ['not an archive', Buffer.from('hello\n')],
+    ];
+    for (const [name, body] of cases) {
+      const bad = join(dir.path, `${name.replace(/ /g, '-')}.tgz`);
+      await writeFile(bad, body);
+      const r = await runMembershipd(['backup', 'inspect', bad]);
+      assert.equal(r.code, 1, `${name}: inspect should fail`);
+      const dst = join(dir.path, `never-${name.replace(/ /g, '-')}`);
+      const rr = await runMembershipd(['restore', '--data', dst, '--in', bad]);
+      assert.equal(rr.code, 1, `${name}: ${rr.stdout}`);
+      assert.match(rr.stderr, /membershipd restore: /);
+      await assert.rejects(stat(dst), `${name}: restore wrote ${dst}`);
+    }
+  });
+
+  test('restore refuses a data dir that holds a store unless --force', async () => {
+    const live = join(dir.path, 'live.tgz');
+    const dst = join(dir.path, 'dst');
+    let r = await runMembershipd(['restore', '--data', dst, '--in', live]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /already holds a store/);
+    r = await runMembershipd(['restore', '--data', dst, '--in', live, '--force']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /read back, identical/);
+  });
+
+  test('enabling at-rest encryption: backup, fresh dir with a key, restore, serve', async () => {
+    const live = join(dir.path, 'live.tgz');
+    const key = await keyFile(dir.path, 'enable.key');
+    const dst = join(dir.path, 'encrypted');
+    let r = await runMembershipd([
+      'restore',
+      '--data',
+      dst,
+      '--in',
+      live,
+      '--at-rest-key-file',
+      key,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /encrypted at rest/);
+    assert.deepEqual(await plaintextHits(dst, [state.handle, state.subject]), []);
+    // Encrypted offline backups need the key, and with it read the same state.
+    r = await runMembershipd(['backup', '--data', dst, '--out', join(dir.path, 'x.tgz')]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /encrypted at rest: give its key/);
+    const out = join(dir.path, 'from-encrypted.tgz');
+    r = await runMembershipd(['backup', '--data', dst, '--out', out, '--at-rest-key-file', key]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(checksums(await manifestOf(out)), checksums(await manifestOf(live)));
+
+    await copyFile(join(src, 'admin.id'), join(dst, 'admin.id'));
+    const e = await startDaemon({ dataDir: dst, args: ['--at-rest-key-file', key] });
+    try {
+      assert.equal((await healthz(e)).at_rest, true);
+      const admin = new ControlClient({ urls: [e.httpUrl], identity: await adminOf(e) });
+      assert.ok((await admin.listUsers()).some((u) => u.handle === state.handle));
+      admin.close();
+      assert.ok(pidAlive(e.natsPid));
+    } finally {
+      await e.dispose();
+    }
+  });
+});
