@@ -14,7 +14,15 @@
 // ...}],"admin_identity","ca"}. The nodes keep running after `up` exits.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import https from 'node:https';
 import http from 'node:http';
 import { createServer } from 'node:net';
@@ -62,7 +70,42 @@ const readState = () => {
   if (!existsSync(STATE)) fail(`no cluster at ${DIR} (cluster.json missing)`);
   return JSON.parse(readFileSync(STATE, 'utf8'));
 };
-const writeState = (s) => writeFileSync(STATE, JSON.stringify(s, null, 2) + '\n');
+// Written through a temporary file and a rename, so a concurrent reader
+// (two `start-node` at once) never sees half a file.
+const writeState = (s) => {
+  const tmp = `${STATE}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(s, null, 2) + '\n');
+  renameSync(tmp, STATE);
+};
+
+/**
+ * Read-modify-write of one node's entry under a lock directory (mkdir is
+ * atomic), so concurrent `start-node` runs do not lose each other's pid.
+ */
+async function updateNode(name, patch) {
+  const lock = `${STATE}.lock`;
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      break;
+    } catch (err) {
+      if (err.code !== 'EEXIST') throw err;
+      if (Date.now() > deadline) rmSync(lock, { recursive: true, force: true }); // a holder died
+      await sleep(20);
+    }
+  }
+  try {
+    const state = readState();
+    Object.assign(
+      state.nodes.find((n) => n.name === name),
+      patch
+    );
+    writeState(state);
+  } finally {
+    rmSync(lock, { recursive: true, force: true });
+  }
+}
 
 function freePort() {
   return new Promise((res, rej) => {
@@ -284,7 +327,7 @@ async function startNodeCmd() {
   const node = nodeOf(state);
   if (alive(node.pid)) fail(`${node.name} is already running (pid ${node.pid})`);
   startNode(node);
-  writeState(state);
+  await updateNode(node.name, { pid: node.pid });
   const problem = await waitHealthy([node], state.ca, Number(opt.timeout));
   if (problem) fail(problem);
   process.stdout.write(`started ${node.name}\n`);
