@@ -132,6 +132,22 @@ describe(
       assert.match(r.stdout, /users bucket: replicas 3\/3 current, leader n\d/);
     });
 
+    test('backup of a running cluster node (over TLS) holds the replicated state', async () => {
+      const out = join(cl.dir, 'cluster-backup.tgz');
+      const r = await runMembershipd(['backup', '--data', cl.node('n3').data_dir, '--out', out]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /live backup/);
+      const m = await runMembershipd(['backup', 'inspect', out, '-o', 'json']);
+      assert.equal(m.code, 0, m.stderr);
+      const manifest = JSON.parse(m.stdout) as {
+        source: { nats_server: string };
+        sections: Array<{ name: string; count: number }>;
+      };
+      assert.match(manifest.source.nats_server, /^n\d$/);
+      // admin #0 and the user the first test added through n2.
+      assert.ok((manifest.sections.find((s) => s.name === 'sealbus_users')?.count ?? 0) >= 2);
+    });
+
     test('a route port refuses a client-CA certificate', async () => {
       const routeUrl = (cl.state().nodes[0] as any).route_url as string;
       const port = Number(routeUrl.split(':').pop());
@@ -304,6 +320,17 @@ describe(
       const [a, b, c] = cl.state().nodes;
       await cl.kill(b!.name);
       await cl.kill(c!.name);
+      // A stopped cluster node's store is not read offline (its streams
+      // belong to the cluster's meta group): refused, nothing started.
+      const offline = await runMembershipd([
+        'backup',
+        '--data',
+        b!.data_dir,
+        '--out',
+        join(cl.dir, 'never.tgz'),
+      ]);
+      assert.equal(offline.code, 1);
+      assert.match(offline.stderr, /belongs to a cluster node/);
       const ctl = new ControlClient({
         urls: [a!.http_url],
         identity: admin,

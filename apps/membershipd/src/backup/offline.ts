@@ -58,7 +58,11 @@ export async function nodeRunning(paths: DataPaths): Promise<boolean> {
 
 /** The data dir belongs to a cluster node (nats-server keeps its meta group there). */
 export function isClusterStore(paths: DataPaths): boolean {
-  return existsSync(join(paths.jetstreamDir, '$SYS', '_js_'));
+  // nats-server keeps accounts under STORE/jetstream/<account>; the meta
+  // group lives in the system account's `_js_` (ours is named SYS).
+  return ['SYS', '$SYS'].some((acc) =>
+    existsSync(join(paths.jetstreamDir, 'jetstream', acc, '_js_'))
+  );
 }
 
 function freeLoopbackPort(): Promise<number> {
