@@ -235,8 +235,8 @@ describe('backup and restore', { timeout: 400_000 }, () => {
     await dir?.remove();
   });
 
-  const manifestOf = async (file: string) => {
-    const r = await runMembershipd(['backup', 'inspect', file, '-o', 'json']);
+  const manifestOf = async (file: string, extra: string[] = []) => {
+    const r = await runMembershipd(['backup', 'inspect', file, '-o', 'json', ...extra]);
     assert.equal(r.code, 0, r.stderr);
     return JSON.parse(r.stdout) as {
       sections: Array<{ name: string; kind: string; count: number; sha256: string }>;
@@ -360,6 +360,59 @@ describe('backup and restore', { timeout: 400_000 }, () => {
     }
   });
 
+  test('encrypted archives: unreadable without the key, refused with a wrong one, restored with it', async () => {
+    const key = await keyFile(dir.path, 'archive.key');
+    const wrong = await keyFile(dir.path, 'archive-wrong.key');
+    const enc = join(dir.path, 'encrypted.tgz');
+    let r = await runMembershipd([
+      'backup',
+      '--data',
+      src,
+      '--out',
+      enc,
+      '--archive-key-file',
+      key,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /encrypted\)/);
+    const bytes = await readFile(enc);
+    assert.equal(bytes.subarray(0, 27).toString(), 'SEALBUS-BACKUP-ENCRYPTED-1\n');
+    assert.notEqual(bytes[27], 0x1f, 'no gzip stream in the clear');
+
+    r = await runMembershipd(['backup', 'inspect', enc]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /is encrypted: give its key/);
+    r = await runMembershipd(['backup', 'inspect', enc, '--archive-key-file', wrong]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /wrong archive key, or the archive is corrupted/);
+    const flipped = join(dir.path, 'encrypted-flipped.tgz');
+    const altered = Buffer.from(bytes);
+    const at = altered.length - 40;
+    altered[at] = altered[at]! ^ 0x01;
+    await writeFile(flipped, altered);
+    r = await runMembershipd(['backup', 'inspect', flipped, '--archive-key-file', key]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /authentication failed/);
+
+    r = await runMembershipd(['backup', 'inspect', enc, '--archive-key-file', key]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /encrypted {2}yes/);
+    assert.deepEqual(
+      checksums(await manifestOf(enc, ['--archive-key-file', key])),
+      checksums(await manifestOf(join(dir.path, 'live.tgz')))
+    );
+
+    const dst = join(dir.path, 'from-encrypted-archive');
+    r = await runMembershipd(['restore', '--data', dst, '--in', enc]);
+    assert.equal(r.code, 1);
+    await assert.rejects(stat(dst), 'nothing written without the key');
+    r = await runMembershipd(['restore', '--data', dst, '--in', enc], {
+      env: { SEALBUS_BACKUP_KEY: (await readFile(key, 'utf8')).trim() },
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /read back, identical/);
+  });
+
   test('restore refuses a data dir that holds a store unless --force', async () => {
     const live = join(dir.path, 'live.tgz');
     const dst = join(dir.path, 'dst');
@@ -394,6 +447,7 @@ describe('backup and restore', { timeout: 400_000 }, () => {
     const out = join(dir.path, 'from-encrypted.tgz');
     r = await runMembershipd(['backup', '--data', dst, '--out', out, '--at-rest-key-file', key]);
     assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /warning: the store is encrypted at rest but this archive will not be/);
     assert.deepEqual(checksums(await manifestOf(out)), checksums(await manifestOf(live)));
 
     await copyFile(join(src, 'admin.id'), join(dst, 'admin.id'));

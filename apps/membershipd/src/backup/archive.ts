@@ -1,9 +1,11 @@
-import { createHash } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
+import { inspect as utilInspect } from 'node:util';
 import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import * as tar from 'tar-stream';
 import { z } from 'zod';
+import { parseKeyLine, readKeyText, type KeySources } from '../daemon/atrest.js';
 
 /**
  * A Sealbus backup is a gzip'd tar (`tar tzf` lists it) of:
@@ -142,6 +144,95 @@ export async function writeArchiveFile(path: string, bytes: Buffer): Promise<voi
   }
 }
 
+/** The environment variable an archive key may be given in. */
+export const ARCHIVE_KEY_ENV = 'SEALBUS_BACKUP_KEY';
+
+const ARCHIVE_KEY_SOURCES: KeySources = {
+  what: 'archive key',
+  flag: '--archive-key-file',
+  env: ARCHIVE_KEY_ENV,
+};
+
+/**
+ * An encrypted archive: this line, a 16-byte salt, a 12-byte nonce, the
+ * gzip'd tar under ChaCha20-Poly1305, its 16-byte tag. The key is
+ * HKDF-SHA-256(archive key, salt); magic, salt and nonce are authenticated.
+ */
+const ENC_MAGIC = Buffer.from('SEALBUS-BACKUP-ENCRYPTED-1\n', 'ascii');
+
+/** The key that encrypts backup archives (one line of text, like the at-rest key). */
+export class ArchiveKey {
+  readonly #secret: Buffer;
+
+  private constructor(secret: Buffer) {
+    this.#secret = secret;
+  }
+
+  /** From `--archive-key-file` (0600) or SEALBUS_BACKUP_KEY; null when neither is given. */
+  static async load(file: string | undefined): Promise<ArchiveKey | null> {
+    const got = await readKeyText(file, ARCHIVE_KEY_SOURCES);
+    return got ? new ArchiveKey(parseKeyLine(got.text, ARCHIVE_KEY_SOURCES, got.source)) : null;
+  }
+
+  derive(salt: Buffer): Buffer {
+    return Buffer.from(hkdfSync('sha256', this.#secret, salt, 'sealbus/backup-archive/v1', 32));
+  }
+
+  toJSON(): string {
+    return '[archive key]';
+  }
+
+  [utilInspect.custom](): string {
+    return '[archive key]';
+  }
+}
+
+export function isEncryptedArchive(bytes: Buffer): boolean {
+  return bytes.subarray(0, ENC_MAGIC.length).equals(ENC_MAGIC);
+}
+
+/** Encrypts archive bytes (the gzip'd tar). */
+export function sealArchive(gz: Buffer, key: ArchiveKey): Buffer {
+  const salt = randomBytes(16);
+  const nonce = randomBytes(12);
+  const cipher = createCipheriv('chacha20-poly1305', key.derive(salt), nonce, {
+    authTagLength: 16,
+  });
+  const head = Buffer.concat([ENC_MAGIC, salt, nonce]);
+  cipher.setAAD(head, { plaintextLength: gz.length });
+  const body = Buffer.concat([cipher.update(gz), cipher.final()]);
+  return Buffer.concat([head, body, cipher.getAuthTag()]);
+}
+
+/** Decrypts an encrypted archive; a wrong key or any altered byte is an ArchiveError. */
+export function openSealedArchive(bytes: Buffer, key: ArchiveKey | null, path: string): Buffer {
+  if (!key) {
+    throw new ArchiveError(
+      `${path} is encrypted: give its key with --archive-key-file or ${ARCHIVE_KEY_ENV}`
+    );
+  }
+  const at = ENC_MAGIC.length;
+  if (bytes.length < at + 16 + 12 + 16) throw new ArchiveError(`${path} is truncated`);
+  const salt = bytes.subarray(at, at + 16);
+  const nonce = bytes.subarray(at + 16, at + 28);
+  const tag = bytes.subarray(bytes.length - 16);
+  const decipher = createDecipheriv('chacha20-poly1305', key.derive(salt), nonce, {
+    authTagLength: 16,
+  });
+  decipher.setAAD(bytes.subarray(0, at + 28), { plaintextLength: bytes.length - at - 28 - 16 });
+  decipher.setAuthTag(tag);
+  try {
+    return Buffer.concat([
+      decipher.update(bytes.subarray(at + 28, bytes.length - 16)),
+      decipher.final(),
+    ]);
+  } catch {
+    throw new ArchiveError(
+      `${path}: wrong archive key, or the archive is corrupted (authentication failed)`
+    );
+  }
+}
+
 /** A read archive: its manifest and every section, parsed and verified. */
 export interface VerifiedArchive {
   manifest: Manifest;
@@ -154,7 +245,10 @@ export interface VerifiedArchive {
  * count, every record's shape) before returning. Any defect is an
  * ArchiveError; callers write nothing until this has returned.
  */
-export async function readArchive(path: string): Promise<VerifiedArchive> {
+export async function readArchive(
+  path: string,
+  key: ArchiveKey | null = null
+): Promise<VerifiedArchive & { encrypted: boolean }> {
   let gz: Buffer;
   try {
     if ((await stat(path)).size > MAX_ARCHIVE_BYTES)
@@ -167,6 +261,8 @@ export async function readArchive(path: string): Promise<VerifiedArchive> {
       e.code === 'ENOENT' ? `no archive at ${path}` : `cannot read ${path}: ${e.code ?? e.message}`
     );
   }
+  const encrypted = isEncryptedArchive(gz);
+  if (encrypted) gz = openSealedArchive(gz, key, path);
   let tarBytes: Buffer;
   try {
     tarBytes = gunzipSync(gz, { maxOutputLength: MAX_ARCHIVE_BYTES });
@@ -204,7 +300,7 @@ export async function readArchive(path: string): Promise<VerifiedArchive> {
       `${path} is not a readable Sealbus backup (tar: ${(err as Error).message})`
     );
   }
-  return verifyFiles(files, path);
+  return { ...verifyFiles(files, path), encrypted };
 }
 
 /** Verifies extracted archive files (exported for tests of single defects). */
@@ -252,11 +348,6 @@ export function verifyFiles(files: Map<string, Buffer>, path: string): VerifiedA
     sections.push({ section, records });
   }
   return { manifest, sections };
-}
-
-/** Reads only the manifest (for `backup inspect`), after verifying the whole archive. */
-export async function inspectArchive(path: string): Promise<Manifest> {
-  return (await readArchive(path)).manifest;
 }
 
 /** Bytes for people. */

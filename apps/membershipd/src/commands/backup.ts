@@ -3,8 +3,11 @@ import { rm } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import {
+  ARCHIVE_KEY_ENV,
   ArchiveError,
+  ArchiveKey,
   buildArchive,
+  sealArchive,
   humanBytes,
   readArchive,
   writeArchiveFile,
@@ -38,6 +41,7 @@ interface BackupOptions extends NodeOptions {
   out?: string;
   force: boolean;
   atRestKeyFile?: string;
+  archiveKeyFile?: string;
   natsServerBin?: string;
   output: 'text' | 'json';
 }
@@ -47,6 +51,7 @@ interface RestoreOptions {
   in: string;
   force: boolean;
   atRestKeyFile?: string;
+  archiveKeyFile?: string;
   natsServerBin?: string;
   output: 'text' | 'json';
 }
@@ -108,6 +113,10 @@ export function registerBackup(program: Command): void {
         '--at-rest-key-file <path>',
         `the store's at-rest key, to read a stopped encrypted node (or set ${AT_REST_KEY_ENV})`
       )
+      .option(
+        '--archive-key-file <path>',
+        `encrypt the archive (ChaCha20-Poly1305) with the key in this file (0600; or set ${ARCHIVE_KEY_ENV})`
+      )
       .option('--nats-server-bin <path>', 'nats-server binary for offline backups')
       .addOption(outputOption()),
     { timeoutMs: 600_000, timeoutLabel: '10m' }
@@ -124,6 +133,18 @@ export function registerBackup(program: Command): void {
           throw new CliError(EXIT_CODES.FAILED, `${out} exists (add --force to replace it)`);
         const paths = dataPaths(resolve(opts.data));
         const marker = await readStoreMarker(paths.storeMarker).catch(() => null);
+        let archiveKey: ArchiveKey | null;
+        try {
+          archiveKey = await ArchiveKey.load(opts.archiveKeyFile);
+        } catch (err) {
+          known(err);
+        }
+        if (marker?.at_rest && !archiveKey) {
+          process.stderr.write(
+            'membershipd backup: warning: the store is encrypted at rest but this archive will not be; ' +
+              `add --archive-key-file (or ${ARCHIVE_KEY_ENV}) and keep the archive like a secret\n`
+          );
+        }
         const { progress, end } = terminalProgress('backing up');
         let mode: 'live' | 'offline';
         let natsServer: string | null = null;
@@ -156,7 +177,7 @@ export function registerBackup(program: Command): void {
         } finally {
           end();
         }
-        const { manifest, bytes } = await buildArchive(
+        const { manifest, bytes: plain } = await buildArchive(
           {
             sealbus_version: VERSION,
             created_at: new Date().toISOString(),
@@ -169,15 +190,21 @@ export function registerBackup(program: Command): void {
           },
           sections
         );
+        const bytes = archiveKey ? sealArchive(plain, archiveKey) : plain;
         await writeArchiveFile(out, bytes);
         if (opts.output === 'json') {
           process.stdout.write(
-            JSON.stringify({ file: out, archive_bytes: bytes.length, manifest }, null, 2) + '\n'
+            JSON.stringify(
+              { file: out, archive_bytes: bytes.length, encrypted: archiveKey !== null, manifest },
+              null,
+              2
+            ) + '\n'
           );
           return;
         }
         process.stdout.write(
-          `wrote ${out} (${humanBytes(bytes.length)}, ${mode} backup of ${paths.dataDir})\n` +
+          `wrote ${out} (${humanBytes(bytes.length)}, ${mode} backup of ${paths.dataDir}` +
+            `${archiveKey ? ', encrypted' : ''})\n` +
             sectionTable(
               manifest.sections.map((s) => ({
                 name: s.name,
@@ -194,26 +221,30 @@ export function registerBackup(program: Command): void {
   backup
     .command('inspect <file>')
     .description("verify an archive's checksums and print its manifest")
+    .option('--archive-key-file <path>', `the key of an encrypted archive (or ${ARCHIVE_KEY_ENV})`)
     .addOption(outputOption())
     .action(
-      action('backup inspect', async (file: string, opts: { output: 'text' | 'json' }) => {
-        let archive: VerifiedArchive;
-        try {
-          archive = await readArchive(resolve(file));
-        } catch (err) {
-          known(err);
+      action(
+        'backup inspect',
+        async (file: string, opts: { output: 'text' | 'json'; archiveKeyFile?: string }) => {
+          let archive: VerifiedArchive & { encrypted: boolean };
+          try {
+            archive = await readArchive(resolve(file), await ArchiveKey.load(opts.archiveKeyFile));
+          } catch (err) {
+            known(err);
+          }
+          const m = archive.manifest;
+          if (opts.output === 'json') {
+            process.stdout.write(JSON.stringify(m, null, 2) + '\n');
+            return;
+          }
+          process.stdout.write(formatManifest(resolve(file), m, archive.encrypted));
         }
-        const m = archive.manifest;
-        if (opts.output === 'json') {
-          process.stdout.write(JSON.stringify(m, null, 2) + '\n');
-          return;
-        }
-        process.stdout.write(formatManifest(resolve(file), m));
-      })
+      )
     );
 }
 
-export function formatManifest(file: string, m: Manifest): string {
+export function formatManifest(file: string, m: Manifest, encrypted = false): string {
   const src = m.source;
   return (
     `${file}\n` +
@@ -222,6 +253,7 @@ export function formatManifest(file: string, m: Manifest): string {
     `  created    ${m.created_at}\n` +
     `  source     ${src.mode}${src.data_dir ? `, ${src.data_dir}` : ''}${src.nats_server ? `, server ${src.nats_server}` : ''}` +
     `${src.at_rest === null ? '' : src.at_rest ? ', encrypted at rest' : ', not encrypted at rest'}\n` +
+    `  encrypted  ${encrypted ? 'yes (ChaCha20-Poly1305)' : 'no'}\n` +
     `  checksums  verified\n` +
     sectionTable(
       m.sections.map((s) => ({
@@ -248,6 +280,7 @@ export function registerRestore(program: Command): void {
       '--at-rest-key-file <path>',
       `encrypt the restored store at rest with this key (or set ${AT_REST_KEY_ENV})`
     )
+    .option('--archive-key-file <path>', `the key of an encrypted archive (or ${ARCHIVE_KEY_ENV})`)
     .option('--nats-server-bin <path>', 'nats-server binary')
     .addOption(outputOption())
     .action(
@@ -259,7 +292,7 @@ export function registerRestore(program: Command): void {
         try {
           key = await loadAtRestKey(opts.atRestKeyFile);
           // Everything is read and verified before anything is written.
-          archive = await readArchive(resolve(opts.in));
+          archive = await readArchive(resolve(opts.in), await ArchiveKey.load(opts.archiveKeyFile));
           checkRestorable(archive);
           if (await nodeRunning(paths))
             throw new OfflineError(`a node is running on ${paths.dataDir}; stop it first`);

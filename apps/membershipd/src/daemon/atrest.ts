@@ -45,27 +45,7 @@ export class AtRestKey {
 
   /** Parses key text: one line, a trailing newline ignored, not empty, not short. */
   static fromText(text: string, source: 'file' | 'env'): AtRestKey {
-    const line = text.replace(/\r?\n$/, '');
-    if (line.length === 0) {
-      throw new AtRestError(
-        `the at-rest key (${describeSource(source)}) is empty; an empty key would leave the store unencrypted`
-      );
-    }
-    if (/[\r\n]/.test(line)) {
-      throw new AtRestError(`the at-rest key (${describeSource(source)}) must be one line of text`);
-    }
-    if (line.trim() !== line) {
-      throw new AtRestError(
-        `the at-rest key (${describeSource(source)}) has leading or trailing whitespace`
-      );
-    }
-    if (line.length < MIN_KEY_CHARS) {
-      throw new AtRestError(
-        `the at-rest key (${describeSource(source)}) is too short: ${line.length} characters, at least ${MIN_KEY_CHARS}; ` +
-          'use 32 random bytes in base64 (openssl rand -base64 32)'
-      );
-    }
-    return new AtRestKey(Buffer.from(line, 'utf8'), source);
+    return new AtRestKey(parseKeyLine(text, AT_REST_SOURCES, source), source);
   }
 
   natsKey(): string {
@@ -100,26 +80,56 @@ export class AtRestKey {
   }
 }
 
-function describeSource(source: 'file' | 'env'): string {
-  return source === 'file' ? '--at-rest-key-file' : AT_REST_KEY_ENV;
+/** Where a secret key may come from, for messages and lookups. */
+export interface KeySources {
+  /** What it is, for messages ("at-rest key"). */
+  what: string;
+  flag: string;
+  env: string;
+}
+
+const AT_REST_SOURCES: KeySources = {
+  what: 'at-rest key',
+  flag: '--at-rest-key-file',
+  env: AT_REST_KEY_ENV,
+};
+
+/**
+ * Checks key text: one line (a trailing newline ignored), not empty, no
+ * surrounding whitespace, at least MIN_KEY_CHARS characters. Returns its bytes.
+ */
+export function parseKeyLine(text: string, src: KeySources, source: 'file' | 'env'): Buffer {
+  const where = `the ${src.what} (${source === 'file' ? src.flag : src.env})`;
+  const line = text.replace(/\r?\n$/, '');
+  if (line.length === 0) {
+    throw new AtRestError(`${where} is empty; an empty key would leave the data unencrypted`);
+  }
+  if (/[\r\n]/.test(line)) throw new AtRestError(`${where} must be one line of text`);
+  if (line.trim() !== line) throw new AtRestError(`${where} has leading or trailing whitespace`);
+  if (line.length < MIN_KEY_CHARS) {
+    throw new AtRestError(
+      `${where} is too short: ${line.length} characters, at least ${MIN_KEY_CHARS}; ` +
+        'use 32 random bytes in base64 (openssl rand -base64 32)'
+    );
+  }
+  return Buffer.from(line, 'utf8');
 }
 
 /**
- * Loads the at-rest key from `--at-rest-key-file` or the environment; null
- * when neither is given. The file must be a regular file readable by its
- * owner only (0600 or stricter). The environment variable is removed from
- * this process once read, so no later child inherits it.
+ * Reads key text from a file (a regular file, 0600 or stricter) or from the
+ * environment; null when neither is given, an error when both are. The
+ * environment variable is removed from this process once read, so no later
+ * child inherits it.
  */
-export async function loadAtRestKey(
+export async function readKeyText(
   file: string | undefined,
+  src: KeySources,
   env: NodeJS.ProcessEnv = process.env
-): Promise<AtRestKey | null> {
-  const fromEnv = env[AT_REST_KEY_ENV];
-  delete env[AT_REST_KEY_ENV];
+): Promise<{ text: string; source: 'file' | 'env' } | null> {
+  const fromEnv = env[src.env];
+  delete env[src.env];
   if (file !== undefined && fromEnv !== undefined) {
-    throw new AtRestError(
-      `give the at-rest key by --at-rest-key-file or by ${AT_REST_KEY_ENV}, not both`
-    );
+    throw new AtRestError(`give the ${src.what} by ${src.flag} or by ${src.env}, not both`);
   }
   if (file !== undefined) {
     let st;
@@ -127,20 +137,29 @@ export async function loadAtRestKey(
       st = await stat(file);
     } catch (err) {
       throw new AtRestError(
-        `cannot read the at-rest key file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`
+        `cannot read the ${src.what} file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`
       );
     }
-    if (!st.isFile()) throw new AtRestError(`the at-rest key file ${file} is not a regular file`);
+    if (!st.isFile()) throw new AtRestError(`the ${src.what} file ${file} is not a regular file`);
     if ((st.mode & 0o077) !== 0) {
       throw new AtRestError(
-        `the at-rest key file ${file} is mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}: ` +
+        `the ${src.what} file ${file} is mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}: ` +
           `it must be 0600 or stricter (chmod 600 ${file})`
       );
     }
-    return AtRestKey.fromText(await readFile(file, 'utf8'), 'file');
+    return { text: await readFile(file, 'utf8'), source: 'file' };
   }
-  if (fromEnv !== undefined) return AtRestKey.fromText(fromEnv, 'env');
+  if (fromEnv !== undefined) return { text: fromEnv, source: 'env' };
   return null;
+}
+
+/** Loads the at-rest key from `--at-rest-key-file` or SEALBUS_AT_REST_KEY; null when neither is given. */
+export async function loadAtRestKey(
+  file: string | undefined,
+  env: NodeJS.ProcessEnv = process.env
+): Promise<AtRestKey | null> {
+  const got = await readKeyText(file, AT_REST_SOURCES, env);
+  return got ? AtRestKey.fromText(got.text, got.source) : null;
 }
 
 const markerSchema = z.object({
