@@ -3,7 +3,7 @@ import { userInfo } from 'node:os';
 import { Option, type Command } from 'commander';
 import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
 import { CryptoError, loadIdentity, userNkeyFromSeed } from '@sealbus/crypto';
-import { MembershipStore, StoreError } from '@sealbus/store';
+import { MembershipStore, StoreError, withBootstrapRetry } from '@sealbus/store';
 import { argParser, CliError, EXIT_CODES } from '../../cli.js';
 import { readNodeInfo } from '../../daemon/nodefile.js';
 import { dataPaths } from '../../daemon/paths.js';
@@ -154,6 +154,9 @@ export async function withNodeStore<T>(
   }
 }
 
+/** How long a CLI change waits for the audit stream (a leader election takes 4-9 s). */
+const AUDIT_RETRY_MS = 15_000;
+
 /**
  * Audits a change made from the CLI on a node. The actor is the node's
  * operator, known to the system only as `via: cli` plus the local account.
@@ -164,17 +167,23 @@ export async function auditCliChange(
   target: string,
   detail: Record<string, string | number | boolean | null>
 ): Promise<void> {
+  const record = {
+    time: new Date().toISOString(),
+    request_id: `cli-${randomUUID()}`,
+    actor: null,
+    via: 'cli' as const,
+    action,
+    target,
+    outcome: 'ok' as const,
+    detail: { ...detail, os_user: userInfo().username },
+  };
   try {
-    await store.audit.append({
-      time: new Date().toISOString(),
-      request_id: `cli-${randomUUID()}`,
-      actor: null,
-      via: 'cli',
-      action,
-      target,
-      outcome: 'ok',
-      detail: { ...detail, os_user: userInfo().username },
-    });
+    // The change is already applied: ride out a stream leader election
+    // rather than report a missing record. Retries are deduplicated by the
+    // record's request id, so the log holds it once.
+    await withBootstrapRetry('append audit record', Date.now() + AUDIT_RETRY_MS, undefined, () =>
+      store.audit.append(record)
+    );
   } catch (err) {
     throw new CliError(
       EXIT_CODES.FAILED,
