@@ -140,7 +140,7 @@ describe('membershipd audit query', { timeout: 180_000 }, () => {
     );
   });
 
-  test('text output is the lines of audit tail; -n keeps the oldest and says more match', async () => {
+  test('text output is the lines of audit tail; -n keeps the oldest (--newest the latest) and says more match', async () => {
     const tail = await audit('tail', '-n', '1000');
     const text = await audit('query', '--since', '1d');
     assert.equal(text.code, 0, text.stderr);
@@ -150,6 +150,21 @@ describe('membershipd audit query', { timeout: 180_000 }, () => {
     assert.equal(two.code, 0, two.stderr);
     assert.deepEqual(JSON.parse(two.stdout), all.slice(0, 2));
     assert.match(two.stderr, /more records match than -n 2/);
+    const latest = await audit(
+      'query',
+      '--action',
+      'user.add',
+      '-n',
+      '2',
+      '--newest',
+      '-o',
+      'json'
+    );
+    assert.equal(latest.code, 0, latest.stderr);
+    const adds = all.filter((r) => r.action === 'user.add');
+    assert.ok(adds.length > 2);
+    assert.deepEqual(JSON.parse(latest.stdout), adds.slice(-2));
+    assert.match(latest.stderr, /more records match than -n 2/);
   });
 
   test('bad filters are usage errors (exit 2) with a clear message', async () => {

@@ -157,6 +157,8 @@ export class AuditLog {
         : await this.#firstSeqAtOrAfter(q.since - CLOCK_SLACK_MS, first, last, overdue);
     const stopAfter = q.until === undefined ? Infinity : q.until + CLOCK_SLACK_MS;
     const records: AuditRecord[] = [];
+    const newest = q.newest ?? false;
+    let dropped = false;
     const matches = (r: AuditRecord) => {
       const t = Date.parse(r.time);
       return (
@@ -166,7 +168,7 @@ export class AuditLog {
         (q.outcome === undefined || r.outcome === q.outcome)
       );
     };
-    while (seq <= last && records.length <= limit) {
+    while (seq <= last && (newest || records.length <= limit)) {
       overdue();
       const msgs = subject
         ? [await this.#get({ seq, next_by_subj: subject })].filter((m) => m !== null)
@@ -179,11 +181,17 @@ export class AuditLog {
           break;
         }
         const r = this.#decode(m);
-        if (matches(r) && records.push(r) > limit) break;
+        if (!matches(r)) continue;
+        records.push(r);
+        if (records.length <= limit) continue;
+        if (!newest) break;
+        records.shift(); // a window of the newest `limit` matches
+        dropped = true;
       }
       if (past) break;
       seq = subject ? msgs[0]!.seq + 1 : Math.min(last, seq + BATCH - 1) + 1;
     }
+    if (newest) return { records, truncated: dropped };
     const truncated = records.length > limit;
     return { records: truncated ? records.slice(0, limit) : records, truncated };
   }

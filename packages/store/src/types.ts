@@ -91,6 +91,8 @@ export interface AuditQuery {
   outcome?: 'ok' | 'denied' | 'error';
   /** At most this many records, the oldest matching ones (default 100). */
   limit?: number;
+  /** Keep the newest `limit` matches instead of the oldest (the whole range is scanned). */
+  newest?: boolean;
   /** Give up (UNAVAILABLE) when the scan is not done by then (epoch ms). */
   deadline?: number;
 }

@@ -13,12 +13,13 @@ interface QueryOptions extends NodeOptions {
   until?: string;
   outcome?: (typeof AUDIT_OUTCOMES)[number];
   n: number;
+  newest: boolean;
   output: 'text' | 'json';
 }
 
 /** Checks every filter before anything touches the network; a bad one is a usage error. */
 export function auditQueryFilters(opts: QueryOptions, now = Date.now()): AuditQuery {
-  const q: AuditQuery = { limit: opts.n };
+  const q: AuditQuery = { limit: opts.n, ...(opts.newest ? { newest: true } : {}) };
   if (opts.actor !== undefined) q.actor = parseKeyHex(opts.actor, 'actor');
   if (opts.action !== undefined) {
     try {
@@ -62,6 +63,7 @@ export function registerAuditQuery(audit: Command): void {
         }),
         100
       )
+      .option('--newest', 'keep the newest -n matches instead of the oldest', false)
       .addOption(
         new Option('-o, --output <format>', 'output format')
           .choices(['text', 'json'])
@@ -83,7 +85,7 @@ export function registerAuditQuery(audit: Command): void {
         if (truncated) {
           process.stderr.write(
             `membershipd audit query: more records match than -n ${opts.n}; ` +
-              'narrow the query (--since, --until) or raise -n\n'
+              `narrow the query (--since, --until) or raise -n${opts.newest ? '' : ' (--newest keeps the latest)'}\n`
           );
         }
       });
