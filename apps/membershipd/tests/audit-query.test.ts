@@ -87,7 +87,7 @@ describe('membershipd audit query', { timeout: 180_000 }, () => {
     );
   });
 
-  test('--action, --actor, --outcome: exactly the matching records, oldest first', async () => {
+  test('--action, --actor, --outcome, --via: exactly the matching records, oldest first', async () => {
     assert.deepEqual(
       (await query('--action', 'user.add')).map((r) => r.target),
       [cliUsers[0]!.signPubHex, cliUsers[1]!.signPubHex, member.id.signPubHex, httpUser.signPubHex]
@@ -118,6 +118,15 @@ describe('membershipd audit query', { timeout: 180_000 }, () => {
       ['user.list']
     );
     assert.deepEqual(await query('--outcome', 'error'), []);
+    const cli = await query('--via', 'cli');
+    assert.deepEqual(
+      cli.map((r) => r.target),
+      [cliUsers[0]!.signPubHex, cliUsers[1]!.signPubHex]
+    );
+    assert.deepEqual(
+      await query('--via', 'http'),
+      all.filter((r) => r.via === 'http')
+    );
   });
 
   test('--since and --until: RFC 3339 times or "that long ago"', async () => {

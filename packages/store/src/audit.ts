@@ -165,7 +165,8 @@ export class AuditLog {
         (q.since === undefined || t >= q.since) &&
         (q.until === undefined || t <= q.until) &&
         (q.actor === undefined || r.actor === q.actor) &&
-        (q.outcome === undefined || r.outcome === q.outcome)
+        (q.outcome === undefined || r.outcome === q.outcome) &&
+        (q.via === undefined || r.via === q.via)
       );
     };
     while (seq <= last && (newest || records.length <= limit)) {

@@ -89,6 +89,8 @@ export interface AuditQuery {
   /** Records at or before this time (epoch ms). */
   until?: number;
   outcome?: 'ok' | 'denied' | 'error';
+  /** How the change came in: a signed request (`http`) or the node's CLI (`cli`). */
+  via?: 'http' | 'cli';
   /** At most this many records, the oldest matching ones (default 100). */
   limit?: number;
   /** Keep the newest `limit` matches instead of the oldest (the whole range is scanned). */

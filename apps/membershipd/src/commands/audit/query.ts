@@ -12,6 +12,7 @@ interface QueryOptions extends NodeOptions {
   since?: string;
   until?: string;
   outcome?: (typeof AUDIT_OUTCOMES)[number];
+  via?: 'http' | 'cli';
   n: number;
   newest: boolean;
   output: 'text' | 'json';
@@ -35,6 +36,7 @@ export function auditQueryFilters(opts: QueryOptions, now = Date.now()): AuditQu
     throw new CliError(EXIT_CODES.USAGE, '--since is after --until');
   }
   if (opts.outcome !== undefined) q.outcome = opts.outcome;
+  if (opts.via !== undefined) q.via = opts.via;
   return q;
 }
 
@@ -53,6 +55,12 @@ export function registerAuditQuery(audit: Command): void {
       .option('--since <time>', 'from this RFC 3339 time, or this long ago (1h, 7d)')
       .option('--until <time>', 'up to this RFC 3339 time, or this long ago (1h, 7d)')
       .addOption(new Option('--outcome <outcome>', 'how it ended').choices(AUDIT_OUTCOMES))
+      .addOption(
+        new Option('--via <via>', 'a signed request (http) or the node CLI (cli)').choices([
+          'http',
+          'cli',
+        ])
+      )
       .option(
         '-n <count>',
         'at most this many records (the oldest matching ones)',
