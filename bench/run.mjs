@@ -6,8 +6,14 @@
 import { controlBench } from './control.mjs';
 import { dataplaneBench } from './dataplane.mjs';
 import { clusterBench } from './cluster.mjs';
+import { opsBench } from './ops.mjs';
 
-const SUITES = { control: controlBench, dataplane: dataplaneBench, cluster: clusterBench };
+const SUITES = {
+  control: controlBench,
+  dataplane: dataplaneBench,
+  cluster: clusterBench,
+  ops: opsBench,
+};
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(SUITES)) {
   const suite = SUITES[name];
