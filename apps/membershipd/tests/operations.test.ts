@@ -135,6 +135,11 @@ describe('at-rest encryption', { timeout: 300_000 }, () => {
       await serveRefused(data, ['--at-rest-key-file', join(dir.path, 'missing.key')]),
       /cannot read the at-rest key file/
     );
+    const binary = join(dir.path, 'binary.key');
+    await writeFile(binary, Buffer.from([0xff, 0xfe, 0x00, 0x80, ...randomBytes(28)]), {
+      mode: 0o600,
+    });
+    assert.match(await serveRefused(data, ['--at-rest-key-file', binary]), /is not text/);
     // Nothing was initialised by any of those.
     await assert.rejects(stat(join(data, 'nats', 'jetstream')));
   });
@@ -214,6 +219,19 @@ describe('at-rest encryption', { timeout: 300_000 }, () => {
       await serveRefused(data, ['--at-rest-key-file', key]),
       /not encrypted at rest and cannot be switched in place/
     );
+    // While an offline backup or restore holds the store, no node starts on it
+    // (a lock whose process is alive: this test's own pid stands in for it).
+    const lock = join(data, 'nats', 'offline.lock');
+    await writeFile(lock, `${process.pid}\n`, { mode: 0o600 });
+    assert.match(await serveRefused(data, []), /an offline backup or restore \(pid \d+\) is using/);
+    const busy = await runMembershipd(['backup', '--data', data, '--out', join(dir.path, 'b.tgz')]);
+    assert.equal(busy.code, 1);
+    assert.match(busy.stderr, /another backup or restore \(pid \d+\) is using/);
+    // A stale lock (its process gone) is cleared.
+    await writeFile(lock, '999999999\n', { mode: 0o600 });
+    const ok = await runMembershipd(['backup', '--data', data, '--out', join(dir.path, 'b.tgz')]);
+    assert.equal(ok.code, 0, ok.stderr);
+    await assert.rejects(stat(lock));
   });
 });
 
@@ -397,6 +415,19 @@ describe('backup and restore', { timeout: 400_000 }, () => {
     r = await runMembershipd(['backup', 'inspect', enc, '--archive-key-file', key]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /encrypted {2}yes/);
+    // With a key given, a plaintext archive (unkeyed checksums: anyone could
+    // have written it) is refused.
+    r = await runMembershipd([
+      'restore',
+      '--data',
+      join(dir.path, 'never-plain'),
+      '--in',
+      join(dir.path, 'live.tgz'),
+      '--archive-key-file',
+      key,
+    ]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /is not encrypted, but an archive key was given/);
     assert.deepEqual(
       checksums(await manifestOf(enc, ['--archive-key-file', key])),
       checksums(await manifestOf(join(dir.path, 'live.tgz')))
@@ -422,6 +453,13 @@ describe('backup and restore', { timeout: 400_000 }, () => {
     r = await runMembershipd(['restore', '--data', dst, '--in', live, '--force']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /read back, identical/);
+    // Restored beside the old store and swapped in: nothing left over.
+    const left = await readdir(join(dst, 'nats'));
+    assert.ok(left.includes('jetstream') && left.includes('store.json'), left.join(' '));
+    assert.deepEqual(
+      left.filter((f) => /restoring|replaced|lock/.test(f)),
+      []
+    );
   });
 
   test('enabling at-rest encryption: backup, fresh dir with a key, restore, serve', async () => {

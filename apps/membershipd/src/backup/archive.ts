@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, randomBytes, scryptSync } from 'node:crypto';
 import { inspect as utilInspect } from 'node:util';
 import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
@@ -156,7 +156,8 @@ const ARCHIVE_KEY_SOURCES: KeySources = {
 /**
  * An encrypted archive: this line, a 16-byte salt, a 12-byte nonce, the
  * gzip'd tar under ChaCha20-Poly1305, its 16-byte tag. The key is
- * HKDF-SHA-256(archive key, salt); magic, salt and nonce are authenticated.
+ * scrypt(archive key, salt, N=2^15, r=8, p=1); magic, salt and nonce are
+ * authenticated.
  */
 const ENC_MAGIC = Buffer.from('SEALBUS-BACKUP-ENCRYPTED-1\n', 'ascii');
 
@@ -174,8 +175,14 @@ export class ArchiveKey {
     return got ? new ArchiveKey(parseKeyLine(got.text, ARCHIVE_KEY_SOURCES, got.source)) : null;
   }
 
+  /** scrypt (slow on purpose: a leaked archive must not make a weak key cheap to guess). */
   derive(salt: Buffer): Buffer {
-    return Buffer.from(hkdfSync('sha256', this.#secret, salt, 'sealbus/backup-archive/v1', 32));
+    return scryptSync(this.#secret, salt, 32, {
+      N: 2 ** 15,
+      r: 8,
+      p: 1,
+      maxmem: 64 * 1024 * 1024,
+    });
   }
 
   toJSON(): string {
@@ -263,6 +270,12 @@ export async function readArchive(
   }
   const encrypted = isEncryptedArchive(gz);
   if (encrypted) gz = openSealedArchive(gz, key, path);
+  else if (key) {
+    // Its checksums are not keyed: anyone could have written it.
+    throw new ArchiveError(
+      `${path} is not encrypted, but an archive key was given: refusing a plaintext archive (leave out --archive-key-file to read it)`
+    );
+  }
   let tarBytes: Buffer;
   try {
     tarBytes = gunzipSync(gz, { maxOutputLength: MAX_ARCHIVE_BYTES });

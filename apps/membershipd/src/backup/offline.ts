@@ -56,6 +56,47 @@ export async function nodeRunning(paths: DataPaths): Promise<boolean> {
   return false;
 }
 
+const lockFile = (paths: DataPaths) => join(paths.natsDir, 'offline.lock');
+
+/**
+ * The pid of an offline backup or restore holding this data dir's store,
+ * or null. A lock whose process is gone is stale and is removed.
+ */
+export async function offlineHolder(paths: DataPaths): Promise<number | null> {
+  let pid: number;
+  try {
+    pid = Number.parseInt((await readFile(lockFile(paths), 'utf8')).trim(), 10);
+  } catch {
+    return null;
+  }
+  if (Number.isInteger(pid) && pid > 1 && alive(pid)) return pid;
+  await rm(lockFile(paths), { force: true });
+  return null;
+}
+
+/** One offline nats-server per store at a time, and never beside a node's own. */
+async function acquireLock(paths: DataPaths): Promise<void> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await writeFile(lockFile(paths), `${process.pid}\n`, { mode: 0o600, flag: 'wx' });
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const holder = await offlineHolder(paths);
+      if (holder !== null) {
+        throw new OfflineError(
+          `another backup or restore (pid ${holder}) is using ${paths.dataDir}; wait for it`
+        );
+      }
+    }
+  }
+  throw new OfflineError(`cannot lock ${lockFile(paths)}`);
+}
+
+async function releaseLock(paths: DataPaths): Promise<void> {
+  await rm(lockFile(paths), { force: true });
+}
+
 /** The data dir belongs to a cluster node (nats-server keeps its meta group there). */
 export function isClusterStore(paths: DataPaths): boolean {
   // nats-server keeps accounts under STORE/jetstream/<account>; the meta
@@ -87,7 +128,12 @@ function freeLoopbackPort(): Promise<number> {
  */
 export async function withOfflineStore<T>(
   paths: DataPaths,
-  options: { key: AtRestKey | null; natsServerBin?: string },
+  options: {
+    key: AtRestKey | null;
+    natsServerBin?: string;
+    /** Open this store dir instead of the data dir's (a restore's staging dir). */
+    storeDir?: string;
+  },
   body: (nc: NatsConnection) => Promise<T>
 ): Promise<T> {
   if (await nodeRunning(paths)) {
@@ -101,7 +147,14 @@ export async function withOfflineStore<T>(
     );
   }
   await mkdir(paths.natsDir, { recursive: true, mode: 0o700 });
-  const tmp = await mkdtemp(join(tmpdir(), 'sealbus-offline-'));
+  await acquireLock(paths);
+  let tmp: string;
+  try {
+    tmp = await mkdtemp(join(tmpdir(), 'sealbus-offline-'));
+  } catch (err) {
+    await releaseLock(paths);
+    throw err;
+  }
   let server: NatsServerProcess | undefined;
   let nc: NatsConnection | undefined;
   try {
@@ -115,7 +168,7 @@ export async function withOfflineStore<T>(
         host: '127.0.0.1',
         port,
         max_payload: 1024 * 1024,
-        jetstream: jetstreamBlock(paths.jetstreamDir, options.key !== null),
+        jetstream: jetstreamBlock(options.storeDir ?? paths.jetstreamDir, options.key !== null),
         accounts: {
           APP: { jetstream: 'enabled', users: [{ nkey: user.getPublicKey() }] },
         },
@@ -139,5 +192,6 @@ export async function withOfflineStore<T>(
     await nc?.close().catch(() => {});
     await server?.stop().catch(() => {});
     await rm(tmp, { recursive: true, force: true });
+    await releaseLock(paths);
   }
 }

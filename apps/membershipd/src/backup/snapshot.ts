@@ -79,20 +79,24 @@ export async function dumpStore(nc: NatsConnection, progress?: Progress): Promis
     kind: 'stream',
     records: await dumpStream(jsm, AUDIT_STREAM, progress),
   });
-  const rooms: string[] = [];
+  // The streams of the persisted rooms this backup's rooms section holds:
+  // a room created while the backup ran, or a stream a failed create left
+  // behind, has no row here and would make the archive unrestorable.
+  const streams = new Set<string>();
   try {
-    for await (const name of jsm.streams.names())
-      if (name.startsWith(ROOM_STREAM_PREFIX)) rooms.push(name);
+    for await (const name of jsm.streams.names()) streams.add(name);
   } catch (err) {
     throw toStoreError(err, 'list room streams');
   }
-  for (const name of rooms.sort()) {
+  const rooms = persistedRoomsOf(out)
+    .map((p) => roomStreamName(p.room.id))
+    .filter((name) => streams.has(name))
+    .sort();
+  for (const name of rooms) {
     out.push({ name, kind: 'stream', records: await dumpStream(jsm, name, progress) });
   }
   return out;
 }
-
-const ROOM_STREAM_PREFIX = roomStreamName('');
 
 /** Every message of a stream, oldest first, without sequence or time. */
 async function dumpStream(
@@ -148,9 +152,18 @@ async function dumpStream(
 
 /** The persisted rooms of an archive (from its rooms section) and their members. */
 function persistedRooms(archive: VerifiedArchive): Array<{ room: RoomRecord; members: string[] }> {
+  return persistedRoomsOf(
+    archive.sections.map((s) => ({
+      name: s.section.name,
+      kind: s.section.kind,
+      records: s.records,
+    }))
+  );
+}
+
+function persistedRoomsOf(sections: SectionData[]): Array<{ room: RoomRecord; members: string[] }> {
   const records = (name: string) =>
-    (archive.sections.find((s) => s.section.kind === 'kv' && s.section.name === name)?.records ??
-      []) as KvRecord[];
+    (sections.find((s) => s.kind === 'kv' && s.name === name)?.records ?? []) as KvRecord[];
   const specs = bucketSpecs();
   const out: Array<{ room: RoomRecord; members: string[] }> = [];
   for (const r of records(specs.rooms.name)) {

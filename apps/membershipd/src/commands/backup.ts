@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { rename, rm } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import {
@@ -190,6 +190,21 @@ export function registerBackup(program: Command): void {
           },
           sections
         );
+        // An archive that restore would refuse is not written at all.
+        try {
+          checkRestorable({
+            manifest,
+            sections: manifest.sections.map((section, i) => ({
+              section,
+              records: sections[i]!.records,
+            })),
+          });
+        } catch (err) {
+          throw new CliError(
+            EXIT_CODES.FAILED,
+            `the backup would not restore, nothing written: ${(err as Error).message}`
+          );
+        }
         const bytes = archiveKey ? sealArchive(plain, archiveKey) : plain;
         await writeArchiveFile(out, bytes);
         if (opts.output === 'json') {
@@ -294,6 +309,12 @@ export function registerRestore(program: Command): void {
           // Everything is read and verified before anything is written.
           archive = await readArchive(resolve(opts.in), await ArchiveKey.load(opts.archiveKeyFile));
           checkRestorable(archive);
+          if (archive.manifest.source.at_rest && !key) {
+            process.stderr.write(
+              'membershipd restore: warning: the archive comes from a store encrypted at rest; ' +
+                'this restore is not (add --at-rest-key-file)\n'
+            );
+          }
           if (await nodeRunning(paths))
             throw new OfflineError(`a node is running on ${paths.dataDir}; stop it first`);
         } catch (err) {
@@ -308,18 +329,24 @@ export function registerRestore(program: Command): void {
             `${paths.dataDir} already holds a store; restore into a fresh data dir, or add --force to replace it`
           );
         }
-        const wipe = async () => {
-          await rm(paths.jetstreamDir, { recursive: true, force: true });
-          await rm(paths.storeMarker, { force: true });
-        };
-        if (hasStore) await wipe();
+        // Restored into a staging store beside the real one and swapped in
+        // only once read back: an interrupted or failed restore leaves the
+        // data dir as it was (the staging dir is ignored by serve and
+        // cleared by the next restore).
+        const stage = `${paths.jetstreamDir}.restoring`;
+        const old = `${paths.jetstreamDir}.replaced`;
+        await rm(stage, { recursive: true, force: true });
         const { progress, end } = terminalProgress('restoring');
         let restored: RestoredSection[];
         let verified: Array<{ name: string; ok: boolean }>;
         try {
           ({ restored, verified } = await withOfflineStore(
             paths,
-            { key, ...(opts.natsServerBin ? { natsServerBin: opts.natsServerBin } : {}) },
+            {
+              key,
+              storeDir: stage,
+              ...(opts.natsServerBin ? { natsServerBin: opts.natsServerBin } : {}),
+            },
             async (nc) => {
               const restored = await loadStore(nc, archive, {
                 replicas: 1,
@@ -331,17 +358,21 @@ export function registerRestore(program: Command): void {
           const bad = verified.filter((v) => !v.ok).map((v) => v.name);
           if (bad.length > 0)
             throw new ArchiveError(`read-back differs from the archive in ${bad.join(', ')}`);
-          await writeStoreMarker(paths.storeMarker, key);
         } catch (err) {
-          // Nothing half-restored stays behind.
-          await wipe();
+          await rm(stage, { recursive: true, force: true }).catch(() => {});
           end();
           if (err instanceof CliError) throw err;
           throw new CliError(
             EXIT_CODES.FAILED,
-            `restore failed, the data dir's store was removed again: ${(err as Error).message}`
+            `restore failed, nothing in ${paths.dataDir} was changed: ${(err as Error).message}`
           );
         }
+        // The swap: the replaced store is kept until the new one is in place.
+        await rm(old, { recursive: true, force: true });
+        if (hasStore && existsSync(paths.jetstreamDir)) await rename(paths.jetstreamDir, old);
+        await rename(stage, paths.jetstreamDir);
+        await writeStoreMarker(paths.storeMarker, key, true);
+        await rm(old, { recursive: true, force: true });
         end();
         const report = {
           data_dir: paths.dataDir,

@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, scryptSync, timingSafeEqual } from 'node:crypto';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { inspect } from 'node:util';
 import { z } from 'zod';
@@ -13,6 +13,9 @@ export const AT_REST_KEY_ENV = 'SEALBUS_AT_REST_KEY';
  * what is passed explicitly), never the config file or argv.
  */
 export const NATS_KEY_ENV = 'SEALBUS_JS_KEY';
+
+/** scrypt cost of key check values (~50 ms, 16 MiB). */
+const SCRYPT = { N: 2 ** 14, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
 
 /** Shortest key text accepted: 16 characters is already weak; 32 random bytes in base64 is the advice. */
 export const MIN_KEY_CHARS = 16;
@@ -31,8 +34,8 @@ export class AtRestError extends Error {
  *   token: the server's config parser re-reads environment values as config
  *   text, so raw base64 with `=` or `/`, or all digits, could parse
  *   differently than it was meant);
- * - `check`: a short HMAC under another label, stored beside the data so a
- *   wrong key is refused before nats-server ever opens the store.
+ * - `check(salt)`: a salted scrypt value stored beside the data so a wrong
+ *   key is refused before nats-server ever opens the store.
  */
 export class AtRestKey {
   readonly #secret: Buffer;
@@ -55,11 +58,13 @@ export class AtRestKey {
     );
   }
 
-  get check(): string {
-    return createHmac('sha256', this.#secret)
-      .update('sealbus/at-rest-key-check/v1')
-      .digest('hex')
-      .slice(0, 32);
+  /**
+   * The check value stored beside the data: scrypt over a per-store random
+   * salt (slow on purpose, so a stolen store.json does not make a weak key
+   * cheap to guess), 16 bytes in hex.
+   */
+  check(saltHex: string): string {
+    return scryptSync(this.#secret, Buffer.from(saltHex, 'hex'), 16, SCRYPT).toString('hex');
   }
 
   /** The child environment that hands the key to nats-server. */
@@ -106,6 +111,9 @@ export function parseKeyLine(text: string, src: KeySources, source: 'file' | 'en
   }
   if (/[\r\n]/.test(line)) throw new AtRestError(`${where} must be one line of text`);
   if (line.trim() !== line) throw new AtRestError(`${where} has leading or trailing whitespace`);
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(line))
+    throw new AtRestError(`${where} contains control characters: write it as text (base64)`);
   if (line.length < MIN_KEY_CHARS) {
     throw new AtRestError(
       `${where} is too short: ${line.length} characters, at least ${MIN_KEY_CHARS}; ` +
@@ -147,7 +155,15 @@ export async function readKeyText(
           `it must be 0600 or stricter (chmod 600 ${file})`
       );
     }
-    return { text: await readFile(file, 'utf8'), source: 'file' };
+    let text: string;
+    try {
+      text = new TextDecoder('utf-8', { fatal: true }).decode(await readFile(file));
+    } catch {
+      throw new AtRestError(
+        `the ${src.what} file ${file} is not text: write the key as text, e.g. head -c 32 /dev/urandom | base64`
+      );
+    }
+    return { text, source: 'file' };
   }
   if (fromEnv !== undefined) return { text: fromEnv, source: 'env' };
   return null;
@@ -165,7 +181,13 @@ export async function loadAtRestKey(
 const markerSchema = z.object({
   format: z.literal(1),
   created_at: z.string(),
+  /** False until every bucket exists: a first start cut short may create them still. */
+  initialized: z.boolean(),
   at_rest: z.boolean(),
+  key_salt: z
+    .string()
+    .regex(/^[0-9a-f]{32}$/)
+    .nullable(),
   key_check: z
     .string()
     .regex(/^[0-9a-f]{32}$/)
@@ -173,9 +195,10 @@ const markerSchema = z.object({
 });
 
 /**
- * `DATA/nats/store.json`: written once the store has been initialised, so a
- * later start knows the buckets must already exist (and opens them
- * bind-only) and whether, and with which key, the store is encrypted.
+ * `DATA/nats/store.json`: written before nats-server first opens a new
+ * store (so the key it is encrypted with is known from the first byte on)
+ * and marked initialised once every bucket exists; from then on a start
+ * opens the buckets bind-only.
  */
 export type StoreMarker = z.infer<typeof markerSchema>;
 
@@ -196,15 +219,29 @@ export async function readStoreMarker(path: string): Promise<StoreMarker | null>
   }
 }
 
-export async function writeStoreMarker(path: string, key: AtRestKey | null): Promise<StoreMarker> {
+export async function writeStoreMarker(
+  path: string,
+  key: AtRestKey | null,
+  initialized: boolean
+): Promise<StoreMarker> {
+  const salt = key ? randomBytes(16).toString('hex') : null;
   const marker: StoreMarker = {
     format: 1,
     created_at: new Date().toISOString(),
+    initialized,
     at_rest: key !== null,
-    key_check: key?.check ?? null,
+    key_salt: salt,
+    key_check: key && salt ? key.check(salt) : null,
   };
   await writeFileAtomic(path, JSON.stringify(marker, null, 2) + '\n', { mode: 0o600 });
   return marker;
+}
+
+/** Records that every bucket of the store exists (from now on: bind-only). */
+export async function markInitialized(path: string, marker: StoreMarker): Promise<StoreMarker> {
+  const done = { ...marker, initialized: true };
+  await writeFileAtomic(path, JSON.stringify(done, null, 2) + '\n', { mode: 0o600 });
+  return done;
 }
 
 /** True when some stream under `dir` has an encrypted key file (nats-server writes `meta.key`). */
@@ -265,16 +302,23 @@ export async function checkStore(
           'back it up, restore into a fresh data dir with the key, and serve that (docs/RUNBOOK.md, "Enabling at-rest encryption")'
       );
     }
-    if (encrypted && key && marker?.key_check && !sameHex(marker.key_check, key.check)) {
+    if (
+      encrypted &&
+      key &&
+      marker?.key_check &&
+      marker.key_salt &&
+      !sameHex(marker.key_check, key.check(marker.key_salt))
+    ) {
       throw new AtRestError(
         `wrong at-rest key: it is not the key the store in ${jetstreamDir} was written with (nothing was opened or changed)`
       );
     }
   }
-  // Initialised: the marker is written once every bucket exists. A plaintext
-  // store from before markers (or a first start cut short) has none and is
-  // opened create-if-missing as before; no key is involved, so nothing hides.
-  return { initialized: marker !== null || onDisk, marker };
+  // Initialised: the marker says so (every bucket existed once), or, the
+  // marker lost, encrypted streams are on disk. A plaintext store from before
+  // markers has none and is opened create-if-missing as before: no key is
+  // involved, so nothing can hide its buckets.
+  return { initialized: marker ? marker.initialized : onDisk, marker };
 }
 
 function sameHex(a: string, b: string): boolean {

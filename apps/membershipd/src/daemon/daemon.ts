@@ -9,6 +9,7 @@ import type { KeyPair } from 'nkeys.js';
 import { loadOrCreateIdentity, writeFileAtomic } from '@sealbus/crypto';
 import { NatsServerProcess, reapOrphan, renderNatsConfig } from '@sealbus/natsd';
 import { MembershipStore, StoreError, withBootstrapRetry } from '@sealbus/store';
+import { offlineHolder } from '../backup/offline.js';
 import { CalloutService } from '../dataplane/callout.js';
 import { loadOrCreateCalloutKeys, nodeUsers } from '../dataplane/keys.js';
 import { Reactor, announce } from '../dataplane/reactor.js';
@@ -19,7 +20,13 @@ import type { Logger } from '../log.js';
 import { createMetrics, serveMetrics } from '../metrics.js';
 import { formatHostPort, type HostPort } from '../util/parse.js';
 import { VERSION } from '../version.js';
-import { AtRestError, checkStore, writeStoreMarker, type AtRestKey } from './atrest.js';
+import {
+  AtRestError,
+  checkStore,
+  markInitialized,
+  writeStoreMarker,
+  type AtRestKey,
+} from './atrest.js';
 import { bootstrapAdmin } from './bootstrap.js';
 import { createHealth } from './health.js';
 import {
@@ -145,11 +152,26 @@ export class Daemon {
           'at-rest encryption applies to the embedded nats-server; an external one is configured on its own'
         );
       }
+      if (!natsUrl) {
+        const holder = await offlineHolder(paths);
+        if (holder !== null) {
+          throw new Error(
+            `an offline backup or restore (pid ${holder}) is using ${paths.dataDir}; start the node when it is done`
+          );
+        }
+      }
       // Checked before nats-server opens the store: a wrong key is refused
       // without anything read or written.
       const storeState = natsUrl
         ? null
         : await checkStore(paths.storeMarker, paths.jetstreamDir, atRestKey);
+      // A new store gets its marker (encrypted or not, the key's check value)
+      // before nats-server writes its first byte.
+      let marker = storeState?.marker ?? null;
+      if (storeState && !marker) {
+        marker = await writeStoreMarker(paths.storeMarker, atRestKey, storeState.initialized);
+        log.info({ file: paths.storeMarker, at_rest: atRestKey !== null }, 'wrote store marker');
+      }
       if (!natsUrl) {
         const config = embeddedNatsConfig({
           paths,
@@ -253,10 +275,7 @@ export class Daemon {
         }
         throw err;
       }
-      if (storeState && !storeState.marker) {
-        await writeStoreMarker(paths.storeMarker, atRestKey);
-        log.info({ file: paths.storeMarker, at_rest: atRestKey !== null }, 'wrote store marker');
-      }
+      if (marker && !marker.initialized) await markInitialized(paths.storeMarker, marker);
       const calloutService = new CalloutService({
         nc: svc,
         store,
