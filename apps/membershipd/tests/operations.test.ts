@@ -177,19 +177,22 @@ describe('at-rest encryption', { timeout: 300_000 }, () => {
 
     // The marker lost: nats-server starts with the wrong key but the daemon
     // finds the buckets missing and stops instead of creating them empty.
+    // The marker is not rewritten from a key that failed: the right key
+    // (next) opens the store and writes a new one.
     const marker = join(data, 'nats', 'store.json');
-    const saved = await readFile(marker);
     await rm(marker);
     assert.match(
       await serveRefused(data, ['--at-rest-key-file', wrong]),
       /wrong at-rest key or missing data/
     );
-    await writeFile(marker, saved, { mode: 0o600 });
+    await assert.rejects(stat(marker));
+    assert.equal(await storeDigest(data), before, 'the wrong key changed the store');
 
     // The right key, given through the environment this time, still reads everything.
     d = await startDaemon({ dataDir: data, env: { SEALBUS_AT_REST_KEY: keyText } });
     try {
       assert.equal((await healthz(d)).at_rest, true);
+      assert.equal(JSON.parse(await readFile(marker, 'utf8')).initialized, true);
       const admin = new ControlClient({ urls: [d.httpUrl], identity: await adminOf(d) });
       const users = await admin.listUsers();
       assert.ok(users.some((u) => u.handle === state.handle));

@@ -166,10 +166,12 @@ export class Daemon {
         ? null
         : await checkStore(paths.storeMarker, paths.jetstreamDir, atRestKey);
       // A new store gets its marker (encrypted or not, the key's check value)
-      // before nats-server writes its first byte.
+      // before nats-server writes its first byte. An initialised store whose
+      // marker was lost gets a new one only once its buckets opened with the
+      // key given (a wrong key must not be recorded as the right one).
       let marker = storeState?.marker ?? null;
-      if (storeState && !marker) {
-        marker = await writeStoreMarker(paths.storeMarker, atRestKey, storeState.initialized);
+      if (storeState && !marker && !storeState.initialized) {
+        marker = await writeStoreMarker(paths.storeMarker, atRestKey, false);
         log.info({ file: paths.storeMarker, at_rest: atRestKey !== null }, 'wrote store marker');
       }
       if (!natsUrl) {
@@ -276,6 +278,13 @@ export class Daemon {
         throw err;
       }
       if (marker && !marker.initialized) await markInitialized(paths.storeMarker, marker);
+      if (storeState && !marker) {
+        await writeStoreMarker(paths.storeMarker, atRestKey, true);
+        log.info(
+          { file: paths.storeMarker, at_rest: atRestKey !== null },
+          'rewrote a lost store marker'
+        );
+      }
       const calloutService = new CalloutService({
         nc: svc,
         store,
