@@ -1,6 +1,7 @@
-import type { JetStreamClient, JetStreamManager, MsgRequest, StoredMsg } from 'nats';
+import type { JetStreamClient, JetStreamManager, StoredMsg } from 'nats';
 import { auditRecordSchema, parseOrThrow, type AuditRecord } from '@sealbus/protocol';
 import { StoreError, toStoreError } from './errors.js';
+import { getMessageOrNull, getMessages } from './streams.js';
 import type { AuditQuery, AuditQueryResult } from './types.js';
 
 export const AUDIT_STREAM = 'SEALBUS_AUDIT';
@@ -34,10 +35,6 @@ const ACTION_FILTER_RE = /^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?$/;
 const CLOCK_SLACK_MS = 30_000;
 const DEFAULT_QUERY_LIMIT = 100;
 const BATCH = 64;
-
-function isNoMessage(err: unknown): boolean {
-  return /no message found/i.test((err as Error)?.message ?? '');
-}
 
 /** The stream subject(s) holding `action`: `room.*` is every action under `room.`. */
 export function auditSubjectFilter(action: string): string {
@@ -225,21 +222,13 @@ export class AuditLog {
   }
 
   /** One message, or null when there is none (at that sequence, or after it for the subject). */
-  async #get(req: { seq: number; next_by_subj?: string }): Promise<StoredMsg | null> {
-    try {
-      // nats.js types next_by_subj for direct gets only; STREAM.MSG.GET takes it too.
-      return await this.#jsm.streams.getMessage(AUDIT_STREAM, req as unknown as MsgRequest);
-    } catch (err) {
-      if (isNoMessage(err)) return null;
-      throw toStoreError(err, 'read audit log');
-    }
+  #get(req: { seq: number; next_by_subj?: string }): Promise<StoredMsg | null> {
+    return getMessageOrNull(this.#jsm, AUDIT_STREAM, req, 'read audit log');
   }
 
   /** Messages `from`..`to` by sequence, `BATCH` in flight, in order (null for a gap). */
   #batch(from: number, to: number): Promise<Array<StoredMsg | null>> {
-    return Promise.all(
-      Array.from({ length: to - from + 1 }, (_, i) => this.#get({ seq: from + i }))
-    );
+    return getMessages(this.#jsm, AUDIT_STREAM, from, to, 'read audit log');
   }
 
   #decode(m: StoredMsg): AuditRecord {

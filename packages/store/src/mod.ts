@@ -18,6 +18,7 @@ export {
   type CasResult,
 } from './kv.js';
 export { listKeys } from './kv.js';
+export { getMessageOrNull, getMessages } from './streams.js';
 export { userIsActive } from './users.js';
 export { MembershipStore, withBootstrapRetry } from './store.js';
 export type {

@@ -12,6 +12,7 @@ import {
   MembershipStore,
   bucketSpecs,
   getLive,
+  getMessages,
   listKeys,
   toStoreError,
 } from '@sealbus/store';
@@ -118,14 +119,12 @@ async function dumpStream(
   const records: StreamRecord[] = [];
   const total = last - first + 1;
   for (let s = first; s <= last; s += BATCH) {
-    const seqs = Array.from({ length: Math.min(BATCH, last - s + 1) }, (_, i) => s + i);
-    const msgs = await Promise.all(
-      seqs.map((seq) =>
-        jsm.streams.getMessage(stream, { seq }).catch((err: unknown) => {
-          if (/no message found/i.test((err as Error).message)) return null;
-          throw toStoreError(err, `read stream ${stream}`);
-        })
-      )
+    const msgs = await getMessages(
+      jsm,
+      stream,
+      s,
+      Math.min(last, s + BATCH - 1),
+      `read stream ${stream}`
     );
     for (const m of msgs) {
       if (!m) continue;
