@@ -1,4 +1,4 @@
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { CryptoError } from '@sealbus/crypto';
 import { ValidationError } from '@sealbus/protocol';
 import { StoreError } from '@sealbus/store';
@@ -33,6 +33,17 @@ export function argParser<T>(parse: (v: string) => T): (v: string) => T {
     }
   };
 }
+
+/** `-o, --output <format>`: one of `choices`, `choices[0]` by default. */
+export function outputOption(choices: readonly string[] = ['text', 'json']): Option {
+  return new Option('-o, --output <format>', 'output format').choices(choices).default(choices[0]);
+}
+
+/** A positive record count up to six digits (`-n`). */
+export const parseCount = argParser((v) => {
+  if (!/^\d{1,6}$/.test(v) || Number(v) < 1) throw new Error('-n must be a positive number');
+  return Number(v);
+});
 
 /**
  * Runs a command body, turning errors into `membershipd <cmd>: <message>` on

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import {
   ARCHIVE_KEY_ENV,
   ArchiveError,
@@ -23,7 +23,7 @@ import {
   type Progress,
   type RestoredSection,
 } from '../backup/snapshot.js';
-import { action, CliError, EXIT_CODES } from '../cli.js';
+import { action, CliError, EXIT_CODES, outputOption } from '../cli.js';
 import {
   AT_REST_KEY_ENV,
   AtRestError,
@@ -73,12 +73,6 @@ function terminalProgress(verb: string): { progress?: Progress; end: () => void 
       if (shown) process.stderr.write('\r\x1b[K');
     },
   };
-}
-
-function outputOption(): Option {
-  return new Option('-o, --output <format>', 'output format')
-    .choices(['text', 'json'])
-    .default('text');
 }
 
 function sectionTable(rows: Array<{ name: string; kind: string; count: number; extra: string }>) {

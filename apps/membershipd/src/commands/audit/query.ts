@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
 import { AUDIT_OUTCOMES, parseKeyHex } from '@sealbus/protocol';
 import { auditSubjectFilter, type AuditQuery } from '@sealbus/store';
-import { action, argParser, CliError, EXIT_CODES } from '../../cli.js';
+import { action, CliError, EXIT_CODES, outputOption, parseCount } from '../../cli.js';
 import { parsePastTime } from '../../util/expiry.js';
 import { addNodeOptions, withNodeStore, type NodeOptions } from '../user/node.js';
 import { formatAuditLine } from './tail.js';
@@ -61,22 +61,9 @@ export function registerAuditQuery(audit: Command): void {
           'cli',
         ])
       )
-      .option(
-        '-n <count>',
-        'at most this many records (the oldest matching ones)',
-        argParser((v) => {
-          if (!/^\d{1,6}$/.test(v) || Number(v) < 1)
-            throw new Error('-n must be a positive number');
-          return Number(v);
-        }),
-        100
-      )
+      .option('-n <count>', 'at most this many records (the oldest matching ones)', parseCount, 100)
       .option('--newest', 'keep the newest -n matches instead of the oldest', false)
-      .addOption(
-        new Option('-o, --output <format>', 'output format')
-          .choices(['text', 'json'])
-          .default('text')
-      )
+      .addOption(outputOption())
   ).action(
     action('audit query', async (opts: QueryOptions) => {
       const filters = auditQueryFilters(opts);

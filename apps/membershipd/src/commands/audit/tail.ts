@@ -1,6 +1,6 @@
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import type { AuditRecord } from '@sealbus/protocol';
-import { action, argParser } from '../../cli.js';
+import { action, outputOption, parseCount } from '../../cli.js';
 import { addNodeOptions, withNodeStore, type NodeOptions } from '../user/node.js';
 
 interface TailOptions extends NodeOptions {
@@ -24,21 +24,8 @@ export function registerAuditTail(audit: Command): void {
     audit
       .command('tail')
       .description('print the last audit records, oldest first')
-      .option(
-        '-n <count>',
-        'how many records',
-        argParser((v) => {
-          if (!/^\d{1,6}$/.test(v) || Number(v) < 1)
-            throw new Error('-n must be a positive number');
-          return Number(v);
-        }),
-        20
-      )
-      .addOption(
-        new Option('-o, --output <format>', 'output format')
-          .choices(['text', 'json'])
-          .default('text')
-      )
+      .option('-n <count>', 'how many records', parseCount, 20)
+      .addOption(outputOption())
   ).action(
     action('audit tail', async (opts: TailOptions) => {
       await withNodeStore(opts, async ({ store }) => {

@@ -1,6 +1,6 @@
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import { grantActive, type UserRecord } from '@sealbus/protocol';
-import { action } from '../../cli.js';
+import { action, outputOption } from '../../cli.js';
 import { addNodeOptions, withNodeStore, type NodeOptions } from './node.js';
 
 interface ListOptions extends NodeOptions {
@@ -36,11 +36,7 @@ export function registerUserList(user: Command): void {
     user
       .command('list')
       .description('list every user, revoked ones included')
-      .addOption(
-        new Option('-o, --output <format>', 'output format')
-          .choices(['table', 'json'])
-          .default('table')
-      )
+      .addOption(outputOption(['table', 'json']))
   ).action(
     action('user list', async (opts: ListOptions) => {
       await withNodeStore(opts, async ({ store }) => {
