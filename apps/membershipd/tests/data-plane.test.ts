@@ -30,6 +30,7 @@ describe('data plane: auth callout, E2E rooms, live revocation', { timeout: 300_
   let admin: ControlClient;
   let store: MembershipStore;
   let storeNc: NatsConnection;
+  let appNc: NatsConnection;
   const clients: Sealbus[] = [];
   const conns: NatsConnection[] = [];
 
@@ -55,13 +56,14 @@ describe('data plane: auth callout, E2E rooms, live revocation', { timeout: 300_
   before(async () => {
     d = await startDaemon();
     admin = new ControlClient({ urls: [d.httpUrl], identity: await adminOf(d) });
-    ({ store, nc: storeNc } = await nodeStore(d));
+    ({ store, nc: storeNc, app: appNc } = await nodeStore(d));
   });
   after(async () => {
     for (const c of clients) await c.close().catch(() => {});
     for (const c of conns) await c.close().catch(() => {});
     admin?.close();
     await storeNc?.close();
+    await appNc?.close();
     await d?.dispose();
   });
 
@@ -436,7 +438,7 @@ describe('data plane: auth callout, E2E rooms, live revocation', { timeout: 300_
     for (const row of sealedRows) assert.equal(Buffer.from(row.sealed_key, 'base64').length, 80);
   });
 
-  test('persisted room: history before joining is read; delete and purge are refused', async () => {
+  test('persisted room: history before joining is read; a member has no JetStream grant and cannot write its subject', async () => {
     const [o, r] = [await user('owner-p'), await user('reader-p')];
     const [O, R] = [await bus(o), await bus(r)];
     const room = await O.createRoom({
@@ -471,7 +473,12 @@ describe('data plane: auth callout, E2E rooms, live revocation', { timeout: 300_
     const ncR = await natsAs(d, r);
     conns.push(ncR);
     const stream = `ROOM_${room.id}`;
+    const durable = `m_${r.signPubHex.slice(0, 32)}`;
     for (const api of [
+      'log.persisted',
+      `$JS.API.CONSUMER.INFO.${stream}.${durable}`,
+      `$JS.API.CONSUMER.MSG.NEXT.${stream}.${durable}`,
+      `$JS.ACK.${stream}.${durable}.1.1.1.1.0`,
       `$JS.API.STREAM.PURGE.${stream}`,
       `$JS.API.STREAM.MSG.DELETE.${stream}`,
       `$JS.API.STREAM.DELETE.${stream}`,
@@ -482,7 +489,7 @@ describe('data plane: auth callout, E2E rooms, live revocation', { timeout: 300_
       await violation;
       await publishRefused(d, api);
     }
-    const jsm = await storeNc.jetstreamManager();
+    const jsm = await appNc.jetstreamManager();
     await assert.rejects(jsm.streams.purge(stream), /purge/i, 'even the daemon cannot purge');
     assert.equal((await jsm.streams.info(stream)).state.messages, 6, 'history intact');
   });

@@ -10,6 +10,7 @@ import {
   type Identity,
 } from '@sealbus/crypto';
 import { ControlClient } from '@sealbus/client';
+import { nodeUsers } from '../src/dataplane/keys.js';
 import { MembershipStore } from '@sealbus/store';
 import { waitFor, type TestDaemon } from '@sealbus/testing';
 
@@ -72,18 +73,24 @@ export function signedHeaders(
   );
 }
 
-/** A store connection as the node's internal identity, to check what was (not) written. */
+/**
+ * The node's own connections, as its daemon makes them: `nc` in account
+ * SEALBUS (control state) and `app` in account APP (room streams), with the
+ * store opened over both, to check what was (not) written.
+ */
 export async function nodeStore(
   d: TestDaemon
-): Promise<{ store: MembershipStore; nc: NatsConnection }> {
-  const internal = await loadIdentity(join(d.dataDir, 'internal.id'));
+): Promise<{ store: MembershipStore; nc: NatsConnection; app: NatsConnection }> {
+  const users = nodeUsers(await loadIdentity(join(d.dataDir, 'internal.id')));
   const nc = await connect({
     servers: d.natsUrl,
-    authenticator: nkeyAuthenticator(
-      new TextEncoder().encode(userNkeyFromSeed(internal.signSeed).seed)
-    ),
+    authenticator: nkeyAuthenticator(users.internal.getSeed()),
   });
-  return { store: await MembershipStore.open(nc, { bindOnly: true }), nc };
+  const app = await connect({
+    servers: d.natsUrl,
+    authenticator: nkeyAuthenticator(users.app.getSeed()),
+  });
+  return { store: await MembershipStore.open(nc, { bindOnly: true, app }), nc, app };
 }
 
 export async function adminOf(d: TestDaemon): Promise<Identity> {

@@ -24,3 +24,26 @@ export class ControlError extends Error {
     this.attempts = attempts;
   }
 }
+
+/** Why a persisted publish was refused (codes from the daemon's append service, or local). */
+export type PublishErrorCode =
+  | 'NOT_WRITER'
+  | 'MALFORMED'
+  | 'WRONG_SENDER'
+  | 'BAD_SIGNATURE'
+  | 'ROOM_FULL'
+  | 'DUPLICATE'
+  | 'TIMEOUT';
+
+/** A publish that did not store the frame. */
+export class PublishError extends Error {
+  readonly code: PublishErrorCode;
+  readonly room: string;
+
+  constructor(code: PublishErrorCode, room: string, message: string) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+    this.room = room;
+  }
+}

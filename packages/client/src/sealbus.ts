@@ -3,21 +3,19 @@ import {
   connect,
   nkeyAuthenticator,
   type ConnectionOptions,
-  type ConsumerMessages,
   type NatsConnection,
   type Subscription,
 } from 'nats';
 import { FrameError, FrameSealer, userNkeyFromSeed, type Identity } from '@sealbus/crypto';
 import {
-  memberDurableName,
-  roomStreamName,
   userEventsSubject,
   userInboxPrefix,
   type MyRoom,
   type RoomPolicy,
 } from '@sealbus/protocol';
 import { ControlClient } from './control.js';
-import { ControlError } from './errors.js';
+import { ControlError, PublishError } from './errors.js';
+import { Appender, PersistedReader } from './persisted.js';
 import { newRoomKey, sealRoomKey } from './keys.js';
 import { RoomState, type PossibleLoss, type RejectedFrame, type RoomMessage } from './roomstate.js';
 
@@ -79,14 +77,21 @@ export interface SealbusEvents {
 /** Re-authenticate if a membership is younger than the connection (its permissions predate it). */
 const PERMISSION_MARGIN_MS = 2_000;
 
-/**
- * Pull expiry for persisted rooms: heartbeats come every half of it, and a
- * consumer whose leader died is looked up again after two missed ones.
- */
-const CONSUME_EXPIRES_MS = 2_000;
-
 /** One attempt at a persisted publish: a dead stream leader is noticed this fast. */
 const PUBLISH_ATTEMPT_MS = 2_000;
+
+/** How long a persisted reader waits for the daemon to move its consumer. */
+const RESUME_TIMEOUT_MS = 5_000;
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    }),
+  ]);
+}
 
 /**
  * The Sealbus SDK: end-to-end encrypted, signed rooms over NATS, with the
@@ -113,6 +118,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   #refreshing: Promise<void> | undefined;
   #standing: Promise<void> | undefined;
   #publishTimeoutMs = 30_000;
+  #appender: Appender | undefined;
   #closed = false;
 
   /**
@@ -394,34 +400,22 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
    */
   async publish(roomId: string, data: Uint8Array): Promise<void> {
     const state = await this.#room(roomId);
+    const mine = state.detail.members.find((m) => m.sign_pub === this.identity.signPubHex);
+    if (mine && mine.role === 'reader')
+      throw new PublishError('NOT_WRITER', roomId, 'a reader cannot publish to this room');
     if (state.detail.needs_rekey && state.detail.owner === this.identity.signPubHex)
       await this.rekey(roomId);
     let sealer = this.#sealers.get(roomId);
     if (!sealer)
       this.#sealers.set(roomId, (sealer = new FrameSealer(roomId, this.identity.signSeed)));
     const { epoch, key } = state.currentKey();
-    const seq = sealer.nextSeq;
     const frame = sealer.seal(data, { epoch, key, sign: state.detail.policy.sign });
     if (state.detail.policy.persist) {
-      // The same frame under the same message id until acknowledged: the
-      // stream's duplicate window drops a retry whose first attempt was
-      // stored but whose ack was lost when a node died.
-      const msgID = `${Buffer.from(sealer.session).toString('hex')}.${seq}`;
-      const deadline = Date.now() + this.#publishTimeoutMs;
-      for (let backoff = 100; ; backoff = Math.min(1_000, backoff * 2)) {
-        try {
-          await this.nc
-            .jetstream()
-            .publish(state.detail.subject, frame, { msgID, timeout: PUBLISH_ATTEMPT_MS });
-          return;
-        } catch (err) {
-          const transient = /timeout|no responders|503/i.test(
-            `${(err as { code?: string }).code ?? ''} ${(err as Error).message}`
-          );
-          if (!transient || this.nc.isClosed() || Date.now() + backoff > deadline) throw err;
-          await new Promise((r) => setTimeout(r, backoff));
-        }
-      }
+      this.#appender ??= new Appender(this.nc, this.identity.signPubHex);
+      await this.#appender.append(roomId, frame, {
+        attemptMs: PUBLISH_ATTEMPT_MS,
+        timeoutMs: this.#publishTimeoutMs,
+      });
     } else {
       this.nc.publish(state.detail.subject, frame);
     }
@@ -464,50 +458,21 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     let stop: () => Promise<void>;
     if (state.detail.policy.persist) {
       if (opts.from) await this.control.cursor(roomId, { from: opts.from });
-      // Short API timeouts: a consumer lookup stuck on a dead leader is retried promptly.
-      const js = this.nc.jetstream({ timeout: PUBLISH_ATTEMPT_MS });
-      const stream = roomStreamName(roomId);
-      const durable = memberDurableName(this.identity.signPubHex);
-      // The first consumer lookup happens here, so a wrong room fails the call.
-      let consumer = await js.consumers.get(stream, durable);
-      let messages: ConsumerMessages | undefined;
-      let stopped = false;
-      let wake: (() => void) | undefined;
-      const loop = (async () => {
-        // nats.js re-pulls after a reconnect or missed heartbeats, but backs
-        // off for `expires` between failed lookups, and ends the iterator on
-        // some errors: short pulls keep a consumer-leader election to seconds,
-        // and the loop below starts over whenever the iterator gives up.
-        for (let backoff = 100; !stopped; backoff = Math.min(5_000, backoff * 2)) {
-          try {
-            messages = await consumer.consume({ max_messages: 256, expires: CONSUME_EXPIRES_MS });
-            if (stopped) break;
-            for await (const m of messages) {
-              backoff = 100;
-              await deliver(m.data, m.seq);
-              m.ack();
-            }
-          } catch (err) {
-            if (!stopped) this.emit('error', err as Error);
-          }
-          if (stopped || this.nc.isClosed()) break;
-          await new Promise<void>((r) => {
-            wake = r;
-            setTimeout(r, backoff);
-          });
-          try {
-            consumer = await js.consumers.get(stream, durable);
-          } catch (err) {
-            if (!stopped) this.emit('error', err as Error);
-          }
-        }
-      })();
-      stop = async () => {
-        stopped = true;
-        wake?.();
-        await messages?.close().catch(() => {});
-        await loop.catch(() => {});
-      };
+      const reader = new PersistedReader({
+        nc: this.nc,
+        signPub: this.identity.signPubHex,
+        roomId,
+        deliver: (bytes, seq) => deliver(bytes, seq),
+        // Bounded: a stop must not hang on an unreachable control plane.
+        resume: (after) =>
+          withTimeout(
+            this.control.cursor(roomId, { after }).then(() => {}),
+            RESUME_TIMEOUT_MS
+          ),
+        onError: (err) => this.emit('error', err),
+      });
+      await this.nc.flush();
+      stop = () => reader.stop();
     } else {
       const sub: Subscription = this.nc.subscribe(state.detail.subject, {
         callback: (err, msg) => {
@@ -546,6 +511,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       clearTimeout(timer);
       await this.nc.close().catch(() => {});
     }
+    this.#appender?.close();
     this.control.close();
   }
 }

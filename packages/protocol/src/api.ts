@@ -57,7 +57,8 @@ export const auditListSchema = z.object({ records: z.array(auditRecordSchema) })
 export const cursorResponseSchema = z.object({
   id: roomIdSchema,
   subject: z.string(),
-  from: z.enum(['start', 'new']),
+  from: z.enum(['start', 'new']).optional(),
+  after: z.number().int().optional(),
 });
 export const directoryEntrySchema = z.object({
   sign_pub: z.string(),

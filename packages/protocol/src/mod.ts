@@ -24,6 +24,10 @@ export {
   createRoomSchema,
   cursorSchema,
   memberDurableName,
+  memberDeliverSubject,
+  appendSubject,
+  appendResultSubject,
+  APPEND_ID_HEADER,
   roomStreamName,
   userEventsSubject,
   userInboxPrefix,
@@ -70,3 +74,17 @@ export {
   type MyRoom,
   type RoomDetail,
 } from './api.js';
+export {
+  credentialExpiry,
+  effectiveRoomRole,
+  grantInForce,
+  grantInForceForCredential,
+  memberCanRead,
+  memberCanWrite,
+  memberIsOwner,
+  membershipInForce,
+  roomRolesAllowedFor,
+  userIsActive as policyUserIsActive,
+  userIsActiveAdmin,
+  userMayCreateRooms,
+} from './policy.js';

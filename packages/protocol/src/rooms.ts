@@ -135,8 +135,15 @@ export const rekeySchema = z.strictObject({
 });
 export type RekeyRequest = z.input<typeof rekeySchema>;
 
-/** Where a member's reading of a persisted room restarts. */
-export const cursorSchema = z.strictObject({ from: z.enum(['start', 'new']) });
+/**
+ * Where a member's reading of a persisted room restarts: its start, new
+ * messages only, or right after a stream sequence the member has processed
+ * (a resume after a gap, a failover or a clean stop).
+ */
+export const cursorSchema = z.union([
+  z.strictObject({ from: z.enum(['start', 'new']) }),
+  z.strictObject({ after: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }),
+]);
 export type CursorRequest = z.input<typeof cursorSchema>;
 
 /** Stream of a persisted room. */
@@ -144,9 +151,31 @@ export function roomStreamName(roomId: string): string {
   return `ROOM_${roomId}`;
 }
 
-/** A member's durable pull consumer on a persisted room's stream. */
+/** A member's durable consumer on a persisted room's stream (the daemon creates it). */
 export function memberDurableName(signPub: string): string {
   return `m_${signPub.slice(0, 32)}`;
+}
+
+/**
+ * Where a member's consumer delivers a persisted room: under the member's
+ * own inbox prefix, which only it may subscribe to. The server publishes
+ * there and nowhere else on the member's behalf.
+ */
+export function memberDeliverSubject(signPub: string, roomId: string): string {
+  return `${userInboxPrefix(signPub)}.room.${roomId}`;
+}
+
+/** Where a writer sends a sealed frame for a persisted room (the daemon appends it). */
+export function appendSubject(roomId: string): string {
+  return `sealbus.append.${roomId}`;
+}
+
+/** The `Sealbus-Append-Id` header: one id per frame, kept across its retries. */
+export const APPEND_ID_HEADER = 'Sealbus-Append-Id';
+
+/** Where the daemon answers an append: under the writer's own inbox prefix. */
+export function appendResultSubject(signPub: string, appendId: string): string {
+  return `${userInboxPrefix(signPub)}.append.${appendId}`;
 }
 
 /** A user's inbox prefix: replies to other users' requests never reach it. */

@@ -32,4 +32,4 @@ export type {
   StoreLogger,
 } from './types.js';
 export { AUDIT_STREAM, AUDIT_SUBJECT_PREFIX, AuditLog, auditSubjectFilter } from './audit.js';
-export { Rooms, type RoomBuckets } from './rooms.js';
+export { MEMBER_HEARTBEAT_MS, Rooms, type CursorPosition, type RoomBuckets } from './rooms.js';

@@ -10,6 +10,7 @@ import {
   type KV,
 } from 'nats';
 import {
+  memberDeliverSubject,
   memberDurableName,
   memberRecordSchema,
   roomStreamName,
@@ -34,6 +35,12 @@ import {
   readAll,
   scan,
 } from './kv.js';
+
+/** Heartbeat interval of members' consumers: how soon a reader sees it missed the tail. */
+export const MEMBER_HEARTBEAT_MS = 2_000;
+
+/** Where a member's consumer (re)starts. */
+export type CursorPosition = 'start' | 'new' | { after: number };
 
 const parseRoom = (raw: unknown): RoomRecord => parseOrThrow(roomRecordSchema, raw);
 const parseMember = (raw: unknown): MemberRecord => parseOrThrow(memberRecordSchema, raw);
@@ -118,23 +125,28 @@ export class Rooms {
   }
 
   /**
-   * A member's durable pull consumer: the only way members read a persisted
-   * room (they may not create consumers themselves), explicit acks so a
-   * reader that reconnects continues where it stopped.
+   * A member's durable push consumer, the only way members read a persisted
+   * room: it delivers to a subject under the member's own inbox prefix, with
+   * no acks and no flow control, so a member needs no JetStream grant at all
+   * and the server never publishes anything for it anywhere else. Heartbeats
+   * (to the same subject) carry the last delivered stream sequence, from
+   * which the SDK sees a gap and asks the daemon to resume after the last
+   * sequence it processed.
    */
-  async #createConsumer(
-    roomId: string,
-    signPub: string,
-    from: 'start' | 'new' = 'start'
-  ): Promise<void> {
+  async #createConsumer(roomId: string, signPub: string, from: CursorPosition = 'start') {
+    const start =
+      typeof from === 'object'
+        ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from.after + 1 }
+        : { deliver_policy: from === 'start' ? DeliverPolicy.All : DeliverPolicy.New };
     try {
       await this.#jsm.consumers.add(roomStreamName(roomId), {
         durable_name: memberDurableName(signPub),
         description: `member ${signPub}`,
-        ack_policy: AckPolicy.Explicit,
-        deliver_policy: from === 'start' ? DeliverPolicy.All : DeliverPolicy.New,
-        ack_wait: nanos(30_000),
-        max_ack_pending: 10_000,
+        deliver_subject: memberDeliverSubject(signPub, roomId),
+        ack_policy: AckPolicy.None,
+        flow_control: false,
+        idle_heartbeat: nanos(MEMBER_HEARTBEAT_MS),
+        ...start,
       });
     } catch (err) {
       throw toStoreError(err, 'create member consumer');
@@ -174,8 +186,8 @@ export class Rooms {
     }
   }
 
-  /** Moves a member's read position of a persisted room to its start or its end. */
-  async resetCursor(room: RoomRecord, signPub: string, from: 'start' | 'new'): Promise<void> {
+  /** Moves a member's read position of a persisted room: its start, its end, or after a sequence. */
+  async resetCursor(room: RoomRecord, signPub: string, from: CursorPosition): Promise<void> {
     if (!room.policy.persist)
       throw new StoreError('INVALID', 'only persisted rooms have a history to read');
     await this.#deleteConsumer(room.id, signPub);

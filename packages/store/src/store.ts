@@ -158,11 +158,12 @@ export class MembershipStore {
     attemptTimeoutMs: number,
     js: JetStreamClient,
     jsm: JetStreamManager,
+    appJsm: JetStreamManager,
     fast: FastViews
   ) {
     this.#nc = nc;
     this.#fast = fast;
-    this.rooms = new Rooms(buckets, jsm, replicas);
+    this.rooms = new Rooms(buckets, appJsm, replicas);
     this.audit = new AuditLog(js, jsm);
     this.#buckets = Object.freeze(buckets);
     this.#specs = specs;
@@ -213,6 +214,13 @@ export class MembershipStore {
       }
     );
     const jsm = await js.jetstreamManager(false);
+    // Room streams live in the users' account, the rest in the control account.
+    const appJsm = options.app
+      ? await options.app.jetstreamManager({
+          timeout: options.opTimeoutMs ?? 5_000,
+          checkAPI: false,
+        })
+      : jsm;
     // When a stream leader dies, a request caught on it would wait the whole
     // op timeout; short attempts retried until a budget move on to the new
     // leader as soon as it is elected.
@@ -242,6 +250,7 @@ export class MembershipStore {
       attemptTimeoutMs,
       js,
       jsm,
+      appJsm,
       fast
     );
   }

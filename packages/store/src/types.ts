@@ -1,3 +1,4 @@
+import type { NatsConnection } from 'nats';
 /** The subset of a structured logger (pino fits) the store reports through. */
 export interface StoreLogger {
   info(obj: object, msg: string): void;
@@ -5,6 +6,12 @@ export interface StoreLogger {
 }
 
 export interface OpenStoreOptions {
+  /**
+   * The connection in the users' account (APP), where room streams and
+   * members' consumers live; the store's own connection holds the control
+   * state. Omitted, both are the same connection (tests, single-account tools).
+   */
+  app?: NatsConnection;
   /** JetStream replicas for new buckets: 1 on a single node, 3 in a cluster. */
   replicas?: number;
   /**

@@ -10,7 +10,8 @@ import { loadOrCreateIdentity, writeFileAtomic } from '@sealbus/crypto';
 import { NatsServerProcess, reapOrphan, renderNatsConfig } from '@sealbus/natsd';
 import { MembershipStore, StoreError, withBootstrapRetry } from '@sealbus/store';
 import { offlineHolder } from '../backup/offline.js';
-import { CalloutService } from '../dataplane/callout.js';
+import { AppendService } from '../dataplane/append.js';
+import { CalloutService, userOfNatsKey } from '../dataplane/callout.js';
 import { loadOrCreateCalloutKeys, nodeUsers } from '../dataplane/keys.js';
 import { Reactor, announce } from '../dataplane/reactor.js';
 import { createApp } from '../http/app.js';
@@ -36,7 +37,7 @@ import {
   type TlsFiles,
 } from './natsconfig.js';
 import { writeNodeInfo } from './nodefile.js';
-import { dataPaths, type DataPaths } from './paths.js';
+import { dataPaths, legacyStoreLayout, type DataPaths } from './paths.js';
 
 export interface DaemonOptions {
   dataDir: string;
@@ -67,6 +68,8 @@ export interface DaemonOptions {
   damping?: DampingOptions;
   /** Serve Prometheus metrics on a separate plain-HTTP listener here (off when absent). */
   metrics?: HostPort;
+  /** JetStream storage cap of account APP (room streams), bytes. */
+  appMaxBytes?: number;
   /** Encrypt the embedded store at rest with this key (embedded nats-server only). */
   atRestKey?: AtRestKey | null;
   logger: Logger;
@@ -153,6 +156,8 @@ export class Daemon {
         );
       }
       if (!natsUrl) {
+        const legacy = legacyStoreLayout(paths);
+        if (legacy) throw new Error(legacy);
         const holder = await offlineHolder(paths);
         if (holder !== null) {
           throw new Error(
@@ -184,6 +189,7 @@ export class Daemon {
           ...(o.cluster ? { cluster: o.cluster } : {}),
           users: {
             internal: users.internal.getPublicKey(),
+            app: users.app.getPublicKey(),
             service: users.service.getPublicKey(),
             system: users.system.getPublicKey(),
           },
@@ -193,6 +199,7 @@ export class Daemon {
           },
           serverName,
           atRest: atRestKey !== null,
+          ...(o.appMaxBytes ? { appMaxBytes: o.appMaxBytes } : {}),
         });
         await writeFileAtomic(paths.natsConfig, renderNatsConfig(config), { mode: 0o600 });
         const orphan = await reapOrphan(paths.natsPidFile, paths.natsConfig);
@@ -250,6 +257,7 @@ export class Daemon {
           }
         }
       })();
+      const appNc = await open('app', users.app);
       const sys = await open('system', users.system);
       const svc = await open('callout', users.service);
 
@@ -264,6 +272,7 @@ export class Daemon {
           replicas: o.replicas,
           bootstrapBudgetMs: o.bootstrapBudgetMs,
           bindOnly,
+          app: appNc,
           logger: log,
           ...(metrics ? { observe: metrics.kvOperation } : {}),
         });
@@ -297,7 +306,28 @@ export class Daemon {
       calloutService.start();
       await svc.flush();
       undo.push(() => calloutService.stop());
-      const reactor = new Reactor({ nc, sys, store, logger: log, ...(metrics ? { metrics } : {}) });
+      const appendService = new AppendService({
+        control: nc,
+        app: appNc,
+        store,
+        resolveUser: (nkey) => userOfNatsKey(store, nkey),
+        logger: log,
+      });
+      appendService.start();
+      await nc.flush();
+      undo.push(() => appendService.stop());
+      const reactor = new Reactor({
+        nc,
+        app: appNc,
+        sys,
+        store,
+        logger: log,
+        onChange: (change) => {
+          if (change.type === 'user.revoked') appendService.forget(change.sign_pub);
+          if (change.type === 'member.removed') appendService.forget(change.sign_pub, change.room);
+        },
+        ...(metrics ? { metrics } : {}),
+      });
       reactor.start();
       undo.push(() => reactor.stop());
 

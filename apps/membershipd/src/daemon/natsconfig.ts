@@ -28,7 +28,9 @@ export interface EmbeddedNatsOptions {
   host: string;
   port: number;
   /** `U…` nkeys of the daemon's own users. */
-  users: { internal: string; service: string; system: string };
+  users: { internal: string; app: string; service: string; system: string };
+  /** JetStream storage cap of account APP (room streams), bytes. */
+  appMaxBytes?: number;
   /** Public keys of the auth callout: issuer account (`A…`) and curve key (`X…`). */
   callout: { issuer: string; xkey: string };
   serverName: string;
@@ -53,9 +55,42 @@ export function jetstreamBlock(storeDir: string, atRest: boolean): Record<string
 }
 
 /**
+ * The accounts of a membershipd deployment. Control state and user traffic
+ * never share one: a user connection can only ever reach what its account
+ * holds, and nothing in APP can address SEALBUS except the one service the
+ * daemon answers there.
+ */
+export const ACCOUNTS = Object.freeze({
+  /** Control state: buckets, audit stream, nonces, change subject; the daemon's internal user only. */
+  control: 'SEALBUS',
+  /** Room subjects and room streams; every callout user, and the daemon's app user. */
+  app: 'APP',
+  /** The callout service user only. */
+  auth: 'AUTH',
+  system: 'SYS',
+});
+
+/**
+ * Persisted rooms are written through the daemon: a writer publishes a
+ * sealed frame to `sealbus.append.<room>` in APP, which reaches the daemon
+ * in SEALBUS as a service import carrying the server-set identity of the
+ * publisher (`Nats-Request-Info`). No user ever publishes onto a subject a
+ * stream captures, so JetStream never answers a user-chosen reply subject.
+ */
+export const APPEND_SERVICE = 'sealbus.append.*';
+
+/** Default JetStream storage cap of account APP. */
+export const DEFAULT_APP_MAX_BYTES = 10 * 1024 ** 3;
+
+/**
  * The nats-server config a membershipd node generates:
- * - account APP holds JetStream (buckets, audit, room streams), the daemon's
- *   internal user (full permissions) and, through the callout, every user;
+ * - account SEALBUS holds the control state in JetStream (buckets, audit,
+ *   nonces) and the change subject, with the daemon's internal user only;
+ *   it exports the append service and nothing else;
+ * - account APP holds room subjects and room streams (JetStream capped by
+ *   `appMaxBytes`, so room traffic cannot starve the control state), the
+ *   daemon's app user and, through the callout, every user; it imports the
+ *   append service with `share`, so the daemon learns who published;
  * - account AUTH holds only the callout service user;
  * - account SYS is the system account (CONNZ, KICK);
  * - every other connection goes through the auth callout, whose requests
@@ -103,20 +138,39 @@ export function embeddedNatsConfig(o: EmbeddedNatsOptions): Record<string, NatsC
         }
       : {}),
     jetstream: jetstreamBlock(o.paths.jetstreamDir, o.atRest ?? false),
-    accounts: {
-      AUTH: { users: [{ nkey: o.users.service }] },
-      APP: { jetstream: 'enabled', users: [{ nkey: o.users.internal }] },
-      SYS: { users: [{ nkey: o.users.system }] },
-    },
-    system_account: 'SYS',
+    accounts: accountsBlock(o.users, o.appMaxBytes ?? DEFAULT_APP_MAX_BYTES),
+    system_account: ACCOUNTS.system,
     authorization: {
       timeout: AUTH_TIMEOUT_S,
       auth_callout: {
         issuer: o.callout.issuer,
-        account: 'AUTH',
-        auth_users: [o.users.service, o.users.internal, o.users.system],
+        account: ACCOUNTS.auth,
+        auth_users: [o.users.service, o.users.internal, o.users.app, o.users.system],
         xkey: o.callout.xkey,
       },
     },
+  };
+}
+
+/** The `accounts` block (also used by offline tools, with their own users). */
+export function accountsBlock(
+  users: { internal: string; app: string; service?: string; system?: string },
+  appMaxBytes: number
+): Record<string, NatsConfigValue> {
+  return {
+    ...(users.service ? { [ACCOUNTS.auth]: { users: [{ nkey: users.service }] } } : {}),
+    [ACCOUNTS.control]: {
+      jetstream: 'enabled',
+      users: [{ nkey: users.internal }],
+      // A request with a reply subject would leave a response mapping behind
+      // for the threshold; the daemon never answers on it anyway.
+      exports: [{ service: APPEND_SERVICE, response_threshold: '2s' }],
+    },
+    [ACCOUNTS.app]: {
+      jetstream: { max_file: appMaxBytes, max_mem: 64 * 1024 * 1024 },
+      users: [{ nkey: users.app }],
+      imports: [{ service: { account: ACCOUNTS.control, subject: APPEND_SERVICE }, share: true }],
+    },
+    ...(users.system ? { [ACCOUNTS.system]: { users: [{ nkey: users.system }] } } : {}),
   };
 }

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -26,3 +27,20 @@ export function dataPaths(dataDir: string) {
 }
 
 export type DataPaths = ReturnType<typeof dataPaths>;
+
+/**
+ * A Sealbus 0.1 store keeps its control state in account APP; since 0.2 it
+ * lives in account SEALBUS, out of users' reach. Such a store is never
+ * reinterpreted: this returns the message that names the way forward, or
+ * null for a store of the current layout (or none).
+ */
+export function legacyStoreLayout(paths: DataPaths): string | null {
+  const app = join(paths.jetstreamDir, 'jetstream', 'APP', 'streams');
+  if (!existsSync(join(app, 'KV_sealbus_users'))) return null;
+  return (
+    `${paths.dataDir} holds a Sealbus 0.1 store (control state in account APP, where users ` +
+    `connect); this version keeps it in account SEALBUS. Stop here and run ` +
+    `\`membershipd migrate --data ${paths.dataDir}\` (add --at-rest-key-file if the store is ` +
+    'encrypted), which rewrites it offline and keeps the old store beside it; see docs/RUNBOOK.md'
+  );
+}

@@ -1,4 +1,4 @@
-import { grantActive } from '@sealbus/protocol';
+import { grantActive, type UserRecord } from '@sealbus/protocol';
 import type { Msg, NatsConnection, Subscription } from 'nats';
 import { fromPublic } from 'nkeys.js';
 import { encodeAuthorizationResponse, encodeUser, type AuthorizationRequest } from 'nats-jwt';
@@ -66,6 +66,19 @@ export function decodeRequest(jwt: string): AuthorizationRequest {
     throw new Error('request signature does not verify');
   }
   return req;
+}
+
+/**
+ * The registered user a connection's NATS key belongs to, or null. The one
+ * lookup of "who is this connection" for the callout and the services the
+ * daemon answers for users.
+ */
+export async function userOfNatsKey(
+  store: MembershipStore,
+  nkey: string,
+  o: { deadline?: number } = {}
+): Promise<UserRecord | null> {
+  return store.getUser(toHex(publicFromUserNkey(nkey)), o);
 }
 
 type Decision =

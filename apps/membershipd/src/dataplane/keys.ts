@@ -77,8 +77,10 @@ export async function loadOrCreateCalloutKeys(
 
 /** The NATS users a node's daemon connects as, all derived from its internal identity. */
 export interface NodeUsers {
-  /** Account APP, full JetStream: the store. */
+  /** Account SEALBUS: the control state (buckets, audit, nonces, changes). */
   internal: KeyPair;
+  /** Account APP: room streams and their consumers, appends, events to users. */
+  app: KeyPair;
   /** Account AUTH: answers `$SYS.REQ.USER.AUTH`. */
   service: KeyPair;
   /** Account SYS: finds (CONNZ) and kicks connections. */
@@ -90,6 +92,7 @@ export function nodeUsers(internal: Identity): NodeUsers {
     fromSeed(new TextEncoder().encode(nkeySeedFromRaw('user', raw)));
   return {
     internal: user(internal.signSeed),
+    app: user(deriveSeed(internal.signSeed, 'app')),
     service: user(deriveSeed(internal.signSeed, 'callout-service')),
     system: user(deriveSeed(internal.signSeed, 'system')),
   };

@@ -29,28 +29,35 @@ test('member of no room: inbox and events only, and never an empty allow list', 
   ]);
 });
 
-test('writers publish and subscribe, readers only subscribe; persisted rooms add exactly their durable calls', () => {
+test('ephemeral rooms: writers publish and subscribe, readers subscribe; persisted rooms: writers append, nobody touches the subject', () => {
   const p = permissionsFor(ME, [
     m('a'.repeat(24), 'chat.a', 'owner'),
     m('b'.repeat(24), 'chat.b', 'writer'),
     m('c'.repeat(24), 'chat.c', 'reader'),
     m('d'.repeat(24), 'log.d', 'reader', true),
+    m('e'.repeat(24), 'log.e', 'writer', true),
   ]);
-  const durable = `m_${ME.slice(0, 32)}`;
-  const stream = `ROOM_${'d'.repeat(24)}`;
-  assert.deepEqual(p.pub.allow, [
-    `$JS.ACK.${stream}.${durable}.>`,
-    `$JS.API.CONSUMER.INFO.${stream}.${durable}`,
-    `$JS.API.CONSUMER.MSG.NEXT.${stream}.${durable}`,
+  assert.deepEqual(p.pub.allow, ['chat.a', 'chat.b', `sealbus.append.${'e'.repeat(24)}`]);
+  assert.deepEqual(p.sub.allow, [
+    `_INBOX_${ME.slice(0, 32)}.>`,
     'chat.a',
     'chat.b',
+    'chat.c',
+    `sealbus.events.${ME.slice(0, 32)}`,
   ]);
-  assert.ok(p.sub.allow.includes('chat.c') && p.sub.allow.includes('log.d'));
-  assert.ok(
-    !p.pub.allow.includes('chat.c') && !p.pub.allow.includes('log.d'),
-    'readers cannot publish'
-  );
-  assert.ok(
-    !p.pub.allow.some((s) => s.includes('CREATE') || s.includes('DELETE') || s.includes('PURGE'))
-  );
+});
+
+test('no grant ever lets the server publish for the user: no JetStream API, ack or flow-control subject', () => {
+  const roles = ['owner', 'writer', 'reader'] as const;
+  const all = roles.flatMap((r, i) => [
+    m(String(i).repeat(24), `e.${r}`, r),
+    m(String(i + 5).repeat(24), `p.${r}`, r, true),
+  ]);
+  const p = permissionsFor(ME, all);
+  for (const s of [...p.pub.allow, ...p.sub.allow]) {
+    assert.ok(!s.startsWith('$'), `${s} reaches a server API`);
+    assert.ok(!s.includes('*') && (s.endsWith('.>') ? s.startsWith('_INBOX_') : true), s);
+  }
+  for (const r of roles)
+    assert.ok(!p.pub.allow.includes(`p.${r}`) && !p.sub.allow.includes(`p.${r}`));
 });

@@ -1,6 +1,5 @@
 import {
-  memberDurableName,
-  roomStreamName,
+  appendSubject,
   userEventsSubject,
   userInboxPrefix,
   type MemberRecord,
@@ -15,13 +14,19 @@ export interface SubjectPermissions {
 }
 
 /**
- * A user's data-plane permissions, derived from its memberships only:
- * - writer/owner: publish + subscribe on the room subject; reader: subscribe;
- * - its own inbox prefix (request/reply, JetStream acks and API replies) and
- *   its own events subject;
- * - per persisted room, exactly the three JetStream calls its durable needs
- *   (consumer info, next message, ack) — never consumer create or delete,
- *   stream delete or purge, or any other room's stream.
+ * A user's data-plane permissions, derived from its memberships only. The
+ * invariant: nothing here lets the server publish anything on the user's
+ * behalf outside the user's own inbox prefix.
+ * - ephemeral room: writer/owner publish + subscribe on the room subject;
+ *   reader subscribe (no stream captures it, so a reply subject given with a
+ *   publish reaches only the room's subscribers' handlers, never the server);
+ * - persisted room: no grant on its subject at all (a stream captures it,
+ *   and JetStream answers every publish onto its reply subject). Writers
+ *   publish to the append service (`sealbus.append.<room>`, answered on
+ *   their inbox); everyone reads through the consumer the daemon made, which
+ *   delivers under the member's inbox prefix;
+ * - its own inbox prefix (subscribe) and its own events subject;
+ * - no `$JS.>` API, ack or flow-control subject, ever.
  * Allow lists are never empty: an empty list means "everything" to NATS.
  */
 export function permissionsFor(
@@ -31,14 +36,12 @@ export function permissionsFor(
   const pub = new Set<string>();
   const sub = new Set<string>([`${userInboxPrefix(signPub)}.>`, userEventsSubject(signPub)]);
   for (const m of memberships) {
-    sub.add(m.subject);
-    if (m.role === 'owner' || m.role === 'writer') pub.add(m.subject);
+    const writes = m.role === 'owner' || m.role === 'writer';
     if (m.persist) {
-      const stream = roomStreamName(m.room);
-      const durable = memberDurableName(signPub);
-      pub.add(`$JS.API.CONSUMER.INFO.${stream}.${durable}`);
-      pub.add(`$JS.API.CONSUMER.MSG.NEXT.${stream}.${durable}`);
-      pub.add(`$JS.ACK.${stream}.${durable}.>`);
+      if (writes) pub.add(appendSubject(m.room));
+    } else {
+      sub.add(m.subject);
+      if (writes) pub.add(m.subject);
     }
   }
   if (pub.size === 0) pub.add(NO_PUBLISH);

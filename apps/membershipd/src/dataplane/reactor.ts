@@ -30,8 +30,12 @@ export async function announce(nc: NatsConnection, change: Change): Promise<void
 }
 
 export interface ReactorOptions {
-  /** The daemon's internal connection (account APP): events to users. */
+  /** The daemon's internal connection (account SEALBUS): the change subject. */
   nc: NatsConnection;
+  /** The daemon's app connection (account APP): events to users. */
+  app: NatsConnection;
+  /** Told about every change this node sees (local caches), before it is acted on. */
+  onChange?: (change: Change) => void;
   /** The system-account connection: CONNZ and KICK. */
   sys: NatsConnection;
   store: MembershipStore;
@@ -50,6 +54,7 @@ export interface ReactorOptions {
 export class Reactor {
   readonly #o: ReactorOptions;
   #sub: Subscription | undefined;
+  #all: Subscription | undefined;
   kicks = 0;
 
   constructor(o: ReactorOptions) {
@@ -57,6 +62,19 @@ export class Reactor {
   }
 
   start(): void {
+    const onChange = this.#o.onChange;
+    // Every node hears every change (its own caches); one node acts on it.
+    if (onChange)
+      this.#all = this.#o.nc.subscribe(CHANGE_SUBJECT, {
+        callback: (err, msg) => {
+          if (err) return;
+          try {
+            onChange(JSON.parse(dec.decode(msg.data)) as Change);
+          } catch {
+            /* not a change */
+          }
+        },
+      });
     this.#sub = this.#o.nc.subscribe(CHANGE_SUBJECT, {
       queue: REACTOR_QUEUE,
       callback: (err, msg) => {
@@ -75,11 +93,12 @@ export class Reactor {
   }
 
   async stop(): Promise<void> {
+    await this.#all?.drain().catch(() => {});
     await this.#sub?.drain().catch(() => {});
   }
 
   #notify(signPub: string, event: Record<string, unknown>): void {
-    this.#o.nc.publish(userEventsSubject(signPub), enc.encode(JSON.stringify(event)));
+    this.#o.app.publish(userEventsSubject(signPub), enc.encode(JSON.stringify(event)));
   }
 
   async #kick(signPub: string): Promise<void> {
@@ -102,7 +121,7 @@ export class Reactor {
         return;
       case 'member.removed':
         this.#notify(c.sign_pub, { type: 'member.removed', room: c.room });
-        await this.#o.nc.flush();
+        await this.#o.app.flush();
         await this.#kick(c.sign_pub);
         return;
       case 'room.rekeyed': {

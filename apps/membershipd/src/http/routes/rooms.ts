@@ -230,7 +230,8 @@ export const roomRoutes: RouteDef[] = [
   {
     method: 'post',
     path: '/rooms/{id}/cursor',
-    summary: "Restart the signer's reading of a persisted room from its start or from new messages",
+    summary:
+      "Restart the signer's reading of a persisted room: from its start, from new messages, or after a stream sequence",
     access: 'member',
     body: cursorSchema,
     status: 200,
@@ -239,8 +240,9 @@ export const roomRoutes: RouteDef[] = [
       const id = param(c, 'id', roomIdSchema);
       const { room } = await requireMembership(s, c, id, { action: 'room.cursor' });
       const input = readJson(c, cursorSchema);
-      await s.store.rooms.resetCursor(room, requireActor(c).sign_pub, input.from);
-      return c.json({ id: room.id, subject: room.subject, from: input.from });
+      const at = 'after' in input ? { after: input.after } : input.from;
+      await s.store.rooms.resetCursor(room, requireActor(c).sign_pub, at);
+      return c.json({ id: room.id, subject: room.subject, ...input });
     },
   },
   {

@@ -1,0 +1,214 @@
+import { randomBytes } from 'node:crypto';
+import { headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from 'nats';
+import { FrameError, frameSignatureValid, parseFrame } from '@sealbus/crypto';
+import {
+  APPEND_ID_HEADER,
+  appendResultSubject,
+  memberCanWrite,
+  type MemberRecord,
+  type RoomRecord,
+  type UserRecord,
+} from '@sealbus/protocol';
+import type { MembershipStore } from '@sealbus/store';
+import type { Logger } from '../log.js';
+import { ACCOUNTS } from '../daemon/natsconfig.js';
+
+/** What the daemon answers on the writer's inbox for one append. */
+export type AppendResult =
+  | { ok: true; seq: number; duplicate: boolean }
+  | { ok: false; code: AppendErrorCode; message: string };
+
+export type AppendErrorCode =
+  'NOT_WRITER' | 'MALFORMED' | 'WRONG_SENDER' | 'BAD_SIGNATURE' | 'ROOM_FULL' | 'UNAVAILABLE';
+
+const APPEND_QUEUE = 'sealbus.append';
+const APPEND_ID_RE = /^[0-9a-f]{32}$/;
+const ROOM_ID_RE = /^[0-9a-f]{24}$/;
+/** A writer's grant is re-read at most this long after it was read (removals take effect within it). */
+const GRANT_CACHE_MS = 1_000;
+const enc = new TextEncoder();
+
+export interface AppendServiceOptions {
+  /** Account SEALBUS: the service subscription. */
+  control: NatsConnection;
+  /** Account APP: the room streams, and the answers to writers. */
+  app: NatsConnection;
+  store: MembershipStore;
+  /** The user behind a connection's NATS key, or null when none is registered for it. */
+  resolveUser: (nkey: string) => Promise<UserRecord | null>;
+  logger: Logger;
+  /** Per-attempt timeout of the stream publish. */
+  publishTimeoutMs?: number;
+}
+
+interface Grant {
+  user: UserRecord;
+  room: RoomRecord;
+  member: MemberRecord;
+  at: number;
+}
+
+/**
+ * The publisher of a service request, as the server set it: the
+ * `Nats-Request-Info` header of a request that crossed from APP into
+ * SEALBUS. The server replaces any header of that name a client sent, so
+ * this is the connection's authenticated NATS key, never a claim.
+ */
+export function requesterNkey(msg: Msg): string | null {
+  const values = msg.headers?.values('Nats-Request-Info') ?? [];
+  if (values.length !== 1) return null;
+  try {
+    const info = JSON.parse(values[0]!) as { acc?: unknown; user?: unknown; kind?: unknown };
+    if (info.acc !== ACCOUNTS.app) return null;
+    if (typeof info.user !== 'string' || !/^U[A-Z2-7]{55}$/.test(info.user)) return null;
+    return info.user;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Appends writers' sealed frames to persisted rooms. A writer never
+ * publishes onto a stream's subject itself (JetStream would answer onto any
+ * reply subject it chose); it sends the frame here, and the daemon checks
+ * who sent it (server-set identity), that it may write the room now, that
+ * the frame names that room and that sender (and, when signed, verifies),
+ * then stores it under a message id scoped to the sender and answers on the
+ * sender's own inbox. The request's reply subject is never used.
+ */
+export class AppendService {
+  readonly #o: AppendServiceOptions;
+  readonly #grants = new Map<string, Grant>();
+  #sub: Subscription | undefined;
+  appended = 0;
+  refused = 0;
+
+  constructor(o: AppendServiceOptions) {
+    this.#o = o;
+  }
+
+  start(): void {
+    this.#sub = this.#o.control.subscribe('sealbus.append.*', {
+      queue: APPEND_QUEUE,
+      callback: (err, msg) => {
+        if (err) {
+          this.#o.logger.error({ err: err.message }, 'append service subscription failed');
+          return;
+        }
+        void this.#handle(msg).catch((e: unknown) =>
+          this.#o.logger.warn({ err: (e as Error).message }, 'append failed')
+        );
+      },
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.#sub?.drain().catch(() => {});
+  }
+
+  /** Forget cached grants of a user (revoked) or a membership (removed). */
+  forget(signPub: string, roomId?: string): void {
+    for (const k of this.#grants.keys())
+      if (k.startsWith(`${signPub}.`) && (!roomId || k.endsWith(`.${roomId}`)))
+        this.#grants.delete(k);
+  }
+
+  async #grant(nkey: string, roomId: string): Promise<Grant | null> {
+    const now = Date.now();
+    const cacheKey = `${nkey}.${roomId}`;
+    const cached = this.#grants.get(cacheKey);
+    if (cached && now - cached.at < GRANT_CACHE_MS) return cached;
+    this.#grants.delete(cacheKey);
+    const user = await this.#o.resolveUser(nkey);
+    if (!user) return null;
+    const room = await this.#o.store.rooms.get(roomId);
+    if (!room || !room.policy.persist) return null;
+    const member = await this.#o.store.rooms.membership(roomId, user.sign_pub);
+    if (!member) return null;
+    const g = { user, room, member, at: now };
+    if (this.#grants.size > 10_000) this.#grants.clear();
+    this.#grants.set(cacheKey, g);
+    return g;
+  }
+
+  async #handle(msg: Msg): Promise<void> {
+    const roomId = msg.subject.slice('sealbus.append.'.length);
+    const id = msg.headers?.get(APPEND_ID_HEADER) ?? '';
+    const nkey = requesterNkey(msg);
+    // Without an authenticated sender and a well-formed id there is no one to
+    // answer (and nothing is answered on the request's own reply subject).
+    if (!nkey || !APPEND_ID_RE.test(id) || !ROOM_ID_RE.test(roomId)) {
+      this.refused++;
+      return;
+    }
+    let grant: Grant | null;
+    try {
+      grant = await this.#grant(nkey, roomId);
+    } catch (err) {
+      this.#o.logger.warn(
+        { err: (err as Error).message, room: roomId },
+        'append: store unavailable'
+      );
+      return; // the writer retries
+    }
+    if (!grant) {
+      this.refused++;
+      return; // not a registered writer of this room: no answer at all
+    }
+    const signPub = grant.user.sign_pub;
+    const answer = (r: AppendResult) =>
+      this.#o.app.publish(appendResultSubject(signPub, id), enc.encode(JSON.stringify(r)));
+    if (!memberCanWrite(grant.user, grant.member, Date.now())) {
+      this.refused++;
+      return answer({ ok: false, code: 'NOT_WRITER', message: 'not a writer of this room now' });
+    }
+    let sender: string;
+    try {
+      const f = parseFrame(msg.data);
+      if (f.header.room !== roomId)
+        return answer({ ok: false, code: 'MALFORMED', message: 'frame names another room' });
+      if (f.signed && !frameSignatureValid(f))
+        return answer({ ok: false, code: 'BAD_SIGNATURE', message: 'frame signature invalid' });
+      if (grant.room.policy.sign && !f.signed)
+        return answer({
+          ok: false,
+          code: 'MALFORMED',
+          message: 'this room requires signed frames',
+        });
+      sender = f.header.sender;
+    } catch (err) {
+      const why = err instanceof FrameError ? err.message : 'not a frame';
+      return answer({ ok: false, code: 'MALFORMED', message: why });
+    }
+    if (sender !== signPub) {
+      this.refused++;
+      return answer({
+        ok: false,
+        code: 'WRONG_SENDER',
+        message: 'a frame is appended only by the sender it names',
+      });
+    }
+    try {
+      const h = natsHeaders();
+      // Scoped to the sender: no other writer can take (or pre-empt) this id.
+      h.set('Nats-Msg-Id', `${signPub}.${id}`);
+      h.set('Nats-Expected-Stream', `ROOM_${roomId}`);
+      const ack = await this.#o.app
+        .jetstream({ timeout: this.#o.publishTimeoutMs ?? 2_000 })
+        .publish(grant.room.subject, msg.data, { headers: h });
+      this.appended++;
+      answer({ ok: true, seq: ack.seq, duplicate: ack.duplicate });
+    } catch (err) {
+      const text = `${(err as { code?: string }).code ?? ''} ${(err as Error).message}`;
+      if (/maximum (bytes|messages)|resource limits|insufficient/i.test(text))
+        return answer({ ok: false, code: 'ROOM_FULL', message: 'the room is full' });
+      this.#o.logger.warn({ err: (err as Error).message, room: roomId }, 'append: not stored');
+      answer({ ok: false, code: 'UNAVAILABLE', message: 'not stored; retry' });
+    }
+  }
+}
+
+/** A fresh append id (the SDK makes its own; exported for tests and tools). */
+export function newAppendId(): string {
+  return randomBytes(16).toString('hex');
+}
