@@ -7,9 +7,10 @@ import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
 import { createUser } from 'nkeys.js';
 import { NatsServerProcess, renderNatsConfig } from '@sealbus/natsd';
 import type { AtRestKey } from '../daemon/atrest.js';
-import { jetstreamBlock } from '../daemon/natsconfig.js';
+import { DEFAULT_APP_MAX_BYTES, accountsBlock, jetstreamBlock } from '../daemon/natsconfig.js';
 import { readNodeInfo } from '../daemon/nodefile.js';
 import type { DataPaths } from '../daemon/paths.js';
+import type { StoreConns } from './snapshot.js';
 
 /** Why an offline operation on a data dir was refused. */
 export class OfflineError extends Error {
@@ -133,8 +134,13 @@ export async function withOfflineStore<T>(
     natsServerBin?: string;
     /** Open this store dir instead of the data dir's (a restore's staging dir). */
     storeDir?: string;
+    /**
+     * `legacy`: a 0.1 store, whose control state is in account APP (read it
+     * with one connection as both). Default: the current layout.
+     */
+    layout?: 'current' | 'legacy';
   },
-  body: (nc: NatsConnection) => Promise<T>
+  body: (conns: StoreConns) => Promise<T>
 ): Promise<T> {
   if (await nodeRunning(paths)) {
     throw new OfflineError(
@@ -156,9 +162,11 @@ export async function withOfflineStore<T>(
     throw err;
   }
   let server: NatsServerProcess | undefined;
-  let nc: NatsConnection | undefined;
+  const open: NatsConnection[] = [];
   try {
     const user = createUser();
+    const appUser = createUser();
+    const legacy = options.layout === 'legacy';
     const port = await freeLoopbackPort();
     const configFile = join(tmp, 'nats-server.conf');
     await writeFile(
@@ -169,9 +177,12 @@ export async function withOfflineStore<T>(
         port,
         max_payload: 1024 * 1024,
         jetstream: jetstreamBlock(options.storeDir ?? paths.jetstreamDir, options.key !== null),
-        accounts: {
-          APP: { jetstream: 'enabled', users: [{ nkey: user.getPublicKey() }] },
-        },
+        accounts: legacy
+          ? { APP: { jetstream: 'enabled', users: [{ nkey: user.getPublicKey() }] } }
+          : accountsBlock(
+              { internal: user.getPublicKey(), app: appUser.getPublicKey() },
+              DEFAULT_APP_MAX_BYTES
+            ),
       }),
       { mode: 0o600 }
     );
@@ -180,16 +191,21 @@ export async function withOfflineStore<T>(
       ...(options.key ? { env: options.key.childEnv() } : {}),
       ...(options.natsServerBin ? { bin: options.natsServerBin } : {}),
     });
-    nc = await connect({
-      servers: `nats://127.0.0.1:${port}`,
-      name: 'membershipd-offline',
-      authenticator: nkeyAuthenticator(user.getSeed()),
-      maxReconnectAttempts: 0,
-      timeout: 5_000,
-    });
-    return await body(nc);
+    const as = async (u: typeof user) => {
+      const nc = await connect({
+        servers: `nats://127.0.0.1:${port}`,
+        name: 'membershipd-offline',
+        authenticator: nkeyAuthenticator(u.getSeed()),
+        maxReconnectAttempts: 0,
+        timeout: 5_000,
+      });
+      open.push(nc);
+      return nc;
+    };
+    const control = await as(user);
+    return await body({ control, app: legacy ? control : await as(appUser) });
   } finally {
-    await nc?.close().catch(() => {});
+    for (const nc of open) await nc.close().catch(() => {});
     await server?.stop().catch(() => {});
     await rm(tmp, { recursive: true, force: true });
     await releaseLock(paths);

@@ -50,14 +50,25 @@ async function bindKv(js: JetStreamClient, name: string): Promise<KV> {
 }
 
 /**
+ * A store's two connections: `control` in account SEALBUS (buckets, audit)
+ * and `app` in account APP (persisted rooms' streams). A 0.1 store, which
+ * kept everything in APP, is read with the same connection as both.
+ */
+export interface StoreConns {
+  control: NatsConnection;
+  app: NatsConnection;
+}
+
+/**
  * Reads every bucket's live keys and every audit message over `nc` (the
  * node's internal identity). Not a point-in-time snapshot across buckets:
  * a write landing during a live backup may be in one bucket and not yet in
  * another; back up a stopped node, or a quiet one, for an exact cut.
  */
-export async function dumpStore(nc: NatsConnection, progress?: Progress): Promise<SectionData[]> {
-  const js = nc.jetstream({ timeout: OP_TIMEOUT_MS, checkAPI: false });
-  const jsm = await nc.jetstreamManager({ timeout: OP_TIMEOUT_MS, checkAPI: false });
+export async function dumpStore(conns: StoreConns, progress?: Progress): Promise<SectionData[]> {
+  const js = conns.control.jetstream({ timeout: OP_TIMEOUT_MS, checkAPI: false });
+  const jsm = await conns.control.jetstreamManager({ timeout: OP_TIMEOUT_MS, checkAPI: false });
+  const appJsm = await conns.app.jetstreamManager({ timeout: OP_TIMEOUT_MS, checkAPI: false });
   const out: SectionData[] = [];
   for (const spec of Object.values(bucketSpecs())) {
     const kv = await bindKv(js, spec.name);
@@ -85,7 +96,7 @@ export async function dumpStore(nc: NatsConnection, progress?: Progress): Promis
   // behind, has no row here and would make the archive unrestorable.
   const streams = new Set<string>();
   try {
-    for await (const name of jsm.streams.names()) streams.add(name);
+    for await (const name of appJsm.streams.names()) streams.add(name);
   } catch (err) {
     throw toStoreError(err, 'list room streams');
   }
@@ -94,7 +105,7 @@ export async function dumpStore(nc: NatsConnection, progress?: Progress): Promis
     .filter((name) => streams.has(name))
     .sort();
   for (const name of rooms) {
-    out.push({ name, kind: 'stream', records: await dumpStream(jsm, name, progress) });
+    out.push({ name, kind: 'stream', records: await dumpStream(appJsm, name, progress) });
   }
   return out;
 }
@@ -259,17 +270,19 @@ async function publishAll(
  * reading from the start.
  */
 export async function loadStore(
-  nc: NatsConnection,
+  conns: StoreConns,
   archive: VerifiedArchive,
   options: { replicas: number; progress?: Progress }
 ): Promise<RestoredSection[]> {
   checkRestorable(archive);
-  const store = await MembershipStore.open(nc, {
+  const store = await MembershipStore.open(conns.control, {
     replicas: options.replicas,
     bootstrapBudgetMs: 30_000,
+    app: conns.app,
   });
-  const js = nc.jetstream({ timeout: OP_TIMEOUT_MS, checkAPI: false });
-  const jsm = await nc.jetstreamManager({ timeout: OP_TIMEOUT_MS, checkAPI: false });
+  const js = conns.control.jetstream({ timeout: OP_TIMEOUT_MS, checkAPI: false });
+  const appJs = conns.app.jetstream({ timeout: OP_TIMEOUT_MS, checkAPI: false });
+  const jsm = await conns.control.jetstreamManager({ timeout: OP_TIMEOUT_MS, checkAPI: false });
   const out: RestoredSection[] = [];
   const done = (section: Section, count: number) =>
     out.push({ name: section.name, kind: section.kind, count, sha256: section.sha256 });
@@ -307,7 +320,7 @@ export async function loadStore(
       (s) => s.section.kind === 'stream' && s.section.name === name
     );
     if (!entry) continue;
-    await publishAll(js, name, entry.records as StreamRecord[], options.progress);
+    await publishAll(appJs, name, entry.records as StreamRecord[], options.progress);
     done(entry.section, entry.records.length);
   }
   return out;
@@ -318,10 +331,10 @@ export async function loadStore(
  * restore is proven, not assumed.
  */
 export async function verifyAgainst(
-  nc: NatsConnection,
+  conns: StoreConns,
   archive: VerifiedArchive
 ): Promise<Array<{ name: string; ok: boolean }>> {
-  const now = await dumpStore(nc);
+  const now = await dumpStore(conns);
   return archive.sections.map(({ section }) => {
     const mine = now.find((s) => s.name === section.name && s.kind === section.kind);
     const ok = mine ? encodeSection(mine).section.sha256 === section.sha256 : false;

@@ -146,9 +146,9 @@ export function registerBackup(program: Command): void {
         try {
           if (opts.natsUrl || (await nodeRunning(paths))) {
             mode = 'live';
-            sections = await withNodeStore(opts, async ({ nc }) => {
+            sections = await withNodeStore(opts, async ({ nc, app }) => {
               natsServer = nc.info?.server_name ?? null;
-              return dumpStore(nc, progress);
+              return dumpStore({ control: nc, app }, progress);
             });
           } else {
             mode = 'offline';
@@ -163,7 +163,7 @@ export function registerBackup(program: Command): void {
             sections = await withOfflineStore(
               paths,
               { key, ...(opts.natsServerBin ? { natsServerBin: opts.natsServerBin } : {}) },
-              (nc) => dumpStore(nc, progress)
+              (conns) => dumpStore(conns, progress)
             );
           }
         } catch (err) {
@@ -341,12 +341,12 @@ export function registerRestore(program: Command): void {
               storeDir: stage,
               ...(opts.natsServerBin ? { natsServerBin: opts.natsServerBin } : {}),
             },
-            async (nc) => {
-              const restored = await loadStore(nc, archive, {
+            async (conns) => {
+              const restored = await loadStore(conns, archive, {
                 replicas: 1,
                 ...(progress ? { progress } : {}),
               });
-              return { restored, verified: await verifyAgainst(nc, archive) };
+              return { restored, verified: await verifyAgainst(conns, archive) };
             }
           ));
           const bad = verified.filter((v) => !v.ok).map((v) => v.name);

@@ -2,10 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { userInfo } from 'node:os';
 import { Option, type Command } from 'commander';
 import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
-import { CryptoError, loadIdentity, userNkeyFromSeed } from '@sealbus/crypto';
+import { CryptoError, loadIdentity } from '@sealbus/crypto';
 import { MembershipStore, StoreError, withBootstrapRetry } from '@sealbus/store';
 import { argParser, CliError, EXIT_CODES } from '../../cli.js';
 import { readNodeInfo } from '../../daemon/nodefile.js';
+import { nodeUsers, type NodeUsers } from '../../dataplane/keys.js';
 import { dataPaths } from '../../daemon/paths.js';
 import { isLoopbackHost, parseDuration } from '../../util/parse.js';
 
@@ -39,7 +40,10 @@ export function addNodeOptions(
 
 export interface NodeSession {
   store: MembershipStore;
+  /** Account SEALBUS: control state and the change subject. */
   nc: NatsConnection;
+  /** Account APP: persisted rooms' streams. */
+  app: NatsConnection;
   natsUrl: string;
 }
 
@@ -85,9 +89,9 @@ export async function withNodeStore<T>(
   body: (s: NodeSession) => Promise<T>
 ): Promise<T> {
   const idFile = opts.internalIdFile ?? dataPaths(opts.data).internalId;
-  let seed: string;
+  let users: NodeUsers;
   try {
-    seed = userNkeyFromSeed((await loadIdentity(idFile)).signSeed).seed;
+    users = nodeUsers(await loadIdentity(idFile));
   } catch (err) {
     if (err instanceof CryptoError && err.code === 'IDENTITY_NOT_FOUND') {
       throw new CliError(
@@ -101,7 +105,7 @@ export async function withNodeStore<T>(
   const natsUrl = node.url;
   const servers = checkDestination(natsUrl, node.ca);
 
-  let nc: NatsConnection | undefined;
+  const conns: NatsConnection[] = [];
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
@@ -116,16 +120,24 @@ export async function withNodeStore<T>(
     );
   });
   const session = (async () => {
-    try {
-      nc = await connect({
+    const as = async (kp: NodeUsers['internal']) => {
+      const c = await connect({
         servers,
         name: 'membershipd-cli',
-        authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)),
+        authenticator: nkeyAuthenticator(kp.getSeed()),
         timeout: Math.min(opts.timeout, 5_000),
         maxReconnectAttempts: 2,
         reconnectTimeWait: 200,
         ...(node.ca ? { tls: { caFile: node.ca } } : {}),
       });
+      conns.push(c);
+      return c;
+    };
+    let nc: NatsConnection;
+    let app: NatsConnection;
+    try {
+      nc = await as(users.internal);
+      app = await as(users.app);
     } catch (err) {
       throw new CliError(
         EXIT_CODES.FAILED,
@@ -136,6 +148,7 @@ export async function withNodeStore<T>(
     try {
       store = await MembershipStore.open(nc, {
         bindOnly: true,
+        app,
         bootstrapBudgetMs: Math.min(opts.timeout, 10_000),
         attemptTimeoutMs: 2_000,
       });
@@ -143,14 +156,14 @@ export async function withNodeStore<T>(
       if (err instanceof StoreError) throw new CliError(EXIT_CODES.FAILED, err.message);
       throw err;
     }
-    return body({ store, nc, natsUrl: servers.join(',') });
+    return body({ store, nc, app, natsUrl: servers.join(',') });
   })();
   try {
     return await Promise.race([session, timeout]);
   } finally {
     clearTimeout(timer);
     session.catch(() => {}); // lost the race: its error has no one to tell
-    await (nc as NatsConnection | undefined)?.close().catch(() => {});
+    for (const c of conns) await c.close().catch(() => {});
   }
 }
 
