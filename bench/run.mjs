@@ -7,12 +7,14 @@ import { controlBench } from './control.mjs';
 import { dataplaneBench } from './dataplane.mjs';
 import { clusterBench } from './cluster.mjs';
 import { opsBench } from './ops.mjs';
+import { persistedBench } from './persisted.mjs';
 
 const SUITES = {
   control: controlBench,
   dataplane: dataplaneBench,
   cluster: clusterBench,
   ops: opsBench,
+  persisted: persistedBench,
 };
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(SUITES)) {

@@ -128,11 +128,12 @@ describe('expiring grants and the guest role', { timeout: 180_000 }, () => {
   });
 
   test('an expired user is denied on both planes; its JWT ends with the grant', async () => {
-    const { id, out } = await add('member', '4s');
+    // Long enough for the checks before expiry on a loaded 2-core machine.
+    const { id, out } = await add('member', '8s');
     assert.match(out, /expires=\d{4}-/);
     const listed = (await admin.listUsers()).find((u) => u.sign_pub === id.signPubHex)!;
     const expiresAt = Date.parse(listed.expires_at!);
-    assert.ok(expiresAt > Date.now() && expiresAt < Date.now() + 5_000);
+    assert.ok(expiresAt > Date.now() && expiresAt < Date.now() + 9_000);
     const table = await runMembershipd(['user', 'list', '--data', d.dataDir]);
     assert.match(table.stdout, /EXPIRES/);
 
@@ -144,7 +145,7 @@ describe('expiring grants and the guest role', { timeout: 180_000 }, () => {
     // The server ends the connection at the grant's end, by the JWT's exp.
     const endedBy = await Promise.race([
       closed.then(() => Date.now()),
-      sleep(15_000).then(() => null),
+      sleep(20_000).then(() => null),
     ]);
     assert.ok(endedBy !== null, 'connection ended at expiry');
     assert.ok(endedBy >= expiresAt - 1_000, 'not before the grant ended');

@@ -167,9 +167,9 @@ export class AppendService {
       const f = parseFrame(msg.data);
       if (f.header.room !== roomId)
         return answer({ ok: false, code: 'MALFORMED', message: 'frame names another room' });
-      if (f.signed && !frameSignatureValid(f))
+      if (f.header.signed && !frameSignatureValid(f))
         return answer({ ok: false, code: 'BAD_SIGNATURE', message: 'frame signature invalid' });
-      if (grant.room.policy.sign && !f.signed)
+      if (grant.room.policy.sign && !f.header.signed)
         return answer({
           ok: false,
           code: 'MALFORMED',
