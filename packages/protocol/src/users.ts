@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ValidationError } from './errors.js';
 import { parseKeyHex } from './keys.js';
+import { grantInForce, userIsActive } from './policy.js';
 
 /** A zod schema around {@link parseKeyHex}, so routes and SDK share one rule. */
 export const keyHexSchema = (field: string) =>
@@ -40,9 +41,9 @@ const timestampSchema = z.iso.datetime({ offset: true });
 /** When a grant ends (RFC 3339); null or absent: it does not expire. */
 export const expiresAtSchema = timestampSchema.nullable().default(null);
 
-/** True while a grant with this `expires_at` is still in force at `now` (ms). */
+/** True while a grant with this `expires_at` is still in force at `now` (ms); see policy.ts. */
 export function grantActive(expiresAt: string | null | undefined, now = Date.now()): boolean {
-  return expiresAt == null || Date.parse(expiresAt) > now;
+  return grantInForce(expiresAt, now);
 }
 
 /** A user row as stored and as served: the allowlist entry of one identity. */
@@ -72,12 +73,12 @@ export const newUserSchema = z.object({
 });
 export type NewUser = z.input<typeof newUserSchema>;
 
-/** Active: not revoked and not past its `expires_at`. */
+/** Active: not revoked and not past its `expires_at` (policy.ts, the one rule). */
 export function userActive(
   u: Pick<UserRecord, 'status' | 'expires_at'>,
   now = Date.now()
 ): boolean {
-  return u.status === 'active' && grantActive(u.expires_at, now);
+  return userIsActive(u, now);
 }
 
 /**

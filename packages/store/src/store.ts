@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { JetStreamClient, JetStreamManager, KV, NatsConnection } from 'nats';
-import type { NewUser, UserRecord } from '@sealbus/protocol';
+import { userIsActiveAdmin, type NewUser, type UserRecord } from '@sealbus/protocol';
 import { bucketSpecs, type BucketId, type BucketSpec } from './buckets.js';
 import { AUDIT_STREAM, AuditLog, auditStreamConfig } from './audit.js';
 import { StoreError, isStreamNotFound, toStoreError } from './errors.js';
@@ -340,8 +340,9 @@ export class MembershipStore {
     });
   }
 
-  async hasActiveAdmin(): Promise<boolean> {
-    return (await this.listUsers()).some((u) => u.role === 'admin' && u.status === 'active');
+  /** Some admin can act now (active and unexpired): admin #0 is bootstrapped only when none can. */
+  async hasActiveAdmin(now = Date.now()): Promise<boolean> {
+    return (await this.listUsers()).some((u) => userIsActiveAdmin(u, now));
   }
 
   /**

@@ -3,6 +3,7 @@ import {
   newUserSchema,
   parseOrThrow,
   parseSignPubHex,
+  userActive,
   userRecordSchema,
   ValidationError,
   type NewUser,
@@ -82,7 +83,7 @@ export async function revokeUser(
   return { user: r.value, changed: r.changed };
 }
 
-/** The one rule for "may this key act at all": registered and active. */
-export function userIsActive(user: UserRecord | null): user is UserRecord {
-  return user !== null && user.status === 'active';
+/** "May this key act at all": registered, not revoked, not expired (the policy's rule). */
+export function userIsActive(user: UserRecord | null, now = Date.now()): user is UserRecord {
+  return user !== null && userActive(user, now);
 }

@@ -1,8 +1,9 @@
 import type { z } from 'zod';
 import {
-  grantActive,
+  memberIsOwner,
+  membershipInForce,
   parseOrThrow,
-  userActive,
+  userIsActiveAdmin,
   type MemberRecord,
   type RoomRecord,
   type UserRecord,
@@ -105,7 +106,7 @@ export async function requireAdmin(
   target: string | null
 ): Promise<UserRecord> {
   const actor = requireActor(c);
-  if (actor.role === 'admin' && userActive(actor)) return actor;
+  if (userIsActiveAdmin(actor, Date.now())) return actor;
   await audit(s, c, action, target, 'denied', { reason: 'not an admin' });
   throw new HttpError(403, 'FORBIDDEN', 'this route is for admins');
 }
@@ -129,12 +130,13 @@ export async function requireMembership(
     if (gate.owner) await audit(s, c, gate.action, roomId, 'denied', { reason: 'not a member' });
     throw new HttpError(403, 'NOT_A_MEMBER', 'you are not a member of this room');
   }
-  if (!grantActive(me.expires_at)) {
+  const now = Date.now();
+  if (!membershipInForce(actor, me, now)) {
     if (gate.owner)
       await audit(s, c, gate.action, roomId, 'denied', { reason: 'membership expired' });
     throw new HttpError(403, 'MEMBERSHIP_EXPIRED', `your membership ended at ${me.expires_at}`);
   }
-  if (gate.owner && me.role !== 'owner') {
+  if (gate.owner && !memberIsOwner(actor, me, now)) {
     await audit(s, c, gate.action, roomId, 'denied', { reason: 'not the owner' });
     throw new HttpError(403, 'NOT_OWNER', 'only the room owner may do this');
   }

@@ -15,7 +15,9 @@ import {
   rekeySchema,
   roomDetailResponseSchema,
   roomIdSchema,
+  roomRolesAllowedFor,
   userActive,
+  userMayCreateRooms,
   ValidationError,
 } from '@sealbus/protocol';
 import { z } from 'zod';
@@ -50,7 +52,7 @@ export const roomRoutes: RouteDef[] = [
     response: myRoomSchema,
     async handler(c, s) {
       const actor = requireActor(c);
-      if (actor.role === 'guest') {
+      if (!userMayCreateRooms(actor, Date.now())) {
         await audit(s, c, 'room.create', null, 'denied', { reason: 'guest' });
         throw new HttpError(403, 'GUEST_FORBIDDEN', 'guests cannot create rooms');
       }
@@ -158,7 +160,7 @@ export const roomRoutes: RouteDef[] = [
         throw new HttpError(409, 'USER_REVOKED', `user ${input.sign_pub} is revoked`);
       if (!userActive(user))
         throw new HttpError(409, 'USER_EXPIRED', `user ${input.sign_pub}'s grant has expired`);
-      if (user.role === 'guest' && input.role !== 'reader')
+      if (!roomRolesAllowedFor(user.role).includes(input.role))
         throw new HttpError(400, 'GUEST_READER_ONLY', 'a guest can only be a reader');
       const { member, epoch } = await s.store.rooms.addMember(room, {
         signPub: user.sign_pub,
