@@ -22,6 +22,7 @@ export { getMessageOrNull, getMessages } from './streams.js';
 export { userIsActive } from './users.js';
 export { MembershipStore, withBootstrapRetry } from './store.js';
 export type {
+  AuditAppendOptions,
   AuditQuery,
   AuditQueryResult,
   BucketReplication,

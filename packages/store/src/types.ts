@@ -71,6 +71,16 @@ export interface BucketReplication {
   readonly values: number;
 }
 
+/** How `AuditLog.append` tries. */
+export interface AuditAppendOptions {
+  /**
+   * Keep retrying an append the store did not answer (a leader election)
+   * this long, under the same message id so it lands once; default 0: one
+   * attempt.
+   */
+  retryForMs?: number;
+}
+
 /**
  * Filters of `AuditLog.query`; all optional, combined with AND. Times are
  * compared with each record's own `time`.

@@ -3,6 +3,7 @@ import { Hono, type MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { matchedRoutes } from 'hono/route';
 import { z } from 'zod';
+import { clientRequestId } from '@sealbus/protocol';
 import type { MembershipStore } from '@sealbus/store';
 import type { Change } from '../dataplane/reactor.js';
 import type { Logger } from '../log.js';
@@ -67,8 +68,6 @@ export interface AppOptions {
   metrics?: Metrics;
 }
 
-const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,64}$/;
-
 /**
  * The pattern of the route that answered (`/rooms/:id/members`), never the
  * raw path, so a metric label stays bounded; `unmatched` when no route did.
@@ -84,9 +83,13 @@ function routeLabel(c: Parameters<MiddlewareHandler<AppEnv>>[0]): string {
 
 function requestContext(logger: Logger, metrics?: Metrics): MiddlewareHandler<AppEnv> {
   return async function requestContextMiddleware(c, next) {
-    const given = c.req.header('x-request-id');
-    const id = given && REQUEST_ID_RE.test(given) ? given : randomUUID();
+    // The request id is the daemon's own. What the client sent is kept
+    // apart, bounded, for correlation only: a client-chosen id must never
+    // name (or deduplicate) an audit record.
+    const id = randomUUID();
+    const given = clientRequestId(c.req.header('x-request-id'));
     c.set('requestId', id);
+    c.set('clientRequestId', given);
     c.set('actor', null);
     const t0 = performance.now();
     await next();
@@ -96,6 +99,7 @@ function requestContext(logger: Logger, metrics?: Metrics): MiddlewareHandler<Ap
     logger.info(
       {
         request_id: id,
+        ...(given !== undefined ? { client_request_id: given } : {}),
         method: c.req.method,
         path: c.req.path,
         status: c.res.status,

@@ -58,6 +58,9 @@ export async function audit(
     await s.store.audit.append({
       time: new Date().toISOString(),
       request_id: c.get('requestId'),
+      ...(c.get('clientRequestId') !== undefined
+        ? { client_request_id: c.get('clientRequestId') }
+        : {}),
       actor: c.get('actor')?.sign_pub ?? null,
       via: 'http',
       action,
