@@ -24,3 +24,24 @@ export class ControlError extends Error {
     this.attempts = attempts;
   }
 }
+
+/**
+ * Why a persisted room refused a frame. `DUPLICATE`: JetStream reported the
+ * frame's first attempt as a duplicate of a message it already holds (its
+ * random id was taken), so the frame was not stored. `ROOM_FULL`: the
+ * room's stream reached its size limit (`--room-max-bytes`); history is
+ * immutable, so nothing new is accepted.
+ */
+export type PublishErrorCode = 'DUPLICATE' | 'ROOM_FULL';
+
+export class PublishError extends Error {
+  readonly code: PublishErrorCode;
+  readonly room: string;
+
+  constructor(code: PublishErrorCode, room: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+    this.room = room;
+  }
+}

@@ -1,5 +1,10 @@
 export { ControlClient, type ControlClientOptions } from './control.js';
-export { ControlError, type ControlAttempt } from './errors.js';
+export {
+  ControlError,
+  PublishError,
+  type ControlAttempt,
+  type PublishErrorCode,
+} from './errors.js';
 export { newRoomKey, openRoomKey, sealRoomKey } from './keys.js';
 export { RoomState, type PossibleLoss, type RejectedFrame, type RoomMessage } from './roomstate.js';
 export {

@@ -19,6 +19,7 @@ import {
 import { ControlClient } from './control.js';
 import { ControlError } from './errors.js';
 import { newRoomKey, sealRoomKey } from './keys.js';
+import { publishPersisted } from './publish.js';
 import { RoomState, type PossibleLoss, type RejectedFrame, type RoomMessage } from './roomstate.js';
 
 export interface SealbusOptions {
@@ -400,28 +401,19 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     if (!sealer)
       this.#sealers.set(roomId, (sealer = new FrameSealer(roomId, this.identity.signSeed)));
     const { epoch, key } = state.currentKey();
-    const seq = sealer.nextSeq;
     const frame = sealer.seal(data, { epoch, key, sign: state.detail.policy.sign });
     if (state.detail.policy.persist) {
-      // The same frame under the same message id until acknowledged: the
-      // stream's duplicate window drops a retry whose first attempt was
-      // stored but whose ack was lost when a node died.
-      const msgID = `${Buffer.from(sealer.session).toString('hex')}.${seq}`;
-      const deadline = Date.now() + this.#publishTimeoutMs;
-      for (let backoff = 100; ; backoff = Math.min(1_000, backoff * 2)) {
-        try {
-          await this.nc
-            .jetstream()
-            .publish(state.detail.subject, frame, { msgID, timeout: PUBLISH_ATTEMPT_MS });
-          return;
-        } catch (err) {
-          const transient = /timeout|no responders|503/i.test(
-            `${(err as { code?: string }).code ?? ''} ${(err as Error).message}`
-          );
-          if (!transient || this.nc.isClosed() || Date.now() + backoff > deadline) throw err;
-          await new Promise((r) => setTimeout(r, backoff));
-        }
-      }
+      // A random message id per frame, kept across its retries only (see
+      // publishPersisted): DUPLICATE on a first attempt, ROOM_FULL when the
+      // room's stream is at its size limit.
+      await publishPersisted(this.nc.jetstream(), {
+        room: roomId,
+        subject: state.detail.subject,
+        frame,
+        deadline: Date.now() + this.#publishTimeoutMs,
+        attemptMs: PUBLISH_ATTEMPT_MS,
+        closed: () => this.nc.isClosed(),
+      });
     } else {
       this.nc.publish(state.detail.subject, frame);
     }
