@@ -38,7 +38,12 @@ export class PublishError extends Error {
   readonly code: PublishErrorCode;
   readonly room: string;
 
-  constructor(code: PublishErrorCode, room: string, message: string, options?: { cause?: unknown }) {
+  constructor(
+    code: PublishErrorCode,
+    room: string,
+    message: string,
+    options?: { cause?: unknown }
+  ) {
     super(message, options);
     this.name = new.target.name;
     this.code = code;

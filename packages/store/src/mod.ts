@@ -33,4 +33,4 @@ export type {
   StoreLogger,
 } from './types.js';
 export { AUDIT_STREAM, AUDIT_SUBJECT_PREFIX, AuditLog, auditSubjectFilter } from './audit.js';
-export { Rooms, type RoomBuckets } from './rooms.js';
+export { DEFAULT_ROOM_MAX_BYTES, Rooms, type RoomBuckets } from './rooms.js';

@@ -158,11 +158,12 @@ export class MembershipStore {
     attemptTimeoutMs: number,
     js: JetStreamClient,
     jsm: JetStreamManager,
-    fast: FastViews
+    fast: FastViews,
+    roomMaxBytes: number | undefined
   ) {
     this.#nc = nc;
     this.#fast = fast;
-    this.rooms = new Rooms(buckets, jsm, replicas);
+    this.rooms = new Rooms(buckets, jsm, replicas, roomMaxBytes);
     this.audit = new AuditLog(js, jsm);
     this.#buckets = Object.freeze(buckets);
     this.#specs = specs;
@@ -242,7 +243,8 @@ export class MembershipStore {
       attemptTimeoutMs,
       js,
       jsm,
-      fast
+      fast,
+      options.roomMaxBytes
     );
   }
 

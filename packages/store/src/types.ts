@@ -28,6 +28,11 @@ export interface OpenStoreOptions {
   fastBudgetMs?: number;
   /** Max age of request nonces (bucket TTL) when creating the nonces bucket. */
   nonceTtlMs?: number;
+  /**
+   * Size cap (`max_bytes`, discard-new) of every room stream created through
+   * this store; default `DEFAULT_ROOM_MAX_BYTES` (256 MiB).
+   */
+  roomMaxBytes?: number;
   logger?: StoreLogger;
   /**
    * Told about every KV get/put/create/update/delete/purge the store makes

@@ -10,11 +10,13 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Services } from './guard.js';
 import { verifyRequestSignature } from '@sealbus/crypto';
+import type { Authorities } from './authority.js';
 import { AuthDamper, type DampingOptions } from './damping.js';
 import { signableRequest, signatureAuth } from './auth.js';
 import type { AppEnv, AuthMode } from './context.js';
 import { errorBody, HttpError, toHttpError } from './errors.js';
 import { openApiDocument } from './openapi.js';
+import { normalTarget } from './target.js';
 import { directoryRoutes } from './routes/directory.js';
 import { roomRoutes } from './routes/rooms.js';
 import type { RouteDef } from './routes/types.js';
@@ -66,7 +68,14 @@ export interface AppOptions {
   announce: (change: Change) => Promise<void>;
   /** Counts requests, authentication failures, damping and audit appends. */
   metrics?: Metrics;
+  /** What `@authority` may be (bound to the listener's address once it listens). */
+  authorities: Authorities;
+  /** `POST /rooms` refuses (403 ROOM_QUOTA) a signer that owns this many rooms (default 100). */
+  maxRoomsPerUser?: number;
 }
+
+/** `--max-rooms-per-user` when not given. */
+export const DEFAULT_MAX_ROOMS_PER_USER = 100;
 
 /**
  * The pattern of the route that answered (`/rooms/:id/members`), never the
@@ -154,15 +163,20 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
     store: o.store,
     logger: o.logger,
     announce: o.announce,
+    maxRoomsPerUser: o.maxRoomsPerUser ?? DEFAULT_MAX_ROOMS_PER_USER,
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
   const openapi = openApiDocument([...PUBLIC_ROUTES, ...SIGNED_ROUTES]);
 
   app.use('*', requestContext(o.logger, o.metrics));
+  app.use('*', normalTarget(o.metrics));
 
   app.get('/healthz', async (c) => {
     const p = await o.health.posture();
-    return c.json(p, p.status === 'ok' ? 200 : 503);
+    return c.json(
+      { ...p, auth: { ...p.auth, authorities: o.authorities.list() } },
+      p.status === 'ok' ? 200 : 503
+    );
   });
   app.get('/readyz', async (c) => {
     const r = await o.health.ready();
@@ -191,6 +205,7 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
     mode: o.authMode,
     logger: o.logger,
     damper,
+    policy: { authorities: o.authorities },
     ...(o.metrics ? { metrics: o.metrics } : {}),
   });
   for (const r of SIGNED_ROUTES) {

@@ -19,6 +19,8 @@ export interface Services {
   store: MembershipStore;
   logger: Logger;
   announce: (change: Change) => Promise<void>;
+  /** Rooms one user may own; `POST /rooms` beyond it is 403 ROOM_QUOTA. */
+  maxRoomsPerUser: number;
   metrics?: Pick<Metrics, 'auditAppend'>;
 }
 
