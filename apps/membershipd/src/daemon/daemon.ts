@@ -350,7 +350,7 @@ export class Daemon {
       const server = await listen(app.fetch, o.http, o.tls);
       undo.push(() => closeHttp(server));
       const addr = server.address() as AddressInfo;
-      authorities.bind(o.http.host, addr.port, o.tls !== undefined);
+      authorities.bind(o.http.host, addr.port);
       log.info({ authorities: authorities.list() }, 'signed requests accepted for these names');
       const httpUrl = `${o.tls ? 'https' : 'http'}://${formatHostPort(localHost(o.http.host), addr.port)}`;
       let metricsUrl: string | null = null;

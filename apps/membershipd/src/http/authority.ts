@@ -12,8 +12,9 @@ function hostPort(host: string, port: number): string {
  * The configured ones (`--authority`, lowercase `HOST[:PORT]`) plus, once
  * the HTTP listener is bound, its own address; a listener on loopback or on
  * a wildcard address also answers to `localhost`, `127.0.0.1` and `[::1]`
- * with its port. On the scheme's default port (80, 443) the port-less form
- * is accepted too, since clients leave it out of the Host header.
+ * with its port. A name on port 80 or 443 is also accepted without its
+ * port, the way clients send a default port; a configured name without a
+ * port matches only a Host header without one.
  *
  * Until `bind` ran, no name is accepted: a request never verifies against a
  * half-built list.
@@ -27,19 +28,19 @@ export class Authorities {
   }
 
   /** Adds the listener's own names; `port` is the one actually bound. */
-  bind(host: string, port: number, tls: boolean): void {
-    const names = new Set(this.#configured);
+  bind(host: string, port: number): void {
+    const names = new Set<string>();
     const bare = host.replace(/^\[|\]$/g, '');
     const hosts = [bare];
     if (isLoopbackHost(bare) || bare === '0.0.0.0' || bare === '::')
       hosts.push('localhost', '127.0.0.1', '::1');
-    for (const h of hosts) {
-      names.add(hostPort(h, port));
-      if (port === (tls ? 443 : 80)) names.add(hostPort(h, port).replace(/:\d+$/, ''));
-    }
-    for (const a of this.#configured) {
-      const m = /^(.*):(\d+)$/.exec(a);
-      if (m && Number(m[2]) === (tls ? 443 : 80)) names.add(m[1]!);
+    for (const a of [...hosts.map((h) => hostPort(h, port)), ...this.#configured]) {
+      names.add(a);
+      // A client leaves a default port out of the Host header, and the
+      // scheme is not covered (TLS may end at a proxy): 80 and 443 also
+      // count without their port.
+      const m = /^(.*):(80|443)$/.exec(a);
+      if (m) names.add(m[1]!);
     }
     this.#names = names;
   }
