@@ -281,7 +281,7 @@ export function formatManifest(file: string, m: Manifest, encrypted = false): st
 const UNAUTHENTICATED_WARNING =
   'membershipd restore: warning: this archive is unauthenticated (made without an archive key). ' +
   'Its checksums only show it is intact, not who wrote it: anyone who could write or replace the file ' +
-  'chose the users, admins, rooms, memberships and audit log it restores, and they become this node\'s truth. ' +
+  "chose the users, admins, rooms, memberships and audit log it restores, and they become this node's truth. " +
   'Check the users and admins (membershipd user list) before serving.\n';
 
 export function registerRestore(program: Command): void {
