@@ -96,6 +96,22 @@ export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<
       if (!(err instanceof SignatureError)) throw err;
       metrics?.signatureFailure(err.code);
       if (err.code === 'REPLAYED') metrics?.replay();
+      // A damped address's failures get 429 and one log line, and do not
+      // extend the damping (they are not counted again).
+      const waitMs = damper?.retryAfterMs(remote) ?? 0;
+      if (waitMs > 0) {
+        const retryAfter = Math.ceil(waitMs / 1000);
+        logger.warn(
+          { request_id: c.get('requestId'), code: err.code, remote, retry_after_s: retryAfter },
+          'auth damping: request refused'
+        );
+        c.header('Retry-After', String(retryAfter));
+        throw new HttpError(
+          429,
+          'TOO_MANY_AUTH_FAILURES',
+          `too many failed authentications from this address; retry in ${retryAfter} s`
+        );
+      }
       logger.warn(
         {
           request_id: c.get('requestId'),
@@ -108,27 +124,11 @@ export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<
         },
         'request signature refused'
       );
-      if (damper) {
-        const waitMs = damper.retryAfterMs(remote);
-        if (waitMs > 0) {
-          const retryAfter = Math.ceil(waitMs / 1000);
-          logger.warn(
-            { request_id: c.get('requestId'), remote, retry_after_s: retryAfter },
-            'auth damping: request refused'
-          );
-          c.header('Retry-After', String(retryAfter));
-          throw new HttpError(
-            429,
-            'TOO_MANY_AUTH_FAILURES',
-            `too many failed authentications from this address; retry in ${retryAfter} s`
-          );
-        }
-        if (damper.fail(remote)) {
-          logger.warn(
-            { remote, limit: damper.limit, window_ms: damper.windowMs },
-            'auth damping: address damped after repeated failures'
-          );
-        }
+      if (damper?.fail(remote)) {
+        logger.warn(
+          { remote, limit: damper.limit, window_ms: damper.windowMs },
+          'auth damping: address damped after repeated failures'
+        );
       }
       if (mode === 'enforce') throw new HttpError(401, err.code, err.message);
       c.set('actor', await claimed(c));
