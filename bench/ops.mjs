@@ -116,6 +116,7 @@ export async function opsBench({ durationMs = 3_000, rounds = 3, concurrency = 3
         join(dir.path, `restored-${i}`),
         '--in',
         out,
+        '--allow-unauthenticated',
         ...keyArgs,
       ]);
       const restoreMs = performance.now() - t0;

@@ -256,7 +256,7 @@ describe('signed control plane', { timeout: 240_000 }, () => {
             { ...signedHeaders(admin, 'POST', url, body), host: 'example.test' },
             body
           ),
-        'BAD_SIGNATURE',
+        'WRONG_AUTHORITY',
       ],
       [
         'body',

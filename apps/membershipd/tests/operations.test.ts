@@ -14,7 +14,7 @@ import {
   type TempDir,
   type TestDaemon,
 } from '@sealbus/testing';
-import { adminOf } from './helpers.js';
+import { adminOf, nodeStore } from './helpers.js';
 
 const PERSISTED = { encrypt: true, persist: true, sign: true };
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -300,8 +300,24 @@ describe('backup and restore', { timeout: 400_000 }, () => {
     assert.deepEqual(checksums(await manifestOf(offline)), checksums(m));
 
     const dst = join(dir.path, 'dst');
+    // A plaintext archive is unauthenticated: refused unless asked for,
+    // with nothing written; restored with a warning on stderr when asked.
     r = await runMembershipd(['restore', '--data', dst, '--in', live, '-o', 'json']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /--allow-unauthenticated/);
+    await assert.rejects(stat(dst), 'nothing written for an unauthenticated archive');
+    r = await runMembershipd([
+      'restore',
+      '--data',
+      dst,
+      '--in',
+      live,
+      '--allow-unauthenticated',
+      '-o',
+      'json',
+    ]);
     assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /warning: this archive is unauthenticated/);
     const report = JSON.parse(r.stdout) as {
       verified: boolean;
       sections: Array<{ name: string; count: number }>;
@@ -319,6 +335,11 @@ describe('backup and restore', { timeout: 400_000 }, () => {
     await copyFile(join(src, 'admin.id'), join(dst, 'admin.id'));
     const restored = await startDaemon({ dataDir: dst });
     try {
+      // A restored room stream is capped (discard-new) like a new one.
+      const { nc } = await nodeStore(restored);
+      const cfg = (await (await nc.jetstreamManager()).streams.info(`ROOM_${state.roomId}`)).config;
+      await nc.close();
+      assert.deepEqual([cfg.max_bytes, cfg.discard], [256 * 1024 * 1024, 'new']);
       const admin = new ControlClient({
         urls: [restored.httpUrl],
         identity: await adminOf(restored),
@@ -450,10 +471,11 @@ describe('backup and restore', { timeout: 400_000 }, () => {
   test('restore refuses a data dir that holds a store unless --force', async () => {
     const live = join(dir.path, 'live.tgz');
     const dst = join(dir.path, 'dst');
-    let r = await runMembershipd(['restore', '--data', dst, '--in', live]);
+    const plain = '--allow-unauthenticated';
+    let r = await runMembershipd(['restore', '--data', dst, '--in', live, plain]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /already holds a store/);
-    r = await runMembershipd(['restore', '--data', dst, '--in', live, '--force']);
+    r = await runMembershipd(['restore', '--data', dst, '--in', live, '--force', plain]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /read back, identical/);
     // Restored beside the old store and swapped in: nothing left over.
@@ -477,6 +499,7 @@ describe('backup and restore', { timeout: 400_000 }, () => {
       live,
       '--at-rest-key-file',
       key,
+      '--allow-unauthenticated',
     ]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /encrypted at rest/);

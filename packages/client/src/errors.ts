@@ -25,7 +25,13 @@ export class ControlError extends Error {
   }
 }
 
-/** Why a persisted publish was refused (codes from the daemon's append service, or local). */
+/**
+ * Why a persisted publish did not store the frame: codes from the daemon's
+ * append service, or found locally. `DUPLICATE`: the first attempt was
+ * reported as a duplicate (its id was taken), so the frame was not stored.
+ * `ROOM_FULL`: the room reached `--room-max-bytes`; history is immutable,
+ * so nothing new is accepted. `TIMEOUT`: no answer within `publishTimeoutMs`.
+ */
 export type PublishErrorCode =
   | 'NOT_WRITER'
   | 'MALFORMED'
@@ -40,8 +46,13 @@ export class PublishError extends Error {
   readonly code: PublishErrorCode;
   readonly room: string;
 
-  constructor(code: PublishErrorCode, room: string, message: string) {
-    super(message);
+  constructor(
+    code: PublishErrorCode,
+    room: string,
+    message: string,
+    options?: { cause?: unknown }
+  ) {
+    super(message, options);
     this.name = new.target.name;
     this.code = code;
     this.room = room;

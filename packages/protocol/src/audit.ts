@@ -3,12 +3,32 @@ import { z } from 'zod';
 export const AUDIT_OUTCOMES = Object.freeze(['ok', 'denied', 'error'] as const);
 
 /**
+ * What a client may send as `X-Request-Id` and have recorded: 1 to 128
+ * visible ASCII characters (0x21-0x7e). Anything else is dropped, never
+ * truncated (two different ids must not be recorded as the same one).
+ */
+export const CLIENT_REQUEST_ID_RE = /^[\x21-\x7e]{1,128}$/;
+
+/** The client's `X-Request-Id` when it is recordable, otherwise undefined. */
+export function clientRequestId(given: string | undefined | null): string | undefined {
+  return given !== undefined && given !== null && CLIENT_REQUEST_ID_RE.test(given)
+    ? given
+    : undefined;
+}
+
+/**
  * One audit record: who did (or tried) what to what, and how it ended.
  * Never carries secrets or sealed keys; `detail` holds only public facts.
  */
 export const auditRecordSchema = z.object({
   time: z.string(),
+  /** The daemon's id of the request (or CLI run); never taken from the client. */
   request_id: z.string(),
+  /**
+   * The `X-Request-Id` the client sent, for correlation only: unverified,
+   * not unique, and never used to deduplicate anything.
+   */
+  client_request_id: z.string().regex(CLIENT_REQUEST_ID_RE).optional(),
   /** The signer's sign_pub, or null (CLI on a node: see `via`). */
   actor: z.string().nullable(),
   /** How the change arrived: `http` or `cli`. */

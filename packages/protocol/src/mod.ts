@@ -51,7 +51,13 @@ export {
   type RoomPolicy,
   type RoomRecord,
 } from './rooms.js';
-export { AUDIT_OUTCOMES, auditRecordSchema, type AuditRecord } from './audit.js';
+export {
+  AUDIT_OUTCOMES,
+  CLIENT_REQUEST_ID_RE,
+  auditRecordSchema,
+  clientRequestId,
+  type AuditRecord,
+} from './audit.js';
 export {
   auditListSchema,
   cursorResponseSchema,

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { connect, type NatsConnection } from 'nats';
 import type { AuditRecord } from '@sealbus/protocol';
 import { startNats, type TestNats } from '@sealbus/testing';
+import { AUDIT_STREAM, AuditLog } from './audit.js';
 import { StoreError } from './errors.js';
 import { MembershipStore } from './store.js';
 
@@ -141,5 +142,69 @@ describe('AuditLog.query', { timeout: 60_000 }, () => {
       store.audit.query({ limit: 1000, deadline: Date.now() - 1 }),
       isCode('UNAVAILABLE')
     );
+  });
+});
+
+describe('AuditLog.append', { timeout: 60_000 }, () => {
+  let nats: TestNats;
+  let nc: NatsConnection;
+  let store: MembershipStore;
+  const rec = (request_id: string): AuditRecord => ({
+    time: new Date().toISOString(),
+    request_id,
+    client_request_id: 'same-id',
+    actor: A,
+    via: 'http',
+    action: 'user.add',
+    target: B,
+    outcome: 'ok',
+  });
+
+  before(async () => {
+    nats = await startNats();
+    nc = await connect({ servers: nats.url });
+    store = await MembershipStore.open(nc);
+  });
+  after(async () => {
+    await nc?.close();
+    await nats?.dispose();
+  });
+
+  test('two records with the same client request id are both stored', async () => {
+    await store.audit.append(rec('r1'));
+    await store.audit.append(rec('r2'));
+    const tail = await store.audit.tail(10);
+    assert.deepEqual(
+      tail.map((r) => [r.request_id, r.client_request_id]),
+      [
+        ['r1', 'same-id'],
+        ['r2', 'same-id'],
+      ]
+    );
+  });
+
+  test('a duplicate ack on the first attempt is CONFLICT, and nothing is added', async () => {
+    const jsm = await nc.jetstreamManager();
+    // Someone else took the id (a writer that could predict it): here, the
+    // test seam hands out the same id twice.
+    const log = new AuditLog(nc.jetstream(), jsm, { newMessageId: () => 'taken-id' });
+    await log.append(rec('r3'));
+    const before = (await jsm.streams.info(AUDIT_STREAM)).state.messages;
+    await assert.rejects(log.append(rec('r4')), isCode('CONFLICT'));
+    assert.equal((await jsm.streams.info(AUDIT_STREAM)).state.messages, before);
+    assert.deepEqual(
+      (await store.audit.tail(1)).map((r) => r.request_id),
+      ['r3']
+    );
+  });
+
+  test('a client request id outside 1-128 visible ASCII does not parse', async () => {
+    for (const bad of ['', 'a b', 'x'.repeat(129), 'é', 'a\nb']) {
+      await assert.rejects(
+        store.audit.append({ ...rec('r5'), client_request_id: bad }),
+        (e: unknown) => (e as Error).name === 'ValidationError',
+        JSON.stringify(bad)
+      );
+    }
   });
 });

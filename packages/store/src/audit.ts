@@ -1,8 +1,10 @@
-import type { JetStreamClient, JetStreamManager, StoredMsg } from 'nats';
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { JetStreamClient, JetStreamManager, PubAck, StoredMsg } from 'nats';
 import { auditRecordSchema, parseOrThrow, type AuditRecord } from '@sealbus/protocol';
 import { StoreError, toStoreError } from './errors.js';
 import { getMessageOrNull, getMessages } from './streams.js';
-import type { AuditQuery, AuditQueryResult } from './types.js';
+import type { AuditAppendOptions, AuditQuery, AuditQueryResult } from './types.js';
 
 export const AUDIT_STREAM = 'SEALBUS_AUDIT';
 export const AUDIT_SUBJECT_PREFIX = 'sealbus.audit';
@@ -19,7 +21,7 @@ export function auditStreamConfig(replicas: number) {
     // History is evidence: nobody deletes or purges single records.
     deny_delete: true,
     deny_purge: true,
-    duplicate_window: 120_000_000_000, // 2 min, ns: retries of one append land once
+    duplicate_window: 120_000_000_000, // 2 min, ns: retries of one append (same daemon-made id) land once
   };
 }
 
@@ -55,17 +57,39 @@ export class AuditLog {
   readonly #js: JetStreamClient;
   readonly #jsm: JetStreamManager;
 
-  constructor(js: JetStreamClient, jsm: JetStreamManager) {
+  readonly #newMessageId: () => string;
+
+  /**
+   * `newMessageId` is a test seam only (to provoke a duplicate ack); the
+   * store never passes one.
+   */
+  constructor(
+    js: JetStreamClient,
+    jsm: JetStreamManager,
+    options: { newMessageId?: () => string } = {}
+  ) {
     this.#js = js;
     this.#jsm = jsm;
+    this.#newMessageId = options.newMessageId ?? (() => randomBytes(16).toString('hex'));
   }
 
   /**
    * Appends one record and resolves once JetStream has stored it (through
-   * quorum in a cluster). Deduplicated on request id + action, so a retry
-   * after a lost ack does not write twice.
+   * quorum in a cluster), with its stream sequence.
+   *
+   * The JetStream message id (`Nats-Msg-Id`) is generated here, random per
+   * append, and kept only across the retries of this one append: a retry
+   * after a lost ack lands once, and nothing a client sends (its
+   * `X-Request-Id` included) can make two records collapse into one. A
+   * duplicate ack on the first attempt means someone else wrote under that
+   * id: the record was not stored, and that is an error (CONFLICT), never a
+   * silent success. On a retry, a duplicate ack is this append's own first
+   * attempt and counts as stored.
+   *
+   * @example
+   * await store.audit.append(record, { retryForMs: 15_000 }); // ride out a leader election
    */
-  async append(record: AuditRecord): Promise<number> {
+  async append(record: AuditRecord, options: AuditAppendOptions = {}): Promise<number> {
     const rec = parseRecord(record);
     if (!/^[a-z][a-z0-9_.]*[a-z0-9]$/.test(rec.action)) {
       throw new StoreError(
@@ -73,18 +97,30 @@ export class AuditLog {
         `audit action "${rec.action}" is not a dotted lowercase name`
       );
     }
-    try {
-      const ack = await this.#js.publish(
-        `${AUDIT_SUBJECT_PREFIX}.${rec.action}`,
-        enc.encode(JSON.stringify(rec)),
-        {
-          msgID: `${rec.request_id}:${rec.action}:${rec.outcome}`,
+    const msgID = this.#newMessageId();
+    const data = enc.encode(JSON.stringify(rec));
+    const deadline = Date.now() + (options.retryForMs ?? 0);
+    for (let attempt = 1; ; attempt++) {
+      let ack: PubAck;
+      try {
+        ack = await this.#js.publish(`${AUDIT_SUBJECT_PREFIX}.${rec.action}`, data, {
+          msgID,
           expect: { streamName: AUDIT_STREAM },
-        }
-      );
+        });
+      } catch (err) {
+        const e = toStoreError(err, 'append audit record');
+        const left = deadline - Date.now();
+        if (e.code !== 'UNAVAILABLE' || left <= 0) throw e;
+        await sleep(Math.min(left, 100 * 2 ** Math.min(attempt - 1, 3)));
+        continue;
+      }
+      if (ack.duplicate && attempt === 1) {
+        throw new StoreError(
+          'CONFLICT',
+          `append audit record: message id ${msgID} was already taken (duplicate ack on the first attempt); the record was not stored`
+        );
+      }
       return ack.seq;
-    } catch (err) {
-      throw toStoreError(err, 'append audit record');
     }
   }
 

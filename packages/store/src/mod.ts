@@ -22,6 +22,7 @@ export { getMessageOrNull, getMessages } from './streams.js';
 export { userIsActive } from './users.js';
 export { MembershipStore, withBootstrapRetry } from './store.js';
 export type {
+  AuditAppendOptions,
   AuditQuery,
   AuditQueryResult,
   BucketReplication,
@@ -32,4 +33,10 @@ export type {
   StoreLogger,
 } from './types.js';
 export { AUDIT_STREAM, AUDIT_SUBJECT_PREFIX, AuditLog, auditSubjectFilter } from './audit.js';
-export { MEMBER_HEARTBEAT_MS, Rooms, type CursorPosition, type RoomBuckets } from './rooms.js';
+export {
+  DEFAULT_ROOM_MAX_BYTES,
+  MEMBER_HEARTBEAT_MS,
+  Rooms,
+  type CursorPosition,
+  type RoomBuckets,
+} from './rooms.js';

@@ -188,7 +188,7 @@ describe(
       await assert.rejects(store.consumeNonce(key(1), 'bad nonce!'), isCode('INVALID'));
     });
 
-    test('audit: append and tail, oldest first; deduplicated retries', async () => {
+    test('audit: append and tail, oldest first; a repeated request id is a second record', async () => {
       const rec = (i: number) => ({
         time: new Date().toISOString(),
         request_id: `req-${i}`,
@@ -199,13 +199,15 @@ describe(
         outcome: 'ok' as const,
       });
       for (let i = 0; i < 5; i++) await store.audit.append(rec(i));
-      await store.audit.append(rec(4)); // a retry of the same request
+      // The same record again (same request id) is another append, not a
+      // retry: the message id is the store's own, random per append.
+      await store.audit.append(rec(4));
       const tail = await store.audit.tail(3);
       assert.deepEqual(
         tail.map((r) => r.request_id),
-        ['req-2', 'req-3', 'req-4']
+        ['req-3', 'req-4', 'req-4']
       );
-      assert.equal((await store.audit.tail(100)).length, 5);
+      assert.equal((await store.audit.tail(100)).length, 6);
       await assert.rejects(
         store.audit.append({ ...rec(9), action: 'Bad Action' }),
         isCode('INVALID')

@@ -42,6 +42,9 @@ export const MEMBER_HEARTBEAT_MS = 2_000;
 /** Where a member's consumer (re)starts. */
 export type CursorPosition = 'start' | 'new' | { after: number };
 
+/** The size cap of a room stream when none is configured: 256 MiB. */
+export const DEFAULT_ROOM_MAX_BYTES = 256 * 1024 * 1024;
+
 const parseRoom = (raw: unknown): RoomRecord => parseOrThrow(roomRecordSchema, raw);
 const parseMember = (raw: unknown): MemberRecord => parseOrThrow(memberRecordSchema, raw);
 const parseKey = (raw: unknown): RoomKeyRecord => parseOrThrow(roomKeyRecordSchema, raw);
@@ -92,19 +95,32 @@ export class Rooms {
   readonly #b: RoomBuckets;
   readonly #jsm: JetStreamManager;
   readonly #replicas: number;
+  readonly #maxBytes: number;
 
-  constructor(buckets: RoomBuckets, jsm: JetStreamManager, replicas: number) {
+  /** `roomMaxBytes`: the size limit of every room stream created from now on. */
+  constructor(
+    buckets: RoomBuckets,
+    jsm: JetStreamManager,
+    replicas: number,
+    roomMaxBytes: number = DEFAULT_ROOM_MAX_BYTES
+  ) {
     this.#b = buckets;
     this.#jsm = jsm;
     this.#replicas = replicas;
+    if (!Number.isSafeInteger(roomMaxBytes) || roomMaxBytes <= 0)
+      throw new StoreError('INVALID', 'roomMaxBytes must be a positive integer');
+    this.#maxBytes = roomMaxBytes;
   }
 
   /**
    * The stream of a persisted room: its subject only, replicated like the
    * buckets, with message delete and purge denied — published history
-   * cannot be rewritten, not even by the daemon.
+   * cannot be rewritten, not even by the daemon. Its size is capped
+   * (`max_bytes`) with discard-new: a full room refuses new messages and
+   * keeps every old one (discard-old would silently drop history). Streams
+   * made before the cap existed keep their configuration.
    */
-  async #createStream(room: RoomRecord): Promise<void> {
+  async #createStream(room: RoomRecord, maxBytes = this.#maxBytes): Promise<void> {
     try {
       await this.#jsm.streams.add({
         name: roomStreamName(room.id),
@@ -113,7 +129,8 @@ export class Rooms {
         num_replicas: this.#replicas,
         storage: StorageType.File,
         retention: RetentionPolicy.Limits,
-        discard: DiscardPolicy.Old,
+        max_bytes: maxBytes,
+        discard: DiscardPolicy.New,
         deny_delete: true,
         deny_purge: true,
         allow_rollup_hdrs: false,
@@ -165,7 +182,9 @@ export class Rooms {
   /**
    * What a restored persisted room needs beside its rows: its stream (when
    * missing) and a consumer for each member that has none, reading from the
-   * start (read positions are not part of a backup). Idempotent.
+   * start (read positions are not part of a backup). Idempotent. A stream
+   * made here has no size cap until `capRestoredStream` (its history is
+   * loaded in between, and must fit whatever the cap).
    */
   async restorePersistence(room: RoomRecord, members: string[]): Promise<void> {
     if (!room.policy.persist) return;
@@ -173,7 +192,7 @@ export class Rooms {
       await this.#jsm.streams.info(roomStreamName(room.id));
     } catch (err) {
       if (!isStreamNotFound(err)) throw toStoreError(err, 'read room stream');
-      await this.#createStream(room);
+      await this.#createStream(room, -1);
     }
     for (const signPub of members) {
       try {
@@ -183,6 +202,28 @@ export class Rooms {
           throw toStoreError(err, 'read member consumer');
         await this.#createConsumer(room.id, signPub, 'start');
       }
+    }
+  }
+
+  /**
+   * Caps a restored room's stream once its history is loaded: at the
+   * configured size, or at the size of that history when it is larger
+   * (lowering `max_bytes` below what a stream holds would delete its oldest
+   * messages). For offline restores only: a concurrent writer could grow
+   * the stream between the read and the update.
+   */
+  async capRestoredStream(room: RoomRecord): Promise<void> {
+    if (!room.policy.persist) return;
+    try {
+      const info = await this.#jsm.streams.info(roomStreamName(room.id));
+      if (info.config.max_bytes > 0) return;
+      await this.#jsm.streams.update(roomStreamName(room.id), {
+        ...info.config,
+        max_bytes: Math.max(this.#maxBytes, info.state.bytes),
+        discard: DiscardPolicy.New,
+      });
+    } catch (err) {
+      throw toStoreError(err, 'cap room stream');
     }
   }
 

@@ -159,11 +159,12 @@ export class MembershipStore {
     js: JetStreamClient,
     jsm: JetStreamManager,
     appJsm: JetStreamManager,
-    fast: FastViews
+    fast: FastViews,
+    roomMaxBytes: number | undefined
   ) {
     this.#nc = nc;
     this.#fast = fast;
-    this.rooms = new Rooms(buckets, appJsm, replicas);
+    this.rooms = new Rooms(buckets, appJsm, replicas, roomMaxBytes);
     this.audit = new AuditLog(js, jsm);
     this.#buckets = Object.freeze(buckets);
     this.#specs = specs;
@@ -251,7 +252,8 @@ export class MembershipStore {
       js,
       jsm,
       appJsm,
-      fast
+      fast,
+      options.roomMaxBytes
     );
   }
 

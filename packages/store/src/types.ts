@@ -35,6 +35,11 @@ export interface OpenStoreOptions {
   fastBudgetMs?: number;
   /** Max age of request nonces (bucket TTL) when creating the nonces bucket. */
   nonceTtlMs?: number;
+  /**
+   * Size cap (`max_bytes`, discard-new) of every room stream created through
+   * this store; default `DEFAULT_ROOM_MAX_BYTES` (256 MiB).
+   */
+  roomMaxBytes?: number;
   logger?: StoreLogger;
   /**
    * Told about every KV get/put/create/update/delete/purge the store makes
@@ -76,6 +81,16 @@ export interface BucketReplication {
   /** Replicas (leader included) that are current. */
   readonly current: number;
   readonly values: number;
+}
+
+/** How `AuditLog.append` tries. */
+export interface AuditAppendOptions {
+  /**
+   * Keep retrying an append the store did not answer (a leader election)
+   * this long, under the same message id so it lands once; default 0: one
+   * attempt.
+   */
+  retryForMs?: number;
 }
 
 /**

@@ -319,9 +319,11 @@ export async function loadStore(
     const entry = archive.sections.find(
       (s) => s.section.kind === 'stream' && s.section.name === name
     );
-    if (!entry) continue;
-    await publishAll(appJs, name, entry.records as StreamRecord[], options.progress);
-    done(entry.section, entry.records.length);
+    if (entry) {
+      await publishAll(appJs, name, entry.records as StreamRecord[], options.progress);
+      done(entry.section, entry.records.length);
+    }
+    await store.rooms.capRestoredStream(room);
   }
   return out;
 }

@@ -50,6 +50,7 @@ interface RestoreOptions {
   data: string;
   in: string;
   force: boolean;
+  allowUnauthenticated: boolean;
   atRestKeyFile?: string;
   archiveKeyFile?: string;
   natsServerBin?: string;
@@ -276,6 +277,13 @@ export function formatManifest(file: string, m: Manifest, encrypted = false): st
   );
 }
 
+/** What restoring an archive without an archive key means, said every time it is done. */
+const UNAUTHENTICATED_WARNING =
+  'membershipd restore: warning: this archive is unauthenticated (made without an archive key). ' +
+  'Its checksums only show it is intact, not who wrote it: anyone who could write or replace the file ' +
+  "chose the users, admins, rooms, memberships and audit log it restores, and they become this node's truth. " +
+  'Check the users and admins (membershipd user list) before serving.\n';
+
 export function registerRestore(program: Command): void {
   program
     .command('restore')
@@ -290,6 +298,11 @@ export function registerRestore(program: Command): void {
       `encrypt the restored store at rest with this key (or set ${AT_REST_KEY_ENV})`
     )
     .option('--archive-key-file <path>', `the key of an encrypted archive (or ${ARCHIVE_KEY_ENV})`)
+    .option(
+      '--allow-unauthenticated',
+      'restore an archive made without an archive key (nothing proves who wrote it)',
+      false
+    )
     .option('--nats-server-bin <path>', 'nats-server binary')
     .addOption(outputOption())
     .action(
@@ -301,8 +314,24 @@ export function registerRestore(program: Command): void {
         try {
           key = await loadAtRestKey(opts.atRestKeyFile);
           // Everything is read and verified before anything is written.
-          archive = await readArchive(resolve(opts.in), await ArchiveKey.load(opts.archiveKeyFile));
+          const read = await readArchive(
+            resolve(opts.in),
+            await ArchiveKey.load(opts.archiveKeyFile)
+          );
+          archive = read;
           checkRestorable(archive);
+          // Only an archive key authenticates an archive (AEAD); its
+          // checksums prove nothing about who wrote it.
+          if (!read.encrypted) {
+            if (!opts.allowUnauthenticated) {
+              throw new CliError(
+                EXIT_CODES.FAILED,
+                `${resolve(opts.in)} has no archive key, so nothing proves who wrote it; ` +
+                  'restore it only if you know where it came from, with --allow-unauthenticated (nothing was changed)'
+              );
+            }
+            process.stderr.write(UNAUTHENTICATED_WARNING);
+          }
           if (archive.manifest.source.at_rest && !key) {
             process.stderr.write(
               'membershipd restore: warning: the archive comes from a store encrypted at rest; ' +

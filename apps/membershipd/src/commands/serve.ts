@@ -1,14 +1,20 @@
 import { Option, type Command } from 'commander';
+import { DEFAULT_ROOM_MAX_BYTES } from '@sealbus/store';
 import { argParser } from '../cli.js';
 import { AT_REST_KEY_ENV, loadAtRestKey, type AtRestKey } from '../daemon/atrest.js';
 import { Daemon, EXIT, type DaemonOptions } from '../daemon/daemon.js';
+import { DEFAULT_APP_MAX_BYTES } from '../daemon/natsconfig.js';
+import { DEFAULT_MAX_ROOMS_PER_USER } from '../http/app.js';
 import type { AuthMode } from '../http/context.js';
 import { createLogger } from '../log.js';
 import {
   isLoopbackHost,
+  parseAuthority,
+  parseCount,
   parseDuration,
   parseHostPort,
   parsePort,
+  parseSize,
   type HostPort,
 } from '../util/parse.js';
 
@@ -45,6 +51,10 @@ interface ServeOptions {
   routeTlsCa?: string;
   metrics?: HostPort;
   atRestKeyFile?: string;
+  authority: string[];
+  maxRoomsPerUser: number;
+  roomMaxBytes: number;
+  appMaxBytes: number;
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'];
@@ -85,6 +95,38 @@ export function registerServe(program: Command): void {
     .option(
       '--cluster-advertise <host:port>',
       'route address the other nodes should use for this node'
+    )
+    .addOption(
+      new Option(
+        '--authority <host[:port]>',
+        'a name clients sign requests for (@authority); repeatable; the --http address (and loopback names on loopback) always count'
+      )
+        .argParser((v: string, prev: string[]) => [...prev, argParser(parseAuthority)(v)])
+        .default([], 'the --http address')
+    )
+    .addOption(
+      new Option(
+        '--max-rooms-per-user <n>',
+        'rooms one user may own; POST /rooms beyond it is 403 ROOM_QUOTA'
+      )
+        .argParser(argParser(parseCount))
+        .default(DEFAULT_MAX_ROOMS_PER_USER)
+    )
+    .addOption(
+      new Option(
+        '--room-max-bytes <size>',
+        'size cap of each new room stream (discard-new: a full room refuses new messages); e.g. 64MiB, 1GiB'
+      )
+        .argParser(argParser(parseSize))
+        .default(DEFAULT_ROOM_MAX_BYTES, '256MiB')
+    )
+    .addOption(
+      new Option(
+        '--app-max-bytes <size>',
+        'JetStream storage cap of account APP (all room streams together), so room traffic cannot starve the control state'
+      )
+        .argParser(argParser(parseSize))
+        .default(DEFAULT_APP_MAX_BYTES, '10GiB')
     )
     .option('--tls-cert <file>', 'server certificate for the NATS client port and HTTPS')
     .option('--tls-key <file>', 'its private key (0600)')
@@ -243,6 +285,10 @@ async function serve(opts: ServeOptions): Promise<number> {
       damping: { limit: opts.authFailLimit, windowMs: opts.authFailWindow },
       ...(opts.metrics ? { metrics: opts.metrics } : {}),
       atRestKey,
+      authorities: opts.authority,
+      maxRoomsPerUser: opts.maxRoomsPerUser,
+      roomMaxBytes: opts.roomMaxBytes,
+      appMaxBytes: opts.appMaxBytes,
       userJwtTtlSec: Math.max(5, Math.round(opts.userJwtTtl / 1000)),
       ...(opts.calloutKeyFile ? { calloutKeyFile: opts.calloutKeyFile } : {}),
       ...(opts.natsServerBin ? { natsServerBin: opts.natsServerBin } : {}),

@@ -15,6 +15,7 @@ import { CalloutService, userOfNatsKey } from '../dataplane/callout.js';
 import { loadOrCreateCalloutKeys, nodeUsers } from '../dataplane/keys.js';
 import { Reactor, announce } from '../dataplane/reactor.js';
 import { createApp } from '../http/app.js';
+import { Authorities } from '../http/authority.js';
 import type { DampingOptions } from '../http/damping.js';
 import type { AuthMode } from '../http/context.js';
 import type { Logger } from '../log.js';
@@ -72,6 +73,12 @@ export interface DaemonOptions {
   appMaxBytes?: number;
   /** Encrypt the embedded store at rest with this key (embedded nats-server only). */
   atRestKey?: AtRestKey | null;
+  /** Extra names a signed request's `@authority` may be (`--authority`); the listen address is always one. */
+  authorities?: string[];
+  /** Rooms one user may own (default 100). */
+  maxRoomsPerUser?: number;
+  /** Size cap of each room stream created (default 256 MiB). */
+  roomMaxBytes?: number;
   logger: Logger;
 }
 
@@ -274,6 +281,7 @@ export class Daemon {
           bindOnly,
           app: appNc,
           logger: log,
+          ...(o.roomMaxBytes !== undefined ? { roomMaxBytes: o.roomMaxBytes } : {}),
           ...(metrics ? { observe: metrics.kvOperation } : {}),
         });
       } catch (err) {
@@ -356,8 +364,11 @@ export class Daemon {
         natsConnected: () => natsConnected,
         stopping: () => lifecycle.stopping,
       });
+      const authorities = new Authorities(o.authorities ?? []);
       const app = createApp({
         health,
+        authorities,
+        ...(o.maxRoomsPerUser !== undefined ? { maxRoomsPerUser: o.maxRoomsPerUser } : {}),
         logger: log,
         store,
         authMode: o.authMode,
@@ -369,6 +380,8 @@ export class Daemon {
       const server = await listen(app.fetch, o.http, o.tls);
       undo.push(() => closeHttp(server));
       const addr = server.address() as AddressInfo;
+      authorities.bind(o.http.host, addr.port);
+      log.info({ authorities: authorities.list() }, 'signed requests accepted for these names');
       const httpUrl = `${o.tls ? 'https' : 'http'}://${formatHostPort(localHost(o.http.host), addr.port)}`;
       let metricsUrl: string | null = null;
       if (metrics && o.metrics) {

@@ -3,17 +3,20 @@ import { Hono, type MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { matchedRoutes } from 'hono/route';
 import { z } from 'zod';
+import { clientRequestId } from '@sealbus/protocol';
 import type { MembershipStore } from '@sealbus/store';
 import type { Change } from '../dataplane/reactor.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Services } from './guard.js';
 import { verifyRequestSignature } from '@sealbus/crypto';
+import type { Authorities } from './authority.js';
 import { AuthDamper, type DampingOptions } from './damping.js';
 import { signableRequest, signatureAuth } from './auth.js';
 import type { AppEnv, AuthMode } from './context.js';
 import { errorBody, HttpError, toHttpError } from './errors.js';
 import { openApiDocument } from './openapi.js';
+import { normalTarget } from './target.js';
 import { directoryRoutes } from './routes/directory.js';
 import { roomRoutes } from './routes/rooms.js';
 import type { RouteDef } from './routes/types.js';
@@ -65,9 +68,14 @@ export interface AppOptions {
   announce: (change: Change) => Promise<void>;
   /** Counts requests, authentication failures, damping and audit appends. */
   metrics?: Metrics;
+  /** What `@authority` may be (bound to the listener's address once it listens). */
+  authorities: Authorities;
+  /** `POST /rooms` refuses (403 ROOM_QUOTA) a signer that owns this many rooms (default 100). */
+  maxRoomsPerUser?: number;
 }
 
-const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,64}$/;
+/** `--max-rooms-per-user` when not given. */
+export const DEFAULT_MAX_ROOMS_PER_USER = 100;
 
 /**
  * The pattern of the route that answered (`/rooms/:id/members`), never the
@@ -84,9 +92,13 @@ function routeLabel(c: Parameters<MiddlewareHandler<AppEnv>>[0]): string {
 
 function requestContext(logger: Logger, metrics?: Metrics): MiddlewareHandler<AppEnv> {
   return async function requestContextMiddleware(c, next) {
-    const given = c.req.header('x-request-id');
-    const id = given && REQUEST_ID_RE.test(given) ? given : randomUUID();
+    // The request id is the daemon's own. What the client sent is kept
+    // apart, bounded, for correlation only: a client-chosen id must never
+    // name (or deduplicate) an audit record.
+    const id = randomUUID();
+    const given = clientRequestId(c.req.header('x-request-id'));
     c.set('requestId', id);
+    c.set('clientRequestId', given);
     c.set('actor', null);
     const t0 = performance.now();
     await next();
@@ -96,6 +108,7 @@ function requestContext(logger: Logger, metrics?: Metrics): MiddlewareHandler<Ap
     logger.info(
       {
         request_id: id,
+        ...(given !== undefined ? { client_request_id: given } : {}),
         method: c.req.method,
         path: c.req.path,
         status: c.res.status,
@@ -150,15 +163,20 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
     store: o.store,
     logger: o.logger,
     announce: o.announce,
+    maxRoomsPerUser: o.maxRoomsPerUser ?? DEFAULT_MAX_ROOMS_PER_USER,
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
   const openapi = openApiDocument([...PUBLIC_ROUTES, ...SIGNED_ROUTES]);
 
   app.use('*', requestContext(o.logger, o.metrics));
+  app.use('*', normalTarget(o.metrics));
 
   app.get('/healthz', async (c) => {
     const p = await o.health.posture();
-    return c.json(p, p.status === 'ok' ? 200 : 503);
+    return c.json(
+      { ...p, auth: { ...p.auth, authorities: o.authorities.list() } },
+      p.status === 'ok' ? 200 : 503
+    );
   });
   app.get('/readyz', async (c) => {
     const r = await o.health.ready();
@@ -187,6 +205,7 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
     mode: o.authMode,
     logger: o.logger,
     damper,
+    policy: { authorities: o.authorities },
     ...(o.metrics ? { metrics: o.metrics } : {}),
   });
   for (const r of SIGNED_ROUTES) {

@@ -45,10 +45,16 @@ export interface SignatureAuthOptions {
 /**
  * Authenticates a request by its RFC 9421 signature (Sealbus profile), in
  * this order, so that nothing is written for garbage: parse and policy
- * checks, digest and Ed25519 verification (stateless), then the signer's
- * user record (must be active), then the nonce, created once in the
- * replicated nonces bucket (a second use anywhere is REPLAYED). A store that
- * cannot answer fails the request with 503, never lets it through.
+ * checks (label `sig1`, `@authority` one of this node's names), digest and
+ * Ed25519 verification (stateless), then the signer's user record (must be
+ * active), then the nonce, created once in the replicated nonces bucket (a
+ * second use anywhere is REPLAYED). A store that cannot answer fails the
+ * request with 503, never lets it through.
+ *
+ * Damping gates failures only: a request from a damped address is still
+ * verified, and served when it verifies; only a failed one gets 429 (and
+ * is not counted again). A stranger sharing an address (a NAT, a proxy)
+ * cannot lock out the keys behind it.
  *
  * `soft` mode verifies and logs but lets requests through as the identity
  * they claim; `off` skips verification entirely. Both are for development
@@ -65,22 +71,6 @@ export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<
 
   return async function signatureAuthMiddleware(c, next) {
     const remote = c.env?.incoming?.socket?.remoteAddress ?? 'unknown';
-    if (damper) {
-      const waitMs = damper.retryAfterMs(remote);
-      if (waitMs > 0) {
-        const retryAfter = Math.ceil(waitMs / 1000);
-        logger.warn(
-          { request_id: c.get('requestId'), remote, retry_after_s: retryAfter },
-          'auth damping: request refused'
-        );
-        c.header('Retry-After', String(retryAfter));
-        throw new HttpError(
-          429,
-          'TOO_MANY_AUTH_FAILURES',
-          `too many failed authentications from this address; retry in ${retryAfter} s`
-        );
-      }
-    }
     const body = new Uint8Array(await c.req.arrayBuffer());
     c.set('rawBody', body);
     if (mode === 'off') {
@@ -106,6 +96,22 @@ export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<
       if (!(err instanceof SignatureError)) throw err;
       metrics?.signatureFailure(err.code);
       if (err.code === 'REPLAYED') metrics?.replay();
+      // A damped address's failures get 429 and one log line, and do not
+      // extend the damping (they are not counted again).
+      const waitMs = damper?.retryAfterMs(remote) ?? 0;
+      if (waitMs > 0) {
+        const retryAfter = Math.ceil(waitMs / 1000);
+        logger.warn(
+          { request_id: c.get('requestId'), code: err.code, remote, retry_after_s: retryAfter },
+          'auth damping: request refused'
+        );
+        c.header('Retry-After', String(retryAfter));
+        throw new HttpError(
+          429,
+          'TOO_MANY_AUTH_FAILURES',
+          `too many failed authentications from this address; retry in ${retryAfter} s`
+        );
+      }
       logger.warn(
         {
           request_id: c.get('requestId'),

@@ -6,7 +6,10 @@ export type AuthMode = 'enforce' | 'soft' | 'off';
 
 /** Per-request values set by middleware. */
 export interface AppVariables {
+  /** The daemon's id of this request (random; echoed as `x-request-id`). */
   requestId: string;
+  /** The client's `X-Request-Id` when recordable (see `clientRequestId`); never trusted. */
+  clientRequestId: string | undefined;
   /** The signer as the store knows them; null before auth or when unknown. */
   actor: UserRecord | null;
   /** The raw body bytes, read once and digest-checked before any parsing. */

@@ -2,10 +2,12 @@ import type { Metrics } from '../metrics.js';
 
 /**
  * Auth-failure damping by source address: after `limit` failed
- * authentications from one address within `windowMs`, that address gets 429
- * until its oldest failure in the window ages out. Only the address is
- * counted, never the key id a request names: anyone can name any key, and
- * counting those would let a stranger lock an admin out.
+ * authentications from one address within `windowMs`, that address's
+ * failures get 429 until its oldest failure in the window ages out. Only
+ * failures are gated (the caller verifies first): a correctly signed
+ * request is served from a damped address. Only the address is counted,
+ * never the key id a request names: anyone can name any key, and counting
+ * those would let a stranger lock an admin out.
  */
 export interface DampingOptions {
   /** Failures per window that trip damping; 0 disables it. */
@@ -20,7 +22,7 @@ export interface DampingStats {
   failures: number;
   /** Times an address crossed the limit. */
   tripped: number;
-  /** Requests refused with 429. */
+  /** Failed requests answered 429 instead of 401. */
   refused: number;
   /** Addresses currently tracked. */
   tracked: number;

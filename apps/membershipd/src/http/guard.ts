@@ -20,6 +20,8 @@ export interface Services {
   store: MembershipStore;
   logger: Logger;
   announce: (change: Change) => Promise<void>;
+  /** Rooms one user may own; `POST /rooms` beyond it is 403 ROOM_QUOTA. */
+  maxRoomsPerUser: number;
   metrics?: Pick<Metrics, 'auditAppend'>;
 }
 
@@ -59,6 +61,9 @@ export async function audit(
     await s.store.audit.append({
       time: new Date().toISOString(),
       request_id: c.get('requestId'),
+      ...(c.get('clientRequestId') !== undefined
+        ? { client_request_id: c.get('clientRequestId') }
+        : {}),
       actor: c.get('actor')?.sign_pub ?? null,
       via: 'http',
       action,

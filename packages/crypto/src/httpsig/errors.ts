@@ -6,6 +6,8 @@ export type SignatureErrorCode =
   | 'SIGNATURE_MISSING'
   | 'SIGNATURE_MALFORMED'
   | 'LABEL_MISMATCH'
+  | 'BAD_LABEL'
+  | 'WRONG_AUTHORITY'
   | 'COMPONENT_MISSING'
   | 'PARAMETER_MISSING'
   | 'BAD_ALG'

@@ -255,6 +255,47 @@ test('malformed or policy-violating signatures are refused, each with its own co
   }
 });
 
+test('the profile: label sig1 only; @authority one of the names the verifier answers to', () => {
+  const url = 'http://127.0.0.1:8470/me';
+  const s = signed('GET', url);
+  const names = new Set(['127.0.0.1:8470', 'sealbus.example']);
+  verifyRequestSignature(request('GET', url, s.headers), s.body, {
+    now: NOW,
+    authorities: names,
+  });
+  // Signed (validly) for another deployment: refused before any crypto.
+  const other = signed('GET', 'http://other.example:8470/me');
+  assert.throws(
+    () =>
+      verifyRequestSignature(
+        request('GET', 'http://other.example:8470/me', other.headers),
+        s.body,
+        {
+          now: NOW,
+          authorities: names,
+        }
+      ),
+    isCode('WRONG_AUTHORITY')
+  );
+  // The same headers are fine for a verifier that does not check names.
+  verifyRequestSignature(request('GET', 'http://other.example:8470/me', other.headers), s.body, {
+    now: NOW,
+  });
+  // A consistent label other than sig1 (both fields): the label is part of the profile.
+  const relabel = (h: Record<string, string>) => ({
+    'signature-input': h['signature-input']!.replace(/^sig1=/, 'sig2='),
+    signature: h['signature']!.replace(/^sig1=/, 'sig2='),
+  });
+  assert.throws(
+    () =>
+      verifyRequestSignature(request('GET', url, relabel(s.headers)), s.body, {
+        now: NOW,
+        authorities: names,
+      }),
+    isCode('BAD_LABEL')
+  );
+});
+
 test('the time window: future, too old, expired, lifetime too long', () => {
   const cases: Array<[string, Parameters<typeof signRequest>[2], number, string]> = [
     ['created 60 s in the future', { now: NOW + 60 }, NOW, 'CREATED_IN_FUTURE'],

@@ -33,6 +33,13 @@ export interface VerifyPolicy {
   maxAgeSec?: number;
   /** Tolerated clock skew for `created` in the future, seconds (default 30). */
   skewSec?: number;
+  /**
+   * The names this verifier answers to: `@authority` must be one of them
+   * (lowercase `host[:port]`, as `SignableRequest.authority`), else
+   * WRONG_AUTHORITY. A signature is covered for one deployment; without
+   * this check one made for another would be accepted here. Omitted: any.
+   */
+  authorities?: { has(authority: string): boolean };
 }
 
 export interface VerifiedSignature {
@@ -62,6 +69,14 @@ export function verifyRequestSignature(
   policy: VerifyPolicy = {}
 ): VerifiedSignature {
   const parsed = parseSignatureFields(req.header('signature-input'), req.header('signature'));
+  if (parsed.label !== SEALBUS_PROFILE.label)
+    throw new SignatureError('BAD_LABEL', `the signature label must be "${SEALBUS_PROFILE.label}"`);
+  if (policy.authorities && !policy.authorities.has(req.authority)) {
+    throw new SignatureError(
+      'WRONG_AUTHORITY',
+      `the request is addressed to ${JSON.stringify(req.authority)}, which is not a name of this service`
+    );
+  }
   const p = parsed.params;
   for (const name of SEALBUS_PROFILE.params) {
     if (!p.has(name))

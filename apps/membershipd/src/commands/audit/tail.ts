@@ -16,7 +16,7 @@ export function formatAuditLine(r: AuditRecord): string {
         .map(([k, v]) => `${k}=${v}`)
         .join(' ')
     : '';
-  return `${r.time}  ${r.outcome.padEnd(6)}  ${r.action.padEnd(20)}  target=${r.target ?? '-'}  actor=${r.actor ?? `(${r.via})`}  req=${r.request_id}${detail}`;
+  return `${r.time}  ${r.outcome.padEnd(6)}  ${r.action.padEnd(20)}  target=${r.target ?? '-'}  actor=${r.actor ?? `(${r.via})`}  req=${r.request_id}${r.client_request_id !== undefined ? `  client_req=${JSON.stringify(r.client_request_id)}` : ''}${detail}`;
 }
 
 export function registerAuditTail(audit: Command): void {

@@ -3,7 +3,7 @@ import { userInfo } from 'node:os';
 import { Option, type Command } from 'commander';
 import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
 import { CryptoError, loadIdentity } from '@sealbus/crypto';
-import { MembershipStore, StoreError, withBootstrapRetry } from '@sealbus/store';
+import { MembershipStore, StoreError } from '@sealbus/store';
 import { argParser, CliError, EXIT_CODES } from '../../cli.js';
 import { readNodeInfo } from '../../daemon/nodefile.js';
 import { nodeUsers, type NodeUsers } from '../../dataplane/keys.js';
@@ -192,11 +192,9 @@ export async function auditCliChange(
   };
   try {
     // The change is already applied: ride out a stream leader election
-    // rather than report a missing record. Retries are deduplicated by the
-    // record's request id, so the log holds it once.
-    await withBootstrapRetry('append audit record', Date.now() + AUDIT_RETRY_MS, undefined, () =>
-      store.audit.append(record)
-    );
+    // rather than report a missing record. The store retries this one
+    // append under one message id of its own, so the log holds it once.
+    await store.audit.append(record, { retryForMs: AUDIT_RETRY_MS });
   } catch (err) {
     throw new CliError(
       EXIT_CODES.FAILED,

@@ -57,6 +57,24 @@ export const roomRoutes: RouteDef[] = [
         throw new HttpError(403, 'GUEST_FORBIDDEN', 'guests cannot create rooms');
       }
       const input = readJson(c, createRoomSchema);
+      // The quota counts rooms the signer owns (not rooms it was added to:
+      // others' invitations must not use up its own allowance). Checked
+      // before the create, so concurrent creates may overshoot it by a few.
+      const owned = (await s.store.rooms.membershipsOf(actor.sign_pub)).filter(
+        (m) => m.role === 'owner'
+      ).length;
+      if (owned >= s.maxRoomsPerUser) {
+        await audit(s, c, 'room.create', null, 'denied', {
+          reason: 'room quota',
+          owned,
+          limit: s.maxRoomsPerUser,
+        });
+        throw new HttpError(
+          403,
+          'ROOM_QUOTA',
+          `you own ${owned} rooms, the most this node allows per user (${s.maxRoomsPerUser}); delete one first`
+        );
+      }
       const room = await s.store.rooms.create({
         subject: input.subject,
         policy: input.policy,

@@ -1,0 +1,102 @@
+// Attack replay: a writer of the same room silently dropping another
+// member's persisted frames. Before, a frame's Nats-Msg-Id was
+// `session.seq`: having seen one, the writer pre-published junk under the
+// next ids, and the victim's publishes resolved OK but were dropped as
+// duplicates. Now the id is random per frame.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { headers, type NatsConnection } from 'nats';
+import { ControlClient, Sealbus } from '@sealbus/client';
+import { roomStreamName } from '@sealbus/protocol';
+import { startDaemon, waitFor, type TestDaemon } from '@sealbus/testing';
+import { adminOf, enrol, natsAs, nodeStore } from '../helpers.js';
+
+const PERSISTED = { encrypt: true, persist: true, sign: true };
+const enc = (s: string) => new TextEncoder().encode(s);
+
+describe('persisted frames: message ids cannot be pre-empted', { timeout: 120_000 }, () => {
+  let d: TestDaemon;
+  let adminCtl: ControlClient;
+  let nc: NatsConnection;
+  const buses: Sealbus[] = [];
+  const conns: NatsConnection[] = [];
+
+  before(async () => {
+    d = await startDaemon();
+    adminCtl = new ControlClient({ urls: [d.httpUrl], identity: await adminOf(d) });
+    ({ nc } = await nodeStore(d));
+  });
+  after(async () => {
+    for (const b of buses) await b.close().catch(() => {});
+    for (const c of conns) await c.close().catch(() => {});
+    adminCtl?.close();
+    await nc?.close();
+    await d?.dispose();
+  });
+
+  const connect = async (handle: string) => {
+    const { id, ctl } = await enrol(adminCtl, d, handle);
+    ctl.close();
+    const bus = await Sealbus.connect({
+      natsServers: [d.natsUrl],
+      controlUrls: [d.httpUrl],
+      identity: id,
+    });
+    buses.push(bus);
+    return { id, bus };
+  };
+
+  test('a writer that saw a frame id cannot make the next frames drop as duplicates', async () => {
+    const victim = await connect('frames-victim');
+    const attacker = await connect('frames-attacker');
+    const reader = await connect('frames-reader');
+    const room = await victim.bus.createRoom({ subject: 'frames.room', policy: PERSISTED });
+    await victim.bus.invite(room.id, attacker.id.signPubHex, 'writer');
+    await victim.bus.invite(room.id, reader.id.signPubHex, 'reader');
+    await victim.bus.publish(room.id, enc('v1'));
+
+    const jsm = await nc.jetstreamManager();
+    const stream = roomStreamName(room.id);
+    // What any member sees of the victim's first frame: its message id.
+    const seen = (await jsm.streams.getMessage(stream, { seq: 1 })).header.get('Nats-Msg-Id');
+    assert.match(seen, /^[0-9a-f]{32}$/, 'random, not session.seq');
+
+    // The attacker pre-publishes junk under every id it can derive from it.
+    const raw = await natsAs(d, attacker.id);
+    conns.push(raw);
+    const guesses = [seen, ...[2, 3, 4, 5].map((n) => `${seen}.${n}`)];
+    for (let n = 0; n < 8; n++) {
+      const hex = (BigInt(`0x${seen}`) + BigInt(n + 1)).toString(16).padStart(32, '0');
+      guesses.push(hex);
+    }
+    for (const g of guesses) {
+      const h = headers();
+      h.set('Nats-Msg-Id', g);
+      await raw.jetstream().publish(room.subject, enc('junk'), { headers: h });
+    }
+
+    for (const text of ['v2', 'v3', 'v4']) await victim.bus.publish(room.id, enc(text));
+    const ids = new Set<string>();
+    const info = await jsm.streams.info(stream);
+    for (let seq = 1; seq <= info.state.last_seq; seq++)
+      ids.add((await jsm.streams.getMessage(stream, { seq })).header.get('Nats-Msg-Id'));
+    assert.equal(ids.size, info.state.messages, 'every stored message has its own id');
+
+    // The reader gets all four of the victim's frames; the junk is rejected.
+    const got: string[] = [];
+    const rejected: string[] = [];
+    reader.bus.on('rejected', (r) => rejected.push(r.code));
+    const sub = await reader.bus.subscribe(
+      room.id,
+      (m) => void got.push(new TextDecoder().decode(m.data)),
+      { from: 'start' }
+    );
+    await waitFor(() => got.length >= 4, { timeoutMs: 20_000, what: "the victim's frames" });
+    await sub.stop();
+    assert.deepEqual(got, ['v1', 'v2', 'v3', 'v4']);
+    // The junk under the seen id itself was a duplicate (not stored); the
+    // rest was stored, and every piece is refused by the reader.
+    assert.equal(info.state.messages, 4 + guesses.length - 1);
+    assert.equal(rejected.length, guesses.length - 1);
+  });
+});
