@@ -10,6 +10,11 @@ export type StoreErrorCode =
   | 'UNAVAILABLE'
   /** Bind-only open found the buckets missing. */
   | 'NOT_INITIALIZED'
+  /**
+   * The account's JetStream storage cannot hold it: every persisted room
+   * reserves its `max_bytes` of account APP's cap (`--app-max-bytes`).
+   */
+  | 'FULL'
   /** Any other error from JetStream. */
   | 'BACKEND';
 
@@ -61,10 +66,21 @@ export function isUnavailable(err: unknown): boolean {
   );
 }
 
+/** JetStream's "insufficient storage resources": an account or server storage limit, not an outage. */
+export function isStorageExhausted(err: unknown): boolean {
+  const e = err as NatsLikeError | undefined;
+  return (
+    e?.api_error?.err_code === 10047 ||
+    /insufficient storage resources/i.test(`${e?.api_error?.description ?? ''} ${e?.message ?? ''}`)
+  );
+}
+
 /** Maps an error from nats.js to a StoreError, keeping StoreErrors as they are. */
 export function toStoreError(err: unknown, what: string): StoreError {
   if (err instanceof StoreError) return err;
   const msg = (err as Error | undefined)?.message ?? String(err);
+  if (isStorageExhausted(err))
+    return new StoreError('FULL', `${what}: storage limit reached (${msg})`, { cause: err });
   if (isUnavailable(err))
     return new StoreError('UNAVAILABLE', `${what}: store unavailable (${msg})`, { cause: err });
   return new StoreError('BACKEND', `${what}: ${msg}`, { cause: err });

@@ -199,8 +199,11 @@ export class AppendService {
       this.appended++;
       answer({ ok: true, seq: ack.seq, duplicate: ack.duplicate });
     } catch (err) {
-      const text = `${(err as { code?: string }).code ?? ''} ${(err as Error).message}`;
-      if (/maximum (bytes|messages)|resource limits|insufficient/i.test(text))
+      // JetStream answers a full stream with a 503, like a lost leader: only
+      // its description tells them apart.
+      const e = err as { message?: string; api_error?: { description?: string } };
+      const text = `${e.api_error?.description ?? ''} ${e.message ?? ''}`;
+      if (/maximum (bytes|messages) exceeded|resource limits exceeded/i.test(text))
         return answer({ ok: false, code: 'ROOM_FULL', message: 'the room is full' });
       this.#o.logger.warn({ err: (err as Error).message, room: roomId }, 'append: not stored');
       answer({ ok: false, code: 'UNAVAILABLE', message: 'not stored; retry' });

@@ -9,6 +9,7 @@ import { headers, type NatsConnection } from 'nats';
 import { ControlClient, Sealbus } from '@sealbus/client';
 import { roomStreamName } from '@sealbus/protocol';
 import { startDaemon, waitFor, type TestDaemon } from '@sealbus/testing';
+import { APPEND_ID_HEADER, appendSubject } from '@sealbus/protocol';
 import { adminOf, enrol, natsAs, nodeStore } from '../helpers.js';
 
 const PERSISTED = { encrypt: true, persist: true, sign: true };
@@ -24,7 +25,9 @@ describe('persisted frames: message ids cannot be pre-empted', { timeout: 120_00
   before(async () => {
     d = await startDaemon();
     adminCtl = new ControlClient({ urls: [d.httpUrl], identity: await adminOf(d) });
-    ({ nc } = await nodeStore(d));
+    const s = await nodeStore(d);
+    ({ app: nc } = s);
+    await s.nc.close();
   });
   after(async () => {
     for (const b of buses) await b.close().catch(() => {});
@@ -57,23 +60,29 @@ describe('persisted frames: message ids cannot be pre-empted', { timeout: 120_00
 
     const jsm = await nc.jetstreamManager();
     const stream = roomStreamName(room.id);
-    // What any member sees of the victim's first frame: its message id.
+    // The stored id of the victim's first frame: random, and scoped to its sender.
     const seen = (await jsm.streams.getMessage(stream, { seq: 1 })).header.get('Nats-Msg-Id');
-    assert.match(seen, /^[0-9a-f]{32}$/, 'random, not session.seq');
+    const [owner, id] = seen.split('.');
+    assert.equal(owner, victim.id.signPubHex, 'scoped to the sender');
+    assert.match(id ?? '', /^[0-9a-f]{32}$/, 'random, not session.seq');
 
-    // The attacker pre-publishes junk under every id it can derive from it.
-    const raw = await natsAs(d, attacker.id);
+    // The attacker tries every id it can derive from it: straight into the
+    // stream (it has no grant there) and through the append service.
+    const raw = await natsAs(d, attacker.id, { maxReconnectAttempts: -1, reconnectTimeWait: 100 });
     conns.push(raw);
-    const guesses = [seen, ...[2, 3, 4, 5].map((n) => `${seen}.${n}`)];
-    for (let n = 0; n < 8; n++) {
-      const hex = (BigInt(`0x${seen}`) + BigInt(n + 1)).toString(16).padStart(32, '0');
-      guesses.push(hex);
-    }
+    const guesses = [id!];
+    for (let n = 0; n < 8; n++)
+      guesses.push((BigInt(`0x${id}`) + BigInt(n + 1)).toString(16).padStart(32, '0'));
     for (const g of guesses) {
       const h = headers();
-      h.set('Nats-Msg-Id', g);
-      await raw.jetstream().publish(room.subject, enc('junk'), { headers: h });
+      h.set('Nats-Msg-Id', `${victim.id.signPubHex}.${g}`);
+      raw.publish(room.subject, enc('junk'), { headers: h });
+      const a = headers();
+      a.set(APPEND_ID_HEADER, g);
+      a.set('Nats-Msg-Id', `${victim.id.signPubHex}.${g}`);
+      raw.publish(appendSubject(room.id), enc('junk'), { headers: a });
     }
+    await raw.flush().catch(() => {});
 
     for (const text of ['v2', 'v3', 'v4']) await victim.bus.publish(room.id, enc(text));
     const ids = new Set<string>();
@@ -94,9 +103,8 @@ describe('persisted frames: message ids cannot be pre-empted', { timeout: 120_00
     await waitFor(() => got.length >= 4, { timeoutMs: 20_000, what: "the victim's frames" });
     await sub.stop();
     assert.deepEqual(got, ['v1', 'v2', 'v3', 'v4']);
-    // The junk under the seen id itself was a duplicate (not stored); the
-    // rest was stored, and every piece is refused by the reader.
-    assert.equal(info.state.messages, 4 + guesses.length - 1);
-    assert.equal(rejected.length, guesses.length - 1);
+    // None of the junk was stored; the reader had nothing to refuse.
+    assert.equal(info.state.messages, 4);
+    assert.equal(rejected.length, 0);
   });
 });

@@ -21,19 +21,23 @@ describe('storage limits: room size and rooms per user', { timeout: 180_000 }, (
   let adminCtl: ControlClient;
   let store: MembershipStore;
   let nc: NatsConnection;
+  let control: NatsConnection;
   const buses: Sealbus[] = [];
   const ctls: ControlClient[] = [];
 
   before(async () => {
     d = await startDaemon({ args: ['--room-max-bytes', '64KiB', '--max-rooms-per-user', '2'] });
     adminCtl = new ControlClient({ urls: [d.httpUrl], identity: await adminOf(d) });
-    ({ store, nc } = await nodeStore(d));
+    const s = await nodeStore(d);
+    ({ store, app: nc } = s);
+    control = s.nc;
   });
   after(async () => {
     for (const b of buses) await b.close().catch(() => {});
     for (const c of ctls) c.close();
     adminCtl?.close();
     await nc?.close();
+    await control?.close();
     await d?.dispose();
   });
 
@@ -149,3 +153,81 @@ describe('storage limits: room size and rooms per user', { timeout: 180_000 }, (
     await user.bus.createRoom({ subject: 'quota.mine.d', policy: PLAIN });
   });
 });
+
+// Attack replay, account-wide: many members each filling persisted rooms.
+// Every room stream reserves its cap of account APP's JetStream storage
+// (`--app-max-bytes`), so with 256 KiB for APP and 64 KiB per room, the
+// fifth persisted room is refused (507 STORAGE_FULL) while everything in
+// account SEALBUS (users, nonces, audit) keeps taking writes.
+describe(
+  'storage limits: account APP is capped apart from the control state',
+  { timeout: 180_000 },
+  () => {
+    let d: TestDaemon;
+    let adminCtl: ControlClient;
+    const buses: Sealbus[] = [];
+
+    before(async () => {
+      d = await startDaemon({
+        args: [
+          '--app-max-bytes',
+          '256KiB',
+          '--room-max-bytes',
+          '64KiB',
+          '--max-rooms-per-user',
+          '10',
+        ],
+      });
+      adminCtl = new ControlClient({ urls: [d.httpUrl], identity: await adminOf(d) });
+    });
+    after(async () => {
+      for (const b of buses) await b.close().catch(() => {});
+      adminCtl?.close();
+      await d?.dispose();
+    });
+
+    test('rooms fill their share of APP; the fifth persisted room is 507 STORAGE_FULL; control writes go on', async () => {
+      const { id, ctl } = await enrol(adminCtl, d, 'app-filler');
+      ctl.close();
+      const bus = await Sealbus.connect({
+        natsServers: [d.natsUrl],
+        controlUrls: [d.httpUrl],
+        identity: id,
+        publishTimeoutMs: 10_000,
+      });
+      buses.push(bus);
+      const payload = new Uint8Array(4096).fill(0x62);
+      let full = 0;
+      for (let r = 0; r < 4; r++) {
+        const room = await bus.createRoom({ subject: `app.fill.r${r}`, policy: PERSISTED });
+        for (let i = 0; i < 40; i++) {
+          try {
+            await bus.publish(room.id, payload);
+          } catch (err) {
+            assert.ok(err instanceof PublishError && err.code === 'ROOM_FULL', String(err));
+            full++;
+            break;
+          }
+        }
+      }
+      assert.equal(full, 4, 'every room filled up to its own cap');
+      await assert.rejects(
+        bus.createRoom({ subject: 'app.fill.r4', policy: PERSISTED }),
+        (e: unknown) => e instanceof ControlError && e.status === 507 && e.code === 'STORAGE_FULL'
+      );
+      // Ephemeral rooms need no storage; control-plane writes (nonces, users,
+      // audit) live in SEALBUS and keep succeeding.
+      await bus.createRoom({ subject: 'app.fill.ephemeral', policy: PLAIN });
+      for (let i = 0; i < 5; i++) {
+        const u = generateIdentity();
+        await adminCtl.addUser({
+          sign_pub: u.signPubHex,
+          kex_pub: u.kexPubHex,
+          handle: `after-full-${i}`,
+          role: 'member',
+        });
+      }
+      assert.ok((await adminCtl.listUsers()).length >= 7);
+    });
+  }
+);
