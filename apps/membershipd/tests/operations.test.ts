@@ -336,9 +336,10 @@ describe('backup and restore', { timeout: 400_000 }, () => {
     const restored = await startDaemon({ dataDir: dst });
     try {
       // A restored room stream is capped (discard-new) like a new one.
-      const { nc } = await nodeStore(restored);
-      const cfg = (await (await nc.jetstreamManager()).streams.info(`ROOM_${state.roomId}`)).config;
+      const { nc, app } = await nodeStore(restored);
+      const cfg = (await (await app.jetstreamManager()).streams.info(`ROOM_${state.roomId}`)).config;
       await nc.close();
+      await app.close();
       assert.deepEqual([cfg.max_bytes, cfg.discard], [256 * 1024 * 1024, 'new']);
       const admin = new ControlClient({
         urls: [restored.httpUrl],
