@@ -12,6 +12,8 @@ export type ErrorResponse = z.infer<typeof errorResponseSchema>;
 export const userResponseSchema = z.object({ user: userRecordSchema });
 export const usersResponseSchema = z.object({ users: z.array(userRecordSchema) });
 export const revokeResponseSchema = z.object({ user: userRecordSchema, changed: z.boolean() });
+/** `PUT /me/keys`: the record as it now is; `changed` false when it already held these keys. */
+export const setMyKeysResponseSchema = z.object({ user: userRecordSchema, changed: z.boolean() });
 
 /** A room as seen by one member: the record plus that member's role. */
 export const myRoomSchema = roomRecordSchema.extend({ role: memberRoleSchema });
@@ -59,9 +61,17 @@ export const cursorResponseSchema = z.object({
   subject: z.string(),
   from: z.enum(['start', 'new']),
 });
+/**
+ * An active user's public keys. With `bound`, `binding` is sign_pub's
+ * signature over kex_pub and nats_pub: a client verifies it before sealing a
+ * room key to kex_pub, so the daemon cannot substitute a key.
+ */
 export const directoryEntrySchema = z.object({
   sign_pub: z.string(),
   kex_pub: z.string().nullable(),
+  nats_pub: z.string().nullable().default(null),
+  binding: z.string().nullable().default(null),
+  bound: z.boolean().default(false),
   handle: z.string(),
 });
 export type DirectoryEntry = z.infer<typeof directoryEntrySchema>;
