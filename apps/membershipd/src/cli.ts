@@ -5,6 +5,7 @@ import { StoreError } from '@sealbus/store';
 import { registerServe } from './commands/serve.js';
 import { registerAudit } from './commands/audit/index.js';
 import { registerBackup, registerRestore } from './commands/backup.js';
+import { registerIdentity } from './commands/identity/index.js';
 import { registerKeys } from './commands/keys/index.js';
 import { registerUser } from './commands/user/index.js';
 import { VERSION } from './version.js';
@@ -77,6 +78,7 @@ export function buildProgram(): Command {
   registerAudit(program);
   registerBackup(program);
   registerRestore(program);
+  registerIdentity(program);
   registerKeys(program);
   return program;
 }

@@ -7,7 +7,7 @@ import {
   type NatsConnection,
   type Subscription,
 } from 'nats';
-import { FrameError, FrameSealer, userNkeyFromSeed, type Identity } from '@sealbus/crypto';
+import { FrameError, FrameSealer, natsUserKey, type Identity } from '@sealbus/crypto';
 import {
   memberDurableName,
   roomStreamName,
@@ -16,6 +16,7 @@ import {
   type MyRoom,
   type RoomPolicy,
 } from '@sealbus/protocol';
+import { ensureBound, sealableKexPub } from './binding.js';
 import { ControlClient } from './control.js';
 import { ControlError } from './errors.js';
 import { newRoomKey, sealRoomKey } from './keys.js';
@@ -142,12 +143,13 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     });
     let nc: NatsConnection;
     try {
+      // The directory must bind our derived NATS key before the callout admits it.
+      await ensureBound(control, o.identity);
       nc = await connect({
         servers: o.natsServers,
         name: o.name ?? 'sealbus-client',
-        authenticator: nkeyAuthenticator(
-          new TextEncoder().encode(userNkeyFromSeed(o.identity.signSeed).seed)
-        ),
+        // Never the sign key: a server picks the nonce it asks us to sign.
+        authenticator: nkeyAuthenticator(new TextEncoder().encode(natsUserKey(o.identity).seed)),
         // Replies to this identity's requests land under its own prefix, which
         // only it may subscribe to.
         inboxPrefix: userInboxPrefix(o.identity.signPubHex),
@@ -322,10 +324,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     const { epoch, key } = state.currentKey();
     let sealed: string | undefined;
     if (key) {
-      const entry = await this.control.directory(signPub);
-      if (!entry.kex_pub)
-        throw new Error(`user ${signPub} has no kex_pub: a room key cannot be sealed to them`);
-      sealed = sealRoomKey(key, entry.kex_pub);
+      sealed = sealRoomKey(key, sealableKexPub(await this.control.directory(signPub)));
     }
     const r = await this.control.addMember(roomId, {
       sign_pub: signPub,

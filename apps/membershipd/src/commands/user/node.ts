@@ -2,10 +2,11 @@ import { randomUUID } from 'node:crypto';
 import { userInfo } from 'node:os';
 import { Option, type Command } from 'commander';
 import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
-import { CryptoError, loadIdentity, userNkeyFromSeed } from '@sealbus/crypto';
+import { CryptoError, loadIdentity } from '@sealbus/crypto';
 import { MembershipStore, StoreError, withBootstrapRetry } from '@sealbus/store';
 import { argParser, CliError, EXIT_CODES } from '../../cli.js';
 import { readNodeInfo } from '../../daemon/nodefile.js';
+import { internalNatsSeed } from '../../dataplane/keys.js';
 import { dataPaths } from '../../daemon/paths.js';
 import { isLoopbackHost, parseDuration } from '../../util/parse.js';
 
@@ -85,9 +86,9 @@ export async function withNodeStore<T>(
   body: (s: NodeSession) => Promise<T>
 ): Promise<T> {
   const idFile = opts.internalIdFile ?? dataPaths(opts.data).internalId;
-  let seed: string;
+  let seed: Uint8Array;
   try {
-    seed = userNkeyFromSeed((await loadIdentity(idFile)).signSeed).seed;
+    seed = internalNatsSeed(await loadIdentity(idFile));
   } catch (err) {
     if (err instanceof CryptoError && err.code === 'IDENTITY_NOT_FOUND') {
       throw new CliError(
@@ -120,7 +121,7 @@ export async function withNodeStore<T>(
       nc = await connect({
         servers,
         name: 'membershipd-cli',
-        authenticator: nkeyAuthenticator(new TextEncoder().encode(seed)),
+        authenticator: nkeyAuthenticator(seed),
         timeout: Math.min(opts.timeout, 5_000),
         maxReconnectAttempts: 2,
         reconnectTimeWait: 200,
