@@ -285,23 +285,34 @@ describe('one key per protocol: bindings, tokens, the NATS key', { timeout: 240_
     assert.equal(newer.filter((r) => r.action === 'user.keys').length, 0);
   });
 
-  test('the SDK refuses to seal a room key to a directory entry whose binding does not verify', async () => {
+  test('the SDK refuses to seal a room key to a kex_pub whose binding does not verify', async () => {
     const owner = generateIdentity();
+    const member = generateIdentity();
     const victim = generateIdentity();
-    await admin.addUser({ public: encodePublicIdentity(owner), handle: 'sealer', role: 'member' });
-    await admin.addUser({ public: encodePublicIdentity(victim), handle: 'target', role: 'member' });
-    // Whoever controls the store swaps in a kex_pub of its own, keeping the binding.
-    const swapped = generateIdentity().kexPubHex;
-    const row = (await store.getUser(victim.signPubHex))!;
-    await store
-      .bucket('users')
-      .put(victim.signPubHex, enc(JSON.stringify({ ...row, kex_pub: swapped })));
+    for (const [id, handle] of [
+      [owner, 'sealer'],
+      [member, 'member'],
+      [victim, 'target'],
+    ] as const)
+      await admin.addUser({ public: encodePublicIdentity(id), handle, role: 'member' });
     const O = await bus(owner);
     const room = await O.createRoom({
       subject: 'swap.chat',
       policy: { encrypt: true, persist: false, sign: true },
     });
+    await O.invite(room.id, member.signPubHex);
+    // Whoever controls the store swaps in kex_pubs of its own, keeping the bindings.
+    const swap = async (id: Identity) => {
+      const row = (await store.getUser(id.signPubHex))!;
+      const forged = { ...row, kex_pub: generateIdentity().kexPubHex };
+      await store.bucket('users').put(id.signPubHex, enc(JSON.stringify(forged)));
+    };
+    await swap(victim);
+    await swap(member);
+    // Inviting (directory) and rekeying (room members) both check the binding.
     await assert.rejects(O.invite(room.id, victim.signPubHex), isControl(0, 'BAD_BINDING'));
+    await assert.rejects(O.rekey(room.id), isControl(0, 'BAD_BINDING'));
+    assert.equal((await O.control.getRoom(room.id)).epoch, 0, 'no key was sealed to a forged key');
     // The callout re-verifies too: the victim's NATS key no longer gets in.
     await assert.rejects(natsAs(d, victim), /Authorization Violation/);
     await waitFor(

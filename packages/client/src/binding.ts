@@ -1,5 +1,5 @@
 import { fromHex, publicIdentityOf, verifyKeyBinding, type Identity } from '@sealbus/crypto';
-import type { DirectoryEntry, UserRecord } from '@sealbus/protocol';
+import type { UserRecord } from '@sealbus/protocol';
 import type { ControlClient } from './control.js';
 import { ControlError } from './errors.js';
 
@@ -66,11 +66,12 @@ export async function ensureBound(control: ControlClient, id: Identity): Promise
 }
 
 /**
- * The kex_pub to seal a room key to. When the directory says the user is
- * bound, its binding must verify (so the directory cannot swap in a key of
- * its own); an unbound user's kex_pub is taken as registered.
+ * The kex_pub to seal a room key to (a directory entry or a room member).
+ * When the control plane says the user is bound, its binding must verify (so
+ * the control plane cannot swap in a key of its own); an unbound user's
+ * kex_pub is taken as registered.
  */
-export function sealableKexPub(entry: DirectoryEntry): string {
+export function sealableKexPub(entry: Keys & { bound: boolean }): string {
   if (entry.bound && !bindingVerifies(entry)) {
     throw new ControlError(
       0,

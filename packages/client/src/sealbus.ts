@@ -359,8 +359,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     const epoch = state.detail.epoch + 1;
     const sealed: Record<string, string> = {};
     for (const m of state.detail.members) {
-      if (!m.kex_pub) throw new Error(`member ${m.sign_pub} has no kex_pub: cannot rekey`);
-      sealed[m.sign_pub] = sealRoomKey(key, m.kex_pub);
+      sealed[m.sign_pub] = sealRoomKey(key, sealableKexPub(m));
     }
     await this.control.rekey(roomId, { epoch, sealed_keys: sealed });
     state.keys.set(epoch, key);

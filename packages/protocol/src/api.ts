@@ -24,6 +24,10 @@ export const roomMemberViewSchema = memberRecordSchema.extend({
   handle: z.string().nullable(),
   /** What the owner seals the next epoch's key to. */
   kex_pub: z.string().nullable(),
+  nats_pub: z.string().nullable().default(null),
+  /** With `bound`: sign_pub's signature over kex_pub and nats_pub, verified by the owner before sealing. */
+  binding: z.string().nullable().default(null),
+  bound: z.boolean().default(false),
   status: z.enum(['active', 'revoked', 'unknown']),
 });
 export const roomDetailResponseSchema = myRoomSchema.extend({
