@@ -90,8 +90,9 @@ type Decision =
  * the daemon's own users. A connection is allowed only if it proved
  * possession of the nkey it presents (Ed25519 signature over the server's
  * nonce) and that key is the bound, derived NATS key (`nats_pub`) of an
- * active user; the JWT it gets allows exactly the subjects of its rooms. Any doubt — a store that does not answer included —
- * is a denial with a reason the server logs.
+ * active user; the JWT it gets allows exactly the subjects of its rooms.
+ * Any doubt — a store that does not answer included — is a denial with a
+ * reason the server logs.
  */
 export class CalloutService {
   readonly stats: CalloutStats = { allowed: 0, denied: 0, latencies: [] };
