@@ -10,12 +10,13 @@
 import { join } from 'node:path';
 import { connect, nkeyAuthenticator } from 'nats';
 import {
+  encodePublicIdentity,
   generateIdentity,
   loadIdentity,
   requestSigner,
   signRequest,
-  userNkeyFromSeed,
 } from '@sealbus/crypto';
+import { internalNatsSeed } from '@sealbus/membershipd';
 import { ControlClient, Sealbus } from '@sealbus/client';
 import { startCluster, startDaemon } from '@sealbus/testing';
 import { load, median, table } from './lib.mjs';
@@ -33,9 +34,7 @@ async function allCurrent(cl, timeoutMs = 60_000) {
   const internal = await loadIdentity(join(node.data_dir, 'internal.id'));
   const nc = await connect({
     servers: node.nats_url,
-    authenticator: nkeyAuthenticator(
-      new TextEncoder().encode(userNkeyFromSeed(internal.signSeed).seed)
-    ),
+    authenticator: nkeyAuthenticator(internalNatsSeed(internal)),
   });
   try {
     const jsm = await nc.jetstreamManager();
@@ -67,7 +66,7 @@ async function failoverGaps(cl, kills) {
   });
   const mk = async (handle) => {
     const id = generateIdentity();
-    await admin.addUser({ sign_pub: id.signPubHex, kex_pub: id.kexPubHex, handle, role: 'member' });
+    await admin.addUser({ public: encodePublicIdentity(id), handle, role: 'member' });
     return id;
   };
   const [pubId, subId] = [await mk('bench-pub'), await mk('bench-sub')];
@@ -145,9 +144,7 @@ async function leaderKill(cl, which) {
   const internal = await loadIdentity(join(st.nodes[0].data_dir, 'internal.id'));
   const nc = await connect({
     servers: st.nodes[0].nats_url,
-    authenticator: nkeyAuthenticator(
-      new TextEncoder().encode(userNkeyFromSeed(internal.signSeed).seed)
-    ),
+    authenticator: nkeyAuthenticator(internalNatsSeed(internal)),
   });
   const jsm = await nc.jetstreamManager();
   const victim = (await jsm.streams.info(which)).cluster.leader;

@@ -7,13 +7,15 @@
 
 import { join } from 'node:path';
 import { connect, nkeyAuthenticator } from 'nats';
-import { generateIdentity, loadIdentity, userNkeyFromSeed } from '@sealbus/crypto';
+import { encodePublicIdentity, generateIdentity, loadIdentity, natsUserKey } from '@sealbus/crypto';
+import { internalNatsSeed } from '@sealbus/membershipd';
 import { ControlClient, Sealbus } from '@sealbus/client';
 import { startDaemon } from '@sealbus/testing';
 import { median, percentile, table } from './lib.mjs';
 
 const PAYLOAD = new Uint8Array(1024).fill(0x5a);
-const seedOf = (id) => new TextEncoder().encode(userNkeyFromSeed(id.signSeed).seed);
+// A user's derived NATS key, never its sign key.
+const seedOf = (id) => new TextEncoder().encode(natsUserKey(id).seed);
 
 async function throughput(label, n, setup) {
   const { publish, onMessage, flush, close } = await setup();
@@ -44,12 +46,7 @@ export async function dataplaneBench({ rounds = 3 } = {}) {
     const admin = new ControlClient({ urls: [d.httpUrl], identity: adminId });
     const mk = async (handle) => {
       const id = generateIdentity();
-      await admin.addUser({
-        sign_pub: id.signPubHex,
-        kex_pub: id.kexPubHex,
-        handle,
-        role: 'member',
-      });
+      await admin.addUser({ public: encodePublicIdentity(id), handle, role: 'member' });
       return id;
     };
     const [pubId, subId] = [await mk('bench-pub'), await mk('bench-sub')];
@@ -90,7 +87,10 @@ export async function dataplaneBench({ rounds = 3 } = {}) {
     const plainCase = async () => {
       // Same server, same bytes, no Sealbus: the internal (static nkey) user on both ends.
       const internal = await loadIdentity(join(d.dataDir, 'internal.id'));
-      const opts = { servers: d.natsUrl, authenticator: nkeyAuthenticator(seedOf(internal)) };
+      const opts = {
+        servers: d.natsUrl,
+        authenticator: nkeyAuthenticator(internalNatsSeed(internal)),
+      };
       const [pub, sub] = [await connect(opts), await connect(opts)];
       let cb = () => {};
       sub.subscribe('bench.plain', { callback: () => cb() });
@@ -148,7 +148,7 @@ export async function dataplaneBench({ rounds = 3 } = {}) {
     };
     const cr = { callout: [], static: [] };
     for (let round = 0; round < rounds; round++) {
-      cr.static.push(await connRate(nkeyAuthenticator(seedOf(internal))));
+      cr.static.push(await connRate(nkeyAuthenticator(internalNatsSeed(internal))));
       cr.callout.push(await connRate(nkeyAuthenticator(seedOf(pubId))));
     }
     const [cs, cc] = [median(cr.static), median(cr.callout)];
@@ -177,7 +177,7 @@ export async function dataplaneBench({ rounds = 3 } = {}) {
     );
     await owner.close();
     const latencies = async (id, n = 200) => {
-      const nkey = userNkeyFromSeed(id.signSeed).publicKey;
+      const nkey = natsUserKey(id).publicKey;
       const before = d.logs.length;
       for (let i = 0; i < n; i++) {
         const nc = await connect({

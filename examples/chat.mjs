@@ -8,12 +8,13 @@
 //   terminal 1:  node examples/chat.mjs alice.id join <room id>
 //
 // Lines typed in one terminal appear, decrypted and verified, in the other.
-// Both identities must be registered users (`membershipd user add ...`).
+// Both identities must be registered users (`membershipd user add --public TOKEN ...`,
+// the token printed by whoami).
 // Environment: SEALBUS_NATS (default nats://127.0.0.1:4222) and
 // SEALBUS_CONTROL (default http://127.0.0.1:8470), comma-separated lists.
 
 import { createInterface } from 'node:readline';
-import { loadOrCreateIdentity } from '@sealbus/crypto';
+import { encodePublicIdentity, loadOrCreateIdentity } from '@sealbus/crypto';
 import { Sealbus } from '@sealbus/client';
 
 const [idFile, cmd, arg, arg2] = process.argv.slice(2);
@@ -26,6 +27,8 @@ if (!idFile || !cmd) {
 const { identity, created } = await loadOrCreateIdentity(idFile);
 if (cmd === 'whoami' || created) {
   console.log(`sign_pub ${identity.signPubHex}\nkex_pub  ${identity.kexPubHex}`);
+  // What an admin registers: `membershipd user add --handle H --public TOKEN --role member`.
+  console.log(`token    ${encodePublicIdentity(identity)}`);
   if (cmd === 'whoami') process.exit(0);
 }
 const bus = await Sealbus.connect({

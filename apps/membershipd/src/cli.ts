@@ -6,6 +6,7 @@ import { registerServe } from './commands/serve.js';
 import { registerAudit } from './commands/audit/index.js';
 import { registerBackup, registerRestore } from './commands/backup.js';
 import { registerMigrate } from './commands/migrate.js';
+import { registerIdentity } from './commands/identity/index.js';
 import { registerKeys } from './commands/keys/index.js';
 import { registerUser } from './commands/user/index.js';
 import { VERSION } from './version.js';
@@ -79,6 +80,7 @@ export function buildProgram(): Command {
   registerBackup(program);
   registerRestore(program);
   registerMigrate(program);
+  registerIdentity(program);
   registerKeys(program);
   return program;
 }

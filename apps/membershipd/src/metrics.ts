@@ -10,7 +10,9 @@ export type CalloutDecision = 'allow' | 'deny';
 /**
  * Why, as a small fixed set (the free-text reason is in the log):
  * `active` (allowed), `no_proof` (no nkey or no signature over the nonce),
- * `bad_proof` (the signature does not verify), `unknown_key`, `revoked`,
+ * `bad_proof` (the signature does not verify), `unknown_key`, `sign_key`
+ * (a registered sign_pub presented as a NATS key: never admitted), `unbound`
+ * (no verified key binding for the NATS key), `revoked`,
  * `expired` (the user's grant), `unavailable` (the store did not answer),
  * `unreadable` (a request that could not be opened or decoded: never answered).
  */
@@ -19,6 +21,8 @@ export type CalloutReason =
   | 'no_proof'
   | 'bad_proof'
   | 'unknown_key'
+  | 'sign_key'
+  | 'unbound'
   | 'revoked'
   | 'expired'
   | 'unavailable'

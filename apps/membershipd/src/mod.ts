@@ -3,4 +3,4 @@ export { Daemon, EXIT, type DaemonOptions } from './daemon/daemon.js';
 export { dataPaths, type DataPaths } from './daemon/paths.js';
 export { readNodeInfo, type NodeInfo } from './daemon/nodefile.js';
 export { VERSION } from './version.js';
-export { loadOrCreateCalloutKeys } from './dataplane/keys.js';
+export { internalNatsSeed, loadOrCreateCalloutKeys, nodeUsers } from './dataplane/keys.js';

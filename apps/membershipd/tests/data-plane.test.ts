@@ -7,7 +7,8 @@ import {
   generateIdentity,
   openFramePayload,
   parseFrame,
-  userNkeyFromSeed,
+  encodePublicIdentity,
+  natsUserKey,
   type Identity,
 } from '@sealbus/crypto';
 import {
@@ -36,7 +37,7 @@ describe('data plane: auth callout, E2E rooms, live revocation', { timeout: 300_
 
   const user = async (handle: string): Promise<Identity> => {
     const id = generateIdentity();
-    await admin.addUser({ sign_pub: id.signPubHex, kex_pub: id.kexPubHex, handle, role: 'member' });
+    await admin.addUser({ public: encodePublicIdentity(id), handle, role: 'member' });
     return id;
   };
   const bus = async (id: Identity): Promise<Sealbus> => {
@@ -133,7 +134,7 @@ describe('data plane: auth callout, E2E rooms, live revocation', { timeout: 300_
           const connect = {
             verbose: false,
             pedantic: false,
-            nkey: userNkeyFromSeed(victim.signSeed).publicKey,
+            nkey: natsUserKey(victim).publicKey,
             sig: Buffer.alloc(64, 1).toString('base64url'),
             protocol: 1,
           };

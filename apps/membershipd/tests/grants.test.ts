@@ -2,7 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { NatsConnection } from 'nats';
-import { generateIdentity, type Identity } from '@sealbus/crypto';
+import { encodePublicIdentity, generateIdentity, type Identity } from '@sealbus/crypto';
 import { ControlClient, ControlError, Sealbus } from '@sealbus/client';
 import { runMembershipd, startDaemon, waitFor, type TestDaemon } from '@sealbus/testing';
 import { adminOf, natsAs, nextPermissionError, signedHeaders } from './helpers.js';
@@ -58,10 +58,8 @@ describe('expiring grants and the guest role', { timeout: 180_000 }, () => {
       d.dataDir,
       '--handle',
       `${role}-${id.signPubHex.slice(0, 6)}`,
-      '--sign-pub',
-      id.signPubHex,
-      '--kex-pub',
-      id.kexPubHex,
+      '--public',
+      encodePublicIdentity(id),
       '--role',
       role,
       ...(expires ? ['--expires', expires] : []),

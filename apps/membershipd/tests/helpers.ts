@@ -2,11 +2,12 @@ import http from 'node:http';
 import { join } from 'node:path';
 import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
 import {
+  encodePublicIdentity,
   generateIdentity,
   loadIdentity,
+  natsUserKey,
   requestSigner,
   signRequest,
-  userNkeyFromSeed,
   type Identity,
 } from '@sealbus/crypto';
 import { ControlClient } from '@sealbus/client';
@@ -97,7 +98,7 @@ export async function adminOf(d: TestDaemon): Promise<Identity> {
   return loadIdentity(join(d.dataDir, 'admin.id'));
 }
 
-/** Registers a fresh identity through the admin and returns it with its own client. */
+/** Registers a fresh identity (bound, by its public token) through the admin, with its own client. */
 export async function enrol(
   admin: ControlClient,
   d: TestDaemon,
@@ -105,11 +106,11 @@ export async function enrol(
   role: 'admin' | 'member' = 'member'
 ): Promise<{ id: Identity; ctl: ControlClient }> {
   const id = generateIdentity();
-  await admin.addUser({ sign_pub: id.signPubHex, kex_pub: id.kexPubHex, handle, role });
+  await admin.addUser({ public: encodePublicIdentity(id), handle, role });
   return { id, ctl: new ControlClient({ urls: [d.httpUrl], identity: id }) };
 }
 
-/** A plain NATS connection as an identity (the way the SDK connects, minus the SDK). */
+/** A plain NATS connection as an identity's derived NATS key (the way the SDK connects, minus the SDK). */
 export async function natsAs(
   d: TestDaemon,
   id: Identity,
@@ -117,7 +118,7 @@ export async function natsAs(
 ): Promise<NatsConnection> {
   return connect({
     servers: d.natsUrl,
-    authenticator: nkeyAuthenticator(new TextEncoder().encode(userNkeyFromSeed(id.signSeed).seed)),
+    authenticator: nkeyAuthenticator(new TextEncoder().encode(natsUserKey(id).seed)),
     inboxPrefix: `_INBOX_${id.signPubHex.slice(0, 32)}`,
     maxReconnectAttempts: 0,
     ...opts,

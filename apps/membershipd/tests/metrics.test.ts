@@ -3,8 +3,13 @@ import assert from 'node:assert/strict';
 import { readdir, readFile, readlink } from 'node:fs/promises';
 import http from 'node:http';
 import { join } from 'node:path';
-import type { NatsConnection } from 'nats';
-import { generateIdentity, type Identity } from '@sealbus/crypto';
+import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
+import {
+  encodePublicIdentity,
+  generateIdentity,
+  userNkeyFromSeed,
+  type Identity,
+} from '@sealbus/crypto';
 import { ControlClient } from '@sealbus/client';
 import { freePort, runMembershipd, startDaemon, waitFor, type TestDaemon } from '@sealbus/testing';
 import { adminOf, natsAs, signedHeaders } from './helpers.js';
@@ -256,14 +261,24 @@ describe('membershipd serve --metrics', { timeout: 180_000 }, () => {
     const before = await scrape();
     const member = generateIdentity();
     await adminCtl.addUser({
-      sign_pub: member.signPubHex,
-      kex_pub: member.kexPubHex,
+      public: encodePublicIdentity(member),
       handle: 'member',
       role: 'member',
     });
     const nc = await natsAs(d, member);
     conns.push(nc);
     await assert.rejects(natsAs(d, generateIdentity()), /Authorization Violation/i);
+    // Its sign key presented as a NATS key: refused, counted as sign_key.
+    await assert.rejects(
+      connect({
+        servers: d.natsUrl,
+        authenticator: nkeyAuthenticator(
+          new TextEncoder().encode(userNkeyFromSeed(member.signSeed).seed)
+        ),
+        maxReconnectAttempts: 0,
+      }),
+      /Authorization Violation/i
+    );
     await adminCtl.revokeUser(member.signPubHex);
     await Promise.race([nc.closed(), new Promise((r) => setTimeout(r, 10_000))]);
     assert.equal(nc.isClosed(), true, 'kicked');
@@ -287,6 +302,10 @@ describe('membershipd serve --metrics', { timeout: 180_000 }, () => {
     );
     assert.equal(
       delta('sealbus_callout_decisions_total', { decision: 'deny', reason: 'unknown_key' }),
+      1
+    );
+    assert.equal(
+      delta('sealbus_callout_decisions_total', { decision: 'deny', reason: 'sign_key' }),
       1
     );
     // The kicked client may try to reconnect once before it gives up: >= 1.

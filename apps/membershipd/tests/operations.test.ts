@@ -337,7 +337,8 @@ describe('backup and restore', { timeout: 400_000 }, () => {
     try {
       // A restored room stream is capped (discard-new) like a new one.
       const { nc, app } = await nodeStore(restored);
-      const cfg = (await (await app.jetstreamManager()).streams.info(`ROOM_${state.roomId}`)).config;
+      const cfg = (await (await app.jetstreamManager()).streams.info(`ROOM_${state.roomId}`))
+        .config;
       await nc.close();
       await app.close();
       assert.deepEqual([cfg.max_bytes, cfg.discard], [256 * 1024 * 1024, 'new']);

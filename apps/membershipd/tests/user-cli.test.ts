@@ -1,6 +1,21 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import {
+  encodePublicIdentity,
+  generateIdentity,
+  natsUserKey,
+  parsePublicIdentity,
+  saveIdentity,
+} from '@sealbus/crypto';
 import { runMembershipd, startDaemon, tempDir, type TestDaemon } from '@sealbus/testing';
+
+/** A token whose kex_pub was changed after signing: its binding no longer holds. */
+const TAMPERED = (() => {
+  const raw = Buffer.from(encodePublicIdentity(generateIdentity()).slice(6), 'base64url');
+  raw[40]! ^= 1;
+  return 'sbid1.' + raw.toString('base64url');
+})();
 
 const KEY_A = 'aa'.repeat(32);
 const KEY_B = 'bb'.repeat(32);
@@ -43,6 +58,9 @@ describe('membershipd user, against a running daemon', { timeout: 180_000 }, () 
       {
         sign_pub: KEY_A,
         kex_pub: KEX,
+        nats_pub: null,
+        binding: null,
+        bound: false,
         handle: 'alice',
         role: 'member',
         status: 'active',
@@ -57,16 +75,22 @@ describe('membershipd user, against a running daemon', { timeout: 180_000 }, () 
     const table = await user('list');
     assert.equal(table.code, 0);
     const lines = table.stdout.trim().split('\n');
-    assert.match(lines[0]!, /^SIGN_PUB\s+HANDLE\s+ROLE\s+STATUS\s+CREATED\s+REVOKED\s+EXPIRES$/);
+    assert.match(
+      lines[0]!,
+      /^SIGN_PUB\s+HANDLE\s+ROLE\s+STATUS\s+BOUND\s+NATS_PUB\s+CREATED\s+REVOKED\s+EXPIRES$/
+    );
     assert.ok(
       lines.some((l) => l.startsWith(KEY_A) && /\balice\b.*\bmember\b.*\bactive\b/.test(l))
     );
     for (const u of await listJson()) {
       assert.deepEqual(Object.keys(u).sort(), [
+        'binding',
+        'bound',
         'created_at',
         'expires_at',
         'handle',
         'kex_pub',
+        'nats_pub',
         'revoked_at',
         'role',
         'sign_pub',
@@ -111,6 +135,16 @@ describe('membershipd user, against a running daemon', { timeout: 180_000 }, () 
       ],
       [['add', '--sign-pub', KEY_B, '--role', 'member'], /required option '--handle <handle>'/],
       [['add', '--handle', 'x', '--sign-pub', KEY_B], /required option '--role <role>'/],
+      [['add', '--handle', 'x', '--role', 'member'], /exactly one of --public/],
+      [
+        ['add', '--handle', 'x', '--sign-pub', KEY_B, '--public', 'sbid1.x', '--role', 'member'],
+        /exactly one of --public/,
+      ],
+      [
+        ['add', '--handle', 'x', '--public', 'sbid1.short', '--role', 'member'],
+        /--public: .*base64url/,
+      ],
+      [['add', '--handle', 'x', '--public', TAMPERED, '--role', 'member'], /binding/],
       [['revoke', 'nothex'], /sign_pub: must be 64 hex/],
       [['list', '--nats-url', 'nats://192.0.2.10:4222'], /refusing non-loopback NATS URL/],
       [['list', '-o', 'yaml'], /Allowed choices are table, json/],
@@ -121,6 +155,57 @@ describe('membershipd user, against a running daemon', { timeout: 180_000 }, () 
       assert.match(r.stderr, message, args.join(' '));
     }
     assert.equal((await listJson()).length, count);
+  });
+
+  test('identity public prints the token, -o json its fields; nats-seed the derived seed with a warning', async () => {
+    const dir = await tempDir('sealbus-idcli-');
+    try {
+      const file = join(dir.path, 'carol.id');
+      const id = generateIdentity();
+      await saveIdentity(file, id);
+      const pub = await runMembershipd(['identity', 'public', file]);
+      assert.equal(pub.code, 0, pub.stderr);
+      const token = pub.stdout.trim();
+      assert.equal(token, encodePublicIdentity(id));
+      assert.equal(parsePublicIdentity(token).natsPubHex, id.natsPubHex);
+      const json = await runMembershipd(['identity', 'public', file, '-o', 'json']);
+      assert.deepEqual(JSON.parse(json.stdout), {
+        sign_pub: id.signPubHex,
+        kex_pub: id.kexPubHex,
+        nats_pub: id.natsPubHex,
+        binding: parsePublicIdentity(token).bindingHex,
+        token,
+      });
+      const seed = await runMembershipd(['identity', 'nats-seed', file]);
+      assert.equal(seed.code, 0, seed.stderr);
+      assert.equal(seed.stdout.trim(), natsUserKey(id).seed);
+      assert.match(seed.stderr, /SECRET/);
+      assert.ok(!seed.stderr.includes(natsUserKey(id).seed), 'the seed is on stdout only');
+      const show = await runMembershipd(['identity', 'show', file, '-o', 'json']);
+      assert.equal(JSON.parse(show.stdout).nats_pub, id.natsPubHex);
+
+      // user add --public and --identity register bound users.
+      const r = await user('add', '--handle', 'carol', '--public', token, '--role', 'member');
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(`bound nats_pub=${id.natsPubHex}`));
+      const dave = generateIdentity();
+      const daveFile = join(dir.path, 'dave.id');
+      await saveIdentity(daveFile, dave);
+      const r2 = await user('add', '--handle', 'dave', '--identity', daveFile, '--role', 'guest');
+      assert.equal(r2.code, 0, r2.stderr);
+      const rows = await listJson();
+      for (const [who, u] of [
+        [id, rows.find((x) => x.sign_pub === id.signPubHex)],
+        [dave, rows.find((x) => x.sign_pub === dave.signPubHex)],
+      ] as const) {
+        assert.equal(u?.bound, true);
+        assert.equal(u?.nats_pub, who.natsPubHex);
+        assert.equal(u?.kex_pub, who.kexPubHex);
+        assert.match(String(u?.binding), /^[0-9a-f]{128}$/);
+      }
+    } finally {
+      await dir.remove();
+    }
   });
 
   test('revoke flips status; again is a no-op; an unknown key exits 1', async () => {

@@ -21,6 +21,8 @@ import {
   parseSignPubHex,
   rekeyResponseSchema,
   rekeySchema,
+  setMyKeysResponseSchema,
+  setMyKeysSchema,
   revokeResponseSchema,
   roomDetailResponseSchema,
   roomIdSchema,
@@ -32,6 +34,7 @@ import {
   type NewUser,
   type RekeyRequest,
   type RoomDetail,
+  type SetMyKeys,
   type UserRecord,
 } from '@sealbus/protocol';
 import { ControlError, type ControlAttempt } from './errors.js';
@@ -159,6 +162,23 @@ export class ControlClient {
 
   async me(): Promise<UserRecord> {
     return (await this.request('GET', '/me', userResponseSchema)).user;
+  }
+
+  /**
+   * Completes the signer's own record with its kex and NATS keys and their
+   * binding (`PUT /me/keys`); `Sealbus.connect` does this by itself.
+   *
+   * @example
+   * const p = publicIdentityOf(identity);
+   * await ctl.setMyKeys({ kex_pub: p.kexPubHex, nats_pub: p.natsPubHex, binding: p.bindingHex });
+   */
+  async setMyKeys(keys: SetMyKeys): Promise<{ user: UserRecord; changed: boolean }> {
+    return this.request(
+      'PUT',
+      '/me/keys',
+      setMyKeysResponseSchema,
+      parseOrThrow(setMyKeysSchema, keys)
+    );
   }
 
   async createRoom(input: CreateRoomRequest): Promise<MyRoom> {

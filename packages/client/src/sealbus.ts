@@ -6,13 +6,14 @@ import {
   type NatsConnection,
   type Subscription,
 } from 'nats';
-import { FrameError, FrameSealer, userNkeyFromSeed, type Identity } from '@sealbus/crypto';
+import { FrameError, FrameSealer, natsUserKey, type Identity } from '@sealbus/crypto';
 import {
   userEventsSubject,
   userInboxPrefix,
   type MyRoom,
   type RoomPolicy,
 } from '@sealbus/protocol';
+import { ensureBound, sealableKexPub } from './binding.js';
 import { ControlClient } from './control.js';
 import { ControlError, PublishError } from './errors.js';
 import { Appender, PersistedReader } from './persisted.js';
@@ -148,12 +149,13 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     });
     let nc: NatsConnection;
     try {
+      // The directory must bind our derived NATS key before the callout admits it.
+      await ensureBound(control, o.identity);
       nc = await connect({
         servers: o.natsServers,
         name: o.name ?? 'sealbus-client',
-        authenticator: nkeyAuthenticator(
-          new TextEncoder().encode(userNkeyFromSeed(o.identity.signSeed).seed)
-        ),
+        // Never the sign key: a server picks the nonce it asks us to sign.
+        authenticator: nkeyAuthenticator(new TextEncoder().encode(natsUserKey(o.identity).seed)),
         // Replies to this identity's requests land under its own prefix, which
         // only it may subscribe to.
         inboxPrefix: userInboxPrefix(o.identity.signPubHex),
@@ -328,10 +330,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     const { epoch, key } = state.currentKey();
     let sealed: string | undefined;
     if (key) {
-      const entry = await this.control.directory(signPub);
-      if (!entry.kex_pub)
-        throw new Error(`user ${signPub} has no kex_pub: a room key cannot be sealed to them`);
-      sealed = sealRoomKey(key, entry.kex_pub);
+      sealed = sealRoomKey(key, sealableKexPub(await this.control.directory(signPub)));
     }
     const r = await this.control.addMember(roomId, {
       sign_pub: signPub,
@@ -366,8 +365,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     const epoch = state.detail.epoch + 1;
     const sealed: Record<string, string> = {};
     for (const m of state.detail.members) {
-      if (!m.kex_pub) throw new Error(`member ${m.sign_pub} has no kex_pub: cannot rekey`);
-      sealed[m.sign_pub] = sealRoomKey(key, m.kex_pub);
+      sealed[m.sign_pub] = sealRoomKey(key, sealableKexPub(m));
     }
     await this.control.rekey(roomId, { epoch, sealed_keys: sealed });
     state.keys.set(epoch, key);

@@ -4,6 +4,10 @@ export type CryptoErrorCode =
   | 'BAD_LENGTH'
   | 'BAD_KEY'
   | 'BAD_SIGNATURE'
+  /** A public identity token that does not decode (prefix, alphabet, length). */
+  | 'BAD_TOKEN'
+  /** A key binding that is not sign_pub's signature over its keys. */
+  | 'BAD_BINDING'
   | 'OPEN_FAILED'
   | 'IDENTITY_NOT_FOUND'
   | 'IDENTITY_CORRUPT'

@@ -3,13 +3,15 @@ import { fromHex, toHex } from './bytes.js';
 import { ed25519GenerateSeed, ed25519PublicFromSeed } from './ed25519.js';
 import { CryptoError } from './errors.js';
 import { writeFileAtomic } from './fsutil.js';
+import { natsUserSeed } from './natsuser.js';
 import type { Identity, IdentityFile } from './types.js';
 import { x25519GeneratePrivate, x25519PublicFromPrivate } from './x25519.js';
 
-/** Builds an identity from its two private halves, deriving the public keys. */
+/** Builds an identity from its two private halves, deriving the public keys (NATS key included). */
 export function identityFromSecrets(signSeed: Uint8Array, kexPriv: Uint8Array): Identity {
   const signPub = ed25519PublicFromSeed(signSeed);
   const kexPub = x25519PublicFromPrivate(kexPriv);
+  const natsPub = ed25519PublicFromSeed(natsUserSeed(signSeed));
   return Object.freeze({
     signPub,
     signSeed,
@@ -17,6 +19,8 @@ export function identityFromSecrets(signSeed: Uint8Array, kexPriv: Uint8Array): 
     kexPriv,
     signPubHex: toHex(signPub),
     kexPubHex: toHex(kexPub),
+    natsPub,
+    natsPubHex: toHex(natsPub),
   });
 }
 

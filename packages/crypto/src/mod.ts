@@ -29,6 +29,23 @@ export {
   type NkeyKind,
   type UserNkey,
 } from './nkeys.js';
+export { NATS_USER_INFO, natsUserKey, natsUserSeed } from './natsuser.js';
+export {
+  KEY_BINDING_BYTES,
+  KEY_BINDING_LABEL,
+  keyBindingMessage,
+  signKeyBinding,
+  verifyKeyBinding,
+  type BoundKeys,
+} from './binding.js';
+export {
+  PUBLIC_TOKEN_BYTES,
+  PUBLIC_TOKEN_PREFIX,
+  encodePublicIdentity,
+  parsePublicIdentity,
+  publicIdentityOf,
+  type PublicIdentity,
+} from './publicid.js';
 export {
   generateIdentity,
   identityFromFileContent,

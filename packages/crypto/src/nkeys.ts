@@ -13,8 +13,9 @@ export interface UserNkey {
 }
 
 /**
- * The NATS user nkey of an Ed25519 seed. The same 32 bytes sign control-plane
- * requests and authenticate to nats-server, so both planes see one identity.
+ * The NATS user nkey of an Ed25519 seed. Never pass an identity's sign seed
+ * here: a client's NATS key is `natsUserKey(identity)` (derived), so a
+ * signature nats-server asks for can never be a sign-key signature.
  */
 export function userNkeyFromSeed(seed: Uint8Array): UserNkey {
   assertBytes(seed, ED25519_SEED_BYTES, 'ed25519 seed');

@@ -1,7 +1,9 @@
 /**
  * One Sealbus identity: an Ed25519 pair that signs control-plane requests,
- * room frames and NATS connects (as the user nkey), and an X25519 pair that
- * room keys are sealed to. Private fields are secrets: never log them.
+ * room frames and key bindings, and an X25519 pair that room keys are sealed
+ * to. NATS sees only a key derived from the sign seed (`natsPub`, see
+ * `natsUserSeed`), never the sign key. Private fields are secrets: never log
+ * them.
  */
 export interface Identity {
   /** Ed25519 public key, 32 bytes. */
@@ -16,6 +18,10 @@ export interface Identity {
   readonly signPubHex: string;
   /** Lowercase hex of `kexPub`. */
   readonly kexPubHex: string;
+  /** Ed25519 public key of the derived NATS user key (`natsUserSeed`), 32 bytes. */
+  readonly natsPub: Uint8Array;
+  /** Lowercase hex of `natsPub`. */
+  readonly natsPubHex: string;
 }
 
 /**

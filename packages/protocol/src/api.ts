@@ -12,6 +12,8 @@ export type ErrorResponse = z.infer<typeof errorResponseSchema>;
 export const userResponseSchema = z.object({ user: userRecordSchema });
 export const usersResponseSchema = z.object({ users: z.array(userRecordSchema) });
 export const revokeResponseSchema = z.object({ user: userRecordSchema, changed: z.boolean() });
+/** `PUT /me/keys`: the record as it now is; `changed` false when it already held these keys. */
+export const setMyKeysResponseSchema = z.object({ user: userRecordSchema, changed: z.boolean() });
 
 /** A room as seen by one member: the record plus that member's role. */
 export const myRoomSchema = roomRecordSchema.extend({ role: memberRoleSchema });
@@ -22,6 +24,10 @@ export const roomMemberViewSchema = memberRecordSchema.extend({
   handle: z.string().nullable(),
   /** What the owner seals the next epoch's key to. */
   kex_pub: z.string().nullable(),
+  nats_pub: z.string().nullable().default(null),
+  /** With `bound`: sign_pub's signature over kex_pub and nats_pub, verified by the owner before sealing. */
+  binding: z.string().nullable().default(null),
+  bound: z.boolean().default(false),
   status: z.enum(['active', 'revoked', 'unknown']),
 });
 export const roomDetailResponseSchema = myRoomSchema.extend({
@@ -60,9 +66,17 @@ export const cursorResponseSchema = z.object({
   from: z.enum(['start', 'new']).optional(),
   after: z.number().int().optional(),
 });
+/**
+ * An active user's public keys. With `bound`, `binding` is sign_pub's
+ * signature over kex_pub and nats_pub: a client verifies it before sealing a
+ * room key to kex_pub, so the daemon cannot substitute a key.
+ */
 export const directoryEntrySchema = z.object({
   sign_pub: z.string(),
   kex_pub: z.string().nullable(),
+  nats_pub: z.string().nullable().default(null),
+  binding: z.string().nullable().default(null),
+  bound: z.boolean().default(false),
   handle: z.string(),
 });
 export type DirectoryEntry = z.infer<typeof directoryEntrySchema>;

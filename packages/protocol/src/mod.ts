@@ -2,6 +2,7 @@ export { ValidationError } from './errors.js';
 export { parseKeyHex, parseSignPubHex } from './keys.js';
 export {
   ROLES,
+  bindingHexSchema,
   grantActive,
   userActive,
   USER_STATUSES,
@@ -9,11 +10,14 @@ export {
   keyHexSchema,
   newUserSchema,
   parseOrThrow,
+  publicTokenSchema,
   roleSchema,
+  setMyKeysSchema,
   userRecordSchema,
   userStatusSchema,
   type NewUser,
   type Role,
+  type SetMyKeys,
   type UserRecord,
   type UserStatus,
 } from './users.js';
@@ -73,6 +77,7 @@ export {
   rekeyResponseSchema,
   revokeResponseSchema,
   roomDetailResponseSchema,
+  setMyKeysResponseSchema,
   roomMemberViewSchema,
   userResponseSchema,
   usersResponseSchema,

@@ -8,7 +8,8 @@ export interface BucketSpec {
   readonly ttlMs?: number;
 }
 
-export type BucketId = 'users' | 'rooms' | 'members' | 'roomsByMember' | 'roomKeys' | 'nonces';
+export type BucketId =
+  'users' | 'natsKeys' | 'rooms' | 'members' | 'roomsByMember' | 'roomKeys' | 'nonces';
 
 /** Default max age of a request nonce; must cover the signature window. */
 export const DEFAULT_NONCE_TTL_MS = 10 * 60_000;
@@ -18,6 +19,11 @@ export function bucketSpecs(
 ): Readonly<Record<BucketId, BucketSpec>> {
   return Object.freeze({
     users: { name: 'sealbus_users', description: 'allowlist: sign_pub -> user record', history: 1 },
+    natsKeys: {
+      name: 'sealbus_nats_keys',
+      description: 'nats_pub -> {sign_pub} of the user whose bound record names it (callout index)',
+      history: 1,
+    },
     rooms: {
       name: 'sealbus_rooms',
       description: 'room id -> room (subject, owner, policy, epoch)',

@@ -19,7 +19,7 @@ export {
 } from './kv.js';
 export { listKeys } from './kv.js';
 export { getMessageOrNull, getMessages } from './streams.js';
-export { userIsActive } from './users.js';
+export { checkBinding, userIsActive, type NatsKeyLookup } from './users.js';
 export { MembershipStore, withBootstrapRetry } from './store.js';
 export type {
   AuditAppendOptions,

@@ -29,6 +29,7 @@ describe('MembershipStore on a real nats-server', { timeout: 60_000 }, () => {
     const names = (await jsm.streams.names().next()).sort();
     assert.deepEqual(names, [
       'KV_sealbus_members',
+      'KV_sealbus_nats_keys',
       'KV_sealbus_nonces',
       'KV_sealbus_room_keys',
       'KV_sealbus_rooms',

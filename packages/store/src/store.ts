@@ -1,6 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import type { JetStreamClient, JetStreamManager, KV, NatsConnection } from 'nats';
-import { userIsActiveAdmin, type NewUser, type UserRecord } from '@sealbus/protocol';
+import {
+  userIsActiveAdmin,
+  type NewUser,
+  type SetMyKeys,
+  type UserRecord,
+} from '@sealbus/protocol';
 import { bucketSpecs, type BucketId, type BucketSpec } from './buckets.js';
 import { AUDIT_STREAM, AuditLog, auditStreamConfig } from './audit.js';
 import { StoreError, isStreamNotFound, toStoreError } from './errors.js';
@@ -9,6 +14,7 @@ import { Rooms, scanMemberships } from './rooms.js';
 import type { MemberRecord } from '@sealbus/protocol';
 import type { BucketReplication, OpenStoreOptions, StoreLogger } from './types.js';
 import * as users from './users.js';
+import type { NatsKeyLookup } from './users.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -131,6 +137,7 @@ export interface HotPathOptions {
 
 interface FastViews {
   users: KV;
+  natsKeys: KV;
   members: KV;
   nonces: KV;
   budgetMs: number;
@@ -230,7 +237,7 @@ export class MembershipStore {
       checkAPI: false,
     });
     const direct = (options.replicas ?? 1) === 1;
-    const fastView = async (id: 'users' | 'members' | 'nonces') =>
+    const fastView = async (id: 'users' | 'natsKeys' | 'members' | 'nonces') =>
       observeKv(
         await fastJs.views.kv(specs[id].name, { bindOnly: true, allow_direct: direct }),
         specs[id].name,
@@ -238,6 +245,7 @@ export class MembershipStore {
       );
     const fast = {
       users: await fastView('users'),
+      natsKeys: await fastView('natsKeys'),
       members: await fastView('members'),
       nonces: await fastView('nonces'),
       budgetMs: options.fastBudgetMs ?? 8_000,
@@ -262,8 +270,38 @@ export class MembershipStore {
     return this.#buckets[id];
   }
 
+  /**
+   * Registers a user (create-only). A token (`public`) or a `binding` is
+   * verified first (`CryptoError` BAD_TOKEN / BAD_BINDING) and its NATS key
+   * indexed in `sealbus_nats_keys` before the row is written.
+   */
   addUser(input: NewUser, now?: Date): Promise<UserRecord> {
-    return users.addUser(this.#buckets.users, input, now);
+    return users.addUser(this.#buckets.users, this.#buckets.natsKeys, input, now);
+  }
+
+  /**
+   * A user's own keys and binding (`PUT /me/keys`): verified against the
+   * record's sign_pub, indexed, idempotent; a different kex_pub or nats_pub
+   * than one already registered is a CONFLICT.
+   */
+  setUserKeys(signPub: string, keys: SetMyKeys): Promise<{ user: UserRecord; changed: boolean }> {
+    return users.setUserKeys(this.#buckets.users, this.#buckets.natsKeys, signPub, keys);
+  }
+
+  /**
+   * The auth callout's read: who presents this NATS key (hex of the raw
+   * Ed25519 key), in O(1) reads; rides out a leader election like getUser.
+   */
+  userByNatsKey(natsPub: string, o: HotPathOptions = {}): Promise<NatsKeyLookup> {
+    return this.#retryUnavailable(
+      () => users.userByNatsKey(this.#fast.users, this.#fast.natsKeys, natsPub),
+      o.deadline
+    );
+  }
+
+  /** Re-indexes every bound user's NATS key (restore of an archive made before the index). */
+  rebuildNatsKeyIndex(): Promise<number> {
+    return users.rebuildNatsKeyIndex(this.#buckets.users, this.#buckets.natsKeys);
   }
 
   /** Retries an operation while the store is unavailable, until the hot-path budget is spent. */

@@ -204,6 +204,9 @@ export function checkRestorable(archive: VerifiedArchive): void {
   const want = expectedSections();
   const have = archive.sections.map((s) => `${s.section.kind}:${s.section.name}`);
   for (const w of want) {
+    // Archives made before the NATS key index have no section for it: it is
+    // rebuilt from the users section on restore.
+    if (w.name === bucketSpecs().natsKeys.name) continue;
     if (!have.includes(`${w.kind}:${w.name}`))
       throw new ArchiveError(`the archive has no ${w.kind} section ${w.name}`);
   }
@@ -313,6 +316,8 @@ export async function loadStore(
       done(section, records.length);
     }
   }
+  if (!archive.sections.some((s) => s.section.name === bucketSpecs().natsKeys.name))
+    await store.rebuildNatsKeyIndex();
   for (const { room, members } of persistedRooms(archive)) {
     await store.rooms.restorePersistence(room, members);
     const name = roomStreamName(room.id);

@@ -1,4 +1,11 @@
-import { CryptoError, loadIdentity, loadOrCreateIdentity, type Identity } from '@sealbus/crypto';
+import {
+  CryptoError,
+  encodePublicIdentity,
+  loadIdentity,
+  loadOrCreateIdentity,
+  publicIdentityOf,
+  type Identity,
+} from '@sealbus/crypto';
 import { StoreError, type MembershipStore } from '@sealbus/store';
 import type { Logger } from '../log.js';
 
@@ -12,7 +19,8 @@ export interface AdminBootstrap {
 /**
  * Admin #0: without one admin nobody can sign the first admin request. On
  * the first start of an empty store, create `admin.id` (0600) and register it
- * as an active admin. The file is written before the user row, so a crash in
+ * as an active, bound admin (an unbound admin #0 left by an older version is
+ * bound on the next start). The file is written before the user row, so a crash in
  * between is repaired by the next start (the row is added then); a store that
  * already has an active admin (a restored backup, a cluster peer that went
  * first) gets no new admin.
@@ -42,9 +50,9 @@ export async function bootstrapAdmin(
   const existing = await store.getUser(identity.signPubHex);
   if (!existing) {
     try {
+      // Bound from the start: its NATS key is the derived one, never the sign key.
       await store.addUser({
-        sign_pub: identity.signPubHex,
-        kex_pub: identity.kexPubHex,
+        public: encodePublicIdentity(identity),
         handle: 'admin',
         role: 'admin',
       });
@@ -52,7 +60,25 @@ export async function bootstrapAdmin(
       // A concurrent start registered it first: that is the outcome we wanted.
       if (!(err instanceof StoreError && err.code === 'CONFLICT')) throw err;
     }
-  } else if (existing.role !== 'admin' || existing.status !== 'active') {
+  } else if (!existing.bound && existing.status === 'active') {
+    // Registered before bindings existed: bind it, as its SDK would at connect.
+    const p = publicIdentityOf(identity);
+    try {
+      await store.setUserKeys(identity.signPubHex, {
+        kex_pub: p.kexPubHex,
+        nats_pub: p.natsPubHex,
+        binding: p.bindingHex,
+      });
+      logger.info({ sign_pub: identity.signPubHex }, 'admin #0 bound to its derived NATS key');
+    } catch (err) {
+      if (!(err instanceof StoreError && err.code === 'CONFLICT')) throw err;
+      logger.warn(
+        { admin_identity: path, sign_pub: identity.signPubHex, err: err.message },
+        'admin #0 could not be bound (left as it is)'
+      );
+    }
+  }
+  if (existing && (existing.role !== 'admin' || existing.status !== 'active')) {
     logger.warn(
       {
         admin_identity: path,

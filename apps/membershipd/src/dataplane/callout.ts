@@ -2,7 +2,7 @@ import { grantActive, type UserRecord } from '@sealbus/protocol';
 import type { Msg, NatsConnection, Subscription } from 'nats';
 import { fromPublic } from 'nkeys.js';
 import { encodeAuthorizationResponse, encodeUser, type AuthorizationRequest } from 'nats-jwt';
-import { publicFromUserNkey, toHex } from '@sealbus/crypto';
+import { fromHex, publicFromUserNkey, toHex, verifyKeyBinding } from '@sealbus/crypto';
 import type { MembershipStore } from '@sealbus/store';
 import type { Logger } from '../log.js';
 import type { CalloutReason, Metrics } from '../metrics.js';
@@ -68,17 +68,32 @@ export function decodeRequest(jwt: string): AuthorizationRequest {
   return req;
 }
 
+/** A record's binding, checked again at every connect (one Ed25519 verify). */
+function bindingHolds(u: UserRecord): boolean {
+  if (!u.bound || u.kex_pub === null || u.nats_pub === null || u.binding === null) return false;
+  return verifyKeyBinding(
+    {
+      signPub: fromHex(u.sign_pub, 'sign_pub', 32),
+      kexPub: fromHex(u.kex_pub, 'kex_pub', 32),
+      natsPub: fromHex(u.nats_pub, 'nats_pub', 32),
+    },
+    fromHex(u.binding, 'binding', 64)
+  );
+}
+
 /**
- * The registered user a connection's NATS key belongs to, or null. The one
- * lookup of "who is this connection" for the callout and the services the
- * daemon answers for users.
+ * The registered, bound user a connection's NATS key belongs to, or null:
+ * the one lookup of "who is this connection" for the services the daemon
+ * answers for users (the append service). A sign key, an unknown key or a
+ * binding that does not verify is nobody.
  */
 export async function userOfNatsKey(
   store: MembershipStore,
   nkey: string,
   o: { deadline?: number } = {}
 ): Promise<UserRecord | null> {
-  return store.getUser(toHex(publicFromUserNkey(nkey)), o);
+  const found = await store.userByNatsKey(toHex(publicFromUserNkey(nkey)), o);
+  return found.kind === 'user' && bindingHolds(found.user) ? found.user : null;
 }
 
 type Decision =
@@ -89,9 +104,10 @@ type Decision =
  * Answers nats-server's auth callout for every connection that is not one of
  * the daemon's own users. A connection is allowed only if it proved
  * possession of the nkey it presents (Ed25519 signature over the server's
- * nonce) and that key is an active user; the JWT it gets allows exactly the
- * subjects of its rooms. Any doubt — a store that does not answer included —
- * is a denial with a reason the server logs.
+ * nonce) and that key is the bound, derived NATS key (`nats_pub`) of an
+ * active user; the JWT it gets allows exactly the subjects of its rooms.
+ * Any doubt — a store that does not answer included — is a denial with a
+ * reason the server logs.
  */
 export class CalloutService {
   readonly stats: CalloutStats = { allowed: 0, denied: 0, latencies: [] };
@@ -213,12 +229,33 @@ export class CalloutService {
         code: 'bad_proof',
         nkey,
       };
-    const signPub = toHex(publicFromUserNkey(nkey));
     // nats-server waits AUTH_TIMEOUT for our answer; reads that ride out a
     // stream leader election must still answer (allow or deny) before it.
     const deadline = Date.now() + (this.#o.storeBudgetMs ?? 8_000);
-    const user = await this.#o.store.getUser(signPub, { deadline });
-    if (!user) return { allow: false, reason: 'unknown key', code: 'unknown_key', nkey };
+    // The nkey is a user's derived NATS key, found through the index; a
+    // registered sign key is refused by name (it must never answer a
+    // server's nonce: that signature could be replayed as an HTTP one).
+    const found = await this.#o.store.userByNatsKey(toHex(publicFromUserNkey(nkey)), {
+      deadline,
+    });
+    if (found.kind === 'sign_key')
+      return {
+        allow: false,
+        reason: 'a sign key is never a NATS key: connect with the derived NATS key',
+        code: 'sign_key',
+        nkey,
+      };
+    if (found.kind === 'unknown')
+      return { allow: false, reason: 'unknown key', code: 'unknown_key', nkey };
+    const user = found.user;
+    if (!bindingHolds(user))
+      return {
+        allow: false,
+        reason: 'the key binding of this NATS key does not verify',
+        code: 'unbound',
+        nkey,
+      };
+    const signPub = user.sign_pub;
     if (user.status !== 'active')
       return { allow: false, reason: 'key revoked', code: 'revoked', nkey };
     const now = Date.now();

@@ -87,13 +87,38 @@ export interface NodeUsers {
   system: KeyPair;
 }
 
+/**
+ * HKDF labels (`sealbus/<label>`) of the node users. Each differs from the
+ * client label `nats-user/v1`, so no node user is ever the NATS key a
+ * client would derive from the same identity, and the internal identity's
+ * sign seed itself authenticates nowhere.
+ */
+export const NODE_USER_LABELS = Object.freeze({
+  internal: 'node-internal',
+  app: 'node-app',
+  service: 'callout-service',
+  system: 'system',
+} as const);
+
+const userKeyPair = (raw: Uint8Array) =>
+  fromSeed(new TextEncoder().encode(nkeySeedFromRaw('user', raw)));
+
 export function nodeUsers(internal: Identity): NodeUsers {
-  const user = (raw: Uint8Array) =>
-    fromSeed(new TextEncoder().encode(nkeySeedFromRaw('user', raw)));
   return {
-    internal: user(internal.signSeed),
-    app: user(deriveSeed(internal.signSeed, 'app')),
-    service: user(deriveSeed(internal.signSeed, 'callout-service')),
-    system: user(deriveSeed(internal.signSeed, 'system')),
+    internal: userKeyPair(deriveSeed(internal.signSeed, NODE_USER_LABELS.internal)),
+    app: userKeyPair(deriveSeed(internal.signSeed, NODE_USER_LABELS.app)),
+    service: userKeyPair(deriveSeed(internal.signSeed, NODE_USER_LABELS.service)),
+    system: userKeyPair(deriveSeed(internal.signSeed, NODE_USER_LABELS.system)),
   };
+}
+
+/**
+ * The `SU…` seed of the node's store user (account SEALBUS), for tools that
+ * work on a node's store over its privileged connection (`membershipd
+ * user …`, backups, tests). A secret.
+ */
+export function internalNatsSeed(internal: Identity): Uint8Array {
+  return new TextEncoder().encode(
+    nkeySeedFromRaw('user', deriveSeed(internal.signSeed, NODE_USER_LABELS.internal))
+  );
 }

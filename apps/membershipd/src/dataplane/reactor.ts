@@ -102,9 +102,13 @@ export class Reactor {
   }
 
   async #kick(signPub: string): Promise<void> {
+    // Users connect with their derived NATS key, never the sign key; an
+    // unbound user cannot have a connection at all.
+    const natsPub = (await this.#o.store.getUser(signPub))?.nats_pub;
+    if (!natsPub) return;
     this.kicks += await kickUser(
       this.#o.sys,
-      userNkeyFromPublic(fromHex(signPub, 'sign_pub', 32)),
+      userNkeyFromPublic(fromHex(natsPub, 'nats_pub', 32)),
       this.#o.logger,
       undefined,
       this.#o.metrics

@@ -1,5 +1,5 @@
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { SignatureError } from '@sealbus/crypto';
+import { CryptoError, SignatureError } from '@sealbus/crypto';
 import { ValidationError } from '@sealbus/protocol';
 import { StoreError } from '@sealbus/store';
 
@@ -45,6 +45,9 @@ export function toHttpError(err: unknown): HttpError | null {
   if (err instanceof HttpError) return err;
   if (err instanceof ValidationError) return new HttpError(400, 'INVALID', err.message);
   if (err instanceof SignatureError) return new HttpError(401, err.code, err.message);
+  // A token or key binding in a request body that does not hold up.
+  if (err instanceof CryptoError && (err.code === 'BAD_TOKEN' || err.code === 'BAD_BINDING'))
+    return new HttpError(400, err.code, err.message);
   if (err instanceof StoreError) {
     const [status, code] = STORE_STATUS[err.code];
     return new HttpError(status, code, err.message);

@@ -10,11 +10,13 @@ const toSchema = (s: z.ZodType) =>
   >;
 
 const ERRORS: Record<string, string> = {
-  '400': 'invalid input',
+  '400':
+    'invalid input (INVALID, BAD_JSON; BAD_TOKEN or BAD_BINDING for a public identity token or key binding)',
   '401': 'missing, malformed, expired, replayed or unverifiable signature; unknown or revoked key',
   '403': 'authenticated but not allowed (role or room membership)',
   '404': 'no such resource',
-  '409': 'conflict with the current state (existing key or subject, stale epoch)',
+  '409':
+    'conflict with the current state (existing key or subject, stale epoch, a key that differs from the registered one, a NATS key bound to another user)',
   '413': 'body too large',
   '503': 'store, nonce store or audit log unavailable (fails closed)',
 };

@@ -12,6 +12,8 @@ const COLUMNS: Array<[string, (u: UserRecord) => string]> = [
   ['HANDLE', (u) => u.handle],
   ['ROLE', (u) => u.role],
   ['STATUS', (u) => u.status],
+  ['BOUND', (u) => (u.bound ? 'yes' : 'no')],
+  ['NATS_PUB', (u) => u.nats_pub ?? '-'],
   ['CREATED', (u) => u.created_at],
   ['REVOKED', (u) => u.revoked_at ?? '-'],
   [

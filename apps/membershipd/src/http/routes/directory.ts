@@ -29,7 +29,14 @@ export const directoryRoutes: RouteDef[] = [
       // Revoked and unknown look alike: nobody learns who was revoked.
       if (!user || user.status !== 'active')
         throw new HttpError(404, 'NOT_FOUND', `no active user ${key}`);
-      return c.json({ sign_pub: user.sign_pub, kex_pub: user.kex_pub, handle: user.handle });
+      return c.json({
+        sign_pub: user.sign_pub,
+        kex_pub: user.kex_pub,
+        nats_pub: user.nats_pub,
+        binding: user.binding,
+        bound: user.bound,
+        handle: user.handle,
+      });
     },
   },
 ];

@@ -122,6 +122,9 @@ export const roomRoutes: RouteDef[] = [
           ...m,
           handle: users[i]?.handle ?? null,
           kex_pub: users[i]?.kex_pub ?? null,
+          nats_pub: users[i]?.nats_pub ?? null,
+          binding: users[i]?.binding ?? null,
+          bound: users[i]?.bound ?? false,
           status: users[i]?.status ?? 'unknown',
         })),
       });

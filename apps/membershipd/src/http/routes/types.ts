@@ -4,7 +4,7 @@ import type { Services } from '../guard.js';
 
 /** One route: its handler and what the OpenAPI document says about it. */
 export interface RouteDef {
-  method: 'get' | 'post' | 'delete';
+  method: 'get' | 'post' | 'put' | 'delete';
   /** OpenAPI-style path, e.g. `/rooms/{id}/members`. */
   path: string;
   summary: string;

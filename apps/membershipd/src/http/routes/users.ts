@@ -2,6 +2,8 @@ import {
   newUserSchema,
   parseSignPubHex,
   revokeResponseSchema,
+  setMyKeysResponseSchema,
+  setMyKeysSchema,
   userResponseSchema,
   usersResponseSchema,
   ValidationError,
@@ -35,7 +37,9 @@ export const userRoutes: RouteDef[] = [
   {
     method: 'post',
     path: '/users',
-    summary: 'Register a user (create-only: 409 on an existing key, row untouched)',
+    summary:
+      'Register a user (create-only: 409 on an existing key, row untouched): {"public": token} for a bound user, ' +
+      '{"sign_pub", "kex_pub"?} for an unbound one; a bad token or binding is 400 BAD_TOKEN / BAD_BINDING',
     access: 'admin',
     body: newUserSchema,
     status: 201,
@@ -44,7 +48,11 @@ export const userRoutes: RouteDef[] = [
       await requireAdmin(s, c, 'user.add', null);
       const input = readJson(c, newUserSchema);
       const user = await s.store.addUser(input);
-      await audit(s, c, 'user.add', user.sign_pub, 'ok', { handle: user.handle, role: user.role });
+      await audit(s, c, 'user.add', user.sign_pub, 'ok', {
+        handle: user.handle,
+        role: user.role,
+        bound: user.bound,
+      });
       return c.json({ user }, 201);
     },
   },
@@ -75,6 +83,25 @@ export const userRoutes: RouteDef[] = [
     response: userResponseSchema,
     async handler(c) {
       return c.json({ user: requireActor(c) });
+    },
+  },
+  {
+    method: 'put',
+    path: '/me/keys',
+    summary:
+      "Complete the signer's own record with kex_pub, nats_pub and their binding (verified against its sign_pub; " +
+      '400 BAD_BINDING, 409 when a registered key differs; the same keys again change nothing)',
+    access: 'signed',
+    body: setMyKeysSchema,
+    status: 200,
+    response: setMyKeysResponseSchema,
+    async handler(c, s) {
+      // Self only: the record is the signer's, whatever the body says.
+      const me = requireActor(c);
+      const keys = readJson(c, setMyKeysSchema);
+      const { user, changed } = await s.store.setUserKeys(me.sign_pub, keys);
+      if (changed) await audit(s, c, 'user.keys', me.sign_pub, 'ok', { nats_pub: user.nats_pub });
+      return c.json({ user, changed });
     },
   },
 ];
