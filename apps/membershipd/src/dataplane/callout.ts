@@ -1,4 +1,4 @@
-import { grantActive, type UserRecord } from '@sealbus/protocol';
+import type { UserRecord } from '@sealbus/protocol';
 import type { Msg, NatsConnection, Subscription } from 'nats';
 import { fromPublic } from 'nkeys.js';
 import { encodeAuthorizationResponse, encodeUser, type AuthorizationRequest } from 'nats-jwt';
@@ -7,7 +7,7 @@ import type { MembershipStore } from '@sealbus/store';
 import type { Logger } from '../log.js';
 import type { CalloutReason, Metrics } from '../metrics.js';
 import type { CalloutKeys } from './keys.js';
-import { permissionsFor } from './permissions.js';
+import { decideGrants, decideIdentity } from './decision.js';
 
 /** The account callout users are placed in (the user JWT's audience). */
 export const APP_ACCOUNT = 'APP';
@@ -238,55 +238,17 @@ export class CalloutService {
     const found = await this.#o.store.userByNatsKey(toHex(publicFromUserNkey(nkey)), {
       deadline,
     });
-    if (found.kind === 'sign_key')
-      return {
-        allow: false,
-        reason: 'a sign key is never a NATS key: connect with the derived NATS key',
-        code: 'sign_key',
-        nkey,
-      };
-    if (found.kind === 'unknown')
-      return { allow: false, reason: 'unknown key', code: 'unknown_key', nkey };
-    const user = found.user;
-    if (!bindingHolds(user))
-      return {
-        allow: false,
-        reason: 'the key binding of this NATS key does not verify',
-        code: 'unbound',
-        nkey,
-      };
-    const signPub = user.sign_pub;
-    if (user.status !== 'active')
-      return { allow: false, reason: 'key revoked', code: 'revoked', nkey };
-    const now = Date.now();
-    // JWT times are whole seconds and `exp` is rounded down (it never
-    // outlives a grant), so a grant ending within the current second counts
-    // as ended: a JWT for it would be born expired (nats-server 2.10 accepts
-    // such a JWT on a reconnect and then never expires the connection).
-    const nowSec = Math.floor(now / 1000);
-    const current = (at: string | null | undefined) =>
-      grantActive(at, now) && (!at || Math.floor(Date.parse(at) / 1000) > nowSec);
-    if (!current(user.expires_at))
-      return {
-        allow: false,
-        reason: `grant expired at ${user.expires_at}`,
-        code: 'expired',
-        nkey,
-      };
-    const memberships = await this.#o.store.membershipsOf(signPub, { deadline });
-    // Expired memberships grant nothing; a guest is a reader wherever it is.
-    const live = memberships
-      .filter((m) => current(m.expires_at))
-      .map((m) =>
-        user.role === 'guest' && m.role !== 'reader' ? { ...m, role: 'reader' as const } : m
-      );
-    const perms = permissionsFor(signPub, live);
-    // The JWT never outlives a grant: NATS disconnects at `exp` by itself,
-    // and the reconnect is decided here again.
-    let exp = Math.floor(now / 1000) + this.#o.jwtTtlSec;
-    for (const at of [user.expires_at, ...live.map((m) => m.expires_at)]) {
-      if (at) exp = Math.min(exp, Math.floor(Date.parse(at) / 1000));
-    }
+    const who = decideIdentity(found, bindingHolds, Date.now());
+    if (!who.allow) return { ...who, nkey };
+    const memberships = await this.#o.store.membershipsOf(who.user.sign_pub, { deadline });
+    // Decided at the time the memberships were read: the JWT never outlives
+    // a grant (NATS disconnects at `exp`, and the reconnect comes back here).
+    const { perms, exp, rooms } = decideGrants(
+      who.user,
+      memberships,
+      Date.now(),
+      this.#o.jwtTtlSec
+    );
     const jwt = await encodeUser(
       nkey,
       req.user_nkey,
@@ -294,6 +256,6 @@ export class CalloutService {
       { pub: perms.pub, sub: perms.sub },
       { aud: APP_ACCOUNT, exp }
     );
-    return { allow: true, jwt, nkey, rooms: live.length };
+    return { allow: true, jwt, nkey, rooms };
   }
 }

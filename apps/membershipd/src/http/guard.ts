@@ -10,6 +10,7 @@ import {
 } from '@sealbus/protocol';
 import type { MembershipStore } from '@sealbus/store';
 import type { Change } from '../dataplane/reactor.js';
+import type { ChangeEdge } from '../usecases/users.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { AppContext } from './context.js';
@@ -42,6 +43,15 @@ export async function tellDataPlane(s: Services, c: AppContext, change: Change):
 }
 
 type Detail = Record<string, string | number | boolean | null>;
+
+/** A signed request as the edge of a use case: audited (503 if not), announced best effort. */
+export function httpEdge(s: Services, c: AppContext): ChangeEdge {
+  return {
+    store: s.store,
+    record: (action, target, detail) => audit(s, c, action, target, 'ok', detail),
+    announce: (change) => tellDataPlane(s, c, change),
+  };
+}
 
 /**
  * Appends an audit record for this request. For a state change (`ok`) a

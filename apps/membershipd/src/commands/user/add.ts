@@ -16,9 +16,10 @@ import {
 import { StoreError } from '@sealbus/store';
 import { action, CliError, EXIT_CODES } from '../../cli.js';
 import { parseExpiry } from '../../util/expiry.js';
+import * as users from '../../usecases/users.js';
 import {
   addNodeOptions,
-  auditCliChange,
+  cliEdge,
   replicationLine,
   withNodeStore,
   type NodeOptions,
@@ -98,10 +99,15 @@ export function registerUserAdd(user: Command): void {
       const keys = await keysOf(opts);
       const handle = parseOrThrow(handleSchema, opts.handle, 'handle');
       const expiresAt = opts.expires === undefined ? null : parseExpiry(opts.expires);
-      await withNodeStore(opts, async ({ store }) => {
+      await withNodeStore(opts, async ({ store, nc }) => {
         let added;
         try {
-          added = await store.addUser({ ...keys, handle, role: opts.role, expires_at: expiresAt });
+          added = await users.addUser(cliEdge(store, nc), {
+            ...keys,
+            handle,
+            role: opts.role,
+            expires_at: expiresAt,
+          });
         } catch (err) {
           if (err instanceof StoreError && err.code === 'CONFLICT') {
             const hint = /already registered/.test(err.message)
@@ -113,12 +119,6 @@ export function registerUserAdd(user: Command): void {
           throw err;
         }
         const signPub = added.sign_pub;
-        await auditCliChange(store, 'user.add', signPub, {
-          handle,
-          role: opts.role,
-          bound: added.bound,
-          ...(expiresAt ? { expires_at: expiresAt } : {}),
-        });
         process.stdout.write(
           `added user ${handle} (${signPub}) role=${opts.role} ${added.bound ? `bound nats_pub=${added.nats_pub}` : 'unbound'}${expiresAt ? ` expires=${expiresAt}` : ''}\n`
         );

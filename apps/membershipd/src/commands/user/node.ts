@@ -7,6 +7,8 @@ import { MembershipStore, StoreError } from '@sealbus/store';
 import { argParser, CliError, EXIT_CODES } from '../../cli.js';
 import { readNodeInfo } from '../../daemon/nodefile.js';
 import { nodeUsers, type NodeUsers } from '../../dataplane/keys.js';
+import { announce } from '../../dataplane/reactor.js';
+import type { ChangeEdge } from '../../usecases/users.js';
 import { dataPaths } from '../../daemon/paths.js';
 import { isLoopbackHost, parseDuration } from '../../util/parse.js';
 
@@ -201,6 +203,15 @@ export async function auditCliChange(
       `${action} ${target} was applied but its audit record could not be written (${(err as Error).message})`
     );
   }
+}
+
+/** The node's CLI as the edge of a use case: audited as `via: cli`, announced on the change subject. */
+export function cliEdge(store: MembershipStore, nc: NatsConnection): ChangeEdge {
+  return {
+    store,
+    record: (action, target, detail) => auditCliChange(store, action, target, detail),
+    announce: (change) => announce(nc, change),
+  };
 }
 
 /** One line on the users bucket's replication, printed after every write. */

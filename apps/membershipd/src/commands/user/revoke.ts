@@ -2,10 +2,10 @@ import type { Command } from 'commander';
 import { parseKeyHex } from '@sealbus/protocol';
 import { StoreError } from '@sealbus/store';
 import { action, CliError, EXIT_CODES } from '../../cli.js';
-import { announce } from '../../dataplane/reactor.js';
+import * as users from '../../usecases/users.js';
 import {
   addNodeOptions,
-  auditCliChange,
+  cliEdge,
   replicationLine,
   withNodeStore,
   type NodeOptions,
@@ -23,7 +23,8 @@ export function registerUserRevoke(user: Command): void {
       await withNodeStore(opts, async ({ store, nc }) => {
         let result;
         try {
-          result = await store.revokeUser(signPub);
+          // Live connections are cut by whichever daemon picks the change up.
+          result = await users.revokeUser(cliEdge(store, nc), signPub);
         } catch (err) {
           if (err instanceof StoreError && err.code === 'NOT_FOUND') {
             throw new CliError(EXIT_CODES.FAILED, `no user with sign_pub ${signPub}`);
@@ -31,11 +32,6 @@ export function registerUserRevoke(user: Command): void {
           throw err;
         }
         const { user, changed } = result;
-        if (changed) {
-          await auditCliChange(store, 'user.revoke', signPub, { handle: user.handle });
-          // Live connections are cut by whichever daemon picks this up.
-          await announce(nc, { type: 'user.revoked', sign_pub: signPub });
-        }
         process.stdout.write(
           changed
             ? `revoked user ${user.handle} (${user.sign_pub}) at ${user.revoked_at}\n`

@@ -9,7 +9,8 @@ import {
   ValidationError,
 } from '@sealbus/protocol';
 import { z } from 'zod';
-import { audit, param, readJson, requireActor, requireAdmin, tellDataPlane } from '../guard.js';
+import * as users from '../../usecases/users.js';
+import { audit, httpEdge, param, readJson, requireActor, requireAdmin } from '../guard.js';
 import type { RouteDef } from './types.js';
 
 const signPubParam = z.string().transform((v, ctx) => {
@@ -47,12 +48,7 @@ export const userRoutes: RouteDef[] = [
     async handler(c, s) {
       await requireAdmin(s, c, 'user.add', null);
       const input = readJson(c, newUserSchema);
-      const user = await s.store.addUser(input);
-      await audit(s, c, 'user.add', user.sign_pub, 'ok', {
-        handle: user.handle,
-        role: user.role,
-        bound: user.bound,
-      });
+      const user = await users.addUser(httpEdge(s, c), input);
       return c.json({ user }, 201);
     },
   },
@@ -66,11 +62,7 @@ export const userRoutes: RouteDef[] = [
     async handler(c, s) {
       const target = param(c, 'sign_pub', signPubParam);
       await requireAdmin(s, c, 'user.revoke', target);
-      const { user, changed } = await s.store.revokeUser(target);
-      if (changed) {
-        await audit(s, c, 'user.revoke', target, 'ok', { handle: user.handle });
-        await tellDataPlane(s, c, { type: 'user.revoked', sign_pub: target });
-      }
+      const { user, changed } = await users.revokeUser(httpEdge(s, c), target);
       return c.json({ user, changed });
     },
   },
