@@ -1,5 +1,7 @@
 export {
   StoreError,
+  isStorageExhausted,
+  isStreamNotFound,
   isUnavailable,
   isWrongLastSequence,
   toStoreError,

@@ -13,6 +13,7 @@ import {
   bucketSpecs,
   getLive,
   getMessages,
+  isStreamNotFound,
   listKeys,
   toStoreError,
 } from '@sealbus/store';
@@ -40,6 +41,16 @@ export function expectedSections(): Array<{ name: string; kind: 'kv' | 'stream' 
   ];
 }
 
+async function streamExists(jsm: JetStreamManager, name: string): Promise<boolean> {
+  try {
+    await jsm.streams.info(name);
+    return true;
+  } catch (err) {
+    if (isStreamNotFound(err)) return false;
+    throw toStoreError(err, `read stream ${name}`);
+  }
+}
+
 async function bindKv(js: JetStreamClient, name: string): Promise<KV> {
   try {
     // Reads go through the stream leader (no direct get from a lagging follower).
@@ -65,12 +76,18 @@ export interface StoreConns {
  * a write landing during a live backup may be in one bucket and not yet in
  * another; back up a stopped node, or a quiet one, for an exact cut.
  */
-export async function dumpStore(conns: StoreConns, progress?: Progress): Promise<SectionData[]> {
+export async function dumpStore(
+  conns: StoreConns,
+  progress?: Progress,
+  options: { legacy?: boolean } = {}
+): Promise<SectionData[]> {
   const js = conns.control.jetstream({ timeout: OP_TIMEOUT_MS, checkAPI: false });
   const jsm = await conns.control.jetstreamManager({ timeout: OP_TIMEOUT_MS, checkAPI: false });
   const appJsm = await conns.app.jetstreamManager({ timeout: OP_TIMEOUT_MS, checkAPI: false });
   const out: SectionData[] = [];
   for (const spec of Object.values(bucketSpecs())) {
+    // A 0.1 store predates some buckets (the NATS key index, rebuilt on restore).
+    if (options.legacy && !(await streamExists(jsm, `KV_${spec.name}`))) continue;
     const kv = await bindKv(js, spec.name);
     const keys = (await listKeys(kv, `list ${spec.name}`)).sort();
     const records: KvRecord[] = [];

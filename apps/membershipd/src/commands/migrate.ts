@@ -71,7 +71,7 @@ export function registerMigrate(program: Command): void {
           const sections = await withOfflineStore(
             paths,
             { key, layout: 'legacy', ...bin },
-            (conns) => dumpStore(conns)
+            (conns) => dumpStore(conns, undefined, { legacy: true })
           );
           const { manifest } = await buildArchive(
             {
