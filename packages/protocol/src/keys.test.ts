@@ -76,9 +76,11 @@ test('user record schema round-trips a stored row', () => {
     created_at: '2026-11-23T10:00:00.000Z',
     revoked_at: '2026-11-23T11:00:00.000Z',
   };
-  // Rows written before grants could expire read as "never expires".
-  assert.deepEqual(parseOrThrow(userRecordSchema, row), { ...row, expires_at: null });
-  const expiring = { ...row, expires_at: '2027-01-01T00:00:00.000Z' };
+  // Rows written before grants could expire read as "never expires", and
+  // rows written before key bindings as unbound.
+  const unbound = { nats_pub: null, binding: null, bound: false };
+  assert.deepEqual(parseOrThrow(userRecordSchema, row), { ...row, expires_at: null, ...unbound });
+  const expiring = { ...row, expires_at: '2027-01-01T00:00:00.000Z', ...unbound };
   assert.deepEqual(parseOrThrow(userRecordSchema, expiring), expiring);
   assert.throws(
     () => parseOrThrow(userRecordSchema, { ...row, status: 'deleted' }),
