@@ -108,9 +108,13 @@ export class AppendService {
 
   /** Forget cached grants of a user (revoked) or a membership (removed). */
   forget(signPub: string, roomId?: string): void {
-    for (const k of this.#grants.keys())
-      if (k.startsWith(`${signPub}.`) && (!roomId || k.endsWith(`.${roomId}`)))
-        this.#grants.delete(k);
+    for (const [k, g] of this.#grants)
+      if (g.user.sign_pub === signPub && (!roomId || g.room.id === roomId)) this.#grants.delete(k);
+  }
+
+  /** How many grants are cached (tests). */
+  get cachedGrants(): number {
+    return this.#grants.size;
   }
 
   async #grant(nkey: string, roomId: string): Promise<Grant | null> {
