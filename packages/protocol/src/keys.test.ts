@@ -76,15 +76,51 @@ test('user record schema round-trips a stored row', () => {
     created_at: '2026-11-23T10:00:00.000Z',
     revoked_at: '2026-11-23T11:00:00.000Z',
   };
+  const unbound = { nats_pub: null, binding: null, bound: false };
   // Rows written before grants could expire read as "never expires", and
   // rows written before key bindings as unbound.
-  const unbound = { nats_pub: null, binding: null, bound: false };
-  assert.deepEqual(parseOrThrow(userRecordSchema, row), { ...row, expires_at: null, ...unbound });
-  const expiring = { ...row, expires_at: '2027-01-01T00:00:00.000Z', ...unbound };
+  assert.deepEqual(parseOrThrow(userRecordSchema, row), { ...row, ...unbound, expires_at: null });
+  const expiring = { ...row, ...unbound, expires_at: '2027-01-01T00:00:00.000Z' };
   assert.deepEqual(parseOrThrow(userRecordSchema, expiring), expiring);
+  const bound = {
+    ...expiring,
+    kex_pub: KEY,
+    nats_pub: KEY,
+    binding: 'AB'.repeat(64),
+    bound: true,
+  };
+  assert.deepEqual(parseOrThrow(userRecordSchema, bound), { ...bound, binding: 'ab'.repeat(64) });
+  // `bound` must agree with the keys it claims.
+  assert.throws(() => parseOrThrow(userRecordSchema, { ...bound, binding: null }), ValidationError);
+  assert.throws(() => parseOrThrow(userRecordSchema, { ...bound, bound: false }), ValidationError);
+  assert.throws(
+    () => parseOrThrow(userRecordSchema, { ...bound, binding: 'ab'.repeat(63) }),
+    ValidationError
+  );
   assert.throws(
     () => parseOrThrow(userRecordSchema, { ...row, status: 'deleted' }),
     ValidationError
   );
   assert.throws(() => parseOrThrow(userRecordSchema, { ...row, role: 'owner' }), ValidationError);
+});
+
+test('new user: a token, or sign_pub with optional keys; never both, a binding only with its keys', () => {
+  const token = 'sbid1.' + 'A'.repeat(214);
+  const base = { handle: 'h', role: 'member' as const };
+  assert.equal(parseOrThrow(newUserSchema, { ...base, public: token }).public, token);
+  assert.equal(parseOrThrow(newUserSchema, { ...base, sign_pub: KEY }).sign_pub, KEY);
+  const bad: Array<[string, Record<string, unknown>]> = [
+    ['sign_pub', {}],
+    ['sign_pub', { public: token, sign_pub: KEY }],
+    ['binding', { sign_pub: KEY, kex_pub: KEY, nats_pub: KEY }],
+    ['nats_pub', { sign_pub: KEY, kex_pub: KEY, binding: 'ab'.repeat(64) }],
+    ['kex_pub', { sign_pub: KEY, nats_pub: KEY, binding: 'ab'.repeat(64) }],
+  ];
+  for (const [field, extra] of bad) {
+    assert.throws(
+      () => parseOrThrow(newUserSchema, { ...base, ...extra }),
+      (e: unknown) => e instanceof ValidationError && e.field === field,
+      JSON.stringify(extra)
+    );
+  }
 });
