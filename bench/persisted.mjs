@@ -59,7 +59,7 @@ export async function persistedBench({ rounds = 3 } = {}) {
     const connect = (identity) =>
       Sealbus.connect({ natsServers: [d.natsUrl], controlUrls: [d.httpUrl], identity });
     const [P, S] = [await connect(pubId), await connect(subId)];
-    const res = { publish: [], history: [], live: [], ephemeral: [] };
+    const res = { publish: [], pipelined: [], history: [], live: [], ephemeral: [] };
     for (let round = 0; round < rounds; round++) {
       const policy = { encrypt: true, persist: true, sign: true };
       const room = await P.createRoom({ subject: `bench.persisted.r${round}`, policy });
@@ -70,7 +70,22 @@ export async function persistedBench({ rounds = 3 } = {}) {
             for (let i = 0; i < N; i++) await P.publish(room.id, PAYLOAD);
           }))
       );
-      const c = counter(N);
+      const inflight = 32;
+      res.pipelined.push(
+        N /
+          (await timed(async () => {
+            let next = 0;
+            await Promise.all(
+              Array.from({ length: inflight }, async () => {
+                while (next < N) {
+                  next++;
+                  await P.publish(room.id, PAYLOAD);
+                }
+              })
+            );
+          }))
+      );
+      const c = counter(2 * N);
       let sub;
       res.history.push(
         N /
@@ -122,6 +137,7 @@ export async function persistedBench({ rounds = 3 } = {}) {
     const rows = [
       ['ephemeral room, end to end (yardstick)', eph],
       ['persisted publish, each awaited until stored', median(res.publish)],
+      ['persisted publish, 32 in flight', median(res.pipelined)],
       ['persisted history read from the start', median(res.history)],
       ['persisted live delivery while publishing', median(res.live)],
     ].map(([label, rate]) => ({ label, rate }));

@@ -79,6 +79,7 @@ export function requesterNkey(msg: Msg): string | null {
 export class AppendService {
   readonly #o: AppendServiceOptions;
   readonly #grants = new Map<string, Grant>();
+  readonly #queues = new Map<string, Promise<void>>();
   #sub: Subscription | undefined;
   appended = 0;
   refused = 0;
@@ -95,9 +96,19 @@ export class AppendService {
           this.#o.logger.error({ err: err.message }, 'append service subscription failed');
           return;
         }
-        void this.#handle(msg).catch((e: unknown) =>
-          this.#o.logger.warn({ err: (e as Error).message }, 'append failed')
-        );
+        // One sender's frames are stored in the order they arrived (a cache
+        // miss must not let a later frame overtake); senders run side by side.
+        const key = requesterNkey(msg) ?? '';
+        const prev = this.#queues.get(key) ?? Promise.resolve();
+        const next = prev
+          .then(() => this.#handle(msg))
+          .catch((e: unknown) =>
+            this.#o.logger.warn({ err: (e as Error).message }, 'append failed')
+          );
+        this.#queues.set(key, next);
+        void next.then(() => {
+          if (this.#queues.get(key) === next) this.#queues.delete(key);
+        });
       },
     });
   }
