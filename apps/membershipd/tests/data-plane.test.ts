@@ -199,7 +199,7 @@ describe('data plane: auth callout, E2E rooms, live revocation', { timeout: 300_
         for await (const s of ncV.status()) if (s.type === 'disconnect') return resolve(Date.now());
       })();
     });
-    ncV.subscribe(`_INBOX_${v.signPubHex.slice(0, 32)}.x`);
+    ncV.subscribe(`_INBOX_${v.signPubHex.slice(0, 32)}.r.x`);
     await ncV.flush();
     const t0 = Date.now();
     await admin.revokeUser(v.signPubHex);

@@ -119,7 +119,7 @@ export async function natsAs(
   return connect({
     servers: d.natsUrl,
     authenticator: nkeyAuthenticator(new TextEncoder().encode(natsUserKey(id).seed)),
-    inboxPrefix: `_INBOX_${id.signPubHex.slice(0, 32)}`,
+    inboxPrefix: `_INBOX_${id.signPubHex.slice(0, 32)}.r`,
     maxReconnectAttempts: 0,
     ...opts,
   });

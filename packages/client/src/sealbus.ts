@@ -9,7 +9,7 @@ import {
 import { FrameError, FrameSealer, natsUserKey, type Identity } from '@sealbus/crypto';
 import {
   userEventsSubject,
-  userInboxPrefix,
+  userReplyInboxPrefix,
   type MyRoom,
   type RoomPolicy,
 } from '@sealbus/protocol';
@@ -158,7 +158,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
         authenticator: nkeyAuthenticator(new TextEncoder().encode(natsUserKey(o.identity).seed)),
         // Replies to this identity's requests land under its own prefix, which
         // only it may subscribe to.
-        inboxPrefix: userInboxPrefix(o.identity.signPubHex),
+        inboxPrefix: userReplyInboxPrefix(o.identity.signPubHex),
         maxReconnectAttempts: -1,
         reconnectTimeWait: 250,
         // A refused reconnect may be the callout riding out a node failure:

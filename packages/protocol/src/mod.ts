@@ -35,6 +35,7 @@ export {
   roomStreamName,
   userEventsSubject,
   userInboxPrefix,
+  userReplyInboxPrefix,
   type CursorRequest,
   inviteRoleSchema,
   memberRecordSchema,

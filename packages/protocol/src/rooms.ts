@@ -158,8 +158,11 @@ export function memberDurableName(signPub: string): string {
 
 /**
  * Where a member's consumer delivers a persisted room: under the member's
- * own inbox prefix, which only it may subscribe to. The server publishes
- * there and nowhere else on the member's behalf.
+ * own inbox prefix, so the server publishes there and nowhere else on the
+ * member's behalf. A member may subscribe to it only while a membership
+ * grants exactly this subject (no inbox grant reaches it; see
+ * `userReplyInboxPrefix`), so a removed or expired member whose consumer
+ * is still there reads nothing from it.
  */
 export function memberDeliverSubject(signPub: string, roomId: string): string {
   return `${userInboxPrefix(signPub)}.room.${roomId}`;
@@ -181,6 +184,18 @@ export function appendResultSubject(signPub: string, appendId: string): string {
 /** A user's inbox prefix: replies to other users' requests never reach it. */
 export function userInboxPrefix(signPub: string): string {
   return `_INBOX_${signPub.slice(0, 32)}`;
+}
+
+/**
+ * What a user's connection passes to its NATS client as `inboxPrefix`: the
+ * part of its inbox where replies to its own requests arrive (the user may
+ * subscribe to anything under it). Not the inbox prefix itself: nats-server
+ * checks a wildcard subscription against the grants as if it were a literal
+ * subject, so a grant `<prefix>.*` would admit a subscription `<prefix>.>`,
+ * which would then receive the room deliveries beside it.
+ */
+export function userReplyInboxPrefix(signPub: string): string {
+  return `${userInboxPrefix(signPub)}.r`;
 }
 
 /** Where membershipd tells a user that its rooms or keys changed. */

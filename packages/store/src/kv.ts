@@ -114,6 +114,28 @@ export async function getLive(kv: KV, key: string, what: string): Promise<KvEntr
 }
 
 /**
+ * `getLive` for a read that guards a write: a bucket whose stream is
+ * electing a leader (a node just died) answers UNAVAILABLE for a few
+ * seconds; the read is tried again within `forMs`.
+ */
+export async function getLiveRetrying(
+  kv: KV,
+  key: string,
+  what: string,
+  forMs = 10_000
+): Promise<KvEntry | null> {
+  const deadline = Date.now() + forMs;
+  for (;;) {
+    try {
+      return await getLive(kv, key, what);
+    } catch (err) {
+      if ((err as StoreError).code !== 'UNAVAILABLE' || Date.now() >= deadline) throw err;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+
+/**
  * Create-only write. Returns the new revision, or null if the key already
  * holds a live value (which is left exactly as it was).
  */

@@ -233,6 +233,13 @@ export class Rooms {
       throw new StoreError('INVALID', 'only persisted rooms have a history to read');
     await this.#deleteConsumer(room.id, signPub);
     await this.#createConsumer(room.id, signPub, from);
+    // A removal that ran between the caller's membership check and the
+    // create deleted the old consumer and would leave this one behind:
+    // look again, and take it back when the membership is gone.
+    if (!(await this.membership(room.id, signPub))) {
+      await this.#deleteConsumer(room.id, signPub);
+      throw new StoreError('NOT_FOUND', `${signPub} is not a member of room ${room.id}`);
+    }
   }
 
   /**
@@ -480,7 +487,10 @@ export class Rooms {
     }
     try {
       // A durable left by an earlier membership restarts from the beginning.
-      if (room.policy.persist) await this.resetCursor(room, input.signPub, 'start');
+      if (room.policy.persist) {
+        await this.#deleteConsumer(room.id, input.signPub);
+        await this.#createConsumer(room.id, input.signPub, 'start');
+      }
       await this.#writeMember(member);
     } catch (err) {
       if (room.policy.persist) await this.#deleteConsumer(room.id, input.signPub).catch(() => {});

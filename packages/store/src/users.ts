@@ -14,7 +14,7 @@ import {
   type UserRecord,
 } from '@sealbus/protocol';
 import { StoreError, isWrongLastSequence, toStoreError } from './errors.js';
-import { casUpdate, createOnly, decodeJson, encodeJson, getLive, readAll } from './kv.js';
+import { casUpdate, createOnly, decodeJson, encodeJson, getLive, getLiveRetrying, readAll } from './kv.js';
 
 const parseUser = (raw: unknown): UserRecord => parseOrThrow(userRecordSchema, raw);
 
@@ -88,6 +88,13 @@ export async function claimNatsKey(
   natsPub: string,
   signPub: string
 ): Promise<void> {
+  // One key per protocol, across users too: a NATS key is never a sign key,
+  // neither the claimant's own nor anyone's registered one (the callout
+  // refuses sign keys, so such a claim could only confuse who is who).
+  if (natsPub === signPub)
+    throw new StoreError('INVALID', 'nats_pub: a NATS key is never the sign key itself');
+  if (await getUser(users, natsPub))
+    throw new StoreError('CONFLICT', `nats_pub ${natsPub} is a registered sign key (unchanged)`);
   const value = encodeJson({ sign_pub: signPub } satisfies NatsKeyRow);
   for (let attempt = 1; attempt <= 8; attempt++) {
     if ((await createOnly(natsKeys, natsPub, value, 'claim nats key')) !== null) return;
@@ -166,6 +173,16 @@ export async function addUser(
     revoked_at: null,
     expires_at: r.expires_at,
   };
+  // The mirror of claimNatsKey's rule: a sign key is never someone's NATS key.
+  const asNatsKey = await getLiveRetrying(natsKeys, record.sign_pub, 'add user');
+  if (asNatsKey) {
+    const owner = await getUser(kv, decodeJson(asNatsKey, parseNatsKeyRow).sign_pub);
+    if (owner?.nats_pub === record.sign_pub)
+      throw new StoreError(
+        'CONFLICT',
+        `sign_pub ${record.sign_pub} is another user's NATS key (unchanged)`
+      );
+  }
   if (record.nats_pub !== null) await claimNatsKey(kv, natsKeys, record.nats_pub, record.sign_pub);
   const rev = await createOnly(kv, record.sign_pub, encodeJson(record), 'add user');
   if (rev === null) {
@@ -233,9 +250,11 @@ export type NatsKeyLookup =
   | { kind: 'unknown' };
 
 /**
- * Finds a user by its NATS key: one index read and one user read (a third
- * read, for the sign-key check, only when the key is not a NATS key). The
- * index row counts only while the owner's record names the key.
+ * Finds a user by its NATS key: the sign-key check and the index read side
+ * by side, then the owner's record. A registered sign key is a sign key
+ * first, whatever the index says (the store refuses such claims; a record
+ * written around it still cannot turn a sign key into a way in). The index
+ * row counts only while the owner's record names the key.
  */
 export async function userByNatsKey(
   users: KV,
@@ -243,13 +262,16 @@ export async function userByNatsKey(
   natsPub: string
 ): Promise<NatsKeyLookup> {
   const key = validKey(natsPub, 'nats_pub');
-  const entry = await getLive(natsKeys, key, 'find nats key');
+  const [asSignKey, entry] = await Promise.all([
+    getUser(users, key),
+    getLive(natsKeys, key, 'find nats key'),
+  ]);
+  if (asSignKey) return { kind: 'sign_key', user: asSignKey };
   if (entry) {
     const owner = await getUser(users, decodeJson(entry, parseNatsKeyRow).sign_pub);
     if (owner && owner.nats_pub === key) return { kind: 'user', user: owner };
   }
-  const asSignKey = await getUser(users, key);
-  return asSignKey ? { kind: 'sign_key', user: asSignKey } : { kind: 'unknown' };
+  return { kind: 'unknown' };
 }
 
 /** All users, revoked ones included, oldest first. */

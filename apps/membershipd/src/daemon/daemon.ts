@@ -13,7 +13,7 @@ import { offlineHolder } from '../backup/offline.js';
 import { AppendService } from '../dataplane/append.js';
 import { CalloutService, userOfNatsKey } from '../dataplane/callout.js';
 import { loadOrCreateCalloutKeys, nodeUsers } from '../dataplane/keys.js';
-import { Reactor, announce } from '../dataplane/reactor.js';
+import { Reactor, announce, type Change } from '../dataplane/reactor.js';
 import { createApp } from '../http/app.js';
 import { Authorities } from '../http/authority.js';
 import type { DampingOptions } from '../http/damping.js';
@@ -324,16 +324,19 @@ export class Daemon {
       appendService.start();
       await nc.flush();
       undo.push(() => appendService.stop());
+      // A change forgets cached append grants on this node before the
+      // request that made it is answered (other nodes: when it reaches them).
+      const forgetGrants = (change: Change): void => {
+        if (change.type === 'user.revoked') appendService.forget(change.sign_pub);
+        if (change.type === 'member.removed') appendService.forget(change.sign_pub, change.room);
+      };
       const reactor = new Reactor({
         nc,
         app: appNc,
         sys,
         store,
         logger: log,
-        onChange: (change) => {
-          if (change.type === 'user.revoked') appendService.forget(change.sign_pub);
-          if (change.type === 'member.removed') appendService.forget(change.sign_pub, change.room);
-        },
+        onChange: (change) => forgetGrants(change),
         ...(metrics ? { metrics } : {}),
       });
       reactor.start();
@@ -375,7 +378,10 @@ export class Daemon {
         benchRoutes: o.benchRoutes ?? false,
         ...(o.damping ? { damping: o.damping } : {}),
         ...(metrics ? { metrics } : {}),
-        announce: (change) => announce(nc, change),
+        announce: (change) => {
+          forgetGrants(change);
+          return announce(nc, change);
+        },
       });
       const server = await listen(app.fetch, o.http, o.tls);
       undo.push(() => closeHttp(server));

@@ -26,6 +26,8 @@ const APPEND_ID_RE = /^[0-9a-f]{32}$/;
 const ROOM_ID_RE = /^[0-9a-f]{24}$/;
 /** A writer's grant is re-read at most this long after it was read (removals take effect within it). */
 const GRANT_CACHE_MS = 1_000;
+/** Frames one sender may have waiting in this service; more are dropped unanswered. */
+export const MAX_QUEUED_PER_SENDER = 256;
 const enc = new TextEncoder();
 
 export interface AppendServiceOptions {
@@ -79,10 +81,14 @@ export function requesterNkey(msg: Msg): string | null {
 export class AppendService {
   readonly #o: AppendServiceOptions;
   readonly #grants = new Map<string, Grant>();
-  readonly #queues = new Map<string, Promise<void>>();
+  readonly #queues = new Map<string, { tail: Promise<void>; waiting: number }>();
+  /** Bumped by every forget(): a grant read while one ran is not cached. */
+  #generation = 0;
   #sub: Subscription | undefined;
   appended = 0;
   refused = 0;
+  /** Appends dropped because their sender had too many waiting. */
+  dropped = 0;
 
   constructor(o: AppendServiceOptions) {
     this.#o = o;
@@ -98,17 +104,27 @@ export class AppendService {
         }
         // One sender's frames are stored in the order they arrived (a cache
         // miss must not let a later frame overtake); senders run side by side.
+        // Bounded: a sender with MAX_QUEUED frames waiting loses the next
+        // ones unanswered (its SDK retries them), so no writer can make the
+        // daemon hold an unbounded backlog.
         const key = requesterNkey(msg) ?? '';
-        const prev = this.#queues.get(key) ?? Promise.resolve();
-        const next = prev
+        const q = this.#queues.get(key) ?? { tail: Promise.resolve(), waiting: 0 };
+        if (q.waiting >= MAX_QUEUED_PER_SENDER) {
+          this.refused++;
+          this.dropped++;
+          return;
+        }
+        q.waiting++;
+        q.tail = q.tail
           .then(() => this.#handle(msg))
           .catch((e: unknown) =>
             this.#o.logger.warn({ err: (e as Error).message }, 'append failed')
-          );
-        this.#queues.set(key, next);
-        void next.then(() => {
-          if (this.#queues.get(key) === next) this.#queues.delete(key);
-        });
+          )
+          .finally(() => {
+            q.waiting--;
+            if (q.waiting === 0 && this.#queues.get(key) === q) this.#queues.delete(key);
+          });
+        this.#queues.set(key, q);
       },
     });
   }
@@ -119,6 +135,7 @@ export class AppendService {
 
   /** Forget cached grants of a user (revoked) or a membership (removed). */
   forget(signPub: string, roomId?: string): void {
+    this.#generation++;
     for (const [k, g] of this.#grants)
       if (g.user.sign_pub === signPub && (!roomId || g.room.id === roomId)) this.#grants.delete(k);
   }
@@ -134,6 +151,7 @@ export class AppendService {
     const cached = this.#grants.get(cacheKey);
     if (cached && now - cached.at < GRANT_CACHE_MS) return cached;
     this.#grants.delete(cacheKey);
+    const generation = this.#generation;
     const user = await this.#o.resolveUser(nkey);
     if (!user) return null;
     const room = await this.#o.store.rooms.get(roomId);
@@ -141,6 +159,9 @@ export class AppendService {
     const member = await this.#o.store.rooms.membership(roomId, user.sign_pub);
     if (!member) return null;
     const g = { user, room, member, at: now };
+    // A removal that landed while these reads ran may predate them or not:
+    // use what was read once, but never keep it.
+    if (generation !== this.#generation) return g;
     if (this.#grants.size > 10_000) this.#grants.clear();
     this.#grants.set(cacheKey, g);
     return g;

@@ -24,7 +24,8 @@ test('member of no room: inbox and events only, and never an empty allow list', 
   const p = permissionsFor(ME, []);
   assert.deepEqual(p.pub.allow, [NO_PUBLISH]);
   assert.deepEqual(p.sub.allow, [
-    `_INBOX_${ME.slice(0, 32)}.>`,
+    `_INBOX_${ME.slice(0, 32)}.append.*`,
+    `_INBOX_${ME.slice(0, 32)}.r.>`,
     `sealbus.events.${ME.slice(0, 32)}`,
   ]);
 });
@@ -39,7 +40,10 @@ test('ephemeral rooms: writers publish and subscribe, readers subscribe; persist
   ]);
   assert.deepEqual(p.pub.allow, ['chat.a', 'chat.b', `sealbus.append.${'e'.repeat(24)}`]);
   assert.deepEqual(p.sub.allow, [
-    `_INBOX_${ME.slice(0, 32)}.>`,
+    `_INBOX_${ME.slice(0, 32)}.append.*`,
+    `_INBOX_${ME.slice(0, 32)}.r.>`,
+    `_INBOX_${ME.slice(0, 32)}.room.${'d'.repeat(24)}`,
+    `_INBOX_${ME.slice(0, 32)}.room.${'e'.repeat(24)}`,
     'chat.a',
     'chat.b',
     'chat.c',
@@ -56,8 +60,50 @@ test('no grant ever lets the server publish for the user: no JetStream API, ack 
   const p = permissionsFor(ME, all);
   for (const s of [...p.pub.allow, ...p.sub.allow]) {
     assert.ok(!s.startsWith('$'), `${s} reaches a server API`);
-    assert.ok(!s.includes('*') && (s.endsWith('.>') ? s.startsWith('_INBOX_') : true), s);
+    assert.ok(
+      !s.includes('*') && !s.includes('>') ? true : s.startsWith(`_INBOX_${ME.slice(0, 32)}.`),
+      s
+    );
   }
   for (const r of roles)
     assert.ok(!p.pub.allow.includes(`p.${r}`) && !p.sub.allow.includes(`p.${r}`));
+});
+
+/**
+ * nats-server's subscribe check: a subscription subject, wildcards taken as
+ * literal tokens, must match an allowed pattern.
+ */
+function serverAdmits(grants: readonly string[], subscription: string): boolean {
+  const s = subscription.split('.');
+  return grants.some((g) => {
+    const p = g.split('.');
+    if (p.at(-1) === '>')
+      return s.length >= p.length && p.slice(0, -1).every((t, i) => t === '*' || t === s[i]);
+    return p.length === s.length && p.every((t, i) => t === '*' || t === s[i]);
+  });
+}
+
+test('a persisted room is read only while a membership grants its delivery subject', () => {
+  const room = 'f'.repeat(24);
+  const inbox = `_INBOX_${ME.slice(0, 32)}`;
+  const deliver = `${inbox}.room.${room}`;
+  assert.ok(
+    serverAdmits(permissionsFor(ME, [m(room, 'log.f', 'reader', true)]).sub.allow, deliver)
+  );
+  const none = permissionsFor(ME, [m('a'.repeat(24), 'log.a', 'owner', true)]).sub.allow;
+  // No subscription the remaining grants admit receives that room's deliveries.
+  for (const sub of [
+    deliver,
+    `${inbox}.>`,
+    `${inbox}.*.${room}`,
+    `${inbox}.room.*`,
+    `${inbox}.room.>`,
+    `${inbox}.*.*`,
+    `${inbox}.*`,
+    '>',
+  ])
+    assert.ok(!serverAdmits(none, sub), `${sub} is admitted`);
+  // What the SDK needs still is.
+  for (const sub of [`${inbox}.r.abc`, `${inbox}.r.abc.*`, `${inbox}.append.*`])
+    assert.ok(serverAdmits(none, sub), `${sub} is refused`);
 });

@@ -1,7 +1,9 @@
 import {
+  appendResultSubject,
   appendSubject,
+  memberDeliverSubject,
   userEventsSubject,
-  userInboxPrefix,
+  userReplyInboxPrefix,
   type MemberRecord,
 } from '@sealbus/protocol';
 
@@ -25,7 +27,16 @@ export interface SubjectPermissions {
  *   publish to the append service (`sealbus.append.<room>`, answered on
  *   their inbox); everyone reads through the consumer the daemon made, which
  *   delivers under the member's inbox prefix;
- * - its own inbox prefix (subscribe) and its own events subject;
+ * - of its own inbox prefix, only what it needs: replies to its own
+ *   requests (`<prefix>.r.>`, see `userReplyInboxPrefix`), the append
+ *   service's answers (`<prefix>.append.*`) and, per live membership of a
+ *   persisted room, that room's deliveries (`<prefix>.room.<id>`); never the
+ *   whole prefix, and no wildcard one level below it (nats-server checks a
+ *   wildcard subscription as a literal subject, so `<prefix>.*` would admit
+ *   `<prefix>.>`). A consumer that outlives a membership (removed, expired,
+ *   a cursor reset racing a removal) delivers to a subject its former
+ *   member may not subscribe to;
+ * - its own events subject;
  * - no `$JS.>` API, ack or flow-control subject, ever.
  * Allow lists are never empty: an empty list means "everything" to NATS.
  */
@@ -34,10 +45,15 @@ export function permissionsFor(
   memberships: readonly MemberRecord[]
 ): SubjectPermissions {
   const pub = new Set<string>();
-  const sub = new Set<string>([`${userInboxPrefix(signPub)}.>`, userEventsSubject(signPub)]);
+  const sub = new Set<string>([
+    `${userReplyInboxPrefix(signPub)}.>`,
+    appendResultSubject(signPub, '*'),
+    userEventsSubject(signPub),
+  ]);
   for (const m of memberships) {
     const writes = m.role === 'owner' || m.role === 'writer';
     if (m.persist) {
+      sub.add(memberDeliverSubject(signPub, m.room));
       if (writes) pub.add(appendSubject(m.room));
     } else {
       sub.add(m.subject);

@@ -15,6 +15,7 @@ import { AuthDamper, type DampingOptions } from './damping.js';
 import { signableRequest, signatureAuth } from './auth.js';
 import type { AppEnv, AuthMode } from './context.js';
 import { errorBody, HttpError, toHttpError } from './errors.js';
+import { DenialBudget } from './denials.js';
 import { openApiDocument } from './openapi.js';
 import { normalTarget } from './target.js';
 import { directoryRoutes } from './routes/directory.js';
@@ -72,6 +73,8 @@ export interface AppOptions {
   authorities: Authorities;
   /** `POST /rooms` refuses (403 ROOM_QUOTA) a signer that owns this many rooms (default 100). */
   maxRoomsPerUser?: number;
+  /** How many refusals per signer reach the audit log (default: 20 at once, 20 a minute). */
+  denials?: DenialBudget;
 }
 
 /** `--max-rooms-per-user` when not given. */
@@ -164,6 +167,7 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
     logger: o.logger,
     announce: o.announce,
     maxRoomsPerUser: o.maxRoomsPerUser ?? DEFAULT_MAX_ROOMS_PER_USER,
+    denials: o.denials ?? new DenialBudget(),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
   const openapi = openApiDocument([...PUBLIC_ROUTES, ...SIGNED_ROUTES]);

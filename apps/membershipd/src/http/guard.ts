@@ -15,6 +15,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { AppContext } from './context.js';
 import { HttpError } from './errors.js';
+import type { DenialBudget } from './denials.js';
 
 /** What route handlers work with. */
 export interface Services {
@@ -24,6 +25,8 @@ export interface Services {
   /** Rooms one user may own; `POST /rooms` beyond it is 403 ROOM_QUOTA. */
   maxRoomsPerUser: number;
   metrics?: Pick<Metrics, 'auditAppend'>;
+  /** How many refusals per signer reach the audit log (none budgeted when absent). */
+  denials?: DenialBudget;
 }
 
 /**
@@ -57,7 +60,7 @@ export function httpEdge(s: Services, c: AppContext): ChangeEdge {
  * Appends an audit record for this request. For a state change (`ok`) a
  * failed append fails the request with 503: a change is never reported as
  * done unless it is on the record. Denials are recorded best-effort (the
- * denial stands either way).
+ * denial stands either way) and within each signer's budget (`denials`).
  */
 export async function audit(
   s: Services,
@@ -67,6 +70,11 @@ export async function audit(
   outcome: 'ok' | 'denied',
   detail?: Detail
 ): Promise<void> {
+  if (outcome === 'denied' && s.denials) {
+    const budget = s.denials.take(c.get('actor')?.sign_pub ?? 'anonymous');
+    if (!budget) return; // counted; the signer's next record says how many
+    if (budget.suppressed > 0) detail = { ...detail, suppressed: budget.suppressed };
+  }
   try {
     await s.store.audit.append({
       time: new Date().toISOString(),
