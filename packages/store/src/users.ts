@@ -14,7 +14,15 @@ import {
   type UserRecord,
 } from '@sealbus/protocol';
 import { StoreError, isWrongLastSequence, toStoreError } from './errors.js';
-import { casUpdate, createOnly, decodeJson, encodeJson, getLive, getLiveRetrying, readAll } from './kv.js';
+import {
+  casUpdate,
+  createOnly,
+  decodeJson,
+  encodeJson,
+  getLive,
+  getLiveRetrying,
+  readAll,
+} from './kv.js';
 
 const parseUser = (raw: unknown): UserRecord => parseOrThrow(userRecordSchema, raw);
 
