@@ -1,5 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from 'nats';
+import {
+  headers as natsHeaders,
+  type JetStreamClient,
+  type Msg,
+  type NatsConnection,
+  type Subscription,
+} from 'nats';
 import { FrameError, frameSignatureValid, parseFrame } from '@sealbus/crypto';
 import {
   APPEND_ID_HEADER,
@@ -115,15 +121,26 @@ export class AppendService {
           return;
         }
         q.waiting++;
+        const settled = () => {
+          q.waiting--;
+          if (q.waiting === 0 && this.#queues.get(key) === q) this.#queues.delete(key);
+        };
+        const failed = (e: unknown) =>
+          this.#o.logger.warn({ err: (e as Error).message }, 'append failed');
+        // The queue holds a frame until its stream publish is on the wire
+        // (publishes from one connection are stored in the order sent);
+        // its ack is awaited outside the queue, so one sender's frames are
+        // pipelined, not stored one round trip at a time. `waiting` counts
+        // a frame until its ack is in.
         q.tail = q.tail
           .then(() => this.#handle(msg))
-          .catch((e: unknown) =>
-            this.#o.logger.warn({ err: (e as Error).message }, 'append failed')
-          )
-          .finally(() => {
-            q.waiting--;
-            if (q.waiting === 0 && this.#queues.get(key) === q) this.#queues.delete(key);
-          });
+          .then(
+            (r) => void (r ? r.stored.catch(failed).finally(settled) : settled()),
+            (e: unknown) => {
+              failed(e);
+              settled();
+            }
+          );
         this.#queues.set(key, q);
       },
     });
@@ -167,7 +184,11 @@ export class AppendService {
     return g;
   }
 
-  async #handle(msg: Msg): Promise<void> {
+  /**
+   * Checks one append request and answers it, or starts its stream publish
+   * (already on the wire when this resolves) and hands back its outcome.
+   */
+  async #handle(msg: Msg): Promise<{ stored: Promise<void> } | undefined> {
     const roomId = msg.subject.slice('sealbus.append.'.length);
     const id = msg.headers?.get(APPEND_ID_HEADER) ?? '';
     const nkey = requesterNkey(msg);
@@ -192,8 +213,10 @@ export class AppendService {
       return; // not a registered writer of this room: no answer at all
     }
     const signPub = grant.user.sign_pub;
-    const answer = (r: AppendResult) =>
+    const answer = (r: AppendResult): undefined => {
       this.#o.app.publish(appendResultSubject(signPub, id), enc.encode(JSON.stringify(r)));
+      return undefined;
+    };
     if (!memberCanWrite(grant.user, grant.member, Date.now())) {
       this.refused++;
       return answer({ ok: false, code: 'NOT_WRITER', message: 'not a writer of this room now' });
@@ -224,26 +247,36 @@ export class AppendService {
         message: 'a frame is appended only by the sender it names',
       });
     }
-    try {
-      const h = natsHeaders();
-      // Scoped to the sender: no other writer can take (or pre-empt) this id.
-      h.set('Nats-Msg-Id', `${signPub}.${id}`);
-      h.set('Nats-Expected-Stream', `ROOM_${roomId}`);
-      const ack = await this.#o.app
-        .jetstream({ timeout: this.#o.publishTimeoutMs ?? 2_000 })
-        .publish(grant.room.subject, msg.data, { headers: h });
-      this.appended++;
-      answer({ ok: true, seq: ack.seq, duplicate: ack.duplicate });
-    } catch (err) {
-      // JetStream answers a full stream with a 503, like a lost leader: only
-      // its description tells them apart.
-      const e = err as { message?: string; api_error?: { description?: string } };
-      const text = `${e.api_error?.description ?? ''} ${e.message ?? ''}`;
-      if (/maximum (bytes|messages) exceeded|resource limits exceeded/i.test(text))
-        return answer({ ok: false, code: 'ROOM_FULL', message: 'the room is full' });
-      this.#o.logger.warn({ err: (err as Error).message, room: roomId }, 'append: not stored');
-      answer({ ok: false, code: 'UNAVAILABLE', message: 'not stored; retry' });
-    }
+    const h = natsHeaders();
+    // Scoped to the sender: no other writer can take (or pre-empt) this id.
+    h.set('Nats-Msg-Id', `${signPub}.${id}`);
+    h.set('Nats-Expected-Stream', `ROOM_${roomId}`);
+    // Called without awaiting: the publish is written to the connection now.
+    const stored = this.#js()
+      .publish(grant.room.subject, msg.data, { headers: h })
+      .then(
+        (ack) => {
+          this.appended++;
+          answer({ ok: true, seq: ack.seq, duplicate: ack.duplicate });
+        },
+        (err: unknown) => {
+          // JetStream answers a full stream with a 503, like a lost leader:
+          // only its description tells them apart.
+          const e = err as { message?: string; api_error?: { description?: string } };
+          const text = `${e.api_error?.description ?? ''} ${e.message ?? ''}`;
+          if (/maximum (bytes|messages) exceeded|resource limits exceeded/i.test(text))
+            return answer({ ok: false, code: 'ROOM_FULL', message: 'the room is full' });
+          this.#o.logger.warn({ err: e.message, room: roomId }, 'append: not stored');
+          answer({ ok: false, code: 'UNAVAILABLE', message: 'not stored; retry' });
+        }
+      );
+    return { stored };
+  }
+
+  #jsClient: JetStreamClient | undefined;
+  #js(): JetStreamClient {
+    this.#jsClient ??= this.#o.app.jetstream({ timeout: this.#o.publishTimeoutMs ?? 2_000 });
+    return this.#jsClient;
   }
 }
 
