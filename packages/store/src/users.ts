@@ -103,20 +103,37 @@ export async function claimNatsKey(
     throw new StoreError('INVALID', 'nats_pub: a NATS key is never the sign key itself');
   if (await getUser(users, natsPub))
     throw new StoreError('CONFLICT', `nats_pub ${natsPub} is a registered sign key (unchanged)`);
+  const rev = await writeNatsKeyRow(users, natsKeys, natsPub, signPub);
+  // A registration of natsPub as a sign key may have run beside this claim:
+  // each side writes, then looks at the other's bucket, so at least one of
+  // them sees the other (and both may: then both are refused).
+  if (await getUser(users, natsPub)) {
+    if (rev !== null) await natsKeys.delete(natsPub, { previousSeq: rev }).catch(() => {});
+    throw new StoreError('CONFLICT', `nats_pub ${natsPub} is a registered sign key (unchanged)`);
+  }
+}
+
+/** The index write of `claimNatsKey`: the row's new revision, or null when it already pointed at `signPub`. */
+async function writeNatsKeyRow(
+  users: KV,
+  natsKeys: KV,
+  natsPub: string,
+  signPub: string
+): Promise<number | null> {
   const value = encodeJson({ sign_pub: signPub } satisfies NatsKeyRow);
   for (let attempt = 1; attempt <= 8; attempt++) {
-    if ((await createOnly(natsKeys, natsPub, value, 'claim nats key')) !== null) return;
+    const created = await createOnly(natsKeys, natsPub, value, 'claim nats key');
+    if (created !== null) return created;
     const entry = await getLive(natsKeys, natsPub, 'claim nats key');
     if (!entry) continue; // deleted in between: create again
     const owner = decodeJson(entry, parseNatsKeyRow).sign_pub;
-    if (owner === signPub) return;
+    if (owner === signPub) return null;
     const ownerRecord = await getUser(users, owner);
     if (!ownerRecord || (ownerRecord.nats_pub === natsPub && ownerRecord.status === 'active')) {
       throw new StoreError('CONFLICT', `nats_pub ${natsPub} is bound to another user (unchanged)`);
     }
     try {
-      await natsKeys.update(natsPub, value, entry.revision);
-      return;
+      return await natsKeys.update(natsPub, value, entry.revision);
     } catch (err) {
       // Lost a race with another writer: look again.
       if (!isWrongLastSequence(err)) throw toStoreError(err, 'claim nats key');
@@ -181,20 +198,25 @@ export async function addUser(
     revoked_at: null,
     expires_at: r.expires_at,
   };
-  // The mirror of claimNatsKey's rule: a sign key is never someone's NATS key.
-  const asNatsKey = await getLiveRetrying(natsKeys, record.sign_pub, 'add user');
-  if (asNatsKey) {
-    const owner = await getUser(kv, decodeJson(asNatsKey, parseNatsKeyRow).sign_pub);
-    if (owner?.nats_pub === record.sign_pub)
-      throw new StoreError(
-        'CONFLICT',
-        `sign_pub ${record.sign_pub} is another user's NATS key (unchanged)`
-      );
-  }
+  // The mirror of claimNatsKey's rule: a sign key is never someone's NATS
+  // key, nor one being claimed (an index row whose owner's record is not
+  // written yet counts too).
+  const clash = () =>
+    new StoreError(
+      'CONFLICT',
+      `sign_pub ${record.sign_pub} is another user's NATS key (unchanged)`
+    );
+  if (await getLiveRetrying(natsKeys, record.sign_pub, 'add user')) throw clash();
   if (record.nats_pub !== null) await claimNatsKey(kv, natsKeys, record.nats_pub, record.sign_pub);
   const rev = await createOnly(kv, record.sign_pub, encodeJson(record), 'add user');
   if (rev === null) {
     throw new StoreError('CONFLICT', `user ${record.sign_pub} already registered (unchanged)`);
+  }
+  // A claim of this key as a NATS key may have run beside this write; see
+  // claimNatsKey (write, then look at the other bucket).
+  if (await getLiveRetrying(natsKeys, record.sign_pub, 'add user')) {
+    await kv.delete(record.sign_pub, { previousSeq: rev }).catch(() => {});
+    throw clash();
   }
   return record;
 }

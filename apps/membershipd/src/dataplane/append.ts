@@ -32,8 +32,17 @@ const APPEND_ID_RE = /^[0-9a-f]{32}$/;
 const ROOM_ID_RE = /^[0-9a-f]{24}$/;
 /** A writer's grant is re-read at most this long after it was read (removals take effect within it). */
 const GRANT_CACHE_MS = 1_000;
-/** Frames one sender may have waiting in this service; more are dropped unanswered. */
+/**
+ * What one sender, and all senders together, may have waiting in this
+ * service (frames until their store ack is in); more are dropped unanswered
+ * and the writers' SDKs retry them. Bounds the daemon's memory whatever the
+ * writers send.
+ */
 export const MAX_QUEUED_PER_SENDER = 256;
+export const MAX_QUEUED_BYTES_PER_SENDER = 8 * 1024 * 1024;
+export const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
+/** Room for the headers the service adds to a frame it stores (message id, expected stream). */
+const STORE_HEADER_ALLOWANCE = 512;
 const enc = new TextEncoder();
 
 export interface AppendServiceOptions {
@@ -87,7 +96,9 @@ export function requesterNkey(msg: Msg): string | null {
 export class AppendService {
   readonly #o: AppendServiceOptions;
   readonly #grants = new Map<string, Grant>();
-  readonly #queues = new Map<string, { tail: Promise<void>; waiting: number }>();
+  readonly #queues = new Map<string, { tail: Promise<void>; waiting: number; bytes: number }>();
+  /** Bytes of frames waiting in this service, all senders together. */
+  #queuedBytes = 0;
   /** Bumped by every forget(): a grant read while one ran is not cached. */
   #generation = 0;
   #sub: Subscription | undefined;
@@ -114,15 +125,24 @@ export class AppendService {
         // ones unanswered (its SDK retries them), so no writer can make the
         // daemon hold an unbounded backlog.
         const key = requesterNkey(msg) ?? '';
-        const q = this.#queues.get(key) ?? { tail: Promise.resolve(), waiting: 0 };
-        if (q.waiting >= MAX_QUEUED_PER_SENDER) {
+        const q = this.#queues.get(key) ?? { tail: Promise.resolve(), waiting: 0, bytes: 0 };
+        const size = msg.data.length;
+        if (
+          q.waiting >= MAX_QUEUED_PER_SENDER ||
+          q.bytes + size > MAX_QUEUED_BYTES_PER_SENDER ||
+          this.#queuedBytes + size > MAX_QUEUED_BYTES
+        ) {
           this.refused++;
           this.dropped++;
           return;
         }
         q.waiting++;
+        q.bytes += size;
+        this.#queuedBytes += size;
         const settled = () => {
           q.waiting--;
+          q.bytes -= size;
+          this.#queuedBytes -= size;
           if (q.waiting === 0 && this.#queues.get(key) === q) this.#queues.delete(key);
         };
         const failed = (e: unknown) =>
@@ -247,6 +267,15 @@ export class AppendService {
         message: 'a frame is appended only by the sender it names',
       });
     }
+    // A frame the writer could send but the stream could not take with the
+    // service's headers (max_payload) is refused now, never retried forever.
+    const maxPayload = this.#o.app.info?.max_payload ?? Infinity;
+    if (msg.data.length + STORE_HEADER_ALLOWANCE > maxPayload)
+      return answer({
+        ok: false,
+        code: 'MALFORMED',
+        message: `frame too large: at most ${maxPayload - STORE_HEADER_ALLOWANCE} bytes are stored`,
+      });
     const h = natsHeaders();
     // Scoped to the sender: no other writer can take (or pre-empt) this id.
     h.set('Nats-Msg-Id', `${signPub}.${id}`);

@@ -5,6 +5,7 @@
 // against main before its fix.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { headers as natsHeaders, type Msg, type NatsConnection } from 'nats';
 import {
   FrameSealer,
@@ -31,6 +32,8 @@ import { sendRaw, signRaw } from './attack.js';
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const rssMiB = (pid: number) =>
+  Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
 
 describe('cold review: removed, expired and hostile members', { timeout: 300_000 }, () => {
   let d: TestDaemon;
@@ -152,8 +155,8 @@ describe('cold review: removed, expired and hostile members', { timeout: 300_000
     const before = await raw(m);
     const early: string[] = [];
     before.subscribe(memberDeliverSubject(m.signPubHex, room.id), {
-      callback: (_e, msg) => {
-        if (msg.data.length) early.push(msg.subject);
+      callback: (e, msg) => {
+        if (!e && msg.data.length) early.push(msg.subject);
       },
     });
     await before.flush();
@@ -256,6 +259,110 @@ describe('cold review: removed, expired and hostile members', { timeout: 300_000
     // What was answered was stored; the rest was dropped unanswered.
     assert.equal(await streamMessages(room.id), answered + 1);
     assert.ok(answered < N, `all ${N} queued: the backlog is not bounded`);
+  });
+
+  test('writers flooding near-max frames: the daemon holds a bounded backlog in bytes', async () => {
+    const o = await user('mem-owner');
+    const O = await bus(o);
+    const writers: Array<{ nc: NatsConnection; room: string; frame: Uint8Array }> = [];
+    for (let i = 0; i < 4; i++) {
+      const w = await user(`mem-w${i}`);
+      const room = await O.createRoom({
+        subject: `mem${i}.log`,
+        policy: { encrypt: false, persist: true, sign: false },
+      });
+      await O.invite(room.id, w.signPubHex, 'writer');
+      const frame = new FrameSealer(room.id, w.signSeed).seal(new Uint8Array(1024 * 1024 - 4096), {
+        epoch: 0,
+        key: null,
+        sign: false,
+      });
+      writers.push({ nc: await raw(w), room: room.id, frame });
+    }
+    const pid = d.proc.pid!;
+    const base = rssMiB(pid);
+    let peak = base;
+    const timer = setInterval(() => (peak = Math.max(peak, rssMiB(pid))), 25);
+    try {
+      await Promise.all(
+        writers.map(async ({ nc, room, frame }) => {
+          for (let i = 0; i < 200; i++) {
+            const h = natsHeaders();
+            h.set(APPEND_ID_HEADER, toHex(crypto.getRandomValues(new Uint8Array(16))));
+            nc.publish(appendSubject(room), frame, { headers: h });
+            if (i % 32 === 31) await nc.flush();
+          }
+          await nc.flush();
+        })
+      );
+      await sleep(4_000);
+    } finally {
+      clearInterval(timer);
+    }
+    // 800 MiB sent; before the byte bound the daemon grew by ~350 MiB on this.
+    assert.ok(peak - base < 200, `daemon RSS grew by ${(peak - base).toFixed(0)} MiB`);
+  });
+
+  test('a frame the writer may send but the stream cannot take is refused at once, not retried forever', async () => {
+    const [o, w] = [await user('big-owner'), await user('big-writer')];
+    const O = await bus(o);
+    const room = await O.createRoom({
+      subject: 'big.log',
+      policy: { encrypt: false, persist: true, sign: false },
+    });
+    await O.invite(room.id, w.signPubHex, 'writer');
+    const nc = await raw(w);
+    const answers: Array<{ ok: boolean; code?: string }> = [];
+    nc.subscribe(appendResultSubject(w.signPubHex, '*'), {
+      callback: (_e, m) => void answers.push(JSON.parse(dec(m.data))),
+    });
+    await nc.flush();
+    const sealer = new FrameSealer(room.id, w.signSeed);
+    const overhead =
+      sealer.seal(new Uint8Array(10), { epoch: 0, key: null, sign: false }).length - 10;
+    // Fits the writer's own publish (its header is ~70 bytes), not the store's.
+    const frame = sealer.seal(new Uint8Array(nc.info!.max_payload - 80 - overhead), {
+      epoch: 0,
+      key: null,
+      sign: false,
+    });
+    for (let i = 0; i < 3; i++) {
+      const h = natsHeaders();
+      h.set(APPEND_ID_HEADER, toHex(crypto.getRandomValues(new Uint8Array(16))));
+      nc.publish(appendSubject(room.id), frame, { headers: h });
+    }
+    await nc.flush();
+    await waitFor(() => answers.length === 3, { what: 'three answers', timeoutMs: 10_000 });
+    assert.deepEqual(
+      answers.map((a) => [a.ok, a.code]),
+      Array(3).fill([false, 'MALFORMED'])
+    );
+  });
+
+  test('a NATS key claim racing a registration of the same key as a sign key: never both', async () => {
+    const self = new URL(d.httpUrl).host;
+    let both = 0;
+    for (let i = 0; i < 12; i++) {
+      const fresh = generateIdentity();
+      await admin.addUser({ sign_pub: fresh.signPubHex, handle: `race-f${i}`, role: 'member' });
+      const x = generateIdentity();
+      const binding = signKeyBinding({ ...fresh, natsPub: x.signPub });
+      const body = JSON.stringify({
+        kex_pub: fresh.kexPubHex,
+        nats_pub: x.signPubHex,
+        binding: toHex(binding),
+      });
+      const [claim, add] = await Promise.allSettled([
+        sendRaw(d.httpUrl, 'PUT', '/me/keys', signRaw(fresh, 'PUT', self, '/me/keys', body), body),
+        admin.addUser({ sign_pub: x.signPubHex, handle: `race-x${i}`, role: 'member' }),
+      ]);
+      if (claim.status === 'fulfilled' && claim.value.status === 200 && add.status === 'fulfilled')
+        both++;
+      // Whatever won, the callout treats a registered sign key as one.
+      if (add.status === 'fulfilled')
+        assert.equal((await store.userByNatsKey(x.signPubHex)).kind, 'sign_key');
+    }
+    assert.equal(both, 0, `${both} of 12 races left a key both a sign key and a NATS key`);
   });
 
   test("a member cannot make its NATS key a sign key: its own, or anyone's", async () => {
