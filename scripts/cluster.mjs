@@ -14,6 +14,7 @@
 // ...}],"admin_identity","ca"}. The nodes keep running after `up` exits.
 
 import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import {
   existsSync,
   mkdirSync,
@@ -221,6 +222,12 @@ async function up() {
     ca = join(tlsDir, 'client-ca.crt');
   }
 
+  // Routes always authenticate: mutual TLS with --tls, else a shared secret
+  // made here once (0600) and given to every node by file.
+  const routeSecret = join(secrets, 'route.secret');
+  if (!opt.tls && !existsSync(routeSecret))
+    writeFileSync(routeSecret, randomBytes(32).toString('hex') + '\n', { mode: 0o600, flag: 'wx' });
+
   const state = {
     nodes: nodes.map((n) => {
       const dataDir = join(DIR, n.name);
@@ -268,7 +275,7 @@ async function up() {
               '--route-tls-ca',
               join(tlsDir, 'route-ca.crt'),
             ]
-          : []),
+          : ['--route-secret-file', routeSecret]),
       ];
       return {
         name: n.name,

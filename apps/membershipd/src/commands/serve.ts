@@ -1,12 +1,14 @@
 import { Option, type Command } from 'commander';
 import { DEFAULT_ROOM_MAX_BYTES } from '@sealbus/store';
-import { argParser } from '../cli.js';
+import { EXIT_CODES, argParser } from '../cli.js';
 import { AT_REST_KEY_ENV, loadAtRestKey, type AtRestKey } from '../daemon/atrest.js';
 import { Daemon, EXIT, type DaemonOptions } from '../daemon/daemon.js';
 import { DEFAULT_APP_MAX_BYTES } from '../daemon/natsconfig.js';
 import { DEFAULT_MAX_ROOMS_PER_USER } from '../http/app.js';
+import { DEFAULT_HTTP_BOUNDS } from '../http/bounds.js';
 import type { AuthMode } from '../http/context.js';
 import { createLogger } from '../log.js';
+import { RouteSecret } from '../daemon/routesecret.js';
 import {
   isLoopbackHost,
   parseAuthority,
@@ -49,10 +51,13 @@ interface ServeOptions {
   routeTlsCert?: string;
   routeTlsKey?: string;
   routeTlsCa?: string;
+  routeSecretFile?: string;
   metrics?: HostPort;
   atRestKeyFile?: string;
   authority: string[];
   maxRoomsPerUser: number;
+  httpMaxConnections: number;
+  httpMaxConnectionsPerAddress: number;
   roomMaxBytes: number;
   appMaxBytes: number;
 }
@@ -106,6 +111,19 @@ export function registerServe(program: Command): void {
     )
     .addOption(
       new Option(
+        '--http-max-connections <n>',
+        'open HTTP connections, all clients together; more are closed at once'
+      )
+        .argParser(argParser(parseCount))
+        .default(DEFAULT_HTTP_BOUNDS.maxConnections)
+    )
+    .addOption(
+      new Option('--http-max-connections-per-address <n>', 'open HTTP connections from one address')
+        .argParser(argParser(parseCount))
+        .default(DEFAULT_HTTP_BOUNDS.maxConnectionsPerAddress)
+    )
+    .addOption(
+      new Option(
         '--max-rooms-per-user <n>',
         'rooms one user may own; POST /rooms beyond it is 403 ROOM_QUOTA'
       )
@@ -137,6 +155,10 @@ export function registerServe(program: Command): void {
     .option('--route-tls-cert <file>', 'route certificate (mutual TLS between nodes)')
     .option('--route-tls-key <file>', 'its private key (0600)')
     .option('--route-tls-ca <file>', 'the route CA (separate from the client CA)')
+    .option(
+      '--route-secret-file <file>',
+      'shared route secret (0600 file, 32+ URL-safe characters): routes authenticate with it when they have no mutual TLS'
+    )
     .option(
       '--at-rest-key-file <path>',
       `encrypt the store at rest with the key in this file (0600; or set ${AT_REST_KEY_ENV})`
@@ -239,6 +261,15 @@ async function serve(opts: ServeOptions): Promise<number> {
   let atRestKey: AtRestKey | null;
   try {
     topology = tlsAndCluster(opts);
+  } catch (err) {
+    // Half a TLS or cluster configuration, or routes nobody authenticates:
+    // a usage error, before anything starts.
+    process.stderr.write(`membershipd serve: ${(err as Error).message}\n`);
+    return EXIT_CODES.USAGE;
+  }
+  try {
+    if (topology.cluster && opts.routeSecretFile)
+      topology.cluster.secret = await RouteSecret.load(opts.routeSecretFile);
     atRestKey = await loadAtRestKey(opts.atRestKeyFile);
   } catch (err) {
     process.stderr.write(`membershipd serve: ${(err as Error).message}\n`);
@@ -287,6 +318,10 @@ async function serve(opts: ServeOptions): Promise<number> {
       atRestKey,
       authorities: opts.authority,
       maxRoomsPerUser: opts.maxRoomsPerUser,
+      httpBounds: {
+        maxConnections: opts.httpMaxConnections,
+        maxConnectionsPerAddress: opts.httpMaxConnectionsPerAddress,
+      },
       roomMaxBytes: opts.roomMaxBytes,
       appMaxBytes: opts.appMaxBytes,
       userJwtTtlSec: Math.max(5, Math.round(opts.userJwtTtl / 1000)),
@@ -333,6 +368,14 @@ export function tlsAndCluster(o: ServeOptions): Pick<DaemonOptions, 'tls' | 'clu
     if (routeTls && (!o.routeTlsCert || !o.routeTlsKey || !o.routeTlsCa)) {
       throw new Error('--route-tls-cert, --route-tls-key and --route-tls-ca go together');
     }
+    // Anyone who can reach a route port and is not asked who it is becomes
+    // part of the cluster (and sees its traffic): routes always authenticate.
+    if (!routeTls && !o.routeSecretFile)
+      throw new Error(
+        'cluster routes must authenticate: add --route-secret-file FILE (a 0600 file with a ' +
+          'shared secret, e.g. openssl rand -hex 32 > FILE, the same on every node) or mutual TLS ' +
+          '(--route-tls-cert, --route-tls-key, --route-tls-ca)'
+      );
     out.cluster = {
       name: o.clusterName,
       host: o.clusterHost,
@@ -343,8 +386,10 @@ export function tlsAndCluster(o: ServeOptions): Pick<DaemonOptions, 'tls' | 'clu
         ? { tls: { cert: o.routeTlsCert!, key: o.routeTlsKey!, ca: o.routeTlsCa! } }
         : {}),
     };
-  } else if (o.clusterPort || o.routes || routeTls) {
-    throw new Error('--cluster-port, --routes and --route-tls-* need --cluster-name');
+  } else if (o.clusterPort || o.routes || routeTls || o.routeSecretFile) {
+    throw new Error(
+      '--cluster-port, --routes, --route-tls-* and --route-secret-file need --cluster-name'
+    );
   }
   return out;
 }

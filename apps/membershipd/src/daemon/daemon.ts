@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Server } from 'node:net';
 import { resolve } from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
 import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
@@ -14,6 +14,12 @@ import { AppendService } from '../dataplane/append.js';
 import { CalloutService, userOfNatsKey } from '../dataplane/callout.js';
 import { loadOrCreateCalloutKeys, nodeUsers } from '../dataplane/keys.js';
 import { Reactor, announce, type Change } from '../dataplane/reactor.js';
+import {
+  DEFAULT_HTTP_BOUNDS,
+  capConnections,
+  serverOptions,
+  type HttpBounds,
+} from '../http/bounds.js';
 import { createApp } from '../http/app.js';
 import { Authorities } from '../http/authority.js';
 import type { DampingOptions } from '../http/damping.js';
@@ -62,6 +68,8 @@ export interface DaemonOptions {
   tls?: TlsFiles;
   clientAdvertise?: string;
   cluster?: ClusterOptions;
+  /** Limits of the HTTP listener (defaults: DEFAULT_HTTP_BOUNDS). */
+  httpBounds?: Partial<HttpBounds>;
   /** Admin #0's identity (default DATA/admin.id); a cluster shares one. */
   adminIdFile?: string;
   benchRoutes?: boolean;
@@ -216,7 +224,10 @@ export class Daemon {
         child = await NatsServerProcess.start({
           configFile: paths.natsConfig,
           detached: true,
-          ...(atRestKey ? { env: atRestKey.childEnv() } : {}),
+          env: {
+            ...(atRestKey ? atRestKey.childEnv() : {}),
+            ...(o.cluster?.secret ? o.cluster.secret.childEnv(o.cluster.routes) : {}),
+          },
           ...(o.natsServerBin ? { bin: o.natsServerBin } : {}),
           onLog: (l) => natsLog[l.level === 'fatal' ? 'error' : l.level](l.msg),
         });
@@ -357,7 +368,9 @@ export class Daemon {
       }
 
       const lifecycle = { stopping: false };
+      const httpBounds: HttpBounds = { ...DEFAULT_HTTP_BOUNDS, ...o.httpBounds };
       const health = createHealth({
+        http: httpBounds,
         nc,
         store,
         embedded: child !== undefined,
@@ -383,7 +396,7 @@ export class Daemon {
           return announce(nc, change);
         },
       });
-      const server = await listen(app.fetch, o.http, o.tls);
+      const server = await listen(app.fetch, o.http, httpBounds, o.tls);
       undo.push(() => closeHttp(server));
       const addr = server.address() as AddressInfo;
       authorities.bind(o.http.host, addr.port);
@@ -461,6 +474,7 @@ function localHost(host: string | undefined): string {
 function listen(
   fetch: Parameters<typeof serve>[0]['fetch'],
   at: HostPort,
+  bounds: HttpBounds,
   tls?: TlsFiles
 ): Promise<ServerType> {
   return new Promise((resolve, reject) => {
@@ -470,9 +484,14 @@ function listen(
           hostname: at.host,
           port: at.port,
           createServer: createHttpsServer,
-          serverOptions: { cert: readFileSync(tls.cert), key: readFileSync(tls.key) },
+          serverOptions: {
+            ...serverOptions(bounds),
+            cert: readFileSync(tls.cert),
+            key: readFileSync(tls.key),
+          },
         })
-      : serve({ fetch, hostname: at.host, port: at.port });
+      : serve({ fetch, hostname: at.host, port: at.port, serverOptions: serverOptions(bounds) });
+    capConnections(server as Server, bounds);
     server.once('listening', () => resolve(server));
     server.once('error', (err) =>
       reject(new Error(`cannot listen on ${formatHostPort(at.host, at.port)}: ${err.message}`))

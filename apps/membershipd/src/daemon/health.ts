@@ -2,6 +2,7 @@ import type { NatsConnection } from 'nats';
 import type { BucketReplication, MembershipStore } from '@sealbus/store';
 import type { HealthProbe, Posture } from '../http/app.js';
 import { VERSION } from '../version.js';
+import type { HttpBounds } from '../http/bounds.js';
 
 export interface HealthState {
   nc: NatsConnection;
@@ -9,6 +10,7 @@ export interface HealthState {
   embedded: boolean;
   authMode: Posture['auth']['mode'];
   tls: Posture['tls'];
+  http: HttpBounds;
   /** The embedded store is encrypted at rest. */
   atRest: boolean;
   /** False while NATS reports the connection as down. */
@@ -65,6 +67,12 @@ export function createHealth(s: HealthState): HealthProbe {
         },
         tls: s.tls,
         at_rest: s.atRest,
+        http: {
+          headers_timeout_ms: s.http.headersTimeoutMs,
+          request_timeout_ms: s.http.requestTimeoutMs,
+          max_connections: s.http.maxConnections,
+          max_connections_per_address: s.http.maxConnectionsPerAddress,
+        },
       };
     },
     async ready() {

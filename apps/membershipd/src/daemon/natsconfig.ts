@@ -1,5 +1,6 @@
 import { envRef, type NatsConfigValue } from '@sealbus/natsd';
 import { NATS_KEY_ENV } from './atrest.js';
+import { ROUTE_SECRET_ENV, ROUTE_USER, routeUrlEnv, type RouteSecret } from './routesecret.js';
 import type { DataPaths } from './paths.js';
 
 /** TLS files: certificate, its key, and the CA that verifies peers. */
@@ -20,6 +21,12 @@ export interface ClusterOptions {
   advertise?: string;
   /** Mutual TLS on routes, with its own CA (a client certificate is never a route certificate). */
   tls?: TlsFiles & { ca: string };
+  /**
+   * The shared route secret: required of inbound routes, presented on
+   * solicited ones (the route URLs then come from the environment). A
+   * cluster has this, mutual TLS, or both.
+   */
+  secret?: RouteSecret;
 }
 
 export interface EmbeddedNatsOptions {
@@ -129,7 +136,18 @@ export function embeddedNatsConfig(o: EmbeddedNatsOptions): Record<string, NatsC
             name: o.cluster.name,
             host: o.cluster.host,
             port: o.cluster.port,
-            routes: o.cluster.routes,
+            routes: o.cluster.secret
+              ? o.cluster.routes.map((_, i) => envRef(routeUrlEnv(i)))
+              : o.cluster.routes,
+            ...(o.cluster.secret
+              ? {
+                  authorization: {
+                    user: ROUTE_USER,
+                    password: envRef(ROUTE_SECRET_ENV),
+                    timeout: 2,
+                  },
+                }
+              : {}),
             pool_size: -1,
             no_advertise: true,
             ...(o.cluster.advertise ? { advertise: o.cluster.advertise } : {}),

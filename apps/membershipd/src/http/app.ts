@@ -16,6 +16,7 @@ import { signableRequest, signatureAuth } from './auth.js';
 import type { AppEnv, AuthMode } from './context.js';
 import { errorBody, HttpError, toHttpError } from './errors.js';
 import { DenialBudget } from './denials.js';
+import { noBodyWhereNoneIsTaken } from './bounds.js';
 import { openApiDocument } from './openapi.js';
 import { normalTarget } from './target.js';
 import { directoryRoutes } from './routes/directory.js';
@@ -42,6 +43,13 @@ export interface Posture {
   tls: { http: boolean; nats: boolean };
   /** The embedded JetStream store is encrypted at rest (false with an external NATS). */
   at_rest: boolean;
+  /** The HTTP listener's limits. */
+  http: {
+    headers_timeout_ms: number;
+    request_timeout_ms: number;
+    max_connections: number;
+    max_connections_per_address: number;
+  };
 }
 
 export interface HealthProbe {
@@ -174,6 +182,7 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
 
   app.use('*', requestContext(o.logger, o.metrics));
   app.use('*', normalTarget(o.metrics));
+  app.use('*', noBodyWhereNoneIsTaken(SIGNED_ROUTES));
 
   app.get('/healthz', async (c) => {
     const p = await o.health.posture();
@@ -197,11 +206,14 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
 
   const limit = bodyLimit({
     maxSize: o.bodyLimit ?? 64 * 1024,
-    onError: (c) =>
-      c.json(
+    onError: (c) => {
+      // The rest of the body is never read: close rather than let Node drain it.
+      c.header('connection', 'close');
+      return c.json(
         errorBody('BODY_TOO_LARGE', `request body exceeds ${o.bodyLimit ?? 64 * 1024} bytes`),
         413
-      ),
+      );
+    },
   });
   const damper = new AuthDamper(o.damping ?? { limit: 20, windowMs: 60_000 }, o.metrics);
   const auth = signatureAuth({
