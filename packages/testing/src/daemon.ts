@@ -121,6 +121,8 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Tes
       // Most suites send floods of deliberately bad requests from one
       // address; damping is tested on its own (it is on by default).
       ...((options.args ?? []).includes('--auth-fail-limit') ? [] : ['--auth-fail-limit', '0']),
+      // Tests read refusals nats-server logs (at debug: see refusalKind).
+      ...((options.args ?? []).includes('--log-level') ? [] : ['--log-level', 'debug']),
       ...(options.args ?? []),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } }

@@ -14,6 +14,7 @@ import { AppendService } from '../dataplane/append.js';
 import { CalloutService, userOfNatsKey } from '../dataplane/callout.js';
 import { loadOrCreateCalloutKeys, nodeUsers } from '../dataplane/keys.js';
 import { Reactor, announce, type Change } from '../dataplane/reactor.js';
+import { LogThrottle } from '../logthrottle.js';
 import {
   DEFAULT_HTTP_BOUNDS,
   capConnections,
@@ -221,6 +222,14 @@ export class Daemon {
         if (orphan)
           log.warn({ pid: orphan }, 'stopped a nats-server left running by a previous membershipd');
         const natsLog = log.child({ component: 'nats-server' });
+        const natsRefusals = new LogThrottle({
+          summary: (kind, more, intervalMs) =>
+            natsLog.info(
+              { kind, more, interval_s: intervalMs / 1000 },
+              'nats-server: refusals (more of this kind)'
+            ),
+        });
+        undo.push(async () => natsRefusals.stop());
         child = await NatsServerProcess.start({
           configFile: paths.natsConfig,
           detached: true,
@@ -229,7 +238,14 @@ export class Daemon {
             ...(o.cluster?.secret ? o.cluster.secret.childEnv(o.cluster.routes) : {}),
           },
           ...(o.natsServerBin ? { bin: o.natsServerBin } : {}),
-          onLog: (l) => natsLog[l.level === 'fatal' ? 'error' : l.level](l.msg),
+          onLog: (l) => {
+            // Refusals a client can cause at will are debug lines, and one
+            // line per kind and interval with a count at info.
+            const kind = refusalKind(l.msg);
+            if (!kind) return natsLog[l.level === 'fatal' ? 'error' : l.level](l.msg);
+            if (natsRefusals.hit(kind)) natsLog.info({ kind }, l.msg);
+            else natsLog.debug(l.msg);
+          },
         });
         const proc = child;
         undo.push(() => proc.stop());
@@ -497,4 +513,18 @@ function listen(
       reject(new Error(`cannot listen on ${formatHostPort(at.host, at.port)}: ${err.message}`))
     );
   });
+}
+
+/** The kind of a nats-server log line that a client can cause at will, or null. */
+export function refusalKind(msg: string): string | null {
+  if (
+    /Authorization Violation|authentication (error|timeout)|Authentication Failure|Auth callout service returned an error/i.test(
+      msg
+    )
+  )
+    return 'auth';
+  if (/Publish Violation/i.test(msg)) return 'publish_permission';
+  if (/Subscription Violation/i.test(msg)) return 'subscribe_permission';
+  if (/maximum connections|max(imum)? payload/i.test(msg)) return 'limit';
+  return null;
 }

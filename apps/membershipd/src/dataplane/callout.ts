@@ -5,6 +5,7 @@ import { encodeAuthorizationResponse, encodeUser, type AuthorizationRequest } fr
 import { fromHex, publicFromUserNkey, toHex, verifyKeyBinding } from '@sealbus/crypto';
 import type { MembershipStore } from '@sealbus/store';
 import type { Logger } from '../log.js';
+import { LogThrottle } from '../logthrottle.js';
 import type { CalloutReason, Metrics } from '../metrics.js';
 import type { CalloutKeys } from './keys.js';
 import { decideGrants, decideIdentity } from './decision.js';
@@ -133,7 +134,16 @@ export class CalloutService {
 
   async stop(): Promise<void> {
     await this.#sub?.drain().catch(() => {});
+    this.#denials.stop();
   }
+
+  readonly #denials = new LogThrottle({
+    summary: (client, more, intervalMs) =>
+      this.#o.logger.info(
+        { client, more, interval_s: intervalMs / 1000 },
+        'callout: denied (more from this client)'
+      ),
+  });
 
   async #handle(msg: Msg): Promise<void> {
     const t0 = performance.now();
@@ -189,13 +199,10 @@ export class CalloutService {
       );
     } else {
       this.stats.denied++;
-      this.#o.logger.info(
-        {
-          nkey: d.nkey,
-          reason: d.reason,
-          client: req.client_info?.host ?? null,
-          ms: Math.round(ms * 10) / 10,
-        },
+      // A connect flood from one address logs one line per interval and a count.
+      const client = req.client_info?.host ?? null;
+      this.#o.logger[this.#denials.hit(String(client)) ? 'info' : 'debug'](
+        { nkey: d.nkey, reason: d.reason, client, ms: Math.round(ms * 10) / 10 },
         'callout: denied'
       );
     }

@@ -16,6 +16,7 @@ import { signableRequest, signatureAuth } from './auth.js';
 import type { AppEnv, AuthMode } from './context.js';
 import { errorBody, HttpError, toHttpError } from './errors.js';
 import { DenialBudget } from './denials.js';
+import { LogThrottle } from '../logthrottle.js';
 import { noBodyWhereNoneIsTaken } from './bounds.js';
 import { openApiDocument } from './openapi.js';
 import { normalTarget } from './target.js';
@@ -102,6 +103,14 @@ function routeLabel(c: Parameters<MiddlewareHandler<AppEnv>>[0]): string {
 }
 
 function requestContext(logger: Logger, metrics?: Metrics): MiddlewareHandler<AppEnv> {
+  // Refused requests (401, 413, 429) are logged per address once an interval, then counted.
+  const refused = new LogThrottle({
+    summary: (remote, more, intervalMs) =>
+      logger.info(
+        { remote, more, interval_s: intervalMs / 1000 },
+        'http: refused requests (more from this address)'
+      ),
+  });
   return async function requestContextMiddleware(c, next) {
     // The request id is the daemon's own. What the client sent is kept
     // apart, bounded, for correlation only: a client-chosen id must never
@@ -116,7 +125,12 @@ function requestContext(logger: Logger, metrics?: Metrics): MiddlewareHandler<Ap
     c.header('x-request-id', id);
     const ms = performance.now() - t0;
     metrics?.httpRequest(routeLabel(c), c.req.method, c.res.status, ms / 1000);
-    logger.info(
+    const refusedNow = [401, 413, 429].includes(c.res.status);
+    const level =
+      refusedNow && !refused.hit(c.env?.incoming?.socket?.remoteAddress ?? 'unknown')
+        ? 'debug'
+        : 'info';
+    logger[level](
       {
         request_id: id,
         ...(given !== undefined ? { client_request_id: given } : {}),
@@ -182,7 +196,14 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
 
   app.use('*', requestContext(o.logger, o.metrics));
   app.use('*', normalTarget(o.metrics));
-  app.use('*', noBodyWhereNoneIsTaken(SIGNED_ROUTES));
+  app.use(
+    '*',
+    noBodyWhereNoneIsTaken(SIGNED_ROUTES, [
+      ...PUBLIC_ROUTES.map((r) => r.path),
+      '/livez',
+      ...(o.benchRoutes ? ['/_bench/verify'] : []),
+    ])
+  );
 
   app.get('/healthz', async (c) => {
     const p = await o.health.posture();

@@ -9,6 +9,7 @@ import {
 } from '@sealbus/crypto';
 import type { MembershipStore } from '@sealbus/store';
 import type { Logger } from '../log.js';
+import { LogThrottle } from '../logthrottle.js';
 import type { Metrics } from '../metrics.js';
 import type { AppContext, AppEnv, AuthMode } from './context.js';
 import type { AuthDamper } from './damping.js';
@@ -69,6 +70,15 @@ export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<
   };
   const damper = mode === 'enforce' && options.damper?.enabled ? options.damper : undefined;
 
+  // Refusals from one address: one line per interval and a count.
+  const refusals = new LogThrottle({
+    summary: (remote, more, intervalMs) =>
+      logger.warn(
+        { remote, more, interval_s: intervalMs / 1000 },
+        'request signatures refused (more from this address)'
+      ),
+  });
+
   return async function signatureAuthMiddleware(c, next) {
     const remote = c.env?.incoming?.socket?.remoteAddress ?? 'unknown';
     const body = new Uint8Array(await c.req.arrayBuffer());
@@ -101,7 +111,7 @@ export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<
       const waitMs = damper?.retryAfterMs(remote) ?? 0;
       if (waitMs > 0) {
         const retryAfter = Math.ceil(waitMs / 1000);
-        logger.warn(
+        logger[refusals.hit(remote) ? 'warn' : 'debug'](
           { request_id: c.get('requestId'), code: err.code, remote, retry_after_s: retryAfter },
           'auth damping: request refused'
         );
@@ -112,7 +122,7 @@ export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<
           `too many failed authentications from this address; retry in ${retryAfter} s`
         );
       }
-      logger.warn(
+      logger[refusals.hit(remote) ? 'warn' : 'debug'](
         {
           request_id: c.get('requestId'),
           code: err.code,

@@ -74,23 +74,28 @@ export function capConnections(
 }
 
 /**
- * Refuses, without reading it, a request body sent where none is taken: every
- * public route, unmatched paths, and signed routes without a body schema.
- * The answer closes the connection, so Node does not drain the body either.
+ * Refuses, without reading it, a request body sent where none is taken:
+ * unmatched paths (404), public routes and signed routes without a body
+ * schema (413). The answer closes the connection, so Node does not drain
+ * the body either.
  */
-export function noBodyWhereNoneIsTaken(routes: readonly RouteDef[]): MiddlewareHandler<AppEnv> {
+export function noBodyWhereNoneIsTaken(
+  routes: readonly RouteDef[],
+  otherPaths: readonly string[]
+): MiddlewareHandler<AppEnv> {
+  const pattern = (path: string) => new RegExp('^' + path.replace(/\{\w+\}/g, '[^/]+') + '$');
   const taking = routes
     .filter((r) => r.body !== undefined)
-    .map((r) => ({
-      method: r.method.toUpperCase(),
-      re: new RegExp('^' + r.path.replace(/\{\w+\}/g, '[^/]+') + '$'),
-    }));
+    .map((r) => ({ method: r.method.toUpperCase(), re: pattern(r.path) }));
+  const known = [...routes.map((r) => r.path), ...otherPaths].map(pattern);
   return async function noBodyMiddleware(c, next) {
     const length = c.req.header('content-length');
     const hasBody =
       c.req.header('transfer-encoding') !== undefined || (length !== undefined && length !== '0');
     if (hasBody && !taking.some((t) => t.method === c.req.method && t.re.test(c.req.path))) {
       c.header('connection', 'close');
+      if (!known.some((re) => re.test(c.req.path)))
+        return c.json(errorBody('NOT_FOUND', `no route for ${c.req.method} ${c.req.path}`), 404);
       return c.json(
         errorBody('BODY_NOT_ALLOWED', `${c.req.method} ${c.req.path} takes no request body`),
         413
