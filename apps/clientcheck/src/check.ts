@@ -6,6 +6,8 @@ export interface CheckOptions {
   natsSeeds: string[];
   ctrlSeeds: string[];
   ca?: Buffer;
+  /** Accept plaintext URLs to hosts that are not loopback. */
+  allowInsecure?: boolean;
   mode: 'golden' | 'loop';
   messages: number;
   durationMs: number;
@@ -49,6 +51,7 @@ export async function runCheck(o: CheckOptions): Promise<CheckResult> {
     identity,
     name: 'clientcheck',
     ...(o.ca ? { ca: o.ca } : {}),
+    ...(o.allowInsecure ? { allowInsecure: true } : {}),
   });
   const t0 = Date.now();
   const failovers: CheckResult['failovers'] = [];

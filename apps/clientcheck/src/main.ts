@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { runCheck, type CheckResult } from './check.js';
+import { InsecureTransportError } from '@sealbus/client';
 
 const duration = (v: string): number => {
   const m = /^(\d+)(ms|s|m)$/.exec(v.trim());
@@ -26,6 +27,11 @@ const program = new Command('clientcheck')
   .requiredOption('--nats-seeds <urls>', 'NATS servers, comma separated', list)
   .requiredOption('--ctrl-seeds <urls>', 'membershipd control URLs, comma separated', list)
   .option('--ca <file>', 'CA bundle for tls:// and https:// seeds')
+  .option(
+    '--allow-insecure',
+    'accept nats:// and http:// seeds that are not loopback (plaintext, unauthenticated)',
+    false
+  )
   .addOption(
     new Option(
       '--mode <mode>',
@@ -53,6 +59,7 @@ try {
     natsSeeds: o.natsSeeds,
     ctrlSeeds: o.ctrlSeeds,
     ...(o.ca ? { ca: readFileSync(o.ca) } : {}),
+    allowInsecure: o.allowInsecure,
     mode: o.mode,
     messages: o.messages,
     durationMs: o.duration,
@@ -73,7 +80,10 @@ try {
   code = result.ok ? 0 : 1;
 } catch (err) {
   if (err instanceof CommanderError) code = err.exitCode === 0 ? 0 : 2;
-  else {
+  else if (err instanceof InsecureTransportError) {
+    process.stderr.write(`clientcheck: ${err.message} (--allow-insecure)\n`);
+    code = 2;
+  } else {
     process.stderr.write(`clientcheck: ${(err as Error).message}\n`);
     code = 1;
   }

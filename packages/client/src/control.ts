@@ -39,6 +39,7 @@ import {
 } from '@sealbus/protocol';
 import { ControlError, type ControlAttempt } from './errors.js';
 import { Transport, type RawResponse } from './transport.js';
+import { checkControlUrl } from './secure.js';
 
 export interface ControlClientOptions {
   /** Control-plane base URLs, tried in order; the one that last answered goes first. */
@@ -50,6 +51,10 @@ export interface ControlClientOptions {
   timeoutMs?: number;
   /** Seconds a signature stays valid (default 60). */
   signatureLifetimeSec?: number;
+  /** Whole call, every URL tried included (default 30 s, at least `timeoutMs`). */
+  deadlineMs?: number;
+  /** Accept `http://` to a host that is not loopback (warned once); default false. */
+  allowInsecure?: boolean;
 }
 
 type Json = Record<string, unknown>;
@@ -69,6 +74,7 @@ export class ControlClient {
   readonly #signer: RequestSigner;
   readonly #transport: Transport;
   readonly #lifetime: number;
+  readonly #deadlineMs: number;
   #preferred = 0;
 
   constructor(o: ControlClientOptions) {
@@ -77,6 +83,7 @@ export class ControlClient {
       const url = new URL(u);
       if (url.protocol !== 'http:' && url.protocol !== 'https:')
         throw new TypeError(`not an http(s) URL: ${u}`);
+      checkControlUrl(url, o.allowInsecure);
       return url;
     });
     this.#signer = requestSigner(o.identity);
@@ -85,6 +92,7 @@ export class ControlClient {
       ...(o.ca ? { ca: o.ca } : {}),
     });
     this.#lifetime = o.signatureLifetimeSec ?? 60;
+    this.#deadlineMs = Math.max(o.deadlineMs ?? 30_000, o.timeoutMs ?? 10_000);
   }
 
   /** The URL that answered last (where the next request goes first). */
@@ -101,7 +109,8 @@ export class ControlClient {
   ): Promise<z.output<S>> {
     const bytes = body === undefined ? undefined : new TextEncoder().encode(JSON.stringify(body));
     const attempts: ControlAttempt[] = [];
-    for (let i = 0; i < this.#urls.length; i++) {
+    const deadline = Date.now() + this.#deadlineMs;
+    for (let i = 0; i < this.#urls.length && Date.now() < deadline; i++) {
       const idx = (this.#preferred + i) % this.#urls.length;
       const url = new URL(path, this.#urls[idx]);
       const headers = signRequest(
@@ -195,7 +204,7 @@ export class ControlClient {
   }
 
   async getRoom(id: string): Promise<RoomDetail> {
-    return this.request('GET', `/rooms/${roomId(id)}`, roomDetailResponseSchema);
+    return sameId(id, await this.request('GET', `/rooms/${roomId(id)}`, roomDetailResponseSchema));
   }
 
   async addMember(id: string, input: AddMemberRequest) {
@@ -225,7 +234,7 @@ export class ControlClient {
   }
 
   async myKeys(id: string) {
-    return this.request('GET', `/rooms/${roomId(id)}/keys`, myKeysResponseSchema);
+    return sameId(id, await this.request('GET', `/rooms/${roomId(id)}/keys`, myKeysResponseSchema));
   }
 
   /** Restarts the signer's reading of a persisted room from its start or from new messages. */
@@ -240,7 +249,11 @@ export class ControlClient {
 
   /** An active user's public keys, to seal a room key to them. */
   async directory(signPub: string): Promise<DirectoryEntry> {
-    return this.request('GET', `/directory/${parseSignPubHex(signPub)}`, directoryEntrySchema);
+    const asked = parseSignPubHex(signPub);
+    const entry = await this.request('GET', `/directory/${asked}`, directoryEntrySchema);
+    if (entry.sign_pub !== asked)
+      throw new ControlError(200, 'BAD_RESPONSE', `GET /directory: answered for another key`);
+    return entry;
   }
 
   /** Closes idle keep-alive connections. */
@@ -250,6 +263,13 @@ export class ControlClient {
 }
 
 const roomId = (id: string) => parseOrThrow(roomIdSchema, id, 'room id');
+
+/** An answer about a room is about the room asked for, or it is refused. */
+function sameId<T extends { id: string }>(asked: string, answer: T): T {
+  if (answer.id !== asked)
+    throw new ControlError(200, 'BAD_RESPONSE', `answered for room ${answer.id}, not ${asked}`);
+  return answer;
+}
 
 function errorOf(res: RawResponse): { code: string; message: string } {
   try {

@@ -23,3 +23,4 @@ export {
   saveIdentity,
   type Identity,
 } from '@sealbus/crypto';
+export { InsecureTransportError, isLoopbackHost, natsTransport } from './secure.js';

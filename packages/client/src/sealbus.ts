@@ -15,6 +15,7 @@ import {
 } from '@sealbus/protocol';
 import { ensureBound, sealableKexPub } from './binding.js';
 import { ControlClient } from './control.js';
+import { natsTransport } from './secure.js';
 import { ControlError, PublishError } from './errors.js';
 import { Appender, PersistedReader } from './persisted.js';
 import { newRoomKey, sealRoomKey } from './keys.js';
@@ -39,6 +40,12 @@ export interface SealbusOptions {
   publishTimeoutMs?: number;
   /** Extra nats.js options (reconnect tuning). */
   nats?: Partial<ConnectionOptions>;
+  /**
+   * Accept `nats://` and `http://` URLs to hosts that are not loopback
+   * (plaintext: readable and changeable on the path; warned once). Default
+   * false: such URLs are refused with `InsecureTransportError`.
+   */
+  allowInsecure?: boolean;
 }
 
 export interface SubscribeOptions {
@@ -141,9 +148,12 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   }
 
   static async connect(o: SealbusOptions): Promise<Sealbus> {
+    // tls:// means verified TLS, never a plaintext fallback; plaintext only to loopback.
+    const { tls } = natsTransport(o.natsServers, o.allowInsecure);
     const control = new ControlClient({
       urls: o.controlUrls,
       identity: o.identity,
+      ...(o.allowInsecure ? { allowInsecure: true } : {}),
       ...(o.ca ? { ca: o.ca } : {}),
       ...(o.timeoutMs ? { timeoutMs: o.timeoutMs } : {}),
     });
@@ -165,7 +175,8 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
         // keep trying, and let #checkStanding close the client if the
         // identity was really revoked.
         ignoreAuthErrorAbort: true,
-        ...(o.ca ? { tls: { ca: o.ca.toString() } } : {}),
+        // A CA given means TLS is expected, whatever the scheme.
+        ...(tls || o.ca ? { tls: o.ca ? { ca: o.ca.toString() } : {} } : {}),
         ...o.nats,
       });
     } catch (err) {

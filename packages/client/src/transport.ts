@@ -10,8 +10,13 @@ export interface RawResponse {
 export interface TransportOptions {
   /** PEM CA bundle that pins the control plane's TLS certificates. */
   ca?: string | Buffer;
+  /** Whole request, answer included: a server that trickles its answer is cut off. */
   timeoutMs: number;
+  /** Largest answer read (default 4 MiB); a larger one is an error, not a buffer. */
+  maxResponseBytes?: number;
 }
+
+export const DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
 
 /**
  * A keep-alive HTTP(S) transport on node:http. Headers go out exactly as
@@ -22,8 +27,10 @@ export class Transport {
   readonly #http = new http.Agent({ keepAlive: true, maxSockets: 64 });
   readonly #https: https.Agent;
   readonly #timeoutMs: number;
+  readonly #maxBytes: number;
 
   constructor(o: TransportOptions) {
+    this.#maxBytes = o.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
     this.#https = new https.Agent({
       keepAlive: true,
       maxSockets: 64,
@@ -46,23 +53,39 @@ export class Transport {
           method,
           headers: body?.length ? { ...headers, 'content-length': String(body.length) } : headers,
           agent: url.protocol === 'https:' ? this.#https : this.#http,
-          timeout: this.#timeoutMs,
         },
         (res) => {
           const chunks: Buffer[] = [];
-          res.on('data', (d: Buffer) => chunks.push(d));
-          res.on('end', () =>
+          let size = 0;
+          res.on('data', (d: Buffer) => {
+            size += d.length;
+            if (size > this.#maxBytes) {
+              req.destroy(new Error(`answer larger than ${this.#maxBytes} bytes`));
+              return;
+            }
+            chunks.push(d);
+          });
+          res.on('end', () => {
+            clearTimeout(deadline);
             resolve({
               status: res.statusCode ?? 0,
               headers: res.headers,
               body: Buffer.concat(chunks),
-            })
-          );
+            });
+          });
           res.on('error', reject);
         }
       );
-      req.on('timeout', () => req.destroy(new Error(`no answer within ${this.#timeoutMs} ms`)));
-      req.on('error', reject);
+      // A deadline for the whole exchange, not an idle timeout: a server
+      // that sends one byte now and then would never trip the latter.
+      const deadline = setTimeout(
+        () => req.destroy(new Error(`no complete answer within ${this.#timeoutMs} ms`)),
+        this.#timeoutMs
+      );
+      req.on('error', (err) => {
+        clearTimeout(deadline);
+        reject(err);
+      });
       req.end(body?.length ? body : undefined);
     });
   }

@@ -1,7 +1,13 @@
 import { z } from 'zod';
 import { auditRecordSchema } from './audit.js';
-import { memberRecordSchema, memberRoleSchema, roomIdSchema, roomRecordSchema } from './rooms.js';
-import { userRecordSchema } from './users.js';
+import {
+  memberRecordSchema,
+  memberRoleSchema,
+  roomIdSchema,
+  roomRecordSchema,
+  sealedKeySchema,
+} from './rooms.js';
+import { keyHexSchema, userRecordSchema } from './users.js';
 
 /** Every error response: a stable machine code and a human message. */
 export const errorResponseSchema = z.object({
@@ -38,7 +44,7 @@ export type RoomDetail = z.infer<typeof roomDetailResponseSchema>;
 export const memberAddedResponseSchema = z.object({
   id: roomIdSchema,
   subject: z.string(),
-  epoch: z.number().int(),
+  epoch: z.number().int().min(0),
   member: memberRecordSchema,
 });
 export const memberRemovedResponseSchema = z.object({
@@ -50,13 +56,14 @@ export const memberRemovedResponseSchema = z.object({
 export const rekeyResponseSchema = z.object({
   id: roomIdSchema,
   subject: z.string(),
-  epoch: z.number().int(),
+  epoch: z.number().int().min(0),
 });
 export const myKeysResponseSchema = z.object({
   id: roomIdSchema,
   subject: z.string(),
-  epoch: z.number().int(),
-  keys: z.array(z.object({ epoch: z.number().int(), sealed_key: z.string() })),
+  epoch: z.number().int().min(0),
+  // A sealed key is exactly a sealed 32-byte key; an epoch is never negative.
+  keys: z.array(z.object({ epoch: z.number().int().min(0), sealed_key: sealedKeySchema })),
 });
 export const auditListSchema = z.object({ records: z.array(auditRecordSchema) });
 
@@ -72,8 +79,8 @@ export const cursorResponseSchema = z.object({
  * room key to kex_pub, so the daemon cannot substitute a key.
  */
 export const directoryEntrySchema = z.object({
-  sign_pub: z.string(),
-  kex_pub: z.string().nullable(),
+  sign_pub: keyHexSchema('sign_pub'),
+  kex_pub: keyHexSchema('kex_pub').nullable(),
   nats_pub: z.string().nullable().default(null),
   binding: z.string().nullable().default(null),
   bound: z.boolean().default(false),

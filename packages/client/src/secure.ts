@@ -1,0 +1,86 @@
+import { isIP } from 'node:net';
+
+/**
+ * Refused: a `nats://` or `http://` URL to a host that is not loopback, or
+ * `tls://` mixed with plaintext, without `allowInsecure`. The message says
+ * which URL and how to fix it.
+ */
+export class InsecureTransportError extends Error {
+  readonly code = 'INSECURE_TRANSPORT';
+  readonly url: string;
+
+  constructor(url: string, message: string) {
+    super(message);
+    this.name = new.target.name;
+    this.url = url;
+  }
+}
+
+/** `localhost`, 127.0.0.0/8, ::1 (with or without brackets). */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  if (h === 'localhost' || h === '::1') return true;
+  return isIP(h) === 4 && h.startsWith('127.');
+}
+
+let warned = false;
+function warnInsecure(url: string): void {
+  if (warned) return;
+  warned = true;
+  process.emitWarning(
+    `Sealbus: ${url} is reached without TLS (allowInsecure): anyone on the path can read and change its traffic`,
+    { code: 'SEALBUS_INSECURE_TRANSPORT' }
+  );
+}
+
+/**
+ * The transport rule for NATS servers: `tls://` always means TLS with
+ * verification (the given CA, or the system's), never a silent plaintext
+ * fallback; `nats://` (or no scheme) is plaintext and allowed only to a
+ * loopback host unless `allowInsecure`. Returns whether the connection must
+ * use TLS.
+ */
+export function natsTransport(servers: readonly string[], allowInsecure = false): { tls: boolean } {
+  let tls = 0;
+  const plain: string[] = [];
+  for (const s of servers) {
+    const withScheme = /^[a-z]+:\/\//i.test(s) ? s : `nats://${s}`;
+    let u: URL;
+    try {
+      u = new URL(withScheme);
+    } catch {
+      throw new InsecureTransportError(s, `not a NATS URL: ${s}`);
+    }
+    if (u.protocol === 'tls:') tls++;
+    else if (u.protocol === 'nats:') {
+      if (!isLoopbackHost(u.hostname)) plain.push(s);
+    } else throw new InsecureTransportError(s, `unsupported NATS URL scheme: ${s}`);
+  }
+  if (tls > 0 && tls < servers.length)
+    throw new InsecureTransportError(
+      servers.join(','),
+      'NATS servers mix tls:// and nats://: a failover must never fall back to plaintext; use tls:// for all'
+    );
+  if (plain.length > 0) {
+    if (!allowInsecure)
+      throw new InsecureTransportError(
+        plain[0]!,
+        `${plain[0]} is not loopback and not TLS: use tls:// (with ca, or a certificate the system trusts), ` +
+          'or pass allowInsecure: true to accept an unauthenticated, readable connection'
+      );
+    warnInsecure(plain[0]!);
+  }
+  return { tls: tls > 0 };
+}
+
+/** The same rule for control URLs: `http://` only to loopback unless `allowInsecure`. */
+export function checkControlUrl(url: URL, allowInsecure = false): void {
+  if (url.protocol !== 'http:' || isLoopbackHost(url.hostname)) return;
+  if (!allowInsecure)
+    throw new InsecureTransportError(
+      url.href,
+      `${url.origin} is not loopback and not https: answers from it are unauthenticated; ` +
+        'use https://, or pass allowInsecure: true'
+    );
+  warnInsecure(url.origin);
+}
