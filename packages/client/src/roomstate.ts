@@ -45,6 +45,18 @@ export interface PossibleLoss {
 }
 
 const REFRESH_MIN_INTERVAL_MS = 1_000;
+/** Frames (and bytes) of one room that may wait for a refresh at once. */
+export const MAX_PARKED = 32;
+export const MAX_PARKED_BYTES = 4 * 1024 * 1024;
+
+/** A frame opened: the message and any loss its seq jump implies. */
+export interface Opened {
+  message: RoomMessage;
+  loss: PossibleLoss | null;
+}
+
+/** Where the outcome of a parked frame goes. */
+export type LateOutcome = (outcome: Opened | Error) => void;
 
 /**
  * What a client knows about one room: its record and members, the epoch keys
@@ -61,6 +73,8 @@ export class RoomState {
   readonly #identity: Identity;
   #lastRefresh = 0;
   #refreshing: Promise<void> | undefined;
+  #parked = 0;
+  #parkedBytes = 0;
 
   private constructor(detail: RoomDetail, ctl: ControlClient, identity: Identity) {
     this.detail = detail;
@@ -121,13 +135,62 @@ export class RoomState {
   }
 
   /**
-   * Verifies and opens one frame. Throws FrameError with the reason when
-   * rejected; returns the message (and any loss the seq jump implies).
+   * Verifies and opens one frame without waiting on the network: the
+   * structure, the signature and (with a key in hand) the AEAD are checked
+   * against what is already known. A frame that needs a refresh (a sender
+   * or an epoch this client has not heard of) is parked, at most
+   * MAX_PARKED frames and MAX_PARKED_BYTES per room: a background refresh
+   * (one in flight per room, at most one a second) decides it, and `late`
+   * gets the outcome. Returns the opened message, or null when parked;
+   * throws FrameError when rejected now.
    */
-  async open(
-    bytes: Uint8Array,
-    streamSeq?: number
-  ): Promise<{ message: RoomMessage; loss: PossibleLoss | null }> {
+  openNow(bytes: Uint8Array, streamSeq: number | undefined, late: LateOutcome): Opened | null {
+    const r = this.#check(bytes, streamSeq, true);
+    if (r !== 'refresh') return r;
+    const f = parseFrame(bytes);
+    if (this.#parked >= MAX_PARKED || this.#parkedBytes + bytes.length > MAX_PARKED_BYTES) {
+      const why = this.#members.has(f.header.sender) ? 'UNKNOWN_EPOCH' : 'NOT_A_MEMBER';
+      this.#backgroundRefresh();
+      throw new FrameError(why, 'too many frames wait for this room to refresh; refused');
+    }
+    this.#parked++;
+    this.#parkedBytes += bytes.length;
+    void this.refresh()
+      .catch(() => {})
+      .then(() => {
+        try {
+          const again = this.#check(bytes, streamSeq, false);
+          late(again === 'refresh' ? new FrameError('NOT_A_MEMBER', 'unknown sender') : again);
+        } catch (err) {
+          late(err as Error);
+        }
+      })
+      .finally(() => {
+        this.#parked--;
+        this.#parkedBytes -= bytes.length;
+      });
+    return null;
+  }
+
+  /** Opens one frame, waiting for a refresh when it needs one (tools, tests). */
+  async open(bytes: Uint8Array, streamSeq?: number): Promise<Opened> {
+    return new Promise((resolve, reject) => {
+      try {
+        const r = this.openNow(bytes, streamSeq, (late) =>
+          late instanceof Error ? reject(late) : resolve(late)
+        );
+        if (r) resolve(r);
+      } catch (err) {
+        reject(err as Error);
+      }
+    });
+  }
+
+  #backgroundRefresh(): void {
+    void this.refresh().catch(() => {});
+  }
+
+  #check(bytes: Uint8Array, streamSeq: number | undefined, mayPark: boolean): Opened | 'refresh' {
     const f = parseFrame(bytes);
     const h = f.header;
     if (h.room !== this.detail.id)
@@ -137,29 +200,23 @@ export class RoomState {
       throw new FrameError('POLICY_MISMATCH', 'frame encryption differs from the room policy');
     if (policy.sign && !h.signed)
       throw new FrameError('POLICY_MISMATCH', 'unsigned frame in a room that requires signatures');
-    let role = this.#members.get(h.sender);
-    if (!role) {
-      await this.refresh();
-      role = this.#members.get(h.sender);
-    }
-    // History: a frame of an earlier epoch may come from someone who left since.
-    const formerMember = !role && h.epoch < this.detail.epoch;
-    if (!role && !formerMember)
-      throw new FrameError('NOT_A_MEMBER', 'sender is not a member of this room');
-    if (role === 'reader')
-      throw new FrameError('NOT_A_MEMBER', 'sender is a reader and may not publish');
+    // What needs no network first: a forged or mangled frame costs nothing.
     if (h.signed && !frameSignatureValid(f))
       throw new FrameError('BAD_SIGNATURE', 'sender signature does not verify');
-    let key: Uint8Array | undefined;
-    if (h.encrypted) {
-      key = this.keys.get(h.epoch);
-      if (!key) {
-        await this.refresh();
-        key = this.keys.get(h.epoch);
-      }
-      if (!key) throw new FrameError('UNKNOWN_EPOCH', `no key for epoch ${h.epoch}`);
+    const key = h.encrypted ? this.keys.get(h.epoch) : undefined;
+    // The AEAD covers the header: with the key in hand, a frame whose sender
+    // bytes were changed fails here, before anyone is asked about that sender.
+    const data = h.encrypted ? (key ? openFramePayload(f, key) : null) : f.payload;
+    const role = this.#members.get(h.sender);
+    // History: a frame of an earlier epoch may come from someone who left since.
+    const formerMember = !role && h.epoch < this.detail.epoch;
+    if ((!role && !formerMember) || data === null) {
+      if (mayPark) return 'refresh';
+      if (data === null) throw new FrameError('UNKNOWN_EPOCH', `no key for epoch ${h.epoch}`);
+      throw new FrameError('NOT_A_MEMBER', 'sender is not a member of this room');
     }
-    const data = key ? openFramePayload(f, key) : f.payload;
+    if (role === 'reader')
+      throw new FrameError('NOT_A_MEMBER', 'sender is a reader and may not publish');
     // Only authentic frames may move the replay window.
     const v = this.#window.check(h.sender, h.session, h.seq);
     if (!v.ok)

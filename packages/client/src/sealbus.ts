@@ -19,7 +19,13 @@ import { natsTransport } from './secure.js';
 import { ControlError, PublishError } from './errors.js';
 import { Appender, PersistedReader } from './persisted.js';
 import { newRoomKey, sealRoomKey } from './keys.js';
-import { RoomState, type PossibleLoss, type RejectedFrame, type RoomMessage } from './roomstate.js';
+import {
+  RoomState,
+  type Opened,
+  type PossibleLoss,
+  type RejectedFrame,
+  type RoomMessage,
+} from './roomstate.js';
 
 export interface SealbusOptions {
   /** NATS servers; the client's own reconnect logic fails over between them. */
@@ -437,31 +443,41 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     opts: SubscribeOptions = {}
   ): Promise<RoomSubscription> {
     const state = await this.#room(roomId);
-    const deliver = async (bytes: Uint8Array, streamSeq?: number) => {
-      let opened;
-      try {
-        opened = await state.open(bytes, streamSeq);
-      } catch (err) {
-        if (err instanceof FrameError) {
-          const sender =
-            bytes.length >= 50 ? Buffer.from(bytes.subarray(18, 50)).toString('hex') : undefined;
-          this.emit('rejected', {
-            room: roomId,
-            code: err.code,
-            reason: err.message,
-            ...(sender ? { sender } : {}),
-          });
-          return;
-        }
-        this.emit('error', err as Error);
-        return;
-      }
+    const rejected = (bytes: Uint8Array, err: FrameError) => {
+      const sender =
+        bytes.length >= 50 ? Buffer.from(bytes.subarray(18, 50)).toString('hex') : undefined;
+      this.emit('rejected', {
+        room: roomId,
+        code: err.code,
+        reason: err.message,
+        ...(sender ? { sender } : {}),
+      });
+    };
+    const hand = async (opened: Opened) => {
       if (opened.loss) this.emit('loss', opened.loss);
       try {
         await handler(opened.message);
       } catch (err) {
         this.emit('error', err as Error);
       }
+    };
+    // Never waits on the network: a frame that needs a refresh is parked
+    // (bounded) and handed over when the refresh decides it, while the
+    // frames behind it go on.
+    const deliver = async (bytes: Uint8Array, streamSeq?: number) => {
+      let opened: Opened | null;
+      try {
+        opened = state.openNow(bytes, streamSeq, (late) => {
+          if (late instanceof FrameError) rejected(bytes, late);
+          else if (late instanceof Error) this.emit('error', late);
+          else void hand(late);
+        });
+      } catch (err) {
+        if (err instanceof FrameError) rejected(bytes, err);
+        else this.emit('error', err as Error);
+        return;
+      }
+      if (opened) await hand(opened);
     };
 
     let stop: () => Promise<void>;

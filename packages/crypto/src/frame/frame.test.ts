@@ -125,3 +125,14 @@ test('replay window: replays, reordering inside the window, too old, gaps', () =
   );
   assert.deepEqual(w.check('s', 'x', 4990), { ok: false, reason: 'REPLAYED' });
 });
+
+test('replay window: a sender flooding sessions evicts only its own, never another sender', () => {
+  const w = new ReplayWindow({ maxSessionsPerSender: 64 });
+  assert.deepEqual(w.check('victim', 'v1', 7), { ok: true, gap: null });
+  // 100,000 tiny valid frames under fresh sessions (the attack).
+  for (let i = 0; i < 100_000; i++) w.check('mallory', `m${i}`, 1);
+  assert.deepEqual(w.check('victim', 'v1', 7), { ok: false, reason: 'REPLAYED' });
+  // Mallory's own oldest sessions are the ones gone.
+  assert.deepEqual(w.check('mallory', 'm0', 1), { ok: true, gap: null });
+  assert.deepEqual(w.check('mallory', 'm99999', 1), { ok: false, reason: 'REPLAYED' });
+});

@@ -10,23 +10,35 @@ const WINDOW = 1024;
  * the highest seq seen plus a bitmap of the WINDOW seqs below it. A seq
  * above the highest is new (a jump reports the skipped range as possible
  * loss); inside the window it is new once; below the window it is too old.
+ *
+ * Bounded per sender, not globally: a sender keeps at most
+ * `maxSessionsPerSender` sessions, and one that opens more evicts only its
+ * own oldest; no sender can flush another's entries. (Only authentic frames
+ * of members reach a window, so the number of senders is the room's.)
  */
 export class ReplayWindow {
-  #streams = new Map<string, { highest: number; seen: Uint32Array }>();
-  readonly #maxStreams: number;
+  #senders = new Map<string, Map<string, { highest: number; seen: Uint32Array }>>();
+  readonly #maxSessions: number;
+  readonly #maxSenders: number;
 
-  constructor(maxStreams = 100_000) {
-    this.#maxStreams = maxStreams;
+  constructor(o: { maxSessionsPerSender?: number; maxSenders?: number } = {}) {
+    this.#maxSessions = o.maxSessionsPerSender ?? 64;
+    this.#maxSenders = o.maxSenders ?? 100_000;
   }
 
   check(sender: string, session: string, seq: number): SeqVerdict {
-    const id = `${sender}:${session}`;
-    let s = this.#streams.get(id);
+    let sessions = this.#senders.get(sender);
+    if (!sessions) {
+      if (this.#senders.size >= this.#maxSenders)
+        this.#senders.delete(this.#senders.keys().next().value!);
+      sessions = new Map();
+      this.#senders.set(sender, sessions);
+    }
+    let s = sessions.get(session);
     if (!s) {
-      if (this.#streams.size >= this.#maxStreams)
-        this.#streams.delete(this.#streams.keys().next().value!);
+      if (sessions.size >= this.#maxSessions) sessions.delete(sessions.keys().next().value!);
       s = { highest: 0, seen: new Uint32Array(WINDOW / 32) };
-      this.#streams.set(id, s);
+      sessions.set(session, s);
       // Joining a session late is not loss: the first seq seen sets the base.
       this.#mark(s, seq);
       s.highest = seq;
