@@ -29,7 +29,8 @@ export class RouteSecret {
       st = await stat(file);
     } catch (err) {
       throw new Error(
-        `cannot read the route secret file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`
+        `cannot read the route secret file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+        { cause: err }
       );
     }
     if (!st.isFile()) throw new Error(`the route secret file ${file} is not a regular file`);
