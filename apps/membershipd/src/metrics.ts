@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import { DEFAULT_HTTP_BOUNDS, capConnections, serverOptions } from './http/bounds.js';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { KvObserver } from '@sealbus/store';
@@ -205,7 +206,12 @@ export interface MetricsServer {
  * belongs on loopback (or behind something that guards it).
  */
 export function serveMetrics(metrics: Metrics, at: HostPort): Promise<MetricsServer> {
-  const server = createServer((req, res) => {
+  // The same bounds as the API listener, a smaller cap: scrapers are few.
+  const bounds = { ...DEFAULT_HTTP_BOUNDS, maxConnections: 64, maxConnectionsPerAddress: 16 };
+  const server = createServer(serverOptions(bounds), (req, res) => {
+    // A body is never read here: close rather than drain it.
+    if (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'])
+      res.setHeader('connection', 'close');
     const path = (req.url ?? '/').split('?')[0];
     const json = (status: number, code: string, message: string, headers = {}) => {
       res.writeHead(status, { 'content-type': 'application/json', ...headers });
@@ -222,6 +228,7 @@ export function serveMetrics(metrics: Metrics, at: HostPort): Promise<MetricsSer
       (err: unknown) => json(500, 'INTERNAL', `cannot collect metrics: ${(err as Error).message}`)
     );
   });
+  capConnections(server, bounds);
   return new Promise((resolve, reject) => {
     server.once('error', (err) =>
       reject(

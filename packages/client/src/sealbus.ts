@@ -155,7 +155,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
 
   static async connect(o: SealbusOptions): Promise<Sealbus> {
     // tls:// means verified TLS, never a plaintext fallback; plaintext only to loopback.
-    const { tls } = natsTransport(o.natsServers, o.allowInsecure);
+    const { tls, servers } = natsTransport(o.natsServers, o.allowInsecure);
     const control = new ControlClient({
       urls: o.controlUrls,
       identity: o.identity,
@@ -168,22 +168,26 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       // The directory must bind our derived NATS key before the callout admits it.
       await ensureBound(control, o.identity);
       nc = await connect({
-        servers: o.natsServers,
         name: o.name ?? 'sealbus-client',
-        // Never the sign key: a server picks the nonce it asks us to sign.
-        authenticator: nkeyAuthenticator(new TextEncoder().encode(natsUserKey(o.identity).seed)),
-        // Replies to this identity's requests land under its own prefix, which
-        // only it may subscribe to.
-        inboxPrefix: userReplyInboxPrefix(o.identity.signPubHex),
         maxReconnectAttempts: -1,
         reconnectTimeWait: 250,
         // A refused reconnect may be the callout riding out a node failure:
         // keep trying, and let #checkStanding close the client if the
         // identity was really revoked.
         ignoreAuthErrorAbort: true,
+        ...o.nats,
+        // What follows is not the caller's to loosen.
+        servers,
+        // Never the sign key: a server picks the nonce it asks us to sign.
+        authenticator: nkeyAuthenticator(new TextEncoder().encode(natsUserKey(o.identity).seed)),
+        // Replies to this identity's requests land under its own prefix, which
+        // only it may subscribe to.
+        inboxPrefix: userReplyInboxPrefix(o.identity.signPubHex),
         // A CA given means TLS is expected, whatever the scheme.
         ...(tls || o.ca ? { tls: o.ca ? { ca: o.ca.toString() } : {} } : {}),
-        ...o.nats,
+        // A plaintext server must not add servers (gossip) that are not the
+        // loopback ones checked above.
+        ...(tls || o.ca || o.allowInsecure ? {} : { ignoreClusterUpdates: true }),
       });
     } catch (err) {
       control.close();

@@ -38,23 +38,31 @@ function warnInsecure(url: string): void {
  * verification (the given CA, or the system's), never a silent plaintext
  * fallback; `nats://` (or no scheme) is plaintext and allowed only to a
  * loopback host unless `allowInsecure`. Returns whether the connection must
- * use TLS.
+ * use TLS, and the servers rebuilt as `scheme://host:port` (what to dial).
  */
-export function natsTransport(servers: readonly string[], allowInsecure = false): { tls: boolean } {
+export function natsTransport(
+  servers: readonly string[],
+  allowInsecure = false
+): { tls: boolean; servers: string[] } {
   let tls = 0;
   const plain: string[] = [];
+  const normalized: string[] = [];
   for (const s of servers) {
-    const withScheme = /^[a-z]+:\/\//i.test(s) ? s : `nats://${s}`;
-    let u: URL;
-    try {
-      u = new URL(withScheme);
-    } catch {
-      throw new InsecureTransportError(s, `not a NATS URL: ${s}`);
-    }
-    if (u.protocol === 'tls:') tls++;
-    else if (u.protocol === 'nats:') {
-      if (!isLoopbackHost(u.hostname)) plain.push(s);
-    } else throw new InsecureTransportError(s, `unsupported NATS URL scheme: ${s}`);
+    // Exactly scheme://host[:port]: no path, query, userinfo or backslash, so
+    // the host checked here is the host nats.js dials (its own parser reads
+    // such strings differently from WHATWG URL).
+    const m = SERVER_RE.exec(s);
+    if (!m)
+      throw new InsecureTransportError(
+        s,
+        `not a NATS server URL: ${JSON.stringify(s)} (expected nats://host[:port] or tls://host[:port])`
+      );
+    const scheme = (m[1] ?? 'nats').toLowerCase();
+    const host = m[2]!;
+    const port = m[3] ?? '4222';
+    if (scheme === 'tls') tls++;
+    else if (!isLoopbackHost(host)) plain.push(s);
+    normalized.push(`${scheme}://${host}:${port}`);
   }
   if (tls > 0 && tls < servers.length)
     throw new InsecureTransportError(
@@ -70,8 +78,11 @@ export function natsTransport(servers: readonly string[], allowInsecure = false)
       );
     warnInsecure(plain[0]!);
   }
-  return { tls: tls > 0 };
+  return { tls: tls > 0, servers: normalized };
 }
+
+const SERVER_RE =
+  /^(?:(nats|tls):\/\/)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::(\d{1,5}))?\/?$/i;
 
 /** The same rule for control URLs: `http://` only to loopback unless `allowInsecure`. */
 export function checkControlUrl(url: URL, allowInsecure = false): void {

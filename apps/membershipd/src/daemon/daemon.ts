@@ -507,6 +507,7 @@ function listen(
           },
         })
       : serve({ fetch, hostname: at.host, port: at.port, serverOptions: serverOptions(bounds) });
+    // Node's own cap would refuse newcomers while idle sockets hold every slot.
     capConnections(server as Server, bounds);
     server.once('listening', () => resolve(server));
     server.once('error', (err) =>

@@ -103,12 +103,12 @@ function routeLabel(c: Parameters<MiddlewareHandler<AppEnv>>[0]): string {
 }
 
 function requestContext(logger: Logger, metrics?: Metrics): MiddlewareHandler<AppEnv> {
-  // Refused requests (401, 413, 429) are logged per address once an interval, then counted.
+  // Unsigned or refused requests are logged per address once an interval, then counted.
   const refused = new LogThrottle({
     summary: (remote, more, intervalMs) =>
       logger.info(
         { remote, more, interval_s: intervalMs / 1000 },
-        'http: refused requests (more from this address)'
+        'http: unsigned or refused requests (more from this address)'
       ),
   });
   return async function requestContextMiddleware(c, next) {
@@ -125,9 +125,12 @@ function requestContext(logger: Logger, metrics?: Metrics): MiddlewareHandler<Ap
     c.header('x-request-id', id);
     const ms = performance.now() - t0;
     metrics?.httpRequest(routeLabel(c), c.req.method, c.res.status, ms / 1000);
-    const refusedNow = [401, 413, 429].includes(c.res.status);
+    // Anything a stranger can send at will (no signed actor, or refused) is
+    // logged per address once an interval, then counted; signed requests
+    // that were served are always logged.
+    const anonymousOrRefused = c.get('actor') === null || c.res.status >= 400;
     const level =
-      refusedNow && !refused.hit(c.env?.incoming?.socket?.remoteAddress ?? 'unknown')
+      anonymousOrRefused && !refused.hit(c.env?.incoming?.socket?.remoteAddress ?? 'unknown')
         ? 'debug'
         : 'info';
     logger[level](
@@ -135,7 +138,8 @@ function requestContext(logger: Logger, metrics?: Metrics): MiddlewareHandler<Ap
         request_id: id,
         ...(given !== undefined ? { client_request_id: given } : {}),
         method: c.req.method,
-        path: c.req.path,
+        // The client chose it: bounded.
+        path: c.req.path.length > 256 ? `${c.req.path.slice(0, 256)}…` : c.req.path,
         status: c.res.status,
         ms: Math.round(ms * 10) / 10,
         actor: c.get('actor')?.sign_pub ?? null,

@@ -1,4 +1,5 @@
-import type { Server } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Server, Socket } from 'node:net';
 import type { MiddlewareHandler } from 'hono';
 import type { AppEnv } from './context.js';
 import type { RouteDef } from './routes/types.js';
@@ -29,11 +30,16 @@ export function serverOptions(b: HttpBounds): {
   requestTimeout: number;
   keepAliveTimeout: number;
   connectionsCheckingInterval: number;
+  handshakeTimeout: number;
+  maxHeaderSize: number;
 } {
   return {
     headersTimeout: b.headersTimeoutMs,
     requestTimeout: b.requestTimeoutMs,
     keepAliveTimeout: 5_000,
+    // HTTPS: a TLS handshake gets no longer than headers do (Node: 120 s).
+    handshakeTimeout: b.headersTimeoutMs,
+    maxHeaderSize: 16 * 1024,
     // Node checks the two timeouts on this interval (default 30 s, which
     // would let a slow client hold its socket up to 30 s past them).
     connectionsCheckingInterval: 1_000,
@@ -41,36 +47,81 @@ export function serverOptions(b: HttpBounds): {
 }
 
 /**
- * Caps connections on a listening server: all together (`maxConnections`,
- * enforced by Node, which closes the excess) and per remote address
- * (closed here before a byte is read). Returns a reader of the counts.
+ * Caps connections on a listening HTTP(S) server, all together and per
+ * remote address, and closes sockets that never send a request:
+ * - a socket must start a request within `headersTimeoutMs` of connecting
+ *   (Node's own header timeout only starts with the first byte);
+ * - per address, past `maxConnectionsPerAddress`, a new socket is closed
+ *   before a byte is read;
+ * - past `maxConnections`, room is made by closing the oldest socket that is
+ *   not in the middle of a request (never spoke, or idle keep-alive); only
+ *   when every socket is busy is the new one closed. Busy sockets are bounded
+ *   by the header and request timeouts, so holding the cap costs an
+ *   attacker a steady stream of requests from many addresses.
+ * Returns a reader of the counts.
  */
 export function capConnections(
   server: Server,
   b: HttpBounds
-): () => { open: number; refused: number } {
-  server.maxConnections = b.maxConnections;
+): () => { open: number; refused: number; evicted: number } {
   const perAddress = new Map<string, number>();
-  let open = 0;
+  // Insertion order is age order; `busy` while a request is in flight. Keyed
+  // by the peer's address and port: with HTTPS, a request's socket is the
+  // TLS socket, not the TCP socket 'connection' saw.
+  const sockets = new Map<string, { socket: Socket; busy: boolean }>();
+  const keyOf = (s: { remoteAddress?: string | undefined; remotePort?: number | undefined }) =>
+    `${s.remoteAddress ?? '?'}|${s.remotePort ?? 0}`;
   let refused = 0;
-  server.on('connection', (socket) => {
+  let evicted = 0;
+  server.on('connection', (socket: Socket) => {
     const addr = socket.remoteAddress ?? '?';
+    const key = keyOf(socket);
     const n = perAddress.get(addr) ?? 0;
     if (n >= b.maxConnectionsPerAddress) {
       refused++;
       socket.destroy();
       return;
     }
+    if (sockets.size >= b.maxConnections) {
+      let victim: string | undefined;
+      for (const [k, st] of sockets)
+        if (!st.busy) {
+          victim = k;
+          break;
+        }
+      if (victim === undefined) {
+        refused++;
+        socket.destroy();
+        return;
+      }
+      evicted++;
+      sockets.get(victim)!.socket.destroy();
+      sockets.delete(victim);
+    }
     perAddress.set(addr, n + 1);
-    open++;
+    const entry = { socket, busy: false };
+    sockets.set(key, entry);
+    // Until its first request starts, a silent socket is closed.
+    socket.setTimeout(b.headersTimeoutMs, () => {
+      if (!entry.busy) socket.destroy();
+    });
     socket.once('close', () => {
-      open--;
+      if (sockets.get(key) === entry) sockets.delete(key);
       const left = (perAddress.get(addr) ?? 1) - 1;
       if (left <= 0) perAddress.delete(addr);
       else perAddress.set(addr, left);
     });
   });
-  return () => ({ open, refused });
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const entry = sockets.get(keyOf(req.socket));
+    if (!entry) return;
+    entry.busy = true;
+    entry.socket.setTimeout(0);
+    res.once('close', () => {
+      entry.busy = false;
+    });
+  });
+  return () => ({ open: sockets.size, refused, evicted });
 }
 
 /**

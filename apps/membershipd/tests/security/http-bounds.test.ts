@@ -115,10 +115,35 @@ describe('bounded HTTP', { timeout: 180_000 }, () => {
     for (const c of mine) c.s.destroy();
   });
 
-  test('past the connection cap, new connections are closed; served again once they go', async () => {
+  test('a socket that never sends a byte is closed (headers timeout starts at connect)', async () => {
+    const t0 = Date.now();
+    const silent = await rawSocket(d, '127.0.0.31');
+    const closedAt = await Promise.race([silent.closed, sleep(25_000).then(() => 0)]);
+    silent.s.destroy();
+    assert.ok(closedAt > 0 && closedAt - t0 < 15_000, `a silent socket held ${Date.now() - t0} ms`);
+  });
+
+  test('silent sockets filling the cap from many addresses are evicted for a newcomer', async () => {
     const held: Array<Awaited<ReturnType<typeof rawSocket>>> = [];
     for (let i = 0; i < 8; i++)
       for (let j = 0; j < 6; j++) held.push(await rawSocket(d, `127.0.1.${i + 1}`));
+    await sleep(300);
+    const res = await fetch(`${d.httpUrl}/livez`);
+    assert.equal(res.status, 200, 'a newcomer was locked out by silent sockets');
+    for (const c of held) c.s.destroy();
+  });
+
+  test('past the cap with every socket busy, new connections are closed; served again once they go', async () => {
+    const held: Array<Awaited<ReturnType<typeof rawSocket>>> = [];
+    for (let i = 0; i < 8; i++)
+      for (let j = 0; j < 5; j++) {
+        const c = await rawSocket(d, `127.0.3.${i + 1}`);
+        // A request in flight: headers done, the body still coming.
+        c.s.write(
+          'PUT /me/keys HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{'
+        );
+        held.push(c);
+      }
     await sleep(500);
     const extra = await rawSocket(d, '127.0.2.1');
     extra.s.write('GET /livez HTTP/1.1\r\nHost: x\r\n\r\n');

@@ -84,6 +84,16 @@ describe('quiet under attack', { timeout: 180_000 }, () => {
     );
   });
 
+  test('unsigned requests (404s on long paths, pipelined health checks): a few lines, paths bounded', async () => {
+    const mark = d.logs.length;
+    const long = '/' + 'A'.repeat(8_000);
+    for (let i = 0; i < 200; i++) await (await fetch(`${d.httpUrl}${long}${i}`)).arrayBuffer();
+    for (let i = 0; i < 200; i++) await (await fetch(`${d.httpUrl}/healthz`)).arrayBuffer();
+    const lines = visible(d.logs.slice(mark));
+    assert.ok(lines.length <= 10, `${lines.length} lines (${bytes(lines)} bytes) for 400 requests`);
+    assert.ok(bytes(lines) < 20_000, `${bytes(lines)} bytes logged`);
+  });
+
   test('bad signatures from one address: a few lines, and a count', async () => {
     const self = new URL(d.httpUrl).host;
     const stranger = generateIdentity(); // not registered

@@ -61,6 +61,44 @@ describe('the SDK trusts shapes and TLS, not servers', { timeout: 120_000 }, () 
     }
   });
 
+  test('a plaintext loopback server cannot add remote servers to the pool by gossip', async () => {
+    const admin = new ControlClient({ urls: [d.httpUrl], identity: await adminOf(d) });
+    const { id } = await enrol(admin, d, 'gossip-victim');
+    admin.close();
+    const sockets: net.Socket[] = [];
+    const fake = net.createServer((s) => {
+      sockets.push(s);
+      s.write(
+        'INFO {"server_id":"FAKE","version":"2.10.27","proto":1,"headers":true,"max_payload":1048576,' +
+          '"nonce":"abc","connect_urls":["192.0.2.10:4222"]}\r\n'
+      );
+      s.on('data', (b) => {
+        if (b.toString().includes('PING')) s.write('PONG\r\n');
+      });
+      s.on('error', () => {});
+    });
+    await new Promise<void>((r) => fake.listen(0, '127.0.0.1', r));
+    const port = (fake.address() as AddressInfo).port;
+    try {
+      const bus = await Sealbus.connect({
+        natsServers: [`nats://127.0.0.1:${port}`],
+        controlUrls: [d.httpUrl],
+        identity: id,
+        nats: { maxReconnectAttempts: 0, reconnect: false },
+      });
+      const pool = (
+        bus.nc as unknown as { protocol: { servers: { getServers(): Array<{ listen: string }> } } }
+      ).protocol.servers
+        .getServers()
+        .map((x) => x.listen);
+      await bus.close().catch(() => {});
+      assert.ok(!pool.some((x) => x.startsWith('192.0.2.10')), pool.join(','));
+    } finally {
+      for (const s of sockets) s.destroy();
+      fake.close();
+    }
+  });
+
   test('plaintext to a host that is not loopback is refused unless allowed, and warned', async () => {
     // Checked before any connection is made (nothing here dials out).
     assert.throws(() => natsTransport(['nats://nats.example.org:4222']), InsecureTransportError);
@@ -71,8 +109,19 @@ describe('the SDK trusts shapes and TLS, not servers', { timeout: 120_000 }, () 
     );
     assert.deepEqual(natsTransport(['nats://127.0.0.1:4222', 'nats://[::1]:4222', 'localhost:1']), {
       tls: false,
+      servers: ['nats://127.0.0.1:4222', 'nats://[::1]:4222', 'nats://localhost:1'],
     });
-    assert.deepEqual(natsTransport(['tls://nats.example.org:4222']), { tls: true });
+    assert.equal(natsTransport(['tls://nats.example.org:4222']).tls, true);
+    // Strings whose host differs between WHATWG URL and nats.js's own parser
+    // (found by the second cold review): refused, whatever they would dial.
+    for (const trick of [
+      'nats://127.0.0.1:4222/nats://nats.example.org:4222',
+      'nats://127.0.0.1:4222?u=nats://nats.example.org:4222',
+      'nats://nats.example.org:4222\\@127.0.0.1:4222',
+      'nats://user@127.0.0.1:4222',
+      ' nats://127.0.0.1:4222',
+    ])
+      assert.throws(() => natsTransport([trick]), InsecureTransportError, trick);
     const id = generateIdentity();
     assert.throws(
       () => new ControlClient({ urls: ['http://ctl.example.org:8470'], identity: id }),
@@ -83,7 +132,7 @@ describe('the SDK trusts shapes and TLS, not servers', { timeout: 120_000 }, () 
     const onWarning = (w: Error) => warnings.push(w.message);
     process.on('warning', onWarning);
     try {
-      assert.deepEqual(natsTransport(['nats://nats.example.org:4222'], true), { tls: false });
+      assert.equal(natsTransport(['nats://nats.example.org:4222'], true).tls, false);
       new ControlClient({
         urls: ['http://ctl.example.org:8470'],
         identity: id,
