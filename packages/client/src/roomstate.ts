@@ -67,6 +67,8 @@ export type LateOutcome = (outcome: Opened | Error) => void;
 export class RoomState {
   detail: RoomDetail;
   readonly keys = new Map<number, Uint8Array>();
+  /** Sealed keys not opened yet, by epoch. */
+  readonly #sealed = new Map<number, string>();
   readonly #members = new Map<string, MemberRole>();
   readonly #window = new ReplayWindow();
   readonly #ctl: ControlClient;
@@ -109,10 +111,11 @@ export class RoomState {
         for (const m of this.detail.members) this.#members.set(m.sign_pub, m.role);
         if (this.detail.policy.encrypt) {
           const mine = await this.#ctl.myKeys(this.detail.id);
-          for (const k of mine.keys) {
-            if (!this.keys.has(k.epoch))
-              this.keys.set(k.epoch, openRoomKey(k.sealed_key, this.#identity));
-          }
+          // Opened when first needed: a control plane answering with tens of
+          // thousands of sealed keys costs a map entry each, not a sealed-box
+          // open each on the event loop.
+          for (const k of mine.keys)
+            if (!this.keys.has(k.epoch)) this.#sealed.set(k.epoch, k.sealed_key);
         }
         this.#lastRefresh = Date.now();
       } finally {
@@ -122,10 +125,22 @@ export class RoomState {
     return this.#refreshing;
   }
 
+  /** The key of an epoch, opening it the first time it is needed. */
+  #key(epoch: number): Uint8Array | undefined {
+    const have = this.keys.get(epoch);
+    if (have) return have;
+    const sealed = this.#sealed.get(epoch);
+    if (sealed === undefined) return undefined;
+    this.#sealed.delete(epoch);
+    const key = openRoomKey(sealed, this.#identity);
+    this.keys.set(epoch, key);
+    return key;
+  }
+
   /** The epoch and key a publisher uses now. */
   currentKey(): { epoch: number; key: Uint8Array | null } {
     if (!this.detail.policy.encrypt) return { epoch: this.detail.epoch, key: null };
-    const key = this.keys.get(this.detail.epoch);
+    const key = this.#key(this.detail.epoch);
     if (!key)
       throw new FrameError(
         'UNKNOWN_EPOCH',
@@ -203,7 +218,7 @@ export class RoomState {
     // What needs no network first: a forged or mangled frame costs nothing.
     if (h.signed && !frameSignatureValid(f))
       throw new FrameError('BAD_SIGNATURE', 'sender signature does not verify');
-    const key = h.encrypted ? this.keys.get(h.epoch) : undefined;
+    const key = h.encrypted ? this.#key(h.epoch) : undefined;
     // The AEAD covers the header: with the key in hand, a frame whose sender
     // bytes were changed fails here, before anyone is asked about that sender.
     const data = h.encrypted ? (key ? openFramePayload(f, key) : null) : f.payload;

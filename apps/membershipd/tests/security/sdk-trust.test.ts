@@ -14,8 +14,11 @@ import {
   ControlClient,
   ControlError,
   InsecureTransportError,
+  RoomState,
   Sealbus,
   natsTransport,
+  newRoomKey,
+  sealRoomKey,
 } from '@sealbus/client';
 import { startDaemon, type TestDaemon } from '@sealbus/testing';
 import { adminOf, enrol } from '../helpers.js';
@@ -236,6 +239,30 @@ describe('the SDK trusts shapes and TLS, not servers', { timeout: 120_000 }, () 
         });
       assert.equal((await c.myKeys(ROOM)).keys.length, 1);
       c.close();
+    });
+
+    test('thousands of sealed keys in one answer cost no sealed-box open each', async () => {
+      const me = generateIdentity();
+      // Every one a real sealed box to this identity: opening one costs ~1 ms.
+      const sealed = sealRoomKey(newRoomKey(), me.kexPubHex);
+      const N = 2_000;
+      const keys = Array.from({ length: N }, (_, epoch) => ({ epoch, sealed_key: sealed }));
+      answer = (q, res) =>
+        q.url?.endsWith('/keys')
+          ? json(res, { id: ROOM, subject: 'x.y', epoch: N - 1, keys })
+          : json(res, { ...room(ROOM), epoch: N - 1 });
+      const c = new ControlClient({ urls: [url], identity: me });
+      try {
+        const t0 = performance.now();
+        const state = await RoomState.load(ROOM, c, me);
+        const took = performance.now() - t0;
+        assert.equal(state.currentKey().epoch, N - 1);
+        // Before, all 2,000 were opened at load (about 1.5 s here); now only
+        // the ones a frame or a publish needs.
+        assert.ok(took < 750, `loading the room took ${took.toFixed(0)} ms`);
+      } finally {
+        c.close();
+      }
     });
 
     test('a directory entry for another key is refused', async () => {
