@@ -48,6 +48,9 @@ const REFRESH_MIN_INTERVAL_MS = 1_000;
 /** Frames (and bytes) of one room that may wait for a refresh at once. */
 export const MAX_PARKED = 32;
 export const MAX_PARKED_BYTES = 4 * 1024 * 1024;
+/** And all rooms of the process together: many rooms do not multiply the bound. */
+export const MAX_PARKED_BYTES_ALL_ROOMS = 32 * 1024 * 1024;
+let parkedBytesAllRooms = 0;
 
 /** A frame opened: the message and any loss its seq jump implies. */
 export interface Opened {
@@ -163,13 +166,18 @@ export class RoomState {
     const r = this.#check(bytes, streamSeq, true);
     if (r !== 'refresh') return r;
     const f = parseFrame(bytes);
-    if (this.#parked >= MAX_PARKED || this.#parkedBytes + bytes.length > MAX_PARKED_BYTES) {
+    if (
+      this.#parked >= MAX_PARKED ||
+      this.#parkedBytes + bytes.length > MAX_PARKED_BYTES ||
+      parkedBytesAllRooms + bytes.length > MAX_PARKED_BYTES_ALL_ROOMS
+    ) {
       const why = this.#members.has(f.header.sender) ? 'UNKNOWN_EPOCH' : 'NOT_A_MEMBER';
       this.#backgroundRefresh();
       throw new FrameError(why, 'too many frames wait for this room to refresh; refused');
     }
     this.#parked++;
     this.#parkedBytes += bytes.length;
+    parkedBytesAllRooms += bytes.length;
     void this.refresh()
       .catch(() => {})
       .then(() => {
@@ -183,6 +191,7 @@ export class RoomState {
       .finally(() => {
         this.#parked--;
         this.#parkedBytes -= bytes.length;
+        parkedBytesAllRooms -= bytes.length;
       });
     return null;
   }
