@@ -108,15 +108,23 @@ async function updateNode(name, patch) {
   }
 }
 
-function freePort() {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.once('error', rej);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => res(port));
+/**
+ * A free loopback port below the kernel's ephemeral range (32768 and up on
+ * Linux), so no outgoing connection of another process can take it between
+ * this check and the node's bind (with many tests connecting at once, an
+ * OS-picked port was taken that way now and then).
+ */
+async function freePort() {
+  for (let i = 0; i < 200; i++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const free = await new Promise((res) => {
+      const srv = createServer();
+      srv.once('error', () => res(false));
+      srv.listen(port, '127.0.0.1', () => srv.close(() => res(true)));
     });
-  });
+    if (free) return port;
+  }
+  throw new Error('no free port below 32000');
 }
 
 function healthz(url, ca) {
@@ -161,7 +169,19 @@ async function waitHealthy(nodes, ca, seconds) {
   while (pending.size && Date.now() < deadline) {
     for (const n of nodes) {
       if (!pending.has(n.name)) continue;
-      if (!alive(n.pid)) return `${n.name} exited (see ${join(DIR, `${n.name}.log`)})`;
+      if (!alive(n.pid)) {
+        // The log's last lines say why (it may be gone with a temp dir).
+        let tail = '';
+        try {
+          tail = readFileSync(join(DIR, `${n.name}.log`), 'utf8')
+            .split('\n')
+            .slice(-8)
+            .join('\n');
+        } catch {
+          /* no log */
+        }
+        return `${n.name} exited (see ${join(DIR, `${n.name}.log`)})\n${tail}`;
+      }
       if (await healthz(n.http_url, ca)) pending.delete(n.name);
     }
     if (pending.size) await sleep(250);
