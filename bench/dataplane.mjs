@@ -41,7 +41,9 @@ async function throughput(label, n, setup) {
 
 export async function dataplaneBench({ rounds = 3 } = {}) {
   // The set-up puts one user in 1,000 rooms it owns: past the default room quota.
-  const d = await startDaemon({ args: ['--log-level', 'debug', '--max-rooms-per-user', '2000'] });
+  const d = await startDaemon({
+    args: ['--log-level', 'debug', '--max-rooms-per-user', '2000', '--changes-per-minute', '0'],
+  });
   try {
     const adminId = await loadIdentity(join(d.dataDir, 'admin.id'));
     const admin = new ControlClient({ urls: [d.httpUrl], identity: adminId });

@@ -4,7 +4,7 @@ import { EXIT_CODES, argParser } from '../cli.js';
 import { AT_REST_KEY_ENV, loadAtRestKey, type AtRestKey } from '../daemon/atrest.js';
 import { Daemon, EXIT, type DaemonOptions } from '../daemon/daemon.js';
 import { DEFAULT_APP_MAX_BYTES } from '../daemon/natsconfig.js';
-import { DEFAULT_MAX_ROOMS_PER_USER } from '../http/app.js';
+import { DEFAULT_CHANGES_PER_MINUTE, DEFAULT_MAX_ROOMS_PER_USER } from '../http/app.js';
 import { DEFAULT_HTTP_BOUNDS } from '../http/bounds.js';
 import type { AuthMode } from '../http/context.js';
 import { createLogger } from '../log.js';
@@ -57,6 +57,7 @@ interface ServeOptions {
   authority: string[];
   maxRoomsPerUser: number;
   httpMaxConnections: number;
+  changesPerMinute: number;
   httpMaxConnectionsPerAddress: number;
   roomMaxBytes: number;
   appMaxBytes: number;
@@ -108,6 +109,14 @@ export function registerServe(program: Command): void {
       )
         .argParser((v: string, prev: string[]) => [...prev, argParser(parseAuthority)(v)])
         .default([], 'the --http address')
+    )
+    .addOption(
+      new Option(
+        '--changes-per-minute <n>',
+        'changes (signed POST/PUT/DELETE) one non-admin key may make a minute, and at once; beyond it 429 RATE_LIMITED; 0: unlimited'
+      )
+        .argParser(argParser(parseCount))
+        .default(DEFAULT_CHANGES_PER_MINUTE)
     )
     .addOption(
       new Option(
@@ -318,6 +327,7 @@ async function serve(opts: ServeOptions): Promise<number> {
       atRestKey,
       authorities: opts.authority,
       maxRoomsPerUser: opts.maxRoomsPerUser,
+      changesPerMinute: opts.changesPerMinute,
       httpBounds: {
         maxConnections: opts.httpMaxConnections,
         maxConnectionsPerAddress: opts.httpMaxConnectionsPerAddress,

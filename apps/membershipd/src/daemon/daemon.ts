@@ -69,6 +69,8 @@ export interface DaemonOptions {
   tls?: TlsFiles;
   clientAdvertise?: string;
   cluster?: ClusterOptions;
+  /** Changes one non-admin key may make a minute (0: unlimited). */
+  changesPerMinute?: number;
   /** Limits of the HTTP listener (defaults: DEFAULT_HTTP_BOUNDS). */
   httpBounds?: Partial<HttpBounds>;
   /** Admin #0's identity (default DATA/admin.id); a cluster shares one. */
@@ -401,6 +403,7 @@ export class Daemon {
         health,
         authorities,
         ...(o.maxRoomsPerUser !== undefined ? { maxRoomsPerUser: o.maxRoomsPerUser } : {}),
+        ...(o.changesPerMinute ? { changesPerMinute: o.changesPerMinute } : {}),
         logger: log,
         store,
         authMode: o.authMode,

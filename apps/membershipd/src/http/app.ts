@@ -3,19 +3,19 @@ import { Hono, type MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { matchedRoutes } from 'hono/route';
 import { z } from 'zod';
-import { clientRequestId } from '@sealbus/protocol';
+import { clientRequestId, userIsActiveAdmin } from '@sealbus/protocol';
 import type { MembershipStore } from '@sealbus/store';
 import type { Change } from '../dataplane/reactor.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { Services } from './guard.js';
+import { audit, type Services } from './guard.js';
 import { verifyRequestSignature } from '@sealbus/crypto';
 import type { Authorities } from './authority.js';
 import { AuthDamper, type DampingOptions } from './damping.js';
 import { signableRequest, signatureAuth } from './auth.js';
 import type { AppEnv, AuthMode } from './context.js';
 import { errorBody, HttpError, toHttpError } from './errors.js';
-import { DenialBudget } from './denials.js';
+import { ChangeBudget, DenialBudget } from './denials.js';
 import { LogThrottle } from '../logthrottle.js';
 import { noBodyWhereNoneIsTaken } from './bounds.js';
 import { openApiDocument } from './openapi.js';
@@ -84,7 +84,12 @@ export interface AppOptions {
   maxRoomsPerUser?: number;
   /** How many refusals per signer reach the audit log (default: 20 at once, 20 a minute). */
   denials?: DenialBudget;
+  /** Changes one non-admin signer may make a minute (and at once); 0 or absent: unlimited. */
+  changesPerMinute?: number;
 }
+
+/** `--changes-per-minute` when not given. */
+export const DEFAULT_CHANGES_PER_MINUTE = 120;
 
 /** `--max-rooms-per-user` when not given. */
 export const DEFAULT_MAX_ROOMS_PER_USER = 100;
@@ -249,10 +254,28 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
     policy: { authorities: o.authorities },
     ...(o.metrics ? { metrics: o.metrics } : {}),
   });
+  const changes = o.changesPerMinute ? new ChangeBudget({ perMinute: o.changesPerMinute }) : null;
+  const changeGate: MiddlewareHandler<AppEnv> = async (c, next) => {
+    const actor = c.get('actor');
+    if (changes && actor && !userIsActiveAdmin(actor, Date.now())) {
+      const waitMs = changes.take(actor.sign_pub);
+      if (waitMs > 0) {
+        await audit(services, c, 'change', null, 'denied', { reason: 'rate limited' });
+        c.header('Retry-After', String(Math.ceil(waitMs / 1000)));
+        throw new HttpError(
+          429,
+          'RATE_LIMITED',
+          `too many changes from this key; retry in ${Math.ceil(waitMs / 1000)} s`
+        );
+      }
+    }
+    await next();
+  };
   for (const r of SIGNED_ROUTES) {
-    app.on(r.method.toUpperCase(), r.path.replace(/\{(\w+)\}/g, ':$1'), limit, auth, (c) =>
-      r.handler(c, services)
-    );
+    const path = r.path.replace(/\{(\w+)\}/g, ':$1');
+    if (r.method === 'get') app.on('GET', path, limit, auth, (c) => r.handler(c, services));
+    else
+      app.on(r.method.toUpperCase(), path, limit, auth, changeGate, (c) => r.handler(c, services));
   }
 
   app.notFound((c) =>

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DenialBudget } from './denials.js';
+import { ChangeBudget, DenialBudget } from './denials.js';
 
 test('a signer gets its burst on the record, then its refusals are counted, not written', () => {
   const b = new DenialBudget({ burst: 3, perMinute: 6 });
@@ -30,4 +30,15 @@ test('a quiet signer gets its whole burst back, never more', () => {
 test('memory stays bounded however many signers', () => {
   const b = new DenialBudget({ burst: 1, perMinute: 1, maxSigners: 100 });
   for (let i = 0; i < 1_000; i++) assert.ok(b.take(`s${i}`, 0));
+});
+
+test('changes: a burst, then one per refill interval, with the wait said', () => {
+  const b = new ChangeBudget({ perMinute: 60, burst: 3 });
+  const t = 1_000_000;
+  for (let i = 0; i < 3; i++) assert.equal(b.take('m', t), 0);
+  const wait = b.take('m', t);
+  assert.ok(wait > 900 && wait <= 1_000, String(wait));
+  assert.equal(b.take('other', t), 0);
+  assert.equal(b.take('m', t + 1_000), 0);
+  assert.ok(b.take('m', t + 1_000) > 0);
 });

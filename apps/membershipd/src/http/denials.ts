@@ -48,3 +48,37 @@ export class DenialBudget {
     return { suppressed };
   }
 }
+
+/**
+ * How many changes (signed POST, PUT, DELETE) one signer that is not an
+ * admin may make: `burst` at once and `perMinute` more a minute. Every change
+ * is an audit record no one may delete; without this, a member creating and
+ * deleting a room in a loop grew the audit log by ~2.6 GB a day. Beyond it
+ * the request is 429 `RATE_LIMITED` with Retry-After (and, as a refusal,
+ * within the signer's DenialBudget). Admins are not limited.
+ */
+export class ChangeBudget {
+  readonly #burst: number;
+  readonly #perMs: number;
+  readonly #buckets = new Map<string, { tokens: number; at: number }>();
+
+  constructor(o: { burst?: number; perMinute: number }) {
+    this.#perMs = o.perMinute / 60_000;
+    this.#burst = o.burst ?? o.perMinute;
+  }
+
+  /** 0 when the change may go ahead now; else how long (ms) until it may. */
+  take(signer: string, now = Date.now()): number {
+    let b = this.#buckets.get(signer);
+    if (!b) {
+      if (this.#buckets.size >= 10_000) this.#buckets.clear();
+      b = { tokens: this.#burst, at: now };
+      this.#buckets.set(signer, b);
+    }
+    b.tokens = Math.min(this.#burst, b.tokens + (now - b.at) * this.#perMs);
+    b.at = now;
+    if (b.tokens < 1) return Math.ceil((1 - b.tokens) / this.#perMs);
+    b.tokens--;
+    return 0;
+  }
+}
