@@ -1,6 +1,7 @@
 import http from 'node:http';
 import { join } from 'node:path';
-import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
+import { randomBytes } from 'node:crypto';
+import { connect, headers as natsHeaders, nkeyAuthenticator, type NatsConnection } from 'nats';
 import {
   encodePublicIdentity,
   generateIdentity,
@@ -10,7 +11,8 @@ import {
   signRequest,
   type Identity,
 } from '@sealbus/crypto';
-import { ControlClient } from '@sealbus/client';
+import { ControlClient, Sealbus } from '@sealbus/client';
+import { APPEND_ID_HEADER, appendResultSubject, appendSubject } from '@sealbus/protocol';
 import { nodeUsers } from '../src/dataplane/keys.js';
 import { MembershipStore } from '@sealbus/store';
 import { waitFor, type TestDaemon } from '@sealbus/testing';
@@ -152,4 +154,39 @@ export function publishRefused(d: TestDaemon, subject: string): Promise<unknown>
       ),
     { timeoutMs: 5_000, what: `publish violation on ${subject}` }
   );
+}
+
+/** A Sealbus client of `id` on a test daemon; its close goes into `closers`. */
+export async function busOf(
+  d: TestDaemon,
+  id: Identity,
+  closers: Array<() => Promise<unknown>>
+): Promise<Sealbus> {
+  const b = await Sealbus.connect({
+    natsServers: [d.natsUrl],
+    controlUrls: [d.httpUrl],
+    identity: id,
+  });
+  closers.push(() => b.close());
+  return b;
+}
+
+/** Sends `frame` to a persisted room's append service, raw, under a fresh append id. */
+export function appendRaw(nc: NatsConnection, roomId: string, frame: Uint8Array): void {
+  const h = natsHeaders();
+  h.set(APPEND_ID_HEADER, randomBytes(16).toString('hex'));
+  nc.publish(appendSubject(roomId), frame, { headers: h });
+}
+
+/** Collects the append service's answers to `signPubHex` on a raw connection. */
+export async function appendAnswers(
+  nc: NatsConnection,
+  signPubHex: string
+): Promise<Array<{ ok: boolean; code?: string }>> {
+  const answers: Array<{ ok: boolean; code?: string }> = [];
+  nc.subscribe(appendResultSubject(signPubHex, '*'), {
+    callback: (_e, m) => void answers.push(JSON.parse(new TextDecoder().decode(m.data))),
+  });
+  await nc.flush();
+  return answers;
 }

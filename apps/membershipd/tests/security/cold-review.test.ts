@@ -6,7 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { headers as natsHeaders, type Msg, type NatsConnection } from 'nats';
+import type { Msg, NatsConnection } from 'nats';
 import {
   FrameSealer,
   generateIdentity,
@@ -14,11 +14,9 @@ import {
   toHex,
   type Identity,
 } from '@sealbus/crypto';
-import { ControlClient, Sealbus } from '@sealbus/client';
+import { ControlClient } from '@sealbus/client';
 import {
-  APPEND_ID_HEADER,
   appendResultSubject,
-  appendSubject,
   memberDeliverSubject,
   memberDurableName,
   roomStreamName,
@@ -26,11 +24,19 @@ import {
 } from '@sealbus/protocol';
 import type { MembershipStore } from '@sealbus/store';
 import { startDaemon, waitFor, type TestDaemon } from '@sealbus/testing';
-import { adminOf, enrol, natsAs, nextPermissionError, nodeStore } from '../helpers.js';
+import {
+  adminOf,
+  appendAnswers,
+  appendRaw,
+  busOf,
+  enrol,
+  natsAs,
+  nextPermissionError,
+  nodeStore,
+} from '../helpers.js';
 import { sendRaw, signRaw } from './attack.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
-const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const rssMiB = (pid: number) =>
   Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024;
@@ -43,15 +49,7 @@ describe('cold review: removed, expired and hostile members', { timeout: 300_000
   const closers: Array<() => Promise<unknown>> = [];
 
   const user = async (handle: string): Promise<Identity> => (await enrol(admin, d, handle)).id;
-  const bus = async (id: Identity) => {
-    const b = await Sealbus.connect({
-      natsServers: [d.natsUrl],
-      controlUrls: [d.httpUrl],
-      identity: id,
-    });
-    closers.push(() => b.close());
-    return b;
-  };
+  const bus = (id: Identity) => busOf(d, id, closers);
   const raw = async (id: Identity) => {
     const nc = await natsAs(d, id, { maxReconnectAttempts: -1, reconnectTimeWait: 100 });
     closers.push(() => nc.close());
@@ -192,20 +190,14 @@ describe('cold review: removed, expired and hostile members', { timeout: 300_000
     });
     await O.invite(room.id, w.signPubHex, 'writer');
     const nc = await raw(w);
-    const answers: Array<{ ok: boolean; code?: string }> = [];
-    nc.subscribe(appendResultSubject(w.signPubHex, '*'), {
-      callback: (_e, m) => void answers.push(JSON.parse(dec(m.data))),
-    });
-    await nc.flush();
+    const answers = await appendAnswers(nc, w.signPubHex);
     const append = (n: number) => {
       const frame = new FrameSealer(room.id, w.signSeed).seal(enc(`w ${n}`), {
         epoch: 0,
         key: null,
         sign: false,
       });
-      const h = natsHeaders();
-      h.set(APPEND_ID_HEADER, toHex(crypto.getRandomValues(new Uint8Array(16))));
-      nc.publish(appendSubject(room.id), frame, { headers: h });
+      appendRaw(nc, room.id, frame);
     };
     // A first append: the daemon now holds the writer's grant.
     append(0);
@@ -239,9 +231,7 @@ describe('cold review: removed, expired and hostile members', { timeout: 300_000
       sign: false,
     });
     for (let i = 0; i < N; i++) {
-      const h = natsHeaders();
-      h.set(APPEND_ID_HEADER, toHex(crypto.getRandomValues(new Uint8Array(16))));
-      nc.publish(appendSubject(room.id), frame, { headers: h });
+      appendRaw(nc, room.id, frame);
     }
     await nc.flush();
     // The owner's own append goes through while the flood drains.
@@ -287,9 +277,7 @@ describe('cold review: removed, expired and hostile members', { timeout: 300_000
       await Promise.all(
         writers.map(async ({ nc, room, frame }) => {
           for (let i = 0; i < 200; i++) {
-            const h = natsHeaders();
-            h.set(APPEND_ID_HEADER, toHex(crypto.getRandomValues(new Uint8Array(16))));
-            nc.publish(appendSubject(room), frame, { headers: h });
+            appendRaw(nc, room, frame);
             if (i % 32 === 31) await nc.flush();
           }
           await nc.flush();
@@ -312,11 +300,7 @@ describe('cold review: removed, expired and hostile members', { timeout: 300_000
     });
     await O.invite(room.id, w.signPubHex, 'writer');
     const nc = await raw(w);
-    const answers: Array<{ ok: boolean; code?: string }> = [];
-    nc.subscribe(appendResultSubject(w.signPubHex, '*'), {
-      callback: (_e, m) => void answers.push(JSON.parse(dec(m.data))),
-    });
-    await nc.flush();
+    const answers = await appendAnswers(nc, w.signPubHex);
     const sealer = new FrameSealer(room.id, w.signSeed);
     const overhead =
       sealer.seal(new Uint8Array(10), { epoch: 0, key: null, sign: false }).length - 10;
@@ -327,9 +311,7 @@ describe('cold review: removed, expired and hostile members', { timeout: 300_000
       sign: false,
     });
     for (let i = 0; i < 3; i++) {
-      const h = natsHeaders();
-      h.set(APPEND_ID_HEADER, toHex(crypto.getRandomValues(new Uint8Array(16))));
-      nc.publish(appendSubject(room.id), frame, { headers: h });
+      appendRaw(nc, room.id, frame);
     }
     await nc.flush();
     await waitFor(() => answers.length === 3, { what: 'three answers', timeoutMs: 10_000 });

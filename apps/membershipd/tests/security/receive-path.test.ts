@@ -9,12 +9,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { headers as natsHeaders, type NatsConnection } from 'nats';
+import type { NatsConnection } from 'nats';
 import { FrameSealer, type Identity } from '@sealbus/crypto';
-import { ControlClient, Sealbus, openRoomKey, type RoomMessage } from '@sealbus/client';
+import { ControlClient, openRoomKey, type RoomMessage } from '@sealbus/client';
 import { startDaemon, waitFor, type TestDaemon } from '@sealbus/testing';
-import { APPEND_ID_HEADER, appendResultSubject, appendSubject } from '@sealbus/protocol';
-import { adminOf, enrol, natsAs } from '../helpers.js';
+import { adminOf, appendAnswers, appendRaw, busOf, enrol, natsAs } from '../helpers.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -24,15 +23,7 @@ describe('receivers a writer cannot stall', { timeout: 180_000 }, () => {
   let admin: ControlClient;
   const closers: Array<() => Promise<unknown>> = [];
   const user = async (h: string): Promise<Identity> => (await enrol(admin, d, h)).id;
-  const bus = async (id: Identity) => {
-    const b = await Sealbus.connect({
-      natsServers: [d.natsUrl],
-      controlUrls: [d.httpUrl],
-      identity: id,
-    });
-    closers.push(() => b.close());
-    return b;
-  };
+  const bus = (id: Identity) => busOf(d, id, closers);
 
   before(async () => {
     d = await startDaemon();
@@ -101,11 +92,7 @@ describe('receivers a writer cannot stall', { timeout: 180_000 }, () => {
     // exist (the append service checks sender and signature, not epochs).
     const raw = await natsAs(d, w);
     closers.push(() => raw.close());
-    const answers: Array<{ ok: boolean }> = [];
-    raw.subscribe(appendResultSubject(w.signPubHex, '*'), {
-      callback: (_e, m) => void answers.push(JSON.parse(dec(m.data))),
-    });
-    await raw.flush();
+    const answers = await appendAnswers(raw, w.signPubHex);
     const sealer = new FrameSealer(room.id, w.signSeed);
     const N = 40;
     for (let i = 0; i < N; i++) {
@@ -114,9 +101,7 @@ describe('receivers a writer cannot stall', { timeout: 180_000 }, () => {
         key: new Uint8Array(randomBytes(32)),
         sign: true,
       });
-      const h = natsHeaders();
-      h.set(APPEND_ID_HEADER, randomBytes(16).toString('hex'));
-      raw.publish(appendSubject(room.id), f, { headers: h });
+      appendRaw(raw, room.id, f);
     }
     await raw.flush();
     await waitFor(() => answers.length === N, { what: 'bogus appends stored' });
