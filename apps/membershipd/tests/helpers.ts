@@ -160,7 +160,7 @@ export function publishRefused(d: TestDaemon, subject: string): Promise<unknown>
 export async function busOf(
   d: TestDaemon,
   id: Identity,
-  closers: Array<() => Promise<unknown>>
+  closers: Array<() => Promise<unknown> | void>
 ): Promise<Sealbus> {
   const b = await Sealbus.connect({
     natsServers: [d.natsUrl],

@@ -11,10 +11,10 @@ import {
   userNkeyFromSeed,
   type Identity,
 } from '@sealbus/crypto';
-import { ControlClient, ControlError, Sealbus, type RoomMessage } from '@sealbus/client';
+import { ControlClient, ControlError, type RoomMessage } from '@sealbus/client';
 import type { MembershipStore } from '@sealbus/store';
 import { startDaemon, waitFor, type TestDaemon } from '@sealbus/testing';
-import { adminOf, natsAs, nodeStore, rawRequest, signedHeaders } from './helpers.js';
+import { adminOf, busOf, natsAs, nodeStore, rawRequest, signedHeaders } from './helpers.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -57,15 +57,7 @@ describe('one key per protocol: bindings, tokens, the NATS key', { timeout: 240_
     closers.push(() => ctl.close());
     return ctl;
   };
-  const bus = async (id: Identity) => {
-    const b = await Sealbus.connect({
-      natsServers: [d.natsUrl],
-      controlUrls: [d.httpUrl],
-      identity: id,
-    });
-    closers.push(() => b.close());
-    return b;
-  };
+  const bus = (id: Identity) => busOf(d, id, closers);
 
   test('admin #0 is registered bound to its derived NATS key', async () => {
     const me = await admin.me();

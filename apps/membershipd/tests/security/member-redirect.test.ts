@@ -2,7 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { headers as natsHeaders, type Msg, type NatsConnection } from 'nats';
 import { FrameSealer, generateIdentity, type Identity } from '@sealbus/crypto';
-import { ControlClient, Sealbus, type RoomMessage } from '@sealbus/client';
+import { ControlClient, type RoomMessage } from '@sealbus/client';
 import {
   APPEND_ID_HEADER,
   appendResultSubject,
@@ -12,7 +12,7 @@ import {
   userInboxPrefix,
 } from '@sealbus/protocol';
 import { startDaemon, waitFor, type TestDaemon } from '@sealbus/testing';
-import { adminOf, natsAs, nodeStore } from '../helpers.js';
+import { adminOf, busOf, natsAs, nodeStore } from '../helpers.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -41,15 +41,7 @@ describe('attacker: a member tries to make the server publish for it', { timeout
     await admin.addUser({ sign_pub: id.signPubHex, kex_pub: id.kexPubHex, handle, role: 'member' });
     return id;
   };
-  const bus = async (id: Identity) => {
-    const b = await Sealbus.connect({
-      natsServers: [d.natsUrl],
-      controlUrls: [d.httpUrl],
-      identity: id,
-    });
-    closers.push(() => b.close());
-    return b;
-  };
+  const bus = (id: Identity) => busOf(d, id, closers);
 
   before(async () => {
     d = await startDaemon();
