@@ -312,7 +312,7 @@ describe(
           /replicas 3\/3 current/.test(
             (await addUser(attached, `after-${Date.now()}`, generateIdentity())).stdout
           ),
-        { timeoutMs: 30_000, intervalMs: 1_000, what: 'all replicas current again' }
+        { timeoutMs: 90_000, intervalMs: 1_000, what: 'all replicas current again' }
       );
     });
 
