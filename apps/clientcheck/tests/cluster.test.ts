@@ -307,13 +307,17 @@ describe(
       assert.ok(
         JSON.parse(list.stdout).some((u: { sign_pub: string }) => u.sign_pub === late.signPubHex)
       );
+      let last = '';
       await waitFor(
-        async () =>
-          /replicas 3\/3 current/.test(
-            (await addUser(attached, `after-${Date.now()}`, generateIdentity())).stdout
-          ),
+        async () => {
+          const r = await addUser(attached, `after-${Date.now()}`, generateIdentity());
+          last = `exit ${r.code}: ${r.stdout.trim()} ${r.stderr.trim()}`;
+          return /replicas 3\/3 current/.test(r.stdout);
+        },
         { timeoutMs: 90_000, intervalMs: 1_000, what: 'all replicas current again' }
-      );
+      ).catch((err: Error) => {
+        throw new Error(`${err.message}; the last user add said: ${last}`);
+      });
     });
 
     test('two of three nodes down: fail closed in bounded time, nothing hangs; restarting restores service', async () => {
