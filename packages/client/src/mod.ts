@@ -23,4 +23,5 @@ export {
   saveIdentity,
   type Identity,
 } from '@sealbus/crypto';
-export { InsecureTransportError, isLoopbackHost, natsTransport } from './secure.js';
+export { InsecureTransportError, natsTransport } from './secure.js';
+export { isLoopbackHost } from '@sealbus/protocol';

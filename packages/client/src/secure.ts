@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { isLoopbackHost } from '@sealbus/protocol';
 
 /**
  * Refused: a `nats://` or `http://` URL to a host that is not loopback, or
@@ -14,13 +14,6 @@ export class InsecureTransportError extends Error {
     this.name = new.target.name;
     this.url = url;
   }
-}
-
-/** `localhost`, 127.0.0.0/8, ::1 (with or without brackets). */
-export function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
-  if (h === 'localhost' || h === '::1') return true;
-  return isIP(h) === 4 && h.startsWith('127.');
 }
 
 let warned = false;

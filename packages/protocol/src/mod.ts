@@ -100,3 +100,4 @@ export {
   userIsActiveAdmin,
   userMayCreateRooms,
 } from './policy.js';
+export { isLoopbackHost } from './net.js';

@@ -1,4 +1,5 @@
 import { Option, type Command } from 'commander';
+import { isLoopbackHost } from '@sealbus/protocol';
 import { DEFAULT_ROOM_MAX_BYTES } from '@sealbus/store';
 import { EXIT_CODES, argParser } from '../cli.js';
 import { AT_REST_KEY_ENV, loadAtRestKey, type AtRestKey } from '../daemon/atrest.js';
@@ -10,7 +11,6 @@ import type { AuthMode } from '../http/context.js';
 import { createLogger } from '../log.js';
 import { RouteSecret } from '../daemon/routesecret.js';
 import {
-  isLoopbackHost,
   parseAuthority,
   parseCount,
   parseDuration,

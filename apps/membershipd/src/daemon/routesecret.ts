@@ -1,5 +1,5 @@
-import { readFile, stat } from 'node:fs/promises';
 import { inspect } from 'node:util';
+import { readKeyText } from './atrest.js';
 
 /** The route user every node presents to its peers (the secret is the password). */
 export const ROUTE_USER = 'sealbus-route';
@@ -24,22 +24,14 @@ export class RouteSecret {
   }
 
   static async load(file: string): Promise<RouteSecret> {
-    let st;
-    try {
-      st = await stat(file);
-    } catch (err) {
-      throw new Error(
-        `cannot read the route secret file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
-        { cause: err }
-      );
-    }
-    if (!st.isFile()) throw new Error(`the route secret file ${file} is not a regular file`);
-    if ((st.mode & 0o077) !== 0)
-      throw new Error(
-        `the route secret file ${file} is mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}: ` +
-          `it must be 0600 or stricter (chmod 600 ${file})`
-      );
-    const text = (await readFile(file, 'utf8')).replace(/\r?\n$/, '');
+    // The same file rules as the at-rest key (regular file, 0600, text);
+    // no environment source: `{}` stands for an environment without one.
+    const got = await readKeyText(
+      file,
+      { what: 'route secret', flag: '--route-secret-file', env: ROUTE_SECRET_ENV },
+      {}
+    );
+    const text = got!.text.replace(/\r?\n$/, '');
     if (!SECRET_RE.test(text))
       throw new Error(
         `the route secret file ${file} must hold 32 to 256 characters of A-Z a-z 0-9 . _ ~ - ` +

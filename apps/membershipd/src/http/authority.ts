@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import { isLoopbackHost } from '../util/parse.js';
+import { isLoopbackHost } from '@sealbus/protocol';
 
 /** `host:port` as a client's Host header carries it (IPv6 bracketed). */
 function hostPort(host: string, port: number): string {

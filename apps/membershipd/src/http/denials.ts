@@ -9,17 +9,19 @@
  * State changes (`ok`) are never budgeted: they are always on the record.
  */
 export class DenialBudget {
-  readonly #burst: number;
-  readonly #perMs: number;
+  readonly #rate: ChangeBudget;
   readonly #maxSigners: number;
-  readonly #buckets = new Map<string, { tokens: number; at: number; suppressed: number }>();
+  readonly #suppressed = new Map<string, number>();
   /** Refusals left out of the log so far (all signers). */
   suppressedTotal = 0;
 
   constructor(o: { burst?: number; perMinute?: number; maxSigners?: number } = {}) {
-    this.#burst = o.burst ?? 20;
-    this.#perMs = (o.perMinute ?? 20) / 60_000;
     this.#maxSigners = o.maxSigners ?? 10_000;
+    this.#rate = new ChangeBudget({
+      burst: o.burst ?? 20,
+      perMinute: o.perMinute ?? 20,
+      maxKeys: this.#maxSigners,
+    });
   }
 
   /**
@@ -28,23 +30,16 @@ export class DenialBudget {
    * record; when it does not, null.
    */
   take(signer: string, now = Date.now()): { suppressed: number } | null {
-    let b = this.#buckets.get(signer);
-    if (!b) {
-      // Bounded memory: forgetting every signer only hands out fresh bursts.
-      if (this.#buckets.size >= this.#maxSigners) this.#buckets.clear();
-      b = { tokens: this.#burst, at: now, suppressed: 0 };
-      this.#buckets.set(signer, b);
-    }
-    b.tokens = Math.min(this.#burst, b.tokens + (now - b.at) * this.#perMs);
-    b.at = now;
-    if (b.tokens < 1) {
-      b.suppressed++;
+    if (this.#rate.take(signer, now) > 0) {
+      // Bounded memory: forgetting counts only loses them from one record.
+      if (!this.#suppressed.has(signer) && this.#suppressed.size >= this.#maxSigners)
+        this.#suppressed.clear();
+      this.#suppressed.set(signer, (this.#suppressed.get(signer) ?? 0) + 1);
       this.suppressedTotal++;
       return null;
     }
-    b.tokens--;
-    const suppressed = b.suppressed;
-    b.suppressed = 0;
+    const suppressed = this.#suppressed.get(signer) ?? 0;
+    this.#suppressed.delete(signer);
     return { suppressed };
   }
 }
@@ -60,18 +55,21 @@ export class DenialBudget {
 export class ChangeBudget {
   readonly #burst: number;
   readonly #perMs: number;
+  readonly #maxKeys: number;
   readonly #buckets = new Map<string, { tokens: number; at: number }>();
 
-  constructor(o: { burst?: number; perMinute: number }) {
+  constructor(o: { burst?: number; perMinute: number; maxKeys?: number }) {
     this.#perMs = o.perMinute / 60_000;
     this.#burst = o.burst ?? o.perMinute;
+    this.#maxKeys = o.maxKeys ?? 10_000;
   }
 
   /** 0 when the change may go ahead now; else how long (ms) until it may. */
   take(signer: string, now = Date.now()): number {
     let b = this.#buckets.get(signer);
     if (!b) {
-      if (this.#buckets.size >= 10_000) this.#buckets.clear();
+      // Bounded memory: forgetting every signer only hands out fresh bursts.
+      if (this.#buckets.size >= this.#maxKeys) this.#buckets.clear();
       b = { tokens: this.#burst, at: now };
       this.#buckets.set(signer, b);
     }

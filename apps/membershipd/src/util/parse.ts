@@ -32,13 +32,6 @@ export function parsePort(text: string): number {
   return Number(text);
 }
 
-/** True for names and addresses that never leave this machine. */
-export function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
-  if (h === 'localhost' || h === '::1') return true;
-  return isIP(h) === 4 && h.startsWith('127.');
-}
-
 /** `http://host:port`, bracketing IPv6 literals. */
 export function formatHostPort(host: string, port: number): string {
   return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;

@@ -10,7 +10,8 @@ import { nodeUsers, type NodeUsers } from '../../dataplane/keys.js';
 import { announce } from '../../dataplane/reactor.js';
 import type { ChangeEdge } from '../../usecases/users.js';
 import { dataPaths } from '../../daemon/paths.js';
-import { isLoopbackHost, parseDuration } from '../../util/parse.js';
+import { isLoopbackHost } from '@sealbus/protocol';
+import { parseDuration } from '../../util/parse.js';
 
 /** Flags of every command that works on a node's store over the privileged path. */
 export interface NodeOptions {
