@@ -42,11 +42,15 @@ export class RouteSecret {
 
   /** The environment nats-server reads the secret and the route URLs from. */
   childEnv(routes: readonly string[]): Record<string, string> {
-    const env: Record<string, string> = { [ROUTE_SECRET_ENV]: this.#secret };
+    // nats-server parses a variable's value as configuration: unquoted, a
+    // secret that starts with digits ("2e9f…") is read as a broken number
+    // and the server refuses to start. Quoted, it is always a string (the
+    // secret's alphabet has no quote or backslash).
+    const quoted = (v: string) => `"${v}"`;
+    const env: Record<string, string> = { [ROUTE_SECRET_ENV]: quoted(this.#secret) };
     routes.forEach((r, i) => {
-      env[routeUrlEnv(i)] = r.replace(
-        /^nats-route:\/\//,
-        `nats-route://${ROUTE_USER}:${this.#secret}@`
+      env[routeUrlEnv(i)] = quoted(
+        r.replace(/^nats-route:\/\//, `nats-route://${ROUTE_USER}:${this.#secret}@`)
       );
     });
     return env;

@@ -8,6 +8,8 @@ import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect, type Msg, type NatsConnection } from 'nats';
 import { loadIdentity } from '@sealbus/crypto';
+import { NatsServerProcess, envRef, renderNatsConfig } from '@sealbus/natsd';
+import { ROUTE_SECRET_ENV, RouteSecret, routeUrlEnv } from '../../src/daemon/routesecret.js';
 import { ControlClient } from '@sealbus/client';
 import {
   freePort,
@@ -122,6 +124,36 @@ describe('cluster routes authenticate', { timeout: 300_000 }, () => {
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /--route-secret-file/);
     assert.match(r.stderr, /--route-tls-cert/);
+  });
+
+  test('a route secret that starts with digits reaches nats-server as a string', async () => {
+    // Found by CI: unquoted, nats-server read "2e9f…" as a broken number and
+    // would not start, so `cluster:up` failed for about one secret in ten.
+    await using dir = await tempDir();
+    const file = join(dir.path, 'route.secret');
+    await writeFile(file, '2e9f' + 'a1'.repeat(30) + '\n', { mode: 0o600 });
+    const secret = await RouteSecret.load(file);
+    const routes = [`nats-route://127.0.0.1:${await freePort()}`];
+    const config = join(dir.path, 'nats.conf');
+    await writeFile(
+      config,
+      renderNatsConfig({
+        host: '127.0.0.1',
+        port: await freePort(),
+        cluster: {
+          name: 'c',
+          host: '127.0.0.1',
+          port: await freePort(),
+          routes: [envRef(routeUrlEnv(0))],
+          authorization: { user: 'sealbus-route', password: envRef(ROUTE_SECRET_ENV), timeout: 2 },
+        },
+      })
+    );
+    const server = await NatsServerProcess.start({
+      configFile: config,
+      env: secret.childEnv(routes),
+    });
+    await server.stop();
   });
 
   test('a route secret file readable by others, or too short, is refused', async () => {
