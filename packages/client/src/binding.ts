@@ -64,22 +64,3 @@ export async function ensureBound(control: ControlClient, id: Identity): Promise
     );
   }
 }
-
-/**
- * The kex_pub to seal a room key to (a directory entry or a room member).
- * When the control plane says the user is bound, its binding must verify (so
- * the control plane cannot swap in a key of its own); an unbound user's
- * kex_pub is taken as registered.
- */
-export function sealableKexPub(entry: Keys & { bound: boolean }): string {
-  if (entry.bound && !bindingVerifies(entry)) {
-    throw new ControlError(
-      0,
-      'BAD_BINDING',
-      `user ${entry.sign_pub}: the directory's key binding does not verify; not sealing to its kex_pub`
-    );
-  }
-  if (!entry.kex_pub)
-    throw new Error(`user ${entry.sign_pub} has no kex_pub: a room key cannot be sealed to them`);
-  return entry.kex_pub;
-}

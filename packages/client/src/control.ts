@@ -2,6 +2,12 @@ import type { z } from 'zod';
 import { requestSigner, signRequest, type Identity, type RequestSigner } from '@sealbus/crypto';
 import {
   addMemberSchema,
+  adoptStatementSchema,
+  removeMemberSchema,
+  statementsResponseSchema,
+  type RemoveMemberRequest,
+  type SignedStatement,
+  type StatementsResponse,
   createRoomSchema,
   cursorResponseSchema,
   cursorSchema,
@@ -216,11 +222,40 @@ export class ControlClient {
     );
   }
 
-  async removeMember(id: string, signPub: string) {
+  /** Removes a member; `input.statement` is the owner's statement without them. */
+  async removeMember(id: string, signPub: string, input: RemoveMemberRequest) {
     return this.request(
       'DELETE',
       `/rooms/${roomId(id)}/members/${parseKeyHex(signPub)}`,
-      memberRemovedResponseSchema
+      memberRemovedResponseSchema,
+      parseOrThrow(removeMemberSchema, input)
+    );
+  }
+
+  /** The room's owner-signed statements with seq > `after` (all by default), as stored. */
+  async statements(id: string, after = -1): Promise<StatementsResponse> {
+    const q = after >= 0 ? `?after=${after}` : '';
+    const r = sameId(
+      id,
+      await this.request('GET', `/rooms/${roomId(id)}/statements${q}`, statementsResponseSchema)
+    );
+    // Bounded and in order, or refused: a control plane may lie, not overflow us.
+    let expect = after + 1;
+    for (const s of r.statements) {
+      if (s.seq !== expect)
+        throw new ControlError(200, 'BAD_RESPONSE', 'GET statements: answered out of order');
+      expect++;
+    }
+    return r;
+  }
+
+  /** The first statement of a room made before statements existed (owner only). */
+  async adoptStatement(id: string, statement: SignedStatement): Promise<StatementsResponse> {
+    return this.request(
+      'POST',
+      `/rooms/${roomId(id)}/statements`,
+      statementsResponseSchema,
+      parseOrThrow(adoptStatementSchema, { statement })
     );
   }
 

@@ -6,7 +6,21 @@ export {
   type PublishErrorCode,
 } from './errors.js';
 export { newRoomKey, openRoomKey, sealRoomKey } from './keys.js';
-export { RoomState, type PossibleLoss, type RejectedFrame, type RoomMessage } from './roomstate.js';
+export {
+  StatementChain,
+  TrustError,
+  authorStatement,
+  signStatement,
+  type EpochInfo,
+  type ServedStatement,
+  type TrustErrorCode,
+} from './chain.js';
+export { bindingVerifies } from './binding.js';
+export {
+  DEFAULT_ROTATION_GRACE_MS,
+  RoomState,
+  type RoomTrust,
+  type PossibleLoss, type RejectedFrame, type RoomMessage } from './roomstate.js';
 export {
   Sealbus,
   type MessageHandler,
@@ -17,6 +31,7 @@ export {
 } from './sealbus.js';
 // Identity files, so applications need no other Sealbus package.
 export {
+  fingerprint,
   generateIdentity,
   loadIdentity,
   loadOrCreateIdentity,

@@ -7,9 +7,21 @@ import {
   type FrameErrorCode,
   type Identity,
 } from '@sealbus/crypto';
-import type { MemberRole, RoomDetail } from '@sealbus/protocol';
+import type { RoomDetail } from '@sealbus/protocol';
+import { StatementChain, TrustError, authorStatement } from './chain.js';
 import type { ControlClient } from './control.js';
 import { openRoomKey } from './keys.js';
+
+/** How long after a rotation frames of the previous epoch are still taken live (default 30 s). */
+export const DEFAULT_ROTATION_GRACE_MS = 30_000;
+
+/** What a room's state asks its client about trust. */
+export interface RoomTrust {
+  /** Refuses (throws TrustError) an owner the application does not trust or that changed. */
+  checkOwner(room: string, owner: string): Promise<void>;
+  /** Live frames of the previous epoch are taken this long after the rotation. */
+  graceMs: number;
+}
 
 /** A decrypted, verified room message. */
 export interface RoomMessage {
@@ -21,7 +33,11 @@ export interface RoomMessage {
   session: string;
   seq: number;
   data: Uint8Array;
-  /** True for a frame of an earlier epoch whose sender has since left the room (history). */
+  /**
+   * History only: the sender was a writer when the frame's epoch was
+   * current but is not one in the owner's latest statement (left, removed or
+   * made a reader since).
+   */
   formerMember: boolean;
   /** Stream sequence, for persisted rooms. */
   streamSeq?: number;
@@ -62,46 +78,83 @@ export interface Opened {
 export type LateOutcome = (outcome: Opened | Error) => void;
 
 /**
- * What a client knows about one room: its record and members, the epoch keys
- * it could open, and the replay windows of the senders it heard. Refreshes
- * itself from the control plane (at most once a second) when a frame names
- * an unknown sender or epoch.
+ * What a client knows about one room: its owner-signed statement chain (the
+ * members, roles, epoch and key commitments it trusts), the epoch keys it
+ * could open, and the replay windows of the senders it heard. The daemon's
+ * answers (`detail`) are used for what they cannot make unsafe: kex keys
+ * (whose bindings are verified), user status, timestamps. Refreshes itself
+ * from the control plane (at most once a second) when a frame names an
+ * unknown sender or epoch.
  */
 export class RoomState {
   detail: RoomDetail;
+  chain: StatementChain;
   readonly keys = new Map<number, Uint8Array>();
   /** Sealed keys not opened yet, by epoch. */
   readonly #sealed = new Map<number, string>();
-  readonly #members = new Map<string, MemberRole>();
+  /** Epochs whose served key did not match the owner's commitment. */
+  readonly #badKeys = new Set<number>();
   readonly #window = new ReplayWindow();
   readonly #ctl: ControlClient;
   readonly #identity: Identity;
+  readonly #trust: RoomTrust;
   #lastRefresh = 0;
   #refreshing: Promise<void> | undefined;
   #parked = 0;
   #parkedBytes = 0;
 
-  private constructor(detail: RoomDetail, ctl: ControlClient, identity: Identity) {
+  private constructor(
+    detail: RoomDetail,
+    chain: StatementChain,
+    ctl: ControlClient,
+    identity: Identity,
+    trust: RoomTrust
+  ) {
     this.detail = detail;
+    this.chain = chain;
     this.#ctl = ctl;
     this.#identity = identity;
+    this.#trust = trust;
   }
 
-  static async load(roomId: string, ctl: ControlClient, identity: Identity): Promise<RoomState> {
-    const s = new RoomState(await ctl.getRoom(roomId), ctl, identity);
+  static async load(
+    roomId: string,
+    ctl: ControlClient,
+    identity: Identity,
+    trust: RoomTrust
+  ): Promise<RoomState> {
+    const detail = await ctl.getRoom(roomId);
+    let served = await ctl.statements(roomId);
+    if (served.head === null) {
+      // A room made before statements: its owner states it once, as it stands.
+      if (detail.owner !== identity.signPubHex)
+        throw new TrustError(
+          'NO_STATEMENT',
+          `room ${roomId} has no owner statement yet; its owner's client writes one when it next opens the room`,
+          roomId
+        );
+      served = await adopt(detail, ctl, identity);
+    }
+    const chain = StatementChain.fromStatements(roomId, served.statements);
+    await trust.checkOwner(roomId, chain.owner);
+    const s = new RoomState(detail, chain, ctl, identity, trust);
     await s.refresh(true);
     return s;
   }
 
   get id(): string {
-    return this.detail.id;
+    return this.chain.room;
   }
 
   /**
-   * Reloads members, epoch and keys. Unless forced, at most once a second:
-   * a caller inside that second waits for the next allowed refresh rather
+   * Reloads the statements after the latest verified one, the daemon's view
+   * and this member's sealed keys. Unless forced, at most once a second: a
+   * caller inside that second waits for the next allowed refresh rather
    * than being told nothing changed (a frame of a brand-new epoch must find
    * its key), and a flood of bogus frames costs one control call a second.
+   * A chain shorter than the verified one is a ROLLBACK (TrustError) and
+   * changes nothing; a statement that does not verify is BAD_STATEMENT and
+   * the chain keeps what it had.
    */
   refresh(force = false): Promise<void> {
     if (this.#refreshing) return this.#refreshing;
@@ -109,16 +162,29 @@ export class RoomState {
     this.#refreshing = (async () => {
       try {
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-        this.detail = await this.#ctl.getRoom(this.detail.id);
-        this.#members.clear();
-        for (const m of this.detail.members) this.#members.set(m.sign_pub, m.role);
-        if (this.detail.policy.encrypt) {
-          const mine = await this.#ctl.myKeys(this.detail.id);
+        const id = this.chain.room;
+        const [detail, served] = await Promise.all([
+          this.#ctl.getRoom(id),
+          this.#ctl.statements(id, this.chain.seq),
+        ]);
+        if (served.head === null || served.head < this.chain.seq)
+          throw new TrustError(
+            'ROLLBACK',
+            `room ${id}: the control plane serves statement ${served.head ?? 'none'}, this client verified ${this.chain.seq}`,
+            id
+          );
+        this.chain.extend(served.statements);
+        this.detail = detail;
+        if (this.chain.policy.encrypt) {
+          const mine = await this.#ctl.myKeys(id);
           // Opened when first needed: a control plane answering with tens of
           // thousands of sealed keys costs a map entry each, not a sealed-box
           // open each on the event loop.
           for (const k of mine.keys)
-            if (!this.keys.has(k.epoch)) this.#sealed.set(k.epoch, k.sealed_key);
+            if (!this.keys.has(k.epoch)) {
+              this.#sealed.set(k.epoch, k.sealed_key);
+              this.#badKeys.delete(k.epoch);
+            }
         }
         this.#lastRefresh = Date.now();
       } finally {
@@ -128,28 +194,53 @@ export class RoomState {
     return this.#refreshing;
   }
 
-  /** The key of an epoch, opening it the first time it is needed. */
+  /**
+   * The key of an epoch, opened the first time it is needed and taken only
+   * if it matches the owner's commitment for that epoch (epochs before a
+   * room's first statement, which only rooms made before 0.2 have, have no
+   * commitment to match).
+   */
   #key(epoch: number): Uint8Array | undefined {
     const have = this.keys.get(epoch);
     if (have) return have;
     const sealed = this.#sealed.get(epoch);
     if (sealed === undefined) return undefined;
     this.#sealed.delete(epoch);
-    const key = openRoomKey(sealed, this.#identity);
+    let key: Uint8Array;
+    try {
+      key = openRoomKey(sealed, this.#identity);
+    } catch {
+      this.#badKeys.add(epoch);
+      return undefined;
+    }
+    if (!(epoch < this.chain.firstEpoch || this.chain.keyMatches(epoch, key))) {
+      this.#badKeys.add(epoch);
+      return undefined;
+    }
     this.keys.set(epoch, key);
     return key;
   }
 
-  /** The epoch and key a publisher uses now. */
+  /** Takes a key this client made (its own rekey) once the chain commits to it. */
+  adoptOwnKey(epoch: number, key: Uint8Array): void {
+    if (this.chain.keyMatches(epoch, key)) this.keys.set(epoch, key);
+  }
+
+  /** The epoch and key a publisher uses now: the latest statement's, never the daemon's. */
   currentKey(): { epoch: number; key: Uint8Array | null } {
-    if (!this.detail.policy.encrypt) return { epoch: this.detail.epoch, key: null };
-    const key = this.#key(this.detail.epoch);
-    if (!key)
-      throw new FrameError(
-        'UNKNOWN_EPOCH',
-        `no key for the room's current epoch ${this.detail.epoch}`
-      );
-    return { epoch: this.detail.epoch, key };
+    const epoch = this.chain.epoch;
+    if (!this.chain.policy.encrypt) return { epoch, key: null };
+    const key = this.#key(epoch);
+    if (!key) {
+      if (this.#badKeys.has(epoch))
+        throw new TrustError(
+          'BAD_KEY',
+          `the key served for epoch ${epoch} does not match the owner's commitment`,
+          this.chain.room
+        );
+      throw new FrameError('UNKNOWN_EPOCH', `no key for the room's current epoch ${epoch}`);
+    }
+    return { epoch, key };
   }
 
   /**
@@ -171,7 +262,7 @@ export class RoomState {
       this.#parkedBytes + bytes.length > MAX_PARKED_BYTES ||
       parkedBytesAllRooms + bytes.length > MAX_PARKED_BYTES_ALL_ROOMS
     ) {
-      const why = this.#members.has(f.header.sender) ? 'UNKNOWN_EPOCH' : 'NOT_A_MEMBER';
+      const why = this.chain.role(f.header.sender) ? 'UNKNOWN_EPOCH' : 'NOT_A_MEMBER';
       this.#backgroundRefresh();
       throw new FrameError(why, 'too many frames wait for this room to refresh; refused');
     }
@@ -214,12 +305,21 @@ export class RoomState {
     void this.refresh().catch(() => {});
   }
 
+  /**
+   * The rules (docs/SECURITY.md, "Live and history"): a live frame (an
+   * ephemeral room) comes from a writer or the owner of the latest verified
+   * statement, in the latest epoch or, for the grace after a rotation, the
+   * one before. A persisted room's frame (history, or new) is judged by the
+   * statements of its epoch: its sender was a writer then; `formerMember`
+   * when it is not one now.
+   */
   #check(bytes: Uint8Array, streamSeq: number | undefined, mayPark: boolean): Opened | 'refresh' {
     const f = parseFrame(bytes);
     const h = f.header;
-    if (h.room !== this.detail.id)
-      throw new FrameError('WRONG_ROOM', `frame of room ${h.room} on ${this.detail.subject}`);
-    const policy = this.detail.policy;
+    const chain = this.chain;
+    if (h.room !== chain.room)
+      throw new FrameError('WRONG_ROOM', `frame of room ${h.room} on ${chain.subject}`);
+    const policy = chain.policy;
     if (h.encrypted !== policy.encrypt)
       throw new FrameError('POLICY_MISMATCH', 'frame encryption differs from the room policy');
     if (policy.sign && !h.signed)
@@ -227,20 +327,65 @@ export class RoomState {
     // What needs no network first: a forged or mangled frame costs nothing.
     if (h.signed && !frameSignatureValid(f))
       throw new FrameError('BAD_SIGNATURE', 'sender signature does not verify');
+    // An epoch no statement speaks of yet: only a refresh can tell.
+    if (h.epoch > chain.epoch) {
+      if (mayPark) return 'refresh';
+      throw new FrameError('UNKNOWN_EPOCH', `no owner statement for epoch ${h.epoch}`);
+    }
     const key = h.encrypted ? this.#key(h.epoch) : undefined;
     // The AEAD covers the header: with the key in hand, a frame whose sender
     // bytes were changed fails here, before anyone is asked about that sender.
     const data = h.encrypted ? (key ? openFramePayload(f, key) : null) : f.payload;
-    const role = this.#members.get(h.sender);
-    // History: a frame of an earlier epoch may come from someone who left since.
-    const formerMember = !role && h.epoch < this.detail.epoch;
-    if ((!role && !formerMember) || data === null) {
-      if (mayPark) return 'refresh';
-      if (data === null) throw new FrameError('UNKNOWN_EPOCH', `no key for epoch ${h.epoch}`);
-      throw new FrameError('NOT_A_MEMBER', 'sender is not a member of this room');
+    if (data === null) {
+      if (mayPark && !this.#badKeys.has(h.epoch)) return 'refresh';
+      throw new FrameError(
+        'UNKNOWN_EPOCH',
+        this.#badKeys.has(h.epoch)
+          ? `the key served for epoch ${h.epoch} does not match the owner's commitment`
+          : `no key for epoch ${h.epoch}`
+      );
     }
-    if (role === 'reader')
-      throw new FrameError('NOT_A_MEMBER', 'sender is a reader and may not publish');
+    const role = chain.role(h.sender);
+    const writerNow = role === 'writer' || role === 'owner';
+    let formerMember = false;
+    if (streamSeq !== undefined) {
+      // History: by the statements of the frame's epoch.
+      const info = chain.epochInfo(h.epoch) ?? chain.epochInfo(chain.firstEpoch);
+      const writerThen =
+        (info?.writers.has(h.sender) ?? false) || (h.epoch < chain.firstEpoch && writerNow);
+      if (!writerThen) {
+        if (mayPark && role === undefined) return 'refresh';
+        throw new FrameError(
+          'NOT_A_MEMBER',
+          role === 'reader'
+            ? 'sender is a reader and may not publish'
+            : `sender was not a writer of this room in epoch ${h.epoch}`
+        );
+      }
+      formerMember = !writerNow;
+    } else {
+      if (!writerNow) {
+        if (mayPark && role === undefined) return 'refresh';
+        if (role === 'reader')
+          throw new FrameError('NOT_A_MEMBER', 'sender is a reader and may not publish');
+        const wasWriter = chain.everWriter(h.sender);
+        throw new FrameError(
+          wasWriter ? 'FORMER_MEMBER' : 'NOT_A_MEMBER',
+          wasWriter
+            ? 'sender is no longer a writer of this room (owner statement)'
+            : 'sender is not a member of this room'
+        );
+      }
+      if (h.epoch < chain.epoch) {
+        const since = chain.epochInfo(chain.epoch)?.since ?? 0;
+        const inGrace = h.epoch === chain.epoch - 1 && Date.now() < since + this.#trust.graceMs;
+        if (!inGrace)
+          throw new FrameError(
+            'STALE_EPOCH',
+            `frame of epoch ${h.epoch}; the room rotated to ${chain.epoch}`
+          );
+      }
+    }
     // Only authentic frames may move the replay window.
     const v = this.#window.check(h.sender, h.session, h.seq);
     if (!v.ok)
@@ -251,7 +396,7 @@ export class RoomState {
     return {
       message: {
         room: h.room,
-        subject: this.detail.subject,
+        subject: chain.subject,
         sender: h.sender,
         epoch: h.epoch,
         session: h.session,
@@ -263,4 +408,27 @@ export class RoomState {
       loss: v.gap ? { room: h.room, sender: h.sender, session: h.session, ...v.gap } : null,
     };
   }
+}
+
+/** The first statement of a room made before 0.2, as it stands: signed by its owner. */
+async function adopt(detail: RoomDetail, ctl: ControlClient, identity: Identity) {
+  let key: Uint8Array | null = null;
+  if (detail.policy.encrypt) {
+    const mine = await ctl.myKeys(detail.id);
+    const sealed = mine.keys.find((k) => k.epoch === detail.epoch);
+    if (!sealed)
+      throw new TrustError('NO_STATEMENT', `no key of epoch ${detail.epoch} to state`, detail.id);
+    key = openRoomKey(sealed.sealed_key, identity);
+  }
+  const signed = authorStatement(identity.signSeed, null, {
+    room: detail.id,
+    subject: detail.subject,
+    policy: detail.policy,
+    owner: identity.signPubHex,
+    epoch: detail.epoch,
+    key,
+    members: detail.members.map((m) => [m.sign_pub, m.role] as [string, typeof m.role]),
+  });
+  await ctl.adoptStatement(detail.id, signed);
+  return ctl.statements(detail.id);
 }

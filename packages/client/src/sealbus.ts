@@ -6,21 +6,33 @@ import {
   type NatsConnection,
   type Subscription,
 } from 'nats';
-import { FrameError, FrameSealer, natsUserKey, type Identity } from '@sealbus/crypto';
+import { randomBytes } from 'node:crypto';
+import {
+  FrameError,
+  FrameSealer,
+  fingerprint as fingerprintOf,
+  natsUserKey,
+  type Identity,
+} from '@sealbus/crypto';
 import {
   userEventsSubject,
   userReplyInboxPrefix,
+  grantActive,
+  type MemberRole,
   type MyRoom,
   type RoomPolicy,
 } from '@sealbus/protocol';
-import { ensureBound, sealableKexPub } from './binding.js';
+import { bindingVerifies, ensureBound } from './binding.js';
+import { TrustError, authorStatement } from './chain.js';
 import { ControlClient } from './control.js';
 import { natsTransport } from './secure.js';
 import { ControlError, PublishError } from './errors.js';
 import { Appender, PersistedReader } from './persisted.js';
 import { newRoomKey, sealRoomKey } from './keys.js';
 import {
+  DEFAULT_ROTATION_GRACE_MS,
   RoomState,
+  type RoomTrust,
   type Opened,
   type PossibleLoss,
   type RejectedFrame,
@@ -52,6 +64,21 @@ export interface SealbusOptions {
    * false: such URLs are refused with `InsecureTransportError`.
    */
   allowInsecure?: boolean;
+  /**
+   * Whom this client trusts as a room's owner (the key that signs the
+   * room's statements: its members and keys). Called once per room per
+   * client with the owner's sign_pub; false refuses the room (TrustError
+   * `UNTRUSTED_OWNER`). Default: accept, and pin the first owner seen per
+   * room (a room whose owner then changes is refused: `OWNER_CHANGED`).
+   * Compare `bus.fingerprint(owner)` out of band to decide.
+   */
+  trustOwner?: (ownerSignPub: string, room: string) => boolean | Promise<boolean>;
+  /**
+   * Live frames of the previous epoch are still taken this long after the
+   * owner's rotation (its statement's time), so a rotation in flight loses
+   * nothing. Default 30 000 ms.
+   */
+  rotationGraceMs?: number;
 }
 
 export interface SubscribeOptions {
@@ -134,6 +161,27 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   #publishTimeoutMs = 30_000;
   #appender: Appender | undefined;
   #closed = false;
+  /** The owner pinned per room (first seen), whatever `trustOwner` says later. */
+  readonly #pins = new Map<string, string>();
+  #trustOwner: SealbusOptions['trustOwner'];
+  readonly #trust: RoomTrust = {
+    graceMs: DEFAULT_ROTATION_GRACE_MS,
+    checkOwner: async (room, owner) => {
+      const pinned = this.#pins.get(room);
+      if (pinned !== undefined) {
+        if (pinned !== owner)
+          throw new TrustError(
+            'OWNER_CHANGED',
+            `room ${room}: its statements are signed by ${owner}, not by the owner pinned (${pinned})`,
+            room
+          );
+        return;
+      }
+      if (this.#trustOwner && !(await this.#trustOwner(owner, room)))
+        throw new TrustError('UNTRUSTED_OWNER', `room ${room}: owner ${owner} is not trusted`, room);
+      this.#pins.set(room, owner);
+    },
+  };
 
   /**
    * Node's EventEmitter throws an 'error' nobody listens to, which would take
@@ -195,6 +243,8 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     }
     const bus = new Sealbus(control, nc, o.identity);
     if (o.publishTimeoutMs !== undefined) bus.#publishTimeoutMs = o.publishTimeoutMs;
+    bus.#trustOwner = o.trustOwner;
+    if (o.rotationGraceMs !== undefined) bus.#trust.graceMs = o.rotationGraceMs;
     bus.#watchConnection();
     bus.#watchEvents();
     return bus;
@@ -267,10 +317,20 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
         // Lazily: the next use of a room we were not in renews the connection
         // (a reconnect drops in-flight core messages, so not on every event).
         this.#permsStale = true;
+        if (ev.room && this.#rooms.has(ev.room))
+          await (await this.#rooms.get(ev.room)!).refresh(true);
         return;
       case 'room.rekeyed':
         if (ev.room && this.#rooms.has(ev.room))
           await (await this.#rooms.get(ev.room)!).refresh(true);
+        return;
+      case 'rekey.needed':
+        // A member was revoked or expired: the owner rotates to a key they lack.
+        if (ev.room) {
+          const state = await this.#room(ev.room);
+          if (state.chain.owner === this.identity.signPubHex && state.chain.policy.encrypt)
+            await this.rekey(ev.room);
+        }
         return;
       case 'member.removed':
         if (ev.room) {
@@ -312,7 +372,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   async #room(roomId: string): Promise<RoomState> {
     let p = this.#rooms.get(roomId);
     if (!p) {
-      p = RoomState.load(roomId, this.control, this.identity);
+      p = RoomState.load(roomId, this.control, this.identity, this.#trust);
       this.#rooms.set(roomId, p);
       p.catch(() => this.#rooms.delete(roomId));
     }
@@ -328,18 +388,49 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     return state;
   }
 
-  /** Creates a room; for an encrypted one, epoch 0's key is made here and sealed to this identity. */
+  /**
+   * A sign key's fingerprint: 60 digits in 12 groups of 5, the same as
+   * `membershipd identity fingerprint FILE` prints. Compare it out of band
+   * before trusting a room's owner (`trustOwner`).
+   */
+  fingerprint(signPub: string): string {
+    return fingerprintOf(signPub);
+  }
+
+  /**
+   * Creates a room; this identity signs its first statement (its owner,
+   * epoch 0, and for an encrypted room the commitment to epoch 0's key,
+   * which is made here and sealed to this identity only).
+   */
   async createRoom(input: { subject: string; policy: RoomPolicy }): Promise<MyRoom> {
     const key = input.policy.encrypt ? newRoomKey() : null;
-    const room = await this.control.createRoom({
+    const id = randomBytes(12).toString('hex');
+    const statement = authorStatement(this.identity.signSeed, null, {
+      room: id,
       subject: input.subject,
       policy: input.policy,
+      owner: this.identity.signPubHex,
+      epoch: 0,
+      key,
+      members: [[this.identity.signPubHex, 'owner']],
+    });
+    const room = await this.control.createRoom({
+      id,
+      subject: input.subject,
+      policy: input.policy,
+      statement,
       ...(key ? { sealed_key: sealRoomKey(key, this.identity.kexPubHex) } : {}),
     });
+    this.#pins.set(room.id, this.identity.signPubHex);
     return room;
   }
 
-  /** Invites a user, sealing the room's current key to their X25519 key. */
+  /**
+   * Invites a user: signs the statement that adds them and seals the
+   * room's current key to their kex key, only if that key's binding
+   * verifies under the sign_pub given here (TrustError `UNBOUND_KEY`
+   * otherwise, and nothing is sealed or sent).
+   */
   async invite(
     roomId: string,
     signPub: string,
@@ -348,15 +439,25 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   ) {
     const state = await this.#room(roomId);
     await state.refresh(true);
+    const chain = state.chain;
+    this.#mustOwn(state);
     const { epoch, key } = state.currentKey();
     let sealed: string | undefined;
-    if (key) {
-      sealed = sealRoomKey(key, sealableKexPub(await this.control.directory(signPub)));
-    }
+    if (key) sealed = sealRoomKey(key, boundKexPub(await this.control.directory(signPub), signPub, roomId));
+    const statement = authorStatement(this.identity.signSeed, chain, {
+      room: chain.room,
+      subject: chain.subject,
+      policy: chain.policy,
+      owner: chain.owner,
+      epoch,
+      key,
+      members: [...chain.members(), [signPub, role]],
+    });
     const r = await this.control.addMember(roomId, {
       sign_pub: signPub,
       role,
       epoch,
+      statement,
       ...(sealed ? { sealed_key: sealed } : {}),
       ...(opts.expiresAt ? { expires_at: opts.expiresAt } : {}),
     });
@@ -365,33 +466,81 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   }
 
   /**
-   * Removes a member and, in an encrypted room, rotates the key at once so the
-   * removed member cannot read anything published afterwards.
+   * Removes a member (a signed statement without them) and, in an encrypted
+   * room, rotates the key at once so the removed member cannot read
+   * anything published afterwards.
    */
   async removeMember(roomId: string, signPub: string): Promise<{ epoch: number }> {
-    await this.control.removeMember(roomId, signPub);
     const state = await this.#room(roomId);
-    if (!state.detail.policy.encrypt) {
+    await state.refresh(true);
+    this.#mustOwn(state);
+    const chain = state.chain;
+    const statement = authorStatement(this.identity.signSeed, chain, {
+      room: chain.room,
+      subject: chain.subject,
+      policy: chain.policy,
+      owner: chain.owner,
+      epoch: chain.epoch,
+      key: chain.policy.encrypt ? state.currentKey().key : null,
+      members: chain.members().filter(([k]) => k !== signPub),
+    });
+    await this.control.removeMember(roomId, signPub, { statement });
+    if (!chain.policy.encrypt) {
       await state.refresh(true);
-      return { epoch: state.detail.epoch };
+      return { epoch: state.chain.epoch };
     }
     return { epoch: await this.rekey(roomId) };
   }
 
-  /** Rotates an encrypted room's key to the next epoch, sealed to every current member. Owner only. */
+  /**
+   * Rotates an encrypted room's key to the next epoch: a signed statement
+   * of the new epoch and its key's commitment, the key sealed to every
+   * active member (revoked users and expired memberships are left out, and
+   * lose the membership). Every member's kex key must be bound to its sign
+   * key (TrustError `UNBOUND_KEY`, nothing sent). Owner only.
+   */
   async rekey(roomId: string): Promise<number> {
     const state = await this.#room(roomId);
     await state.refresh(true);
+    this.#mustOwn(state);
+    const chain = state.chain;
+    const now = Date.now();
+    const view = new Map(state.detail.members.map((m) => [m.sign_pub, m]));
+    const keep: Array<[string, MemberRole]> = chain.members().filter(([k, role]) => {
+      if (role === 'owner') return true;
+      const m = view.get(k);
+      return (
+        m !== undefined &&
+        m.status === 'active' &&
+        grantActive(m.expires_at, now)
+      );
+    });
     const key = newRoomKey();
-    const epoch = state.detail.epoch + 1;
+    const epoch = chain.epoch + 1;
     const sealed: Record<string, string> = {};
-    for (const m of state.detail.members) {
-      sealed[m.sign_pub] = sealRoomKey(key, sealableKexPub(m));
+    for (const [k] of keep) {
+      const m = view.get(k);
+      if (k === this.identity.signPubHex) sealed[k] = sealRoomKey(key, this.identity.kexPubHex);
+      else sealed[k] = sealRoomKey(key, boundKexPub(m!, k, roomId));
     }
-    await this.control.rekey(roomId, { epoch, sealed_keys: sealed });
-    state.keys.set(epoch, key);
+    const statement = authorStatement(this.identity.signSeed, chain, {
+      room: chain.room,
+      subject: chain.subject,
+      policy: chain.policy,
+      owner: chain.owner,
+      epoch,
+      key,
+      members: keep,
+    });
+    await this.control.rekey(roomId, { epoch, sealed_keys: sealed, statement });
     await state.refresh(true);
+    state.adoptOwnKey(epoch, key);
     return epoch;
+  }
+
+  #mustOwn(state: RoomState): void {
+    if (state.chain.owner !== this.identity.signPubHex)
+      throw new ControlError(403, 'NOT_OWNER', `only the owner of room ${state.id} can change it`);
   }
 
   /** Deletes a room this identity owns (memberships, keys and history go with it). */
@@ -419,24 +568,34 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
    */
   async publish(roomId: string, data: Uint8Array): Promise<void> {
     const state = await this.#room(roomId);
-    const mine = state.detail.members.find((m) => m.sign_pub === this.identity.signPubHex);
-    if (mine && mine.role === 'reader')
-      throw new PublishError('NOT_WRITER', roomId, 'a reader cannot publish to this room');
-    if (state.detail.needs_rekey && state.detail.owner === this.identity.signPubHex)
+    const mine = state.chain.role(this.identity.signPubHex);
+    if (mine !== 'writer' && mine !== 'owner')
+      throw new PublishError(
+        'NOT_WRITER',
+        roomId,
+        mine === 'reader'
+          ? 'a reader cannot publish to this room'
+          : "the owner's statement does not list this identity as a writer"
+      );
+    if (
+      state.detail.needs_rekey &&
+      state.chain.policy.encrypt &&
+      state.chain.owner === this.identity.signPubHex
+    )
       await this.rekey(roomId);
     let sealer = this.#sealers.get(roomId);
     if (!sealer)
       this.#sealers.set(roomId, (sealer = new FrameSealer(roomId, this.identity.signSeed)));
     const { epoch, key } = state.currentKey();
-    const frame = sealer.seal(data, { epoch, key, sign: state.detail.policy.sign });
-    if (state.detail.policy.persist) {
+    const frame = sealer.seal(data, { epoch, key, sign: state.chain.policy.sign });
+    if (state.chain.policy.persist) {
       this.#appender ??= new Appender(this.nc, this.identity.signPubHex);
       await this.#appender.append(roomId, frame, {
         attemptMs: PUBLISH_ATTEMPT_MS,
         timeoutMs: this.#publishTimeoutMs,
       });
     } else {
-      this.nc.publish(state.detail.subject, frame);
+      this.nc.publish(state.chain.subject, frame);
     }
   }
 
@@ -485,7 +644,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     };
 
     let stop: () => Promise<void>;
-    if (state.detail.policy.persist) {
+    if (state.chain.policy.persist) {
       if (opts.from) await this.control.cursor(roomId, { from: opts.from });
       const reader = new PersistedReader({
         nc: this.nc,
@@ -503,7 +662,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       await this.nc.flush();
       stop = () => reader.stop();
     } else {
-      const sub: Subscription = this.nc.subscribe(state.detail.subject, {
+      const sub: Subscription = this.nc.subscribe(state.chain.subject, {
         callback: (err, msg) => {
           if (err) this.emit('error', err);
           else void deliver(msg.data);
@@ -543,4 +702,23 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     this.#appender?.close();
     this.control.close();
   }
+}
+
+/**
+ * The kex key to seal to for `signPub` (the key the application or the
+ * owner's statement named, never one taken from the answer): only when the
+ * answer is about that key and its binding verifies under it.
+ */
+function boundKexPub(
+  entry: { sign_pub: string; kex_pub: string | null; nats_pub: string | null; binding: string | null },
+  signPub: string,
+  room: string
+): string {
+  if (entry.sign_pub !== signPub || !bindingVerifies(entry) || !entry.kex_pub)
+    throw new TrustError(
+      'UNBOUND_KEY',
+      `user ${signPub}: no kex key bound to this sign key (the binding does not verify); nothing sealed`,
+      room
+    );
+  return entry.kex_pub;
 }

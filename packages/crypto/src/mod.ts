@@ -61,3 +61,15 @@ export type { Identity, IdentityFile } from './types.js';
 export * from './httpsig/mod.js';
 export * from './frame/mod.js';
 export { fastEd25519Helper } from './nkeyshelper.js';
+export {
+  FINGERPRINT_LABEL,
+  FINGERPRINT_ROUNDS,
+  KEY_COMMITMENT_LABEL,
+  ROOM_STATEMENT_LABEL,
+  fingerprint,
+  keyCommitment,
+  roomStatementHash,
+  roomStatementMessage,
+  signRoomStatement,
+  verifyRoomStatement,
+} from './statement.js';

@@ -41,6 +41,8 @@ export {
   memberRecordSchema,
   memberRoleSchema,
   rekeySchema,
+  removeMemberSchema,
+  adoptStatementSchema,
   roomIdSchema,
   roomKeyRecordSchema,
   roomPolicySchema,
@@ -52,6 +54,7 @@ export {
   type MemberRecord,
   type MemberRole,
   type RekeyRequest,
+  type RemoveMemberRequest,
   type RoomKeyRecord,
   type RoomPolicy,
   type RoomRecord,
@@ -101,3 +104,20 @@ export {
   userMayCreateRooms,
 } from './policy.js';
 export { isLoopbackHost } from './net.js';
+export {
+  StatementError,
+  canonicalStatement,
+  checkTransition,
+  inferChange,
+  nextStatement,
+  parseStatement,
+  sortedMembers,
+  roomStatementSchema,
+  signedStatementSchema,
+  statementMembers,
+  statementsResponseSchema,
+  type RoomStatement,
+  type SignedStatement,
+  type StatementChange,
+  type StatementsResponse,
+} from './statements.js';

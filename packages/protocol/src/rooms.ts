@@ -101,13 +101,23 @@ export const roomKeyRecordSchema = z.object({
 });
 export type RoomKeyRecord = z.infer<typeof roomKeyRecordSchema>;
 
+/** A room statement as stored and served: its canonical JSON and the owner's signature (hex). */
+export const signedStatementSchema = z.strictObject({
+  statement: z.string().min(2).max(8 * 1024 * 1024),
+  sig: z.string().regex(/^[0-9a-f]{128}$/, 'must be 128 lowercase hex characters'),
+});
+
 // ---- requests ----
 
 export const createRoomSchema = z.strictObject({
+  /** The room's id, chosen by the creator (random): the owner's first statement names it. */
+  id: roomIdSchema,
   subject: subjectSchema,
   policy: roomPolicySchema,
   /** Epoch 0's key sealed to the creator; required when `policy.encrypt`. */
   sealed_key: sealedKeySchema.optional(),
+  /** The owner's statement seq 0: this room, its owner as only member, epoch 0. */
+  statement: signedStatementSchema,
 });
 export type CreateRoomRequest = z.input<typeof createRoomSchema>;
 
@@ -124,6 +134,8 @@ export const addMemberSchema = z.strictObject({
     .nullable()
     .optional()
     .refine((v) => v == null || Date.parse(v) > Date.now(), 'must be in the future'),
+  /** The owner's next statement: the members so far plus this one, in this role. */
+  statement: signedStatementSchema,
 });
 export type AddMemberRequest = z.input<typeof addMemberSchema>;
 
@@ -132,8 +144,17 @@ export const rekeySchema = z.strictObject({
   epoch: z.number().int().min(1),
   /** The new key sealed to every current member, by sign_pub: no more, no less. */
   sealed_keys: z.record(z.string(), sealedKeySchema),
+  /** The owner's next statement: this epoch, its key's commitment, exactly the members sealed to. */
+  statement: signedStatementSchema,
 });
 export type RekeyRequest = z.input<typeof rekeySchema>;
+
+/** Body of a removal: the owner's next statement, without the member. */
+export const removeMemberSchema = z.strictObject({ statement: signedStatementSchema });
+export type RemoveMemberRequest = z.input<typeof removeMemberSchema>;
+
+/** The first statement of a room made before statements existed (its owner writes it once). */
+export const adoptStatementSchema = z.strictObject({ statement: signedStatementSchema });
 
 /**
  * Where a member's reading of a persisted room restarts: its start, new

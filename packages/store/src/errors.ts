@@ -15,6 +15,10 @@ export type StoreErrorCode =
    * reserves its `max_bytes` of account APP's cap (`--app-max-bytes`).
    */
   | 'FULL'
+  /** A room statement that is not the owner's valid next statement for this change. */
+  | 'BAD_STATEMENT'
+  /** A room statement for a seq or epoch another change already took: fetch and retry. */
+  | 'STALE_STATEMENT'
   /** Any other error from JetStream. */
   | 'BACKEND';
 

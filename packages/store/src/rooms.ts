@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import {
   AckPolicy,
   DeliverPolicy,
@@ -22,6 +21,15 @@ import {
   type RoomKeyRecord,
   type RoomPolicy,
   type RoomRecord,
+} from '@sealbus/protocol';
+import { roomStatementHash, verifyRoomStatement } from '@sealbus/crypto';
+import {
+  StatementError,
+  checkTransition,
+  parseStatement,
+  type RoomStatement,
+  type SignedStatement,
+  type StatementChange,
 } from '@sealbus/protocol';
 import { StoreError, isStreamNotFound, isWrongLastSequence, toStoreError } from './errors.js';
 import { grantActive } from '@sealbus/protocol';
@@ -71,6 +79,28 @@ const subjectKey = (subject: string) => `subject.${subject}`;
 const memberKey = (id: string, signPub: string) => `${id}.${signPub}`;
 const reverseKey = (signPub: string, id: string) => `${signPub}.${id}`;
 const sealedKeyKey = (id: string, epoch: number, signPub: string) => `${id}.${epoch}.${signPub}`;
+/** The latest statement of a room (compare-and-set: it serialises changes). */
+const headKey = (id: string) => `${id}.head`;
+/** Every statement, by seq (the chain members verify). */
+const statementKey = (id: string, seq: number) => `${id}.s.${seq}`;
+
+/** A stored statement: its seq and what the owner signed. */
+export interface StoredStatement extends SignedStatement {
+  seq: number;
+}
+
+/** A statement accepted as the room's next: parsed, and how to take it back. */
+export interface AdvancedStatement {
+  statement: RoomStatement;
+  undo(): Promise<void>;
+}
+
+const parseStored = (raw: unknown): StoredStatement => {
+  const r = raw as StoredStatement;
+  if (typeof r?.seq !== 'number' || typeof r.statement !== 'string' || typeof r.sig !== 'string')
+    throw new StoreError('CORRUPT', 'a stored statement is malformed');
+  return r;
+};
 
 /** Deletes written keys after a failed multi-key change; best effort. */
 async function undo(steps: Array<[KV, string]>): Promise<void> {
@@ -256,10 +286,14 @@ export class Rooms {
    * first, so two rooms can never share a subject (CONFLICT).
    */
   async create(input: {
+    /** The id the owner's statement names (random, chosen by the creator). */
+    id: string;
     subject: string;
     policy: RoomPolicy;
     owner: string;
     sealedKey?: string;
+    /** The owner's statement seq 0. */
+    statement: SignedStatement;
     now?: Date;
   }): Promise<RoomRecord> {
     const now = (input.now ?? new Date()).toISOString();
@@ -272,7 +306,7 @@ export class Rooms {
       );
     }
     const room: RoomRecord = {
-      id: randomBytes(12).toString('hex'),
+      id: input.id,
       subject: input.subject,
       owner: input.owner,
       policy: input.policy,
@@ -286,6 +320,11 @@ export class Rooms {
     try {
       await this.#create(this.#b.rooms, roomKey(room.id), room, 'create room');
       written.push([this.#b.rooms, roomKey(room.id)]);
+      // Any statement under this id is a leftover of an interrupted create (the
+      // room record did not exist): the owner's seq 0 replaces it.
+      await this.#b.roomKeys.delete(headKey(room.id)).catch(() => {});
+      await this.advance(room, input.statement, { kind: 'create' });
+      written.push([this.#b.roomKeys, headKey(room.id)], [this.#b.roomKeys, statementKey(room.id, 0)]);
       if (input.sealedKey !== undefined) {
         await this.#putSealedKey(room.id, 0, room.owner, input.sealedKey, now);
         written.push([this.#b.roomKeys, sealedKeyKey(room.id, 0, room.owner)]);
@@ -440,6 +479,8 @@ export class Rooms {
       addedBy: string;
       /** The membership ends then (RFC 3339). */
       expiresAt?: string | null;
+      /** The owner's next statement, adding exactly this member. */
+      statement: SignedStatement;
       now?: Date;
     }
   ): Promise<{ member: MemberRecord; epoch: number }> {
@@ -465,7 +506,29 @@ export class Rooms {
       added_by: input.addedBy,
       expires_at: input.expiresAt ?? null,
     };
+    const advanced = await this.advance(room, input.statement, {
+      kind: 'invite',
+      sign_pub: input.signPub,
+      role: input.role,
+    });
     const written: Array<[KV, string]> = [];
+    try {
+      await this.#addMemberRows(room, member, input.sealedKey, now, written);
+    } catch (err) {
+      await advanced.undo();
+      throw err;
+    }
+    return { member, epoch: room.epoch };
+  }
+
+  async #addMemberRows(
+    room: RoomRecord,
+    member: MemberRecord,
+    sealedKey: string | undefined,
+    now: string,
+    written: Array<[KV, string]>
+  ): Promise<void> {
+    const input = { signPub: member.sign_pub, sealedKey };
     if (input.sealedKey !== undefined) {
       const k = sealedKeyKey(room.id, room.epoch, input.signPub);
       // A key left by an earlier membership of the same person is replaced.
@@ -497,22 +560,26 @@ export class Rooms {
       await undo(written);
       throw err;
     }
-    return { member, epoch: room.epoch };
   }
 
   /**
    * Removes a member (not the owner) and marks the room as needing a rekey:
    * the removed member still holds the current key until the owner rotates.
    */
-  async removeMember(room: RoomRecord, signPub: string): Promise<RoomRecord> {
+  async removeMember(
+    room: RoomRecord,
+    signPub: string,
+    statement: SignedStatement
+  ): Promise<RoomRecord> {
     const m = await this.membership(room.id, signPub);
     if (!m) throw new StoreError('NOT_FOUND', `${signPub} is not a member of room ${room.id}`);
     if (m.role === 'owner')
       throw new StoreError('INVALID', 'the owner cannot be removed from their room');
-    // Access goes first; the index and the key follow.
-    await del(this.#b.members, memberKey(room.id, signPub), 'remove member');
-    await del(this.#b.roomsByMember, reverseKey(signPub, room.id), 'remove member');
-    if (room.policy.persist) await this.#deleteConsumer(room.id, signPub);
+    const advanced = await this.advance(room, statement, { kind: 'remove', sign_pub: signPub });
+    await this.#dropMember(room, signPub).catch(async (err: unknown) => {
+      await advanced.undo();
+      throw err;
+    });
     const r = await casUpdate(
       this.#b.rooms,
       roomKey(room.id),
@@ -524,18 +591,50 @@ export class Rooms {
     return r.value;
   }
 
+  /** Marks an encrypted room as needing a rekey (a member was revoked or expired). */
+  async markForRekey(id: string): Promise<boolean> {
+    try {
+      const r = await casUpdate(
+        this.#b.rooms,
+        roomKey(id),
+        parseRoom,
+        (cur): RoomRecord | null =>
+          cur.policy.encrypt && !cur.needs_rekey ? { ...cur, needs_rekey: true } : null,
+        'mark room for rekey'
+      );
+      return r.changed;
+    } catch (err) {
+      if (err instanceof StoreError && err.code === 'NOT_FOUND') return false;
+      throw err;
+    }
+  }
+
+  /** Access goes first; the index and the consumer follow. */
+  async #dropMember(room: RoomRecord, signPub: string): Promise<void> {
+    await del(this.#b.members, memberKey(room.id, signPub), 'remove member');
+    await del(this.#b.roomsByMember, reverseKey(signPub, room.id), 'remove member');
+    if (room.policy.persist) await this.#deleteConsumer(room.id, signPub);
+  }
+
   /**
-   * Rotates the room key to `epoch` (= current + 1): one sealed key per
-   * current member, exactly. Keys are stored create-only, then the epoch moves
-   * with a compare-and-set on the room record; a concurrent rekey or a stale
-   * epoch is a CONFLICT and leaves nothing behind.
+   * Rotates the room key to `epoch` (= current + 1), as the owner's
+   * statement says: one sealed key per member of the statement, exactly.
+   * The statement keeps every active member (`inactive` names the members
+   * that are revoked or expired, which it may leave out, and must); the
+   * memberships it leaves out are dropped. The statement head moves first
+   * (compare-and-set), then the keys are stored create-only and the epoch
+   * moves with a compare-and-set on the room record; a concurrent rekey or a
+   * stale epoch is a CONFLICT and leaves nothing behind. Returns the room
+   * and the members dropped.
    */
   async rekey(
     id: string,
     epoch: number,
     sealedKeys: Record<string, string>,
+    statement: SignedStatement,
+    inactive: ReadonlySet<string> = new Set(),
     now = new Date()
-  ): Promise<RoomRecord> {
+  ): Promise<{ room: RoomRecord; dropped: string[] }> {
     const entry = await getLive(this.#b.rooms, roomKey(id), 'rekey');
     if (!entry) throw new StoreError('NOT_FOUND', `room ${id} not found`);
     const room = decodeJson(entry, parseRoom);
@@ -547,36 +646,62 @@ export class Rooms {
         `epoch must be ${room.epoch + 1} (the current epoch is ${room.epoch})`
       );
     }
-    const members = (await this.members(id)).map((m) => m.sign_pub);
+    const current = (await this.members(id)).map((m) => m.sign_pub);
     const given = Object.keys(sealedKeys);
-    const missing = members.filter((m) => !given.includes(m));
-    const extra = given.filter((g) => !members.includes(g));
-    if (missing.length || extra.length) {
+    let next: RoomStatement;
+    try {
+      next = parseStatement(statement.statement);
+    } catch (err) {
+      throw new StoreError('BAD_STATEMENT', (err as Error).message);
+    }
+    if (next.epoch !== epoch) throw new StoreError('BAD_STATEMENT', `statement: its epoch is not ${epoch}`);
+    const stated = next.members.map(([k]) => k);
+    const missingKey = stated.filter((m) => !given.includes(m));
+    const extra = given.filter((g) => !stated.includes(g));
+    if (missingKey.length || extra.length) {
       throw new StoreError(
         'INVALID',
-        `sealed_keys must cover exactly the current members` +
-          (missing.length ? `; missing: ${missing.join(', ')}` : '') +
-          (extra.length ? `; not members: ${extra.join(', ')}` : '')
+        `sealed_keys must cover exactly the statement's members` +
+          (missingKey.length ? `; missing: ${missingKey.join(', ')}` : '') +
+          (extra.length ? `; not in the statement: ${extra.join(', ')}` : '')
       );
     }
+    const notMembers = stated.filter((m) => !current.includes(m));
+    if (notMembers.length)
+      throw new StoreError('BAD_STATEMENT', `not members of the room: ${notMembers.join(', ')}`);
+    const sealedToInactive = stated.filter((m) => inactive.has(m));
+    if (sealedToInactive.length)
+      throw new StoreError(
+        'BAD_STATEMENT',
+        `revoked or expired members must be left out of a rekey: ${sealedToInactive.join(', ')}`
+      );
+    const leftOut = current.filter((m) => !stated.includes(m));
+    const activeLeftOut = leftOut.filter((m) => !inactive.has(m));
+    if (activeLeftOut.length)
+      throw new StoreError(
+        'BAD_STATEMENT',
+        `a rekey keeps every active member (remove them first): ${activeLeftOut.join(', ')}`
+      );
+    const advanced = await this.advance(room, statement, { kind: 'rekey' });
     const at = now.toISOString();
     const written: Array<[KV, string]> = [];
+    let next2: RoomRecord;
     try {
-      for (const m of members) {
+      for (const m of stated) {
         await this.#putSealedKey(id, epoch, m, sealedKeys[m]!, at);
         written.push([this.#b.roomKeys, sealedKeyKey(id, epoch, m)]);
       }
-      const next: RoomRecord = { ...room, epoch, needs_rekey: false };
+      next2 = { ...room, epoch, needs_rekey: false };
       try {
-        await this.#b.rooms.update(roomKey(id), encodeJson(next), entry.revision);
+        await this.#b.rooms.update(roomKey(id), encodeJson(next2), entry.revision);
       } catch (err) {
         if (isWrongLastSequence(err))
           throw new StoreError('CONFLICT', 'the room changed during the rekey; retry');
         throw toStoreError(err, 'rekey');
       }
-      return next;
     } catch (err) {
       await undo(written);
+      await advanced.undo();
       if (
         err instanceof StoreError &&
         err.code === 'CONFLICT' &&
@@ -589,6 +714,9 @@ export class Rooms {
       }
       throw err;
     }
+    // The members left out (revoked or expired) lose the membership too.
+    for (const m of leftOut) await this.#dropMember(next2, m).catch(() => {});
+    return { room: next2, dropped: leftOut };
   }
 
   /**
@@ -622,6 +750,130 @@ export class Rooms {
     await del(this.#b.rooms, roomKey(room.id), 'delete room');
     await del(this.#b.rooms, subjectKey(room.subject), 'delete room');
     return members;
+  }
+
+  /** The latest statement of a room, or null (a room made before statements). */
+  async head(id: string): Promise<StoredStatement | null> {
+    const e = await getLive(this.#b.roomKeys, headKey(id), 'read statement');
+    return e ? decodeJson(e, parseStored) : null;
+  }
+
+  /** The statements of a room with seq > `after` (all with -1), in order, up to the head. */
+  async statements(id: string, after = -1): Promise<{ head: number | null; statements: StoredStatement[] }> {
+    const head = await this.head(id);
+    if (!head) return { head: null, statements: [] };
+    const seqs: number[] = [];
+    for (let q = after + 1; q <= head.seq; q++) seqs.push(q);
+    const out: StoredStatement[] = [];
+    for (let i = 0; i < seqs.length; i += 64) {
+      const batch = await Promise.all(
+        seqs.slice(i, i + 64).map((q) => getLive(this.#b.roomKeys, statementKey(id, q), 'read statement'))
+      );
+      for (const e of batch) {
+        // A gap (an interrupted write) ends what can be served: members verify a chain.
+        if (!e) return { head: head.seq, statements: out };
+        out.push(decodeJson(e, parseStored));
+      }
+    }
+    return { head: head.seq, statements: out };
+  }
+
+  /**
+   * Makes `signed` the room's next statement, if it is one: signed by the
+   * room's owner, following the latest statement as `change` says, and
+   * describing this room. The head moves with a compare-and-set, so two
+   * changes racing cannot both take the same seq (CONFLICT for the loser).
+   * Returns the statement and an undo for when the change it describes
+   * then fails.
+   */
+  async advance(
+    room: RoomRecord,
+    signed: SignedStatement,
+    change: StatementChange
+  ): Promise<AdvancedStatement> {
+    let next: RoomStatement;
+    try {
+      next = parseStatement(signed.statement);
+    } catch (err) {
+      throw new StoreError('BAD_STATEMENT', (err as Error).message);
+    }
+    if (!verifyRoomStatement(room.owner, signed.statement, signed.sig))
+      throw new StoreError('BAD_STATEMENT', "statement: the room owner's signature does not verify");
+    if (next.room !== room.id || next.owner !== room.owner || next.subject !== room.subject)
+      throw new StoreError('BAD_STATEMENT', 'statement: it is not about this room (id, owner or subject)');
+    if (
+      next.policy.encrypt !== room.policy.encrypt ||
+      next.policy.persist !== room.policy.persist ||
+      next.policy.sign !== room.policy.sign
+    )
+      throw new StoreError('BAD_STATEMENT', "statement: the policy is not the room's");
+    const entry = await getLive(this.#b.roomKeys, headKey(room.id), 'read statement');
+    const prev = entry ? decodeJson(entry, parseStored) : null;
+    let prevStatement: RoomStatement | null = null;
+    if (prev) {
+      try {
+        prevStatement = parseStatement(prev.statement);
+      } catch (err) {
+        throw new StoreError('CORRUPT', `the stored statement is unreadable: ${(err as Error).message}`);
+      }
+    }
+    try {
+      checkTransition(
+        prevStatement ? { statement: prevStatement, hash: roomStatementHash(prev!.statement) } : null,
+        next,
+        change
+      );
+    } catch (err) {
+      if (err instanceof StatementError) {
+        // A statement for a seq someone else took first: the client is behind.
+        const behind = prevStatement && next.seq <= prevStatement.seq;
+        throw new StoreError(behind ? 'STALE_STATEMENT' : 'BAD_STATEMENT', `statement: ${err.message}`);
+      }
+      throw err;
+    }
+    const expectEpoch = change.kind === 'rekey' ? room.epoch + 1 : room.epoch;
+    if (next.epoch !== expectEpoch)
+      throw new StoreError(
+        change.kind === 'rekey' ? 'STALE_STATEMENT' : 'BAD_STATEMENT',
+        `statement: epoch must be ${expectEpoch} (the room is at ${room.epoch})`
+      );
+    const stored: StoredStatement = { seq: next.seq, statement: signed.statement, sig: signed.sig };
+    const value = encodeJson(stored);
+    let revision: number;
+    try {
+      if (entry) revision = await this.#b.roomKeys.update(headKey(room.id), value, entry.revision);
+      else {
+        const r = await createOnly(this.#b.roomKeys, headKey(room.id), value, 'write statement');
+        if (r === null) throw new StoreError('STALE_STATEMENT', 'the room changed meanwhile; fetch its statements and retry');
+        revision = r;
+      }
+    } catch (err) {
+      if (isWrongLastSequence(err))
+        throw new StoreError('STALE_STATEMENT', 'the room changed meanwhile; fetch its statements and retry');
+      throw toStoreError(err, 'write statement');
+    }
+    try {
+      await this.#b.roomKeys.put(statementKey(room.id, next.seq), value);
+    } catch (err) {
+      await this.#rollbackHead(room.id, prev, revision);
+      throw toStoreError(err, 'write statement');
+    }
+    return {
+      statement: next,
+      undo: async () => {
+        await this.#rollbackHead(room.id, prev, revision);
+        await this.#b.roomKeys.delete(statementKey(room.id, next.seq)).catch(() => {});
+      },
+    };
+  }
+
+  async #rollbackHead(id: string, prev: StoredStatement | null, revision: number): Promise<void> {
+    try {
+      if (prev) await this.#b.roomKeys.update(headKey(id), encodeJson(prev), revision);
+      else await this.#b.roomKeys.delete(headKey(id), { previousSeq: revision });
+    } catch {
+      /* best effort: a later change by the owner follows whatever head is left */
+    }
   }
 
   /** The sealed keys of one member in one room, every epoch, oldest first. */

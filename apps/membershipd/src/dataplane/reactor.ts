@@ -16,7 +16,9 @@ export type Change =
   | { type: 'user.revoked'; sign_pub: string }
   | { type: 'member.added'; room: string; sign_pub: string }
   | { type: 'member.removed'; room: string; sign_pub: string }
-  | { type: 'room.rekeyed'; room: string; epoch: number };
+  | { type: 'room.rekeyed'; room: string; epoch: number }
+  /** A member of an encrypted room was revoked or expired: its owner should rotate the key. */
+  | { type: 'rekey.needed'; room: string; owner: string };
 
 export const CHANGE_SUBJECT = 'sealbus.ctl.change';
 const REACTOR_QUEUE = 'sealbus.reactor';
@@ -127,6 +129,9 @@ export class Reactor {
         this.#notify(c.sign_pub, { type: 'member.removed', room: c.room });
         await this.#o.app.flush();
         await this.#kick(c.sign_pub);
+        return;
+      case 'rekey.needed':
+        this.#notify(c.owner, { type: 'rekey.needed', room: c.room });
         return;
       case 'room.rekeyed': {
         for (const m of await this.#o.store.rooms.members(c.room)) {

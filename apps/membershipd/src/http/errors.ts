@@ -38,6 +38,8 @@ const STORE_STATUS: Record<StoreError['code'], [ContentfulStatusCode, string]> =
   FULL: [507, 'STORAGE_FULL'],
   CORRUPT: [500, 'STORE_CORRUPT'],
   BACKEND: [500, 'STORE_ERROR'],
+  BAD_STATEMENT: [400, 'BAD_STATEMENT'],
+  STALE_STATEMENT: [409, 'STALE_STATEMENT'],
 };
 
 /** Maps any error a handler can throw to its HTTP form; null for unexpected ones (500). */

@@ -42,6 +42,24 @@ export async function revokeUser(
   if (r.changed) {
     await edge.record('user.revoke', signPub, { handle: r.user.handle });
     await edge.announce({ type: 'user.revoked', sign_pub: signPub });
+    await markRoomsForRekey(edge, signPub);
   }
   return r;
+}
+
+/**
+ * Every encrypted room `signPub` is a member of (not its owner) needs a new
+ * key that leaves them out: mark it and tell its owner, whose SDK rotates.
+ */
+export async function markRoomsForRekey(edge: ChangeEdge, signPub: string): Promise<number> {
+  let marked = 0;
+  for (const m of await edge.store.rooms.membershipsOf(signPub)) {
+    if (m.role === 'owner') continue;
+    const room = await edge.store.rooms.get(m.room);
+    if (!room || !room.policy.encrypt) continue;
+    await edge.store.rooms.markForRekey(room.id);
+    await edge.announce({ type: 'rekey.needed', room: room.id, owner: room.owner });
+    marked++;
+  }
+  return marked;
 }

@@ -8,7 +8,11 @@ export type FrameErrorCode =
   | 'UNKNOWN_EPOCH'
   | 'DECRYPT_FAILED'
   | 'REPLAYED'
-  | 'TOO_OLD';
+  | 'TOO_OLD'
+  /** A live frame of an epoch the owner has rotated away from (beyond the grace). */
+  | 'STALE_EPOCH'
+  /** A live frame from a sender the latest owner statement no longer lists as writer. */
+  | 'FORMER_MEMBER';
 
 export class FrameError extends Error {
   readonly code: FrameErrorCode;

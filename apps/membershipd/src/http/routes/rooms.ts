@@ -11,7 +11,12 @@ import {
   myRoomsResponseSchema,
   parseKeyHex,
   parseSignPubHex,
+  parseOrThrow,
+  adoptStatementSchema,
+  grantActive,
   rekeyResponseSchema,
+  removeMemberSchema,
+  statementsResponseSchema,
   rekeySchema,
   roomDetailResponseSchema,
   roomIdSchema,
@@ -31,6 +36,7 @@ import {
   tellDataPlane,
 } from '../guard.js';
 import type { RouteDef } from './types.js';
+import type { Services } from '../guard.js';
 
 const signPubParam = z.string().transform((v, ctx) => {
   try {
@@ -40,6 +46,25 @@ const signPubParam = z.string().transform((v, ctx) => {
     return z.NEVER;
   }
 });
+
+/** `?after=N` of the statements route: -1 (everything) when absent. */
+const afterParam = z
+  .string()
+  .regex(/^(0|[1-9][0-9]{0,15})$/, 'must be a non-negative integer')
+  .optional()
+  .transform((v) => (v === undefined ? -1 : Number(v)));
+
+/** Members whose user is revoked, expired or gone, or whose membership expired. */
+async function inactiveMembers(s: Services, id: string): Promise<Set<string>> {
+  const members = await s.store.rooms.members(id);
+  const users = await Promise.all(members.map((m) => s.store.getUser(m.sign_pub)));
+  const out = new Set<string>();
+  members.forEach((m, i) => {
+    const u = users[i];
+    if (!grantActive(m.expires_at) || !u || !userActive(u)) out.add(m.sign_pub);
+  });
+  return out;
+}
 
 export const roomRoutes: RouteDef[] = [
   {
@@ -76,9 +101,11 @@ export const roomRoutes: RouteDef[] = [
         );
       }
       const room = await s.store.rooms.create({
+        id: input.id,
         subject: input.subject,
         policy: input.policy,
         owner: actor.sign_pub,
+        statement: input.statement,
         ...(input.sealed_key !== undefined ? { sealedKey: input.sealed_key } : {}),
       });
       await audit(s, c, 'room.create', room.id, 'ok', {
@@ -115,8 +142,14 @@ export const roomRoutes: RouteDef[] = [
       const { room, me } = await requireMembership(s, c, id, { action: 'room.get' });
       const members = await s.store.rooms.members(id);
       const users = await Promise.all(members.map((m) => s.store.getUser(m.sign_pub)));
+      // A revoked user or an expired membership still holds the current key:
+      // the room needs a rekey (that leaves them out) whatever its record says.
+      const stale =
+        room.policy.encrypt &&
+        members.some((m, i) => !grantActive(m.expires_at) || !users[i] || !userActive(users[i]!));
       return c.json({
         ...room,
+        needs_rekey: room.needs_rekey || stale,
         role: me.role,
         members: members.map((m, i) => ({
           ...m,
@@ -188,6 +221,7 @@ export const roomRoutes: RouteDef[] = [
         role: input.role,
         expiresAt: input.expires_at ?? null,
         addedBy: requireActor(c).sign_pub,
+        statement: input.statement,
         ...(input.sealed_key !== undefined ? { sealedKey: input.sealed_key } : {}),
       });
       await audit(s, c, 'room.member.add', id, 'ok', {
@@ -195,14 +229,17 @@ export const roomRoutes: RouteDef[] = [
         role: member.role,
         epoch,
       });
+      await tellDataPlane(s, c, { type: 'member.added', room: id, sign_pub: member.sign_pub });
       return c.json({ id: room.id, subject: room.subject, epoch, member }, 201);
     },
   },
   {
     method: 'delete',
     path: '/rooms/{id}/members/{sign_pub}',
-    summary: 'Remove a member and mark the room as needing a rekey (owner only)',
+    summary:
+      "Remove a member (body: the owner's statement without them) and mark the room as needing a rekey (owner only)",
     access: 'owner',
+    body: removeMemberSchema,
     status: 200,
     response: memberRemovedResponseSchema,
     async handler(c, s) {
@@ -212,7 +249,8 @@ export const roomRoutes: RouteDef[] = [
         action: 'room.member.remove',
         owner: true,
       });
-      const after = await s.store.rooms.removeMember(room, target);
+      const input = readJson(c, removeMemberSchema);
+      const after = await s.store.rooms.removeMember(room, target, input.statement);
       await audit(s, c, 'room.member.remove', id, 'ok', { member: target });
       await tellDataPlane(s, c, { type: 'member.removed', room: id, sign_pub: target });
       return c.json({
@@ -242,12 +280,77 @@ export const roomRoutes: RouteDef[] = [
         if (key in sealed) throw new ValidationError('sealed_keys', `${key} is listed twice`);
         sealed[key] = v;
       }
-      const room = await s.store.rooms.rekey(id, input.epoch, sealed);
+      const inactive = await inactiveMembers(s, id);
+      const { room, dropped } = await s.store.rooms.rekey(
+        id,
+        input.epoch,
+        sealed,
+        input.statement,
+        inactive
+      );
       await audit(s, c, 'room.rekey', id, 'ok', {
         epoch: room.epoch,
         members: Object.keys(sealed).length,
+        dropped: dropped.length,
       });
+      for (const m of dropped)
+        await tellDataPlane(s, c, { type: 'member.removed', room: id, sign_pub: m });
+      await tellDataPlane(s, c, { type: 'room.rekeyed', room: id, epoch: room.epoch });
       return c.json({ id: room.id, subject: room.subject, epoch: room.epoch });
+    },
+  },
+  {
+    method: 'get',
+    path: '/rooms/{id}/statements',
+    summary:
+      "The room's owner-signed statements (query `after`: only those with a greater seq), served as stored",
+    access: 'member',
+    status: 200,
+    response: statementsResponseSchema,
+    async handler(c, s) {
+      const id = param(c, 'id', roomIdSchema);
+      const after = parseOrThrow(afterParam, c.req.query('after'), 'after');
+      await requireMembership(s, c, id, { action: 'room.statements' });
+      const r = await s.store.rooms.statements(id, after);
+      return c.json({ id, head: r.head, statements: r.statements });
+    },
+  },
+  {
+    method: 'post',
+    path: '/rooms/{id}/statements',
+    summary:
+      "A room made before statements gets its first one: the owner's statement of its members and epoch as they stand (owner only)",
+    access: 'owner',
+    body: adoptStatementSchema,
+    status: 201,
+    response: statementsResponseSchema,
+    async handler(c, s) {
+      const id = param(c, 'id', roomIdSchema);
+      const { room } = await requireMembership(s, c, id, {
+        action: 'room.statement.adopt',
+        owner: true,
+      });
+      const input = readJson(c, adoptStatementSchema);
+      if (await s.store.rooms.head(id))
+        throw new HttpError(409, 'STALE_STATEMENT', 'this room already has statements');
+      const members = await s.store.rooms.members(id);
+      const advanced = await s.store.rooms.advance(room, input.statement, { kind: 'adopt' });
+      const stated = new Map(advanced.statement.members);
+      const same =
+        stated.size === members.length &&
+        members.every((m) => stated.get(m.sign_pub) === m.role) &&
+        advanced.statement.epoch === room.epoch;
+      if (!same) {
+        await advanced.undo();
+        throw new HttpError(
+          400,
+          'BAD_STATEMENT',
+          "statement: a room's first statement states its members and epoch as they are"
+        );
+      }
+      await audit(s, c, 'room.statement.adopt', id, 'ok', { members: members.length });
+      const r = await s.store.rooms.statements(id);
+      return c.json({ id, head: r.head, statements: r.statements }, 201);
     },
   },
   {

@@ -1,0 +1,231 @@
+import { keyCommitment, roomStatementHash, signRoomStatement, verifyRoomStatement } from '@sealbus/crypto';
+import {
+  StatementError,
+  canonicalStatement,
+  checkTransition,
+  inferChange,
+  nextStatement,
+  parseStatement,
+  type MemberRole,
+  type RoomPolicy,
+  type RoomStatement,
+  type SignedStatement,
+} from '@sealbus/protocol';
+
+/**
+ * Why the SDK refused what the control plane served about a room's trust:
+ * `UNBOUND_KEY` a key binding that does not verify under the member's own
+ * sign key (nothing is sealed); `BAD_STATEMENT` a statement that is not
+ * signed by the room's owner or does not follow the chain; `ROLLBACK` a
+ * chain older than one already verified; `OWNER_CHANGED` a room whose owner
+ * is not the one pinned; `UNTRUSTED_OWNER` an owner the application's
+ * `trustOwner` refused; `NO_STATEMENT` a room (made before statements) its
+ * owner has not signed yet; `BAD_KEY` an epoch key that does not match the
+ * owner's commitment.
+ */
+export type TrustErrorCode =
+  | 'UNBOUND_KEY'
+  | 'BAD_STATEMENT'
+  | 'ROLLBACK'
+  | 'OWNER_CHANGED'
+  | 'UNTRUSTED_OWNER'
+  | 'NO_STATEMENT'
+  | 'BAD_KEY';
+
+export class TrustError extends Error {
+  readonly code: TrustErrorCode;
+  readonly room: string | undefined;
+
+  constructor(code: TrustErrorCode, message: string, room?: string) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+    this.room = room;
+  }
+}
+
+/** What the statements say about one epoch. */
+export interface EpochInfo {
+  epoch: number;
+  commitment: string | null;
+  /** Everyone who was writer or owner in some statement of this epoch. */
+  writers: Set<string>;
+  /** The owner's time of the epoch's first statement (ms). */
+  since: number;
+}
+
+/** A stored statement as served: seq, canonical JSON, signature. */
+export interface ServedStatement extends SignedStatement {
+  seq: number;
+}
+
+/**
+ * A room's verified statement chain: from seq 0, each statement signed by
+ * the owner named at seq 0, each following the previous one. What members
+ * trust about the room (members, roles, epoch and its key commitment)
+ * comes from here, never from the daemon's answers.
+ */
+export class StatementChain {
+  readonly room: string;
+  readonly owner: string;
+  #latest: RoomStatement;
+  #latestText: string;
+  readonly #epochs = new Map<number, EpochInfo>();
+  readonly #first: RoomStatement;
+
+  private constructor(room: string, first: RoomStatement, text: string) {
+    this.room = room;
+    this.owner = first.owner;
+    this.#first = first;
+    this.#latest = first;
+    this.#latestText = text;
+    this.#note(first);
+  }
+
+  /** Verifies a chain from seq 0 for `room`. Throws TrustError('BAD_STATEMENT'). */
+  static fromStatements(room: string, served: readonly ServedStatement[]): StatementChain {
+    const [head, ...rest] = served;
+    if (!head) throw new TrustError('NO_STATEMENT', `room ${room} has no statement`, room);
+    let first: RoomStatement;
+    try {
+      first = parseStatement(head.statement);
+    } catch (err) {
+      throw new TrustError('BAD_STATEMENT', `statement 0: ${(err as Error).message}`, room);
+    }
+    if (first.seq !== 0 || head.seq !== 0)
+      throw new TrustError('BAD_STATEMENT', 'the chain does not start at seq 0', room);
+    if (first.room !== room)
+      throw new TrustError('BAD_STATEMENT', `statement 0 is about room ${first.room}`, room);
+    if (!verifyRoomStatement(first.owner, head.statement, head.sig))
+      throw new TrustError('BAD_STATEMENT', "statement 0: the owner's signature does not verify", room);
+    const chain = new StatementChain(room, first, head.statement);
+    chain.extend(rest);
+    return chain;
+  }
+
+  get latest(): RoomStatement {
+    return this.#latest;
+  }
+
+  get seq(): number {
+    return this.#latest.seq;
+  }
+
+  get epoch(): number {
+    return this.#latest.epoch;
+  }
+
+  get policy(): RoomPolicy {
+    return this.#latest.policy;
+  }
+
+  get subject(): string {
+    return this.#latest.subject;
+  }
+
+  /** The role a member has in the latest statement. */
+  role(signPub: string): MemberRole | undefined {
+    for (const [k, r] of this.#latest.members) if (k === signPub) return r;
+    return undefined;
+  }
+
+  members(): Array<[string, MemberRole]> {
+    return this.#latest.members.map(([k, r]) => [k, r]);
+  }
+
+  epochInfo(epoch: number): EpochInfo | undefined {
+    return this.#epochs.get(epoch);
+  }
+
+  /** The first epoch the chain speaks for (a room adopted later has older, unstated epochs). */
+  get firstEpoch(): number {
+    return this.#first.epoch;
+  }
+
+  /** hex SHA-256 of the latest statement (the next one's `prev`). */
+  get latestHash(): string {
+    return roomStatementHash(this.#latestText);
+  }
+
+  /**
+   * Verifies and appends statements after the latest (seq order). Throws
+   * TrustError('BAD_STATEMENT') at the first one that does not follow; the
+   * chain then keeps what it had verified before it.
+   */
+  extend(served: readonly ServedStatement[]): void {
+    for (const s of served) {
+      if (s.seq <= this.#latest.seq) continue;
+      let next: RoomStatement;
+      try {
+        next = parseStatement(s.statement);
+        if (next.seq !== s.seq) throw new StatementError('served seq differs from the statement');
+        if (!verifyRoomStatement(this.owner, s.statement, s.sig))
+          throw new StatementError("the owner's signature does not verify");
+        const change = inferChange(this.#latest, next);
+        checkTransition({ statement: this.#latest, hash: this.latestHash }, next, change);
+      } catch (err) {
+        throw new TrustError('BAD_STATEMENT', `statement ${s.seq}: ${(err as Error).message}`, this.room);
+      }
+      this.#latest = next;
+      this.#latestText = s.statement;
+      this.#note(next);
+    }
+  }
+
+  #note(s: RoomStatement): void {
+    let info = this.#epochs.get(s.epoch);
+    if (!info) {
+      info = { epoch: s.epoch, commitment: s.key_commitment, writers: new Set(), since: Date.parse(s.created) };
+      this.#epochs.set(s.epoch, info);
+    }
+    for (const [k, r] of s.members) if (r !== 'reader') info.writers.add(k);
+  }
+
+  /** True when `signPub` was a writer or the owner in any verified statement. */
+  everWriter(signPub: string): boolean {
+    for (const info of this.#epochs.values()) if (info.writers.has(signPub)) return true;
+    return false;
+  }
+
+  /** True when `key` is the key the owner committed to for `epoch`. */
+  keyMatches(epoch: number, key: Uint8Array): boolean {
+    const info = this.#epochs.get(epoch);
+    if (!info) return false;
+    return info.commitment !== null && keyCommitment(key) === info.commitment;
+  }
+}
+
+/** Signs a statement with the owner's sign seed: what a change request carries. */
+export function signStatement(signSeed: Uint8Array, s: RoomStatement): SignedStatement {
+  const statement = canonicalStatement(s);
+  return { statement, sig: signRoomStatement(signSeed, statement) };
+}
+
+/**
+ * The owner's next statement after `chain` (or a room's first, for null),
+ * signed. Members given as entries; the caller decides what changes.
+ */
+export function authorStatement(
+  signSeed: Uint8Array,
+  chain: StatementChain | null,
+  s: {
+    room: string;
+    subject: string;
+    policy: RoomPolicy;
+    owner: string;
+    epoch: number;
+    key: Uint8Array | null;
+    members: Iterable<[string, MemberRole]>;
+  }
+): SignedStatement {
+  const next = nextStatement(chain ? { statement: chain.latest, hash: chain.latestHash } : null, {
+    room: s.room,
+    subject: s.subject,
+    policy: s.policy,
+    owner: s.owner,
+    epoch: s.epoch,
+    key_commitment: s.key ? keyCommitment(s.key) : null,
+    members: s.members,
+  });
+  return signStatement(signSeed, next);
+}
