@@ -1,3 +1,4 @@
+import { signedCtl } from './author.js';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AuditRecord } from '@sealbus/protocol';
@@ -58,7 +59,7 @@ describe('membershipd audit query', { timeout: 180_000 }, () => {
       member.ctl.listUsers(),
       (e: unknown) => e instanceof ControlError && e.status === 403
     );
-    await member.ctl.createRoom({
+    await signedCtl(member.ctl, member.id).createRoom({
       subject: 'audit.query',
       policy: { encrypt: false, persist: false, sign: true },
     });

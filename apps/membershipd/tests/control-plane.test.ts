@@ -1,3 +1,4 @@
+import { signedCtl } from './author.js';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { NatsConnection } from 'nats';
@@ -367,7 +368,7 @@ describe('signed control plane', { timeout: 240_000 }, () => {
     const bob = await enrol(adminCtl, d, 'bob');
     const carol = await enrol(adminCtl, d, 'carol');
     const k0 = newRoomKey();
-    const room = await alice.ctl.createRoom({
+    const room = await signedCtl(alice.ctl, alice.id).createRoom({
       subject: 'team.alpha',
       policy: ENC,
       sealed_key: sealRoomKey(k0, alice.id.kexPubHex),
@@ -376,7 +377,7 @@ describe('signed control plane', { timeout: 240_000 }, () => {
     assert.equal(room.owner, alice.id.signPubHex);
     assert.equal(room.subject, 'team.alpha');
     await assert.rejects(
-      bob.ctl.createRoom({
+      signedCtl(bob.ctl, bob.id).createRoom({
         subject: 'team.alpha',
         policy: ENC,
         sealed_key: sealRoomKey(newRoomKey(), bob.id.kexPubHex),
@@ -394,6 +395,9 @@ describe('signed control plane', { timeout: 240_000 }, () => {
     ]) {
       await assert.rejects(
         alice.ctl.request('POST', '/rooms', (await import('zod')).z.any(), {
+          // Everything else well-formed: only the subject can be what is refused.
+          id: '0'.repeat(24),
+          statement: { statement: '{}', sig: '0'.repeat(128) },
           subject,
           policy: ENC,
           sealed_key: sealRoomKey(k0, alice.id.kexPubHex),
@@ -405,7 +409,7 @@ describe('signed control plane', { timeout: 240_000 }, () => {
     await assert.rejects(bob.ctl.getRoom(room.id), isControl(403, 'NOT_A_MEMBER'));
     await assert.rejects(bob.ctl.myKeys(room.id), isControl(403, 'NOT_A_MEMBER'));
 
-    const added = await alice.ctl.addMember(room.id, {
+    const added = await signedCtl(alice.ctl, alice.id).addMember(room.id, {
       sign_pub: bob.id.signPubHex,
       role: 'writer',
       sealed_key: sealRoomKey(k0, bob.id.kexPubHex),
@@ -414,7 +418,7 @@ describe('signed control plane', { timeout: 240_000 }, () => {
     assert.equal(added.subject, 'team.alpha');
     assert.equal(added.member.role, 'writer');
     await assert.rejects(
-      alice.ctl.addMember(room.id, {
+      signedCtl(alice.ctl, alice.id).addMember(room.id, {
         sign_pub: bob.id.signPubHex,
         role: 'reader',
         sealed_key: sealRoomKey(k0, bob.id.kexPubHex),
@@ -422,7 +426,7 @@ describe('signed control plane', { timeout: 240_000 }, () => {
       isControl(409, 'CONFLICT')
     );
     await assert.rejects(
-      alice.ctl.addMember(room.id, {
+      signedCtl(alice.ctl, alice.id).addMember(room.id, {
         sign_pub: generateIdentity().signPubHex,
         role: 'reader',
         sealed_key: sealRoomKey(k0, bob.id.kexPubHex),
@@ -432,7 +436,7 @@ describe('signed control plane', { timeout: 240_000 }, () => {
 
     // owner-only routes deny a (non-owner) member, and are audited
     await assert.rejects(
-      bob.ctl.addMember(room.id, {
+      signedCtl(bob.ctl, bob.id).addMember(room.id, {
         sign_pub: carol.id.signPubHex,
         role: 'reader',
         sealed_key: sealRoomKey(k0, carol.id.kexPubHex),
@@ -440,15 +444,18 @@ describe('signed control plane', { timeout: 240_000 }, () => {
       isControl(403, 'NOT_OWNER')
     );
     await assert.rejects(
-      bob.ctl.removeMember(room.id, alice.id.signPubHex),
+      signedCtl(bob.ctl, bob.id).removeMember(room.id, alice.id.signPubHex),
       isControl(403, 'NOT_OWNER')
     );
     await assert.rejects(
-      bob.ctl.rekey(room.id, { epoch: 1, sealed_keys: {} }),
+      signedCtl(bob.ctl, bob.id).rekey(room.id, { epoch: 1, sealed_keys: {} }),
       isControl(403, 'NOT_OWNER')
     );
     await assert.rejects(
-      carol.ctl.removeMember(room.id, bob.id.signPubHex),
+      // Not a member: cannot read the statements to sign on, so a well-formed stand-in.
+      carol.ctl.removeMember(room.id, bob.id.signPubHex, {
+        statement: { statement: '{}', sig: '0'.repeat(128) },
+      }),
       isControl(403, 'NOT_A_MEMBER')
     );
     assert.equal(await store.rooms.membership(room.id, carol.id.signPubHex), null);
@@ -480,24 +487,24 @@ describe('signed control plane', { timeout: 240_000 }, () => {
     );
   });
 
-  test('remove + rekey: wrong epoch 409, wrong member set 400, both change nothing; then a clean rotation', async () => {
+  test('remove + rekey: wrong epoch 409, wrong member set 400 BAD_STATEMENT, both change nothing; then a clean rotation', async () => {
     const owner = await enrol(adminCtl, d, 'owner2');
     const m1 = await enrol(adminCtl, d, 'm1');
     const m2 = await enrol(adminCtl, d, 'm2');
     const k0 = newRoomKey();
-    const room = await owner.ctl.createRoom({
+    const room = await signedCtl(owner.ctl, owner.id).createRoom({
       subject: 'team.rekey',
       policy: ENC,
       sealed_key: sealRoomKey(k0, owner.id.kexPubHex),
     });
     for (const m of [m1, m2]) {
-      await owner.ctl.addMember(room.id, {
+      await signedCtl(owner.ctl, owner.id).addMember(room.id, {
         sign_pub: m.id.signPubHex,
         role: 'reader',
         sealed_key: sealRoomKey(k0, m.id.kexPubHex),
       });
     }
-    const removed = await owner.ctl.removeMember(room.id, m2.id.signPubHex);
+    const removed = await signedCtl(owner.ctl, owner.id).removeMember(room.id, m2.id.signPubHex);
     assert.equal(removed.needs_rekey, true);
     await assert.rejects(m2.ctl.myKeys(room.id), isControl(403, 'NOT_A_MEMBER'));
 
@@ -505,16 +512,16 @@ describe('signed control plane', { timeout: 240_000 }, () => {
     const sealedFor = (...ms: Array<{ id: Identity }>) =>
       Object.fromEntries(ms.map((m) => [m.id.signPubHex, sealRoomKey(k1, m.id.kexPubHex)]));
     await assert.rejects(
-      owner.ctl.rekey(room.id, { epoch: 2, sealed_keys: sealedFor(owner, m1) }),
+      signedCtl(owner.ctl, owner.id).rekey(room.id, { epoch: 2, sealed_keys: sealedFor(owner, m1) }),
       isControl(409, 'CONFLICT')
     );
     await assert.rejects(
-      owner.ctl.rekey(room.id, { epoch: 1, sealed_keys: sealedFor(owner) }),
-      isControl(400, 'INVALID')
+      signedCtl(owner.ctl, owner.id).rekey(room.id, { epoch: 1, sealed_keys: sealedFor(owner) }),
+      isControl(400, 'BAD_STATEMENT')
     );
     await assert.rejects(
-      owner.ctl.rekey(room.id, { epoch: 1, sealed_keys: sealedFor(owner, m1, m2) }),
-      isControl(400, 'INVALID')
+      signedCtl(owner.ctl, owner.id).rekey(room.id, { epoch: 1, sealed_keys: sealedFor(owner, m1, m2) }),
+      isControl(400, 'BAD_STATEMENT')
     );
     const unchanged = await owner.ctl.getRoom(room.id);
     assert.equal(unchanged.epoch, 0);
@@ -524,7 +531,7 @@ describe('signed control plane', { timeout: 240_000 }, () => {
       [0]
     );
 
-    const r = await owner.ctl.rekey(room.id, { epoch: 1, sealed_keys: sealedFor(owner, m1) });
+    const r = await signedCtl(owner.ctl, owner.id).rekey(room.id, { epoch: 1, sealed_keys: sealedFor(owner, m1) });
     assert.deepEqual(r, { id: room.id, subject: 'team.rekey', epoch: 1 });
     const keys = await m1.ctl.myKeys(room.id);
     assert.deepEqual(

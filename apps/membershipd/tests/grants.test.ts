@@ -1,3 +1,4 @@
+import { signedCtl } from './author.js';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -211,7 +212,7 @@ describe('expiring grants and the guest role', { timeout: 180_000 }, () => {
     const guest = (await add('guest')).id;
     const G = new ControlClient({ urls: [d.httpUrl], identity: guest });
     await assert.rejects(
-      G.createRoom({
+      signedCtl(G, guest).createRoom({
         subject: 'guest.room',
         policy: { encrypt: false, persist: false, sign: true },
       }),

@@ -69,7 +69,7 @@ describe(
       await dir?.remove();
     });
 
-    test('an archive made by 0.1 restores into the current layout; its members read their history', async () => {
+    test('an archive made by 0.1 restores into the current layout; its members read their history once its owner signed it', async () => {
       const data = join(dir.path, 'restored');
       const r = await runMembershipd([
         'restore',
@@ -82,6 +82,10 @@ describe(
       assert.equal(r.code, 0, r.stderr);
       const d = await startDaemon({ dataDir: data });
       try {
+        // A 0.1 room has no owner statement: a member refuses it until its
+        // owner's client (alice) has opened it once and signed the first.
+        await assert.rejects(readHistory(d, FIXTURE.bob), { name: 'TrustError', code: 'NO_STATEMENT' });
+        assert.deepEqual(await readHistory(d, FIXTURE.alice), FIXTURE.history);
         assert.deepEqual(await readHistory(d, FIXTURE.bob), FIXTURE.history);
       } finally {
         await d.dispose();

@@ -229,3 +229,43 @@ export function authorStatement(
   });
   return signStatement(signSeed, next);
 }
+
+/**
+ * Whom a client trusts as room owners: the application's `trustOwner`
+ * decides the first time a room is seen, and the owner is pinned for that
+ * room from then on (a room whose statements another key signs is refused).
+ */
+export class OwnerPins {
+  readonly #pins = new Map<string, string>();
+  trustOwner: ((ownerSignPub: string, room: string) => boolean | Promise<boolean>) | undefined;
+
+  constructor(trustOwner?: (ownerSignPub: string, room: string) => boolean | Promise<boolean>) {
+    this.trustOwner = trustOwner;
+  }
+
+  /** Throws TrustError OWNER_CHANGED or UNTRUSTED_OWNER; pins on first success. */
+  async check(room: string, owner: string): Promise<void> {
+    const pinned = this.#pins.get(room);
+    if (pinned !== undefined) {
+      if (pinned !== owner)
+        throw new TrustError(
+          'OWNER_CHANGED',
+          `room ${room}: its statements are signed by ${owner}, not by the owner pinned (${pinned})`,
+          room
+        );
+      return;
+    }
+    if (this.trustOwner && !(await this.trustOwner(owner, room)))
+      throw new TrustError('UNTRUSTED_OWNER', `room ${room}: owner ${owner} is not trusted`, room);
+    this.#pins.set(room, owner);
+  }
+
+  /** Pins an owner without asking (a room this client created). */
+  pin(room: string, owner: string): void {
+    if (!this.#pins.has(room)) this.#pins.set(room, owner);
+  }
+
+  pinned(room: string): string | undefined {
+    return this.#pins.get(room);
+  }
+}

@@ -7,6 +7,7 @@ export {
 } from './errors.js';
 export { newRoomKey, openRoomKey, sealRoomKey } from './keys.js';
 export {
+  OwnerPins,
   StatementChain,
   TrustError,
   authorStatement,

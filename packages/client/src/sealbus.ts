@@ -23,7 +23,7 @@ import {
   type RoomPolicy,
 } from '@sealbus/protocol';
 import { bindingVerifies, ensureBound } from './binding.js';
-import { TrustError, authorStatement } from './chain.js';
+import { OwnerPins, TrustError, authorStatement } from './chain.js';
 import { ControlClient } from './control.js';
 import { natsTransport } from './secure.js';
 import { ControlError, PublishError } from './errors.js';
@@ -161,27 +161,12 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   #publishTimeoutMs = 30_000;
   #appender: Appender | undefined;
   #closed = false;
-  /** The owner pinned per room (first seen), whatever `trustOwner` says later. */
-  readonly #pins = new Map<string, string>();
-  #trustOwner: SealbusOptions['trustOwner'];
+  readonly #pins = new OwnerPins();
   readonly #trust: RoomTrust = {
     graceMs: DEFAULT_ROTATION_GRACE_MS,
-    checkOwner: async (room, owner) => {
-      const pinned = this.#pins.get(room);
-      if (pinned !== undefined) {
-        if (pinned !== owner)
-          throw new TrustError(
-            'OWNER_CHANGED',
-            `room ${room}: its statements are signed by ${owner}, not by the owner pinned (${pinned})`,
-            room
-          );
-        return;
-      }
-      if (this.#trustOwner && !(await this.#trustOwner(owner, room)))
-        throw new TrustError('UNTRUSTED_OWNER', `room ${room}: owner ${owner} is not trusted`, room);
-      this.#pins.set(room, owner);
-    },
+    checkOwner: (room, owner) => this.#pins.check(room, owner),
   };
+
 
   /**
    * Node's EventEmitter throws an 'error' nobody listens to, which would take
@@ -243,7 +228,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     }
     const bus = new Sealbus(control, nc, o.identity);
     if (o.publishTimeoutMs !== undefined) bus.#publishTimeoutMs = o.publishTimeoutMs;
-    bus.#trustOwner = o.trustOwner;
+    if (o.trustOwner) bus.#pins.trustOwner = o.trustOwner;
     if (o.rotationGraceMs !== undefined) bus.#trust.graceMs = o.rotationGraceMs;
     bus.#watchConnection();
     bus.#watchEvents();
@@ -421,7 +406,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       statement,
       ...(key ? { sealed_key: sealRoomKey(key, this.identity.kexPubHex) } : {}),
     });
-    this.#pins.set(room.id, this.identity.signPubHex);
+    this.#pins.pin(room.id, this.identity.signPubHex);
     return room;
   }
 

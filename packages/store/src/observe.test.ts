@@ -2,10 +2,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, type NatsConnection } from 'nats';
 import { startNats, type TestNats } from '@sealbus/testing';
+import { testKey, withStatements } from './testkit.js';
 import { MembershipStore } from './store.js';
 import type { KvObservation } from './types.js';
 
-const key = (n: number) => n.toString(16).padStart(2, '0').repeat(32);
+const key = testKey;
 
 describe('OpenStoreOptions.observe', { timeout: 60_000 }, () => {
   let nats: TestNats;
@@ -64,7 +65,7 @@ describe('OpenStoreOptions.observe', { timeout: 60_000 }, () => {
     const u = await store.addUser({ sign_pub: key(2), handle: 'bob', role: 'member' });
     assert.deepEqual(await store.getUser(key(2)), u);
     assert.equal((await store.listUsers()).length, 2);
-    await store.rooms.create({
+    await withStatements(store).create({
       subject: 'observed.room',
       policy: { encrypt: false, persist: false, sign: true },
       owner: key(2),

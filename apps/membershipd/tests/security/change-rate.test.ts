@@ -2,6 +2,7 @@
 // deleted a room in a loop, 300 audit records (139 KB) in 4.6 s, ~2.6 GB a
 // day, in an audit stream no one may trim. Changes by keys that are not
 // admins are now rate limited per key.
+import { signedCtl } from '../author.js';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateIdentity } from '@sealbus/crypto';
@@ -34,7 +35,7 @@ describe('changes are rate limited per key', { timeout: 120_000 }, () => {
     let limited: ControlError | undefined;
     for (let i = 0; i < 100 && !limited; i++) {
       try {
-        const r = await ctl.createRoom({
+        const r = await signedCtl(ctl, m).createRoom({
           subject: `churn.${i}`,
           policy: { encrypt: false, persist: false, sign: false },
         });

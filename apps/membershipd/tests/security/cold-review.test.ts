@@ -3,6 +3,7 @@
 // room's history and stream; a member choosing its NATS key to be a sign
 // key; a member flooding the audit log with refusals. Each reproduced
 // against main before its fix.
+import { signedCtl } from '../author.js';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -204,7 +205,7 @@ describe('cold review: removed, expired and hostile members', { timeout: 300_000
     await waitFor(() => answers.length === 1, { what: 'first append answered' });
     assert.equal(answers[0]!.ok, true);
     // Removed; appends fired the instant the removal is answered.
-    await ownerCtl.removeMember(room.id, w.signPubHex);
+    await signedCtl(ownerCtl, o).removeMember(room.id, w.signPubHex);
     for (let i = 1; i <= 5; i++) append(i);
     await nc.flush().catch(() => {});
     await sleep(1_500);
