@@ -35,7 +35,12 @@ export function signedCtl(ctl: ControlClient, id: Identity) {
   };
   return {
     next,
-    async createRoom(input: { subject: string; policy: RoomPolicy; sealed_key?: string; key?: Uint8Array }) {
+    async createRoom(input: {
+      subject: string;
+      policy: RoomPolicy;
+      sealed_key?: string;
+      key?: Uint8Array;
+    }) {
       const room = randomBytes(12).toString('hex');
       const statement = authorStatement(id.signSeed, null, {
         room,
@@ -57,7 +62,11 @@ export function signedCtl(ctl: ControlClient, id: Identity) {
       const statement = await next(room, (m) => m.delete(signPub));
       return ctl.removeMember(room, signPub, { statement });
     },
-    async rekey(room: string, input: { epoch: number; sealed_keys: Record<string, string> }, key?: Uint8Array) {
+    async rekey(
+      room: string,
+      input: { epoch: number; sealed_keys: Record<string, string> },
+      key?: Uint8Array
+    ) {
       const statement = await next(
         room,
         (m) => {

@@ -512,7 +512,10 @@ describe('signed control plane', { timeout: 240_000 }, () => {
     const sealedFor = (...ms: Array<{ id: Identity }>) =>
       Object.fromEntries(ms.map((m) => [m.id.signPubHex, sealRoomKey(k1, m.id.kexPubHex)]));
     await assert.rejects(
-      signedCtl(owner.ctl, owner.id).rekey(room.id, { epoch: 2, sealed_keys: sealedFor(owner, m1) }),
+      signedCtl(owner.ctl, owner.id).rekey(room.id, {
+        epoch: 2,
+        sealed_keys: sealedFor(owner, m1),
+      }),
       isControl(409, 'CONFLICT')
     );
     await assert.rejects(
@@ -520,7 +523,10 @@ describe('signed control plane', { timeout: 240_000 }, () => {
       isControl(400, 'BAD_STATEMENT')
     );
     await assert.rejects(
-      signedCtl(owner.ctl, owner.id).rekey(room.id, { epoch: 1, sealed_keys: sealedFor(owner, m1, m2) }),
+      signedCtl(owner.ctl, owner.id).rekey(room.id, {
+        epoch: 1,
+        sealed_keys: sealedFor(owner, m1, m2),
+      }),
       isControl(400, 'BAD_STATEMENT')
     );
     const unchanged = await owner.ctl.getRoom(room.id);
@@ -531,7 +537,10 @@ describe('signed control plane', { timeout: 240_000 }, () => {
       [0]
     );
 
-    const r = await signedCtl(owner.ctl, owner.id).rekey(room.id, { epoch: 1, sealed_keys: sealedFor(owner, m1) });
+    const r = await signedCtl(owner.ctl, owner.id).rekey(room.id, {
+      epoch: 1,
+      sealed_keys: sealedFor(owner, m1),
+    });
     assert.deepEqual(r, { id: room.id, subject: 'team.rekey', epoch: 1 });
     const keys = await m1.ctl.myKeys(room.id);
     assert.deepEqual(

@@ -84,7 +84,10 @@ describe(
       try {
         // A 0.1 room has no owner statement: a member refuses it until its
         // owner's client (alice) has opened it once and signed the first.
-        await assert.rejects(readHistory(d, FIXTURE.bob), { name: 'TrustError', code: 'NO_STATEMENT' });
+        await assert.rejects(readHistory(d, FIXTURE.bob), {
+          name: 'TrustError',
+          code: 'NO_STATEMENT',
+        });
         assert.deepEqual(await readHistory(d, FIXTURE.alice), FIXTURE.history);
         assert.deepEqual(await readHistory(d, FIXTURE.bob), FIXTURE.history);
       } finally {

@@ -1,4 +1,9 @@
-import { keyCommitment, roomStatementHash, signRoomStatement, verifyRoomStatement } from '@sealbus/crypto';
+import {
+  keyCommitment,
+  roomStatementHash,
+  signRoomStatement,
+  verifyRoomStatement,
+} from '@sealbus/crypto';
 import {
   StatementError,
   canonicalStatement,
@@ -97,7 +102,11 @@ export class StatementChain {
     if (first.room !== room)
       throw new TrustError('BAD_STATEMENT', `statement 0 is about room ${first.room}`, room);
     if (!verifyRoomStatement(first.owner, head.statement, head.sig))
-      throw new TrustError('BAD_STATEMENT', "statement 0: the owner's signature does not verify", room);
+      throw new TrustError(
+        'BAD_STATEMENT',
+        "statement 0: the owner's signature does not verify",
+        room
+      );
     const chain = new StatementChain(room, first, head.statement);
     chain.extend(rest);
     return chain;
@@ -164,7 +173,11 @@ export class StatementChain {
         const change = inferChange(this.#latest, next);
         checkTransition({ statement: this.#latest, hash: this.latestHash }, next, change);
       } catch (err) {
-        throw new TrustError('BAD_STATEMENT', `statement ${s.seq}: ${(err as Error).message}`, this.room);
+        throw new TrustError(
+          'BAD_STATEMENT',
+          `statement ${s.seq}: ${(err as Error).message}`,
+          this.room
+        );
       }
       this.#latest = next;
       this.#latestText = s.statement;
@@ -175,7 +188,12 @@ export class StatementChain {
   #note(s: RoomStatement): void {
     let info = this.#epochs.get(s.epoch);
     if (!info) {
-      info = { epoch: s.epoch, commitment: s.key_commitment, writers: new Set(), since: Date.parse(s.created) };
+      info = {
+        epoch: s.epoch,
+        commitment: s.key_commitment,
+        writers: new Set(),
+        since: Date.parse(s.created),
+      };
       this.#epochs.set(s.epoch, info);
     }
     for (const [k, r] of s.members) if (r !== 'reader') info.writers.add(k);

@@ -21,7 +21,10 @@ export {
   DEFAULT_ROTATION_GRACE_MS,
   RoomState,
   type RoomTrust,
-  type PossibleLoss, type RejectedFrame, type RoomMessage } from './roomstate.js';
+  type PossibleLoss,
+  type RejectedFrame,
+  type RoomMessage,
+} from './roomstate.js';
 export {
   Sealbus,
   type MessageHandler,

@@ -21,6 +21,8 @@ export interface RoomTrust {
   checkOwner(room: string, owner: string): Promise<void>;
   /** Live frames of the previous epoch are taken this long after the rotation. */
   graceMs: number;
+  /** Told when a background refresh found the control plane lying (TrustError). */
+  report?: (err: TrustError) => void;
 }
 
 /** A decrypted, verified room message. */
@@ -270,7 +272,9 @@ export class RoomState {
     this.#parkedBytes += bytes.length;
     parkedBytesAllRooms += bytes.length;
     void this.refresh()
-      .catch(() => {})
+      .catch((err: unknown) => {
+        if (err instanceof TrustError) this.#trust.report?.(err);
+      })
       .then(() => {
         try {
           const again = this.#check(bytes, streamSeq, false);
@@ -302,7 +306,9 @@ export class RoomState {
   }
 
   #backgroundRefresh(): void {
-    void this.refresh().catch(() => {});
+    void this.refresh().catch((err: unknown) => {
+      if (err instanceof TrustError) this.#trust.report?.(err);
+    });
   }
 
   /**

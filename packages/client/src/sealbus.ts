@@ -107,6 +107,13 @@ export interface SealbusEvents {
   disconnect: [server: string];
   /** The client renewed its connection to pick up new permissions. */
   refresh: [reason: string];
+  /**
+   * The control plane served something about a room that does not hold up
+   * (a statement not signed by the owner or not following the chain, a
+   * chain rolled back, a key that does not match the owner's commitment):
+   * refused; what was verified before stays in force.
+   */
+  untrusted: [TrustError];
   /** This identity was removed from a room; its subscriptions there stopped. */
   removed: [room: string];
   error: [Error];
@@ -165,8 +172,8 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   readonly #trust: RoomTrust = {
     graceMs: DEFAULT_ROTATION_GRACE_MS,
     checkOwner: (room, owner) => this.#pins.check(room, owner),
+    report: (err) => this.emit('untrusted', err),
   };
-
 
   /**
    * Node's EventEmitter throws an 'error' nobody listens to, which would take
@@ -291,7 +298,9 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
         } catch {
           return;
         }
-        void this.#onEvent(ev).catch((e: unknown) => this.emit('error', e as Error));
+        void this.#onEvent(ev).catch((e: unknown) =>
+          e instanceof TrustError ? this.emit('untrusted', e) : this.emit('error', e as Error)
+        );
       },
     });
   }
@@ -428,7 +437,11 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     this.#mustOwn(state);
     const { epoch, key } = state.currentKey();
     let sealed: string | undefined;
-    if (key) sealed = sealRoomKey(key, boundKexPub(await this.control.directory(signPub), signPub, roomId));
+    if (key)
+      sealed = sealRoomKey(
+        key,
+        boundKexPub(await this.control.directory(signPub), signPub, roomId)
+      );
     const statement = authorStatement(this.identity.signSeed, chain, {
       room: chain.room,
       subject: chain.subject,
@@ -494,11 +507,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     const keep: Array<[string, MemberRole]> = chain.members().filter(([k, role]) => {
       if (role === 'owner') return true;
       const m = view.get(k);
-      return (
-        m !== undefined &&
-        m.status === 'active' &&
-        grantActive(m.expires_at, now)
-      );
+      return m !== undefined && m.status === 'active' && grantActive(m.expires_at, now);
     });
     const key = newRoomKey();
     const epoch = chain.epoch + 1;
@@ -695,7 +704,12 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
  * answer is about that key and its binding verifies under it.
  */
 function boundKexPub(
-  entry: { sign_pub: string; kex_pub: string | null; nats_pub: string | null; binding: string | null },
+  entry: {
+    sign_pub: string;
+    kex_pub: string | null;
+    nats_pub: string | null;
+    binding: string | null;
+  },
   signPub: string,
   room: string
 ): string {

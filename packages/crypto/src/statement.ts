@@ -1,6 +1,11 @@
 import { createHash, createHmac } from 'node:crypto';
 import { assertBytes, concatBytes, fromHex, toHex } from './bytes.js';
-import { ED25519_PUBLIC_BYTES, ED25519_SIGNATURE_BYTES, ed25519Sign, ed25519Verify } from './ed25519.js';
+import {
+  ED25519_PUBLIC_BYTES,
+  ED25519_SIGNATURE_BYTES,
+  ed25519Sign,
+  ed25519Verify,
+} from './ed25519.js';
 
 /** Domain label of a room statement signature (ASCII). A contract. */
 export const ROOM_STATEMENT_LABEL = 'sealbus-room-statement-v1';
@@ -29,7 +34,11 @@ export function signRoomStatement(signSeed: Uint8Array, canonicalJson: string): 
  * malformed signature or key is false, never an exception: these come
  * from the control plane, which may lie.
  */
-export function verifyRoomStatement(ownerPubHex: string, canonicalJson: string, sigHex: string): boolean {
+export function verifyRoomStatement(
+  ownerPubHex: string,
+  canonicalJson: string,
+  sigHex: string
+): boolean {
   try {
     const pub = fromHex(ownerPubHex, 'owner', ED25519_PUBLIC_BYTES);
     const sig = fromHex(sigHex, 'sig', ED25519_SIGNATURE_BYTES);
@@ -63,7 +72,8 @@ export function fingerprint(signPub: Uint8Array | string): string {
       ? fromHex(signPub, 'sign_pub', ED25519_PUBLIC_BYTES)
       : assertBytes(signPub, ED25519_PUBLIC_BYTES, 'sign_pub');
   let h = createHash('sha512').update(enc.encode(FINGERPRINT_LABEL)).update(pub).digest();
-  for (let i = 1; i < FINGERPRINT_ROUNDS; i++) h = createHash('sha512').update(h).update(pub).digest();
+  for (let i = 1; i < FINGERPRINT_ROUNDS; i++)
+    h = createHash('sha512').update(h).update(pub).digest();
   const groups: string[] = [];
   for (let g = 0; g < 12; g++) {
     let n = 0;

@@ -39,7 +39,10 @@ export const roomStatementSchema = z.strictObject({
   /** HMAC-SHA256(epoch key, "sealbus-key-commitment-v1"), hex; null in unencrypted rooms. */
   key_commitment: z.string().regex(HEX64, 'must be 64 lowercase hex characters').nullable(),
   /** Every member with its role, sorted by sign_pub; the owner included. */
-  members: z.array(z.tuple([pubHex, memberRoleSchema])).min(1).max(100_000),
+  members: z
+    .array(z.tuple([pubHex, memberRoleSchema]))
+    .min(1)
+    .max(100_000),
   owner: pubHex,
   policy: roomPolicySchema,
   /** hex SHA-256 of the previous statement's canonical JSON; null at seq 0. */
@@ -97,7 +100,8 @@ export function parseStatement(text: string): RoomStatement {
       `statement: ${r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`
     );
   const s = r.data;
-  if (canonicalStatement(s) !== text) throw new StatementError('statement is not in canonical form');
+  if (canonicalStatement(s) !== text)
+    throw new StatementError('statement is not in canonical form');
   for (let i = 1; i < s.members.length; i++)
     if (!(s.members[i - 1]![0] < s.members[i]![0]))
       throw new StatementError('statement members must be sorted by sign_pub, each once');
@@ -106,10 +110,14 @@ export function parseStatement(text: string): RoomStatement {
     throw new StatementError('statement must list its owner, and only it, with role owner');
   if (s.policy.encrypt !== (s.key_commitment !== null))
     throw new StatementError(
-      s.policy.encrypt ? 'an encrypted room statement needs a key_commitment' : 'an unencrypted room has no key_commitment'
+      s.policy.encrypt
+        ? 'an encrypted room statement needs a key_commitment'
+        : 'an unencrypted room has no key_commitment'
     );
-  if (!s.policy.encrypt && s.epoch !== 0) throw new StatementError('an unencrypted room stays at epoch 0');
-  if ((s.seq === 0) !== (s.prev === null)) throw new StatementError('prev is null exactly at seq 0');
+  if (!s.policy.encrypt && s.epoch !== 0)
+    throw new StatementError('an unencrypted room stays at epoch 0');
+  if ((s.seq === 0) !== (s.prev === null))
+    throw new StatementError('prev is null exactly at seq 0');
   return s;
 }
 
@@ -139,10 +147,12 @@ export function checkTransition(
   change: StatementChange
 ): void {
   if (prev === null) {
-    if (next.seq !== 0 || next.prev !== null) throw new StatementError('the first statement has seq 0 and no prev');
+    if (next.seq !== 0 || next.prev !== null)
+      throw new StatementError('the first statement has seq 0 and no prev');
     if (change.kind === 'create') {
       if (next.epoch !== 0) throw new StatementError('a new room starts at epoch 0');
-      if (next.members.length !== 1) throw new StatementError('a new room has its owner as only member');
+      if (next.members.length !== 1)
+        throw new StatementError('a new room has its owner as only member');
     } else if (change.kind !== 'adopt') {
       throw new StatementError('this room has no statement yet');
     }
@@ -150,38 +160,46 @@ export function checkTransition(
   }
   const p = prev.statement;
   if (next.seq !== p.seq + 1) throw new StatementError(`seq must be ${p.seq + 1}, is ${next.seq}`);
-  if (next.prev !== prev.hash) throw new StatementError('prev is not the hash of the latest statement');
+  if (next.prev !== prev.hash)
+    throw new StatementError('prev is not the hash of the latest statement');
   if (next.room !== p.room || next.subject !== p.subject || next.owner !== p.owner)
     throw new StatementError('room, subject and owner never change');
   if (!samePolicy(next.policy, p.policy)) throw new StatementError('a room policy never changes');
   const before = statementMembers(p);
   const after = statementMembers(next);
   if (change.kind === 'rekey') {
-    if (next.epoch !== p.epoch + 1) throw new StatementError(`a rekey moves the epoch to ${p.epoch + 1}`);
+    if (next.epoch !== p.epoch + 1)
+      throw new StatementError(`a rekey moves the epoch to ${p.epoch + 1}`);
     if (next.key_commitment === p.key_commitment)
       throw new StatementError('a rekey commits to a new key');
     for (const [k, role] of after)
-      if (before.get(k) !== role) throw new StatementError(`a rekey cannot add a member or change a role (${k})`);
+      if (before.get(k) !== role)
+        throw new StatementError(`a rekey cannot add a member or change a role (${k})`);
     return;
   }
   if (next.epoch !== p.epoch || next.key_commitment !== p.key_commitment)
     throw new StatementError('only a rekey changes the epoch or its key');
   if (change.kind === 'invite') {
-    if (before.has(change.sign_pub)) throw new StatementError(`${change.sign_pub} is already a member`);
+    if (before.has(change.sign_pub))
+      throw new StatementError(`${change.sign_pub} is already a member`);
     if (after.get(change.sign_pub) !== change.role)
       throw new StatementError(`the statement does not add ${change.sign_pub} as ${change.role}`);
-    if (after.size !== before.size + 1) throw new StatementError('an invite adds exactly one member');
+    if (after.size !== before.size + 1)
+      throw new StatementError('an invite adds exactly one member');
     for (const [k, role] of before)
-      if (after.get(k) !== role) throw new StatementError(`an invite keeps every other member as is (${k})`);
+      if (after.get(k) !== role)
+        throw new StatementError(`an invite keeps every other member as is (${k})`);
     return;
   }
   if (change.kind === 'remove') {
     if (change.sign_pub === p.owner) throw new StatementError('the owner cannot be removed');
-    if (!before.has(change.sign_pub)) throw new StatementError(`${change.sign_pub} is not a member`);
+    if (!before.has(change.sign_pub))
+      throw new StatementError(`${change.sign_pub} is not a member`);
     if (after.has(change.sign_pub) || after.size !== before.size - 1)
       throw new StatementError(`the statement does not remove exactly ${change.sign_pub}`);
     for (const [k, role] of after)
-      if (before.get(k) !== role) throw new StatementError(`a removal keeps every other member as is (${k})`);
+      if (before.get(k) !== role)
+        throw new StatementError(`a removal keeps every other member as is (${k})`);
     return;
   }
   throw new StatementError(`a ${change.kind} statement cannot follow another statement`);
@@ -202,7 +220,9 @@ export const statementsResponseSchema = z.object({
 export type StatementsResponse = z.infer<typeof statementsResponseSchema>;
 
 /** Members sorted by sign_pub, as a statement lists them. */
-export function sortedMembers(members: Iterable<[string, MemberRole]>): Array<[string, MemberRole]> {
+export function sortedMembers(
+  members: Iterable<[string, MemberRole]>
+): Array<[string, MemberRole]> {
   return [...members].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
 }
 
@@ -245,7 +265,8 @@ export function inferChange(prev: RoomStatement, next: RoomStatement): Statement
   const after = statementMembers(next);
   if (after.size === before.size + 1) {
     for (const [k, role] of after)
-      if (!before.has(k)) return { kind: 'invite', sign_pub: k, role: role === 'reader' ? 'reader' : 'writer' };
+      if (!before.has(k))
+        return { kind: 'invite', sign_pub: k, role: role === 'reader' ? 'reader' : 'writer' };
   }
   if (after.size === before.size - 1) {
     for (const k of before.keys()) if (!after.has(k)) return { kind: 'remove', sign_pub: k };

@@ -24,7 +24,7 @@ describe(
       nats = await startNats();
       nc = await connect({ servers: nats.url });
       store = await MembershipStore.open(nc);
-    signed = withStatements(store);
+      signed = withStatements(store);
       signed = withStatements(store);
     });
     after(async () => {

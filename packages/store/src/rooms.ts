@@ -324,7 +324,10 @@ export class Rooms {
       // room record did not exist): the owner's seq 0 replaces it.
       await this.#b.roomKeys.delete(headKey(room.id)).catch(() => {});
       await this.advance(room, input.statement, { kind: 'create' });
-      written.push([this.#b.roomKeys, headKey(room.id)], [this.#b.roomKeys, statementKey(room.id, 0)]);
+      written.push(
+        [this.#b.roomKeys, headKey(room.id)],
+        [this.#b.roomKeys, statementKey(room.id, 0)]
+      );
       if (input.sealedKey !== undefined) {
         await this.#putSealedKey(room.id, 0, room.owner, input.sealedKey, now);
         written.push([this.#b.roomKeys, sealedKeyKey(room.id, 0, room.owner)]);
@@ -654,7 +657,8 @@ export class Rooms {
     } catch (err) {
       throw new StoreError('BAD_STATEMENT', (err as Error).message);
     }
-    if (next.epoch !== epoch) throw new StoreError('BAD_STATEMENT', `statement: its epoch is not ${epoch}`);
+    if (next.epoch !== epoch)
+      throw new StoreError('BAD_STATEMENT', `statement: its epoch is not ${epoch}`);
     const stated = next.members.map(([k]) => k);
     const missingKey = stated.filter((m) => !given.includes(m));
     const extra = given.filter((g) => !stated.includes(g));
@@ -759,7 +763,10 @@ export class Rooms {
   }
 
   /** The statements of a room with seq > `after` (all with -1), in order, up to the head. */
-  async statements(id: string, after = -1): Promise<{ head: number | null; statements: StoredStatement[] }> {
+  async statements(
+    id: string,
+    after = -1
+  ): Promise<{ head: number | null; statements: StoredStatement[] }> {
     const head = await this.head(id);
     if (!head) return { head: null, statements: [] };
     const seqs: number[] = [];
@@ -767,7 +774,9 @@ export class Rooms {
     const out: StoredStatement[] = [];
     for (let i = 0; i < seqs.length; i += 64) {
       const batch = await Promise.all(
-        seqs.slice(i, i + 64).map((q) => getLive(this.#b.roomKeys, statementKey(id, q), 'read statement'))
+        seqs
+          .slice(i, i + 64)
+          .map((q) => getLive(this.#b.roomKeys, statementKey(id, q), 'read statement'))
       );
       for (const e of batch) {
         // A gap (an interrupted write) ends what can be served: members verify a chain.
@@ -798,9 +807,15 @@ export class Rooms {
       throw new StoreError('BAD_STATEMENT', (err as Error).message);
     }
     if (!verifyRoomStatement(room.owner, signed.statement, signed.sig))
-      throw new StoreError('BAD_STATEMENT', "statement: the room owner's signature does not verify");
+      throw new StoreError(
+        'BAD_STATEMENT',
+        "statement: the room owner's signature does not verify"
+      );
     if (next.room !== room.id || next.owner !== room.owner || next.subject !== room.subject)
-      throw new StoreError('BAD_STATEMENT', 'statement: it is not about this room (id, owner or subject)');
+      throw new StoreError(
+        'BAD_STATEMENT',
+        'statement: it is not about this room (id, owner or subject)'
+      );
     if (
       next.policy.encrypt !== room.policy.encrypt ||
       next.policy.persist !== room.policy.persist ||
@@ -814,12 +829,17 @@ export class Rooms {
       try {
         prevStatement = parseStatement(prev.statement);
       } catch (err) {
-        throw new StoreError('CORRUPT', `the stored statement is unreadable: ${(err as Error).message}`);
+        throw new StoreError(
+          'CORRUPT',
+          `the stored statement is unreadable: ${(err as Error).message}`
+        );
       }
     }
     try {
       checkTransition(
-        prevStatement ? { statement: prevStatement, hash: roomStatementHash(prev!.statement) } : null,
+        prevStatement
+          ? { statement: prevStatement, hash: roomStatementHash(prev!.statement) }
+          : null,
         next,
         change
       );
@@ -827,7 +847,10 @@ export class Rooms {
       if (err instanceof StatementError) {
         // A statement for a seq someone else took first: the client is behind.
         const behind = prevStatement && next.seq <= prevStatement.seq;
-        throw new StoreError(behind ? 'STALE_STATEMENT' : 'BAD_STATEMENT', `statement: ${err.message}`);
+        throw new StoreError(
+          behind ? 'STALE_STATEMENT' : 'BAD_STATEMENT',
+          `statement: ${err.message}`
+        );
       }
       throw err;
     }
@@ -844,12 +867,19 @@ export class Rooms {
       if (entry) revision = await this.#b.roomKeys.update(headKey(room.id), value, entry.revision);
       else {
         const r = await createOnly(this.#b.roomKeys, headKey(room.id), value, 'write statement');
-        if (r === null) throw new StoreError('STALE_STATEMENT', 'the room changed meanwhile; fetch its statements and retry');
+        if (r === null)
+          throw new StoreError(
+            'STALE_STATEMENT',
+            'the room changed meanwhile; fetch its statements and retry'
+          );
         revision = r;
       }
     } catch (err) {
       if (isWrongLastSequence(err))
-        throw new StoreError('STALE_STATEMENT', 'the room changed meanwhile; fetch its statements and retry');
+        throw new StoreError(
+          'STALE_STATEMENT',
+          'the room changed meanwhile; fetch its statements and retry'
+        );
       throw toStoreError(err, 'write statement');
     }
     try {

@@ -1,5 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { ed25519PublicFromSeed, roomStatementHash, signRoomStatement, toHex } from '@sealbus/crypto';
+import {
+  ed25519PublicFromSeed,
+  roomStatementHash,
+  signRoomStatement,
+  toHex,
+} from '@sealbus/crypto';
 import {
   canonicalStatement,
   nextStatement,
@@ -34,7 +39,10 @@ function seedOf(pub: string): Uint8Array {
 /** A stand-in key commitment (the store never sees keys): derived from the sealed key. */
 const commitment = (s: string) => createHash('sha256').update(s).digest('hex');
 
-export function signedBy(owner: string, statement: ReturnType<typeof nextStatement>): SignedStatement {
+export function signedBy(
+  owner: string,
+  statement: ReturnType<typeof nextStatement>
+): SignedStatement {
   const text = canonicalStatement(statement);
   return { statement: text, sig: signRoomStatement(seedOf(owner), text) };
 }
@@ -62,7 +70,11 @@ export function withStatements(store: MembershipStore) {
           policy: room.policy,
           owner: room.owner,
           epoch: epoch ?? prev.epoch,
-          key_commitment: room.policy.encrypt ? (key ? commitment(key) : prev.key_commitment) : null,
+          key_commitment: room.policy.encrypt
+            ? key
+              ? commitment(key)
+              : prev.key_commitment
+            : null,
           members,
         }
       )

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { registerIdentityFingerprint } from './fingerprint.js';
 import { registerIdentityNatsSeed } from './nats-seed.js';
 import { registerIdentityNew } from './new.js';
 import { registerIdentityPublic } from './public.js';
@@ -8,10 +9,11 @@ export function registerIdentity(program: Command): void {
   const identity = program
     .command('identity')
     .description(
-      'create or inspect identity files (Ed25519 + X25519, 0600) and what they present: token, NATS key'
+      'create or inspect identity files (Ed25519 + X25519, 0600) and what they present: token, NATS key, fingerprint'
     );
   registerIdentityNew(identity);
   registerIdentityShow(identity);
   registerIdentityPublic(identity);
   registerIdentityNatsSeed(identity);
+  registerIdentityFingerprint(identity);
 }
