@@ -17,13 +17,13 @@ export function signedCtl(ctl: ControlClient, id: Identity) {
   const next = async (
     room: string,
     f: (m: Map<string, MemberRole>) => void,
-    o: { epoch?: number; key?: Uint8Array } = {}
+    o: { epoch?: number; key?: Uint8Array; signer?: Identity } = {}
   ): Promise<SignedStatement> => {
     const chain = await chainOf(room);
     const members = new Map(chain.members());
     f(members);
     const epoch = o.epoch ?? chain.epoch;
-    return authorStatement(id.signSeed, chain, {
+    return authorStatement((o.signer ?? id).signSeed, chain, {
       room,
       subject: chain.subject,
       policy: chain.policy,

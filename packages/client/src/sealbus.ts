@@ -314,6 +314,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
         if (ev.room && this.#rooms.has(ev.room))
           await (await this.#rooms.get(ev.room)!).refresh(true);
         return;
+      case 'room.changed':
       case 'room.rekeyed':
         if (ev.room && this.#rooms.has(ev.room))
           await (await this.#rooms.get(ev.room)!).refresh(true);
@@ -571,12 +572,14 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
           ? 'a reader cannot publish to this room'
           : "the owner's statement does not list this identity as a writer"
       );
-    if (
-      state.detail.needs_rekey &&
-      state.chain.policy.encrypt &&
-      state.chain.owner === this.identity.signPubHex
-    )
-      await this.rekey(roomId);
+    if (state.chain.policy.encrypt && state.chain.owner === this.identity.signPubHex) {
+      // A member revoked or expired still holds the current key: rotate first.
+      const now = Date.now();
+      const stale =
+        state.detail.needs_rekey ||
+        state.detail.members.some((m) => m.expires_at !== null && Date.parse(m.expires_at) <= now);
+      if (stale) await this.rekey(roomId);
+    }
     let sealer = this.#sealers.get(roomId);
     if (!sealer)
       this.#sealers.set(roomId, (sealer = new FrameSealer(roomId, this.identity.signSeed)));

@@ -103,7 +103,10 @@ export type RoomKeyRecord = z.infer<typeof roomKeyRecordSchema>;
 
 /** A room statement as stored and served: its canonical JSON and the owner's signature (hex). */
 export const signedStatementSchema = z.strictObject({
-  statement: z.string().min(2).max(8 * 1024 * 1024),
+  statement: z
+    .string()
+    .min(2)
+    .max(8 * 1024 * 1024),
   sig: z.string().regex(/^[0-9a-f]{128}$/, 'must be 128 lowercase hex characters'),
 });
 

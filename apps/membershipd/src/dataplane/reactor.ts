@@ -51,7 +51,10 @@ export interface ReactorOptions {
  * is kicked from every server (its reconnect is then denied, or gets the
  * reduced permissions); an added member and the members of a rekeyed room
  * get an event on their own events subject, which the SDK answers by
- * refreshing its connection or fetching the new key.
+ * refreshing its connection or fetching the new key; the other members of
+ * a room whose membership changed get `room.changed` (they fetch the
+ * owner's new statement), and a room's owner gets `rekey.needed` when a
+ * member was revoked.
  */
 export class Reactor {
   readonly #o: ReactorOptions;
@@ -117,6 +120,12 @@ export class Reactor {
     );
   }
 
+  /** The room's other members fetch its new statement (who may send, from now on). */
+  async #tellOthers(room: string, except: string): Promise<void> {
+    for (const m of await this.#o.store.rooms.members(room))
+      if (m.sign_pub !== except) this.#notify(m.sign_pub, { type: 'room.changed', room });
+  }
+
   async #react(c: Change): Promise<void> {
     switch (c.type) {
       case 'user.revoked':
@@ -124,9 +133,11 @@ export class Reactor {
         return;
       case 'member.added':
         this.#notify(c.sign_pub, { type: 'member.added', room: c.room });
+        await this.#tellOthers(c.room, c.sign_pub);
         return;
       case 'member.removed':
         this.#notify(c.sign_pub, { type: 'member.removed', room: c.room });
+        await this.#tellOthers(c.room, c.sign_pub);
         await this.#o.app.flush();
         await this.#kick(c.sign_pub);
         return;
