@@ -3,13 +3,29 @@
 //    for an encrypted+signed room, an encrypted unsigned room, and plain
 //    NATS publish/subscribe of the same bytes on the same server;
 // 2. connections/s through the auth callout vs a static nkey user;
-// 3. auth callout latency (p50/p99) for a user in 0 and in 1,000 rooms.
+// 3. auth callout latency (p50/p99) for a user in 0 and in 1,000 rooms;
+// 4. what owner-signed room statements cost: opening a room (fetching and
+//    verifying its chain), an invite, a rekey of a 100-member room, each
+//    beside the part of it that is statement work.
 
 import { join } from 'node:path';
 import { connect, nkeyAuthenticator } from 'nats';
-import { encodePublicIdentity, generateIdentity, loadIdentity, natsUserKey } from '@sealbus/crypto';
+import {
+  encodePublicIdentity,
+  generateIdentity,
+  loadIdentity,
+  natsUserKey,
+  verifyRoomStatement,
+} from '@sealbus/crypto';
+import { parseStatement } from '@sealbus/protocol';
 import { internalNatsSeed } from '@sealbus/membershipd';
-import { ControlClient, Sealbus } from '@sealbus/client';
+import {
+  ControlClient,
+  Sealbus,
+  StatementChain,
+  authorStatement,
+  newRoomKey,
+} from '@sealbus/client';
 import { startDaemon } from '@sealbus/testing';
 import { median, percentile, table } from './lib.mjs';
 
@@ -168,12 +184,29 @@ export async function dataplaneBench({ rounds = 3 } = {}) {
       identity: pubId,
     });
     const t0 = performance.now();
+    const policy = { encrypt: false, persist: false, sign: true };
     for (let i = 0; i < 1000; i++) {
-      const r = await owner.control.createRoom({
+      // Raw calls, with the statements the SDK would sign.
+      const id = Buffer.from(crypto.getRandomValues(new Uint8Array(12))).toString('hex');
+      const base = {
+        room: id,
         subject: `many.r${i}`,
-        policy: { encrypt: false, persist: false, sign: true },
+        policy,
+        owner: pubId.signPubHex,
+        epoch: 0,
+        key: null,
+      };
+      const first = authorStatement(pubId.signSeed, null, {
+        ...base,
+        members: [[pubId.signPubHex, 'owner']],
       });
-      await owner.control.addMember(r.id, { sign_pub: many.signPubHex, role: 'reader' });
+      await owner.control.createRoom({ id, subject: base.subject, policy, statement: first });
+      const chain = StatementChain.fromStatements(id, [{ seq: 0, ...first }]);
+      const statement = authorStatement(pubId.signSeed, chain, {
+        ...base,
+        members: [...chain.members(), [many.signPubHex, 'reader']],
+      });
+      await owner.control.addMember(id, { sign_pub: many.signPubHex, role: 'reader', statement });
     }
     console.log(
       `\n(set-up: 1,000 rooms with the user as member in ${((performance.now() - t0) / 1000).toFixed(1)} s)`
@@ -229,6 +262,95 @@ export async function dataplaneBench({ rounds = 3 } = {}) {
         ['p99 ms', (r) => r.p99.toFixed(2)],
       ])
     );
+
+    // 4. statements: room open, invite, rekey with 100 members
+    const hundred = [];
+    for (let i = 0; i < 100; i++) hundred.push(await mk(`bench-m${i}`));
+    const O = await Sealbus.connect({
+      natsServers: [d.natsUrl],
+      controlUrls: [d.httpUrl],
+      identity: pubId,
+    });
+    const big = await O.createRoom({
+      subject: 'bench.hundred',
+      policy: { encrypt: true, persist: false, sign: true },
+    });
+    const inviteMs = [];
+    for (const m of hundred) {
+      const t = performance.now();
+      await O.invite(big.id, m.signPubHex, 'writer');
+      inviteMs.push(performance.now() - t);
+    }
+    const rekeyMs = [];
+    for (let i = 0; i < 5; i++) {
+      const t = performance.now();
+      await O.rekey(big.id);
+      rekeyMs.push(performance.now() - t);
+    }
+    // Room open as a member sees it: the detail it always read, and now the chain too.
+    const M = new ControlClient({ urls: [d.httpUrl], identity: hundred[0] });
+    const openDetail = [];
+    const openChain = [];
+    const verifyOnly = [];
+    for (let i = 0; i < 10; i++) {
+      let t = performance.now();
+      await M.getRoom(big.id);
+      await M.myKeys(big.id);
+      openDetail.push(performance.now() - t);
+      t = performance.now();
+      const served = await M.statements(big.id);
+      const v0 = performance.now();
+      StatementChain.fromStatements(big.id, served.statements);
+      verifyOnly.push(performance.now() - v0);
+      openChain.push(performance.now() - t);
+    }
+    // The statement work alone: the owner signing a 100-member statement, the daemon checking it.
+    const chainNow = StatementChain.fromStatements(big.id, (await M.statements(big.id)).statements);
+    const signMs = [];
+    const checkMs = [];
+    for (let i = 0; i < 50; i++) {
+      let t = performance.now();
+      const st = authorStatement(pubId.signSeed, chainNow, {
+        room: big.id,
+        subject: chainNow.subject,
+        policy: chainNow.policy,
+        owner: chainNow.owner,
+        epoch: chainNow.epoch + 1,
+        key: newRoomKey(),
+        members: chainNow.members(),
+      });
+      signMs.push(performance.now() - t);
+      t = performance.now();
+      parseStatement(st.statement);
+      verifyRoomStatement(pubId.signPubHex, st.statement, st.sig);
+      checkMs.push(performance.now() - t);
+    }
+    const chainLen = chainNow.seq + 1;
+    console.log(
+      `\nroom statements (room of ${chainNow.members().length} members, chain of ${chainLen} statements; medians)`
+    );
+    console.log(
+      table(
+        [
+          { what: 'open: GET room + keys (before statements)', ms: median(openDetail) },
+          { what: `open: GET statements + verify ${chainLen}`, ms: median(openChain) },
+          { what: `  of which verifying the chain`, ms: median(verifyOnly) },
+          { what: 'invite (whole call)', ms: median(inviteMs) },
+          { what: 'rekey, 100 members (whole call)', ms: median(rekeyMs) },
+          { what: '  sign a 100-member statement', ms: median(signMs) },
+          { what: '  daemon check of it (parse + verify)', ms: median(checkMs) },
+        ],
+        [
+          ['what', (r) => r.what],
+          ['ms', (r) => r.ms.toFixed(2)],
+        ]
+      )
+    );
+    console.log(
+      `ratio chain open / detail open: ${(median(openChain) / median(openDetail)).toFixed(3)}   statement share of a rekey: ${((median(signMs) + median(checkMs)) / median(rekeyMs)).toFixed(3)}`
+    );
+    M.close();
+    await O.close();
     admin.close();
   } finally {
     await d.dispose();

@@ -1,3 +1,4 @@
+import { TrustError } from '@sealbus/client';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
@@ -302,8 +303,9 @@ describe('one key per protocol: bindings, tokens, the NATS key', { timeout: 240_
     await swap(victim);
     await swap(member);
     // Inviting (directory) and rekeying (room members) both check the binding.
-    await assert.rejects(O.invite(room.id, victim.signPubHex), isControl(0, 'BAD_BINDING'));
-    await assert.rejects(O.rekey(room.id), isControl(0, 'BAD_BINDING'));
+    const unbound = (e: unknown) => e instanceof TrustError && e.code === 'UNBOUND_KEY';
+    await assert.rejects(O.invite(room.id, victim.signPubHex), unbound);
+    await assert.rejects(O.rekey(room.id), unbound);
     assert.equal((await O.control.getRoom(room.id)).epoch, 0, 'no key was sealed to a forged key');
     // The callout re-verifies too: the victim's NATS key no longer gets in.
     await assert.rejects(natsAs(d, victim), /Authorization Violation/);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { copyFile, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { generateIdentity } from '@sealbus/crypto';
+import { encodePublicIdentity, generateIdentity } from '@sealbus/crypto';
 import { ControlClient, Sealbus } from '@sealbus/client';
 import {
   freePorts,
@@ -86,9 +86,9 @@ async function populate(d: TestDaemon, tag: string) {
     handle,
     role: 'member',
   });
+  // Bound (a public token): a room key is sealed only to a bound kex key.
   await admin.addUser({
-    sign_pub: bob.signPubHex,
-    kex_pub: bob.kexPubHex,
+    public: encodePublicIdentity(bob),
     handle: `bob-${tag}`,
     role: 'guest',
     expires_at: new Date(Date.now() + 30 * 86_400_000).toISOString(),
@@ -281,7 +281,8 @@ describe('backup and restore', { timeout: 400_000 }, () => {
     // Rooms hold the room and its subject claim; members and sealed keys one per member.
     assert.ok((count('sealbus_rooms') ?? 0) >= 1);
     assert.equal(count('sealbus_members'), 2);
-    assert.equal(count('sealbus_room_keys'), 2);
+    // Two sealed keys, two owner statements (create, invite) and the statement head.
+    assert.equal(count('sealbus_room_keys'), 5);
     assert.ok((count('SEALBUS_AUDIT') ?? 0) >= 4);
     // The persisted room's history (sealed frames) travels too.
     assert.equal(m.sections.find((s) => s.name === `ROOM_${state.roomId}`)?.count, 1);

@@ -8,7 +8,7 @@ import {
   type Identity,
 } from '@sealbus/crypto';
 import type { RoomDetail } from '@sealbus/protocol';
-import { StatementChain, TrustError, authorStatement } from './chain.js';
+import { StatementChain, TrustError, authorStatement, type ServedStatement } from './chain.js';
 import type { ControlClient } from './control.js';
 import { openRoomKey } from './keys.js';
 
@@ -126,7 +126,13 @@ export class RoomState {
     trust: RoomTrust
   ): Promise<RoomState> {
     const detail = await ctl.getRoom(roomId);
-    let served = await ctl.statements(roomId);
+    let chain: StatementChain | undefined;
+    const take = (page: ServedStatement[]) => {
+      if (page.length === 0) return;
+      if (chain) chain.extend(page);
+      else chain = StatementChain.fromStatements(roomId, page);
+    };
+    const served = await fetchStatements(ctl, roomId, -1, take);
     if (served.head === null) {
       // A room made before statements: its owner states it once, as it stands.
       if (detail.owner !== identity.signPubHex)
@@ -135,9 +141,10 @@ export class RoomState {
           `room ${roomId} has no owner statement yet; its owner's client writes one when it next opens the room`,
           roomId
         );
-      served = await adopt(detail, ctl, identity);
+      await adopt(detail, ctl, identity);
+      await fetchStatements(ctl, roomId, -1, take);
     }
-    const chain = StatementChain.fromStatements(roomId, served.statements);
+    if (!chain) throw new TrustError('NO_STATEMENT', `room ${roomId}: no statement served`, roomId);
     await trust.checkOwner(roomId, chain.owner);
     const s = new RoomState(detail, chain, ctl, identity, trust);
     await s.refresh(true);
@@ -165,17 +172,17 @@ export class RoomState {
       try {
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
         const id = this.chain.room;
+        const verified = this.chain.seq;
         const [detail, served] = await Promise.all([
           this.#ctl.getRoom(id),
-          this.#ctl.statements(id, this.chain.seq),
+          fetchStatements(this.#ctl, id, verified, (page) => this.chain.extend(page)),
         ]);
-        if (served.head === null || served.head < this.chain.seq)
+        if (served.head === null || served.head < verified)
           throw new TrustError(
             'ROLLBACK',
-            `room ${id}: the control plane serves statement ${served.head ?? 'none'}, this client verified ${this.chain.seq}`,
+            `room ${id}: the control plane serves statement ${served.head ?? 'none'}, this client verified ${verified}`,
             id
           );
-        this.chain.extend(served.statements);
         this.detail = detail;
         if (this.chain.policy.encrypt) {
           const mine = await this.#ctl.myKeys(id);
@@ -436,5 +443,28 @@ async function adopt(detail: RoomDetail, ctl: ControlClient, identity: Identity)
     members: detail.members.map((m) => [m.sign_pub, m.role] as [string, typeof m.role]),
   });
   await ctl.adoptStatement(detail.id, signed);
-  return ctl.statements(detail.id);
+}
+
+/**
+ * Every statement after `after`, page by page up to the head the first page
+ * named, each page handed to `take` (which verifies it, and throws to stop)
+ * before the next is asked for: a control plane that serves junk, or pages
+ * without end, is stopped at its first statement that does not verify.
+ */
+async function fetchStatements(
+  ctl: ControlClient,
+  id: string,
+  after: number,
+  take: (page: ServedStatement[]) => void
+): Promise<{ head: number | null }> {
+  const first = await ctl.statements(id, after);
+  take(first.statements);
+  let last = first.statements.at(-1)?.seq ?? after;
+  while (first.head !== null && last < first.head) {
+    const page = await ctl.statements(id, last);
+    if (page.statements.length === 0) break;
+    take(page.statements);
+    last = page.statements.at(-1)!.seq;
+  }
+  return { head: first.head };
 }

@@ -762,26 +762,34 @@ export class Rooms {
     return e ? decodeJson(e, parseStored) : null;
   }
 
-  /** The statements of a room with seq > `after` (all with -1), in order, up to the head. */
+  /**
+   * The statements of a room with seq > `after` (all with -1), in order, up
+   * to the head: as many as fit in about `maxBytes` (at least one), so a
+   * long chain is read in pages.
+   */
   async statements(
     id: string,
-    after = -1
+    after = -1,
+    maxBytes = 512 * 1024
   ): Promise<{ head: number | null; statements: StoredStatement[] }> {
     const head = await this.head(id);
     if (!head) return { head: null, statements: [] };
-    const seqs: number[] = [];
-    for (let q = after + 1; q <= head.seq; q++) seqs.push(q);
     const out: StoredStatement[] = [];
-    for (let i = 0; i < seqs.length; i += 64) {
+    let bytes = 0;
+    for (let q = after + 1; q <= head.seq; q += 16) {
+      const seqs: number[] = [];
+      for (let x = q; x < q + 16 && x <= head.seq; x++) seqs.push(x);
       const batch = await Promise.all(
-        seqs
-          .slice(i, i + 64)
-          .map((q) => getLive(this.#b.roomKeys, statementKey(id, q), 'read statement'))
+        seqs.map((x) => getLive(this.#b.roomKeys, statementKey(id, x), 'read statement'))
       );
       for (const e of batch) {
         // A gap (an interrupted write) ends what can be served: members verify a chain.
         if (!e) return { head: head.seq, statements: out };
-        out.push(decodeJson(e, parseStored));
+        const s = decodeJson(e, parseStored);
+        if (out.length > 0 && bytes + s.statement.length > maxBytes)
+          return { head: head.seq, statements: out };
+        bytes += s.statement.length;
+        out.push(s);
       }
     }
     return { head: head.seq, statements: out };

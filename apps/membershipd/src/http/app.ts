@@ -234,17 +234,16 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
     });
   }
 
-  const limit = bodyLimit({
-    maxSize: o.bodyLimit ?? 64 * 1024,
-    onError: (c) => {
-      // The rest of the body is never read: close rather than let Node drain it.
-      c.header('connection', 'close');
-      return c.json(
-        errorBody('BODY_TOO_LARGE', `request body exceeds ${o.bodyLimit ?? 64 * 1024} bytes`),
-        413
-      );
-    },
-  });
+  const limitOf = (maxSize: number) =>
+    bodyLimit({
+      maxSize,
+      onError: (c) => {
+        // The rest of the body is never read: close rather than let Node drain it.
+        c.header('connection', 'close');
+        return c.json(errorBody('BODY_TOO_LARGE', `request body exceeds ${maxSize} bytes`), 413);
+      },
+    });
+  const limit = limitOf(o.bodyLimit ?? 64 * 1024);
   const damper = new AuthDamper(o.damping ?? { limit: 20, windowMs: 60_000 }, o.metrics);
   const auth = signatureAuth({
     store: o.store,
@@ -273,9 +272,10 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
   };
   for (const r of SIGNED_ROUTES) {
     const path = r.path.replace(/\{(\w+)\}/g, ':$1');
-    if (r.method === 'get') app.on('GET', path, limit, auth, (c) => r.handler(c, services));
-    else
-      app.on(r.method.toUpperCase(), path, limit, auth, changeGate, (c) => r.handler(c, services));
+    // Room changes carry the owner's statement (all members): a larger room needs more.
+    const lim = r.maxBody ? limitOf(Math.max(r.maxBody, o.bodyLimit ?? 0)) : limit;
+    if (r.method === 'get') app.on('GET', path, lim, auth, (c) => r.handler(c, services));
+    else app.on(r.method.toUpperCase(), path, lim, auth, changeGate, (c) => r.handler(c, services));
   }
 
   app.notFound((c) =>

@@ -215,10 +215,20 @@ export function cliEdge(store: MembershipStore, nc: NatsConnection): ChangeEdge 
   };
 }
 
-/** One line on the users bucket's replication, printed after every write. */
-export async function replicationLine(store: MembershipStore): Promise<string> {
+/**
+ * One line on the users bucket's replication, printed after every write. A
+ * write is acknowledged by a quorum; a follower that is a few hundred ms
+ * behind is given up to `settleMs` to catch up before the line is printed,
+ * so the line says how replication stands, not how a race went.
+ */
+export async function replicationLine(store: MembershipStore, settleMs = 3_000): Promise<string> {
   try {
-    const r = await store.replication('users');
+    const deadline = Date.now() + settleMs;
+    let r = await store.replication('users');
+    while (r.current < r.replicas && Date.now() < deadline) {
+      await new Promise((res) => setTimeout(res, 100));
+      r = await store.replication('users');
+    }
     return `users bucket: replicas ${r.current}/${r.replicas} current, leader ${r.leader ?? 'unknown'}`;
   } catch (err) {
     return `users bucket: replication status unavailable (${(err as Error).message})`;

@@ -66,6 +66,13 @@ async function inactiveMembers(s: Services, id: string): Promise<Set<string>> {
   return out;
 }
 
+/**
+ * Body limit of the routes that carry a statement (it lists every member):
+ * 1 MiB holds a rekey of a room of about 4,000 members (a statement entry
+ * and a sealed key are about 250 bytes per member).
+ */
+const STATEMENT_BODY_BYTES = 1024 * 1024;
+
 export const roomRoutes: RouteDef[] = [
   {
     method: 'post',
@@ -73,6 +80,7 @@ export const roomRoutes: RouteDef[] = [
     summary: 'Create a room; the signer becomes its owner',
     access: 'signed',
     body: createRoomSchema,
+    maxBody: STATEMENT_BODY_BYTES,
     status: 201,
     response: myRoomSchema,
     async handler(c, s) {
@@ -191,6 +199,7 @@ export const roomRoutes: RouteDef[] = [
     summary: "Invite a user, with the current epoch's key sealed to them (owner only)",
     access: 'owner',
     body: addMemberSchema,
+    maxBody: STATEMENT_BODY_BYTES,
     status: 201,
     response: memberAddedResponseSchema,
     async handler(c, s) {
@@ -240,6 +249,7 @@ export const roomRoutes: RouteDef[] = [
       "Remove a member (body: the owner's statement without them) and mark the room as needing a rekey (owner only)",
     access: 'owner',
     body: removeMemberSchema,
+    maxBody: STATEMENT_BODY_BYTES,
     status: 200,
     response: memberRemovedResponseSchema,
     async handler(c, s) {
@@ -268,6 +278,7 @@ export const roomRoutes: RouteDef[] = [
       'Rotate the room key to the next epoch, sealed to exactly the current members (owner only)',
     access: 'owner',
     body: rekeySchema,
+    maxBody: STATEMENT_BODY_BYTES,
     status: 200,
     response: rekeyResponseSchema,
     async handler(c, s) {
@@ -322,6 +333,7 @@ export const roomRoutes: RouteDef[] = [
       "A room made before statements gets its first one: the owner's statement of its members and epoch as they stand (owner only)",
     access: 'owner',
     body: adoptStatementSchema,
+    maxBody: STATEMENT_BODY_BYTES,
     status: 201,
     response: statementsResponseSchema,
     async handler(c, s) {

@@ -11,6 +11,8 @@ export interface RouteDef {
   /** Who may call it, for the document (the handler enforces it). */
   access: 'public' | 'signed' | 'admin' | 'member' | 'owner';
   body?: z.ZodType;
+  /** Bytes a body may have when more than the app's default (64 KiB) is needed. */
+  maxBody?: number;
   status: number;
   response: z.ZodType;
   handler: (c: AppContext, s: Services) => Promise<Response>;
