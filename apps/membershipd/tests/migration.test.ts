@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { identityFromSecrets, type Identity } from '@sealbus/crypto';
+import { generateIdentity, identityFromSecrets, type Identity } from '@sealbus/crypto';
 import { Sealbus, type RoomMessage } from '@sealbus/client';
 import {
   freePorts,
@@ -33,6 +33,7 @@ const FIXTURE = {
   alice: det('alice'),
   bob: det('bob'),
   room: '526b4e40dcbcbc771da7fdd8',
+  bobRole: 'reader' as 'writer' | 'reader',
   history: ['one', 'two', 'three'],
 };
 
@@ -52,6 +53,28 @@ async function readHistory(d: { natsUrl: string; httpUrl: string }, who: Identit
     });
     await sub.stop();
     return got.map((m) => new TextDecoder().decode(m.data));
+  } finally {
+    await bus.close();
+  }
+}
+
+/** alice, the fixture room's owner, adopts it: bob is its other member. */
+async function adopt(d: { natsUrl: string; httpUrl: string }) {
+  const bus = await Sealbus.connect({
+    natsServers: [d.natsUrl],
+    controlUrls: [d.httpUrl],
+    identity: FIXTURE.alice,
+  });
+  try {
+    // The control plane's list must be exactly this: another member is refused.
+    await assert.rejects(
+      bus.adoptRoom(FIXTURE.room, [
+        [FIXTURE.bob.signPubHex, FIXTURE.bobRole],
+        [generateIdentity().signPubHex, 'reader'],
+      ]),
+      { name: 'TrustError', code: 'BAD_STATEMENT' }
+    );
+    await bus.adoptRoom(FIXTURE.room, [[FIXTURE.bob.signPubHex, FIXTURE.bobRole]]);
   } finally {
     await bus.close();
   }
@@ -82,12 +105,11 @@ describe(
       assert.equal(r.code, 0, r.stderr);
       const d = await startDaemon({ dataDir: data });
       try {
-        // A 0.1 room has no owner statement: a member refuses it until its
-        // owner's client (alice) has opened it once and signed the first.
-        await assert.rejects(readHistory(d, FIXTURE.bob), {
-          name: 'TrustError',
-          code: 'NO_STATEMENT',
-        });
+        // A 0.1 room has no owner statement: its members (its owner too)
+        // refuse it until the owner (alice) adopts it, naming its members.
+        for (const who of [FIXTURE.bob, FIXTURE.alice])
+          await assert.rejects(readHistory(d, who), { name: 'TrustError', code: 'NO_STATEMENT' });
+        await adopt(d);
         assert.deepEqual(await readHistory(d, FIXTURE.alice), FIXTURE.history);
         assert.deepEqual(await readHistory(d, FIXTURE.bob), FIXTURE.history);
       } finally {
@@ -127,6 +149,12 @@ describe(
 
       const d = await startDaemon({ dataDir: data });
       try {
+        // bob's SDK binds his 0.1 record at connect (a key is sealed only to a bound one).
+        await assert.rejects(readHistory(d, FIXTURE.bob), {
+          name: 'TrustError',
+          code: 'NO_STATEMENT',
+        });
+        await adopt(d);
         assert.deepEqual(await readHistory(d, FIXTURE.alice), FIXTURE.history);
       } finally {
         await d.dispose();

@@ -74,8 +74,9 @@ export class StatementChain {
   readonly room: string;
   readonly owner: string;
   #latest: RoomStatement;
-  #latestText: string;
   readonly #epochs = new Map<number, EpochInfo>();
+  /** hex SHA-256 of each verified statement, by seq (what a pin compares). */
+  readonly #hashes = new Map<number, string>();
   readonly #first: RoomStatement;
 
   private constructor(room: string, first: RoomStatement, text: string) {
@@ -83,7 +84,7 @@ export class StatementChain {
     this.owner = first.owner;
     this.#first = first;
     this.#latest = first;
-    this.#latestText = text;
+    this.#hashes.set(first.seq, roomStatementHash(text));
     this.#note(first);
   }
 
@@ -153,7 +154,12 @@ export class StatementChain {
 
   /** hex SHA-256 of the latest statement (the next one's `prev`). */
   get latestHash(): string {
-    return roomStatementHash(this.#latestText);
+    return this.#hashes.get(this.#latest.seq)!;
+  }
+
+  /** hex SHA-256 of the verified statement at `seq`, if the chain has it. */
+  hashAt(seq: number): string | undefined {
+    return this.#hashes.get(seq);
   }
 
   /**
@@ -180,7 +186,7 @@ export class StatementChain {
         );
       }
       this.#latest = next;
-      this.#latestText = s.statement;
+      this.#hashes.set(next.seq, roomStatementHash(s.statement));
       this.#note(next);
     }
   }
@@ -255,6 +261,8 @@ export function authorStatement(
  */
 export class OwnerPins {
   readonly #pins = new Map<string, string>();
+  /** The latest statement verified per room: a chain served later must contain it. */
+  readonly #marks = new Map<string, { seq: number; hash: string }>();
   trustOwner: ((ownerSignPub: string, room: string) => boolean | Promise<boolean>) | undefined;
 
   constructor(trustOwner?: (ownerSignPub: string, room: string) => boolean | Promise<boolean>) {
@@ -278,6 +286,28 @@ export class OwnerPins {
     this.#pins.set(room, owner);
   }
 
+  /**
+   * Records `chain` as verified for `room`, after checking it contains the
+   * latest statement this client verified before (same seq, same hash):
+   * a control plane cannot roll a room back under a running client, not even
+   * by making it drop and reload the room. Throws TrustError ROLLBACK.
+   */
+  verified(room: string, chain: StatementChain): void {
+    const m = this.#marks.get(room);
+    if (m && (chain.seq < m.seq || chain.hashAt(m.seq) !== m.hash))
+      throw new TrustError(
+        'ROLLBACK',
+        `room ${room}: the chain served does not contain statement ${m.seq} this client verified`,
+        room
+      );
+    this.#marks.set(room, { seq: chain.seq, hash: chain.latestHash });
+  }
+
+  /** True once this client verified a statement of `room`. */
+  known(room: string): boolean {
+    return this.#marks.has(room);
+  }
+
   /** Pins an owner without asking (a room this client created). */
   pin(room: string, owner: string): void {
     if (!this.#pins.has(room)) this.#pins.set(room, owner);
@@ -286,4 +316,40 @@ export class OwnerPins {
   pinned(room: string): string | undefined {
     return this.#pins.get(room);
   }
+
+  /**
+   * What this client trusts, to keep across restarts (a file the
+   * application owns): each room's pinned owner and latest verified
+   * statement. A client started with it refuses an older chain than it saw
+   * before it stopped, as a running one does.
+   */
+  export(): TrustState {
+    const rooms: TrustState['rooms'] = {};
+    for (const [room, owner] of this.#pins) {
+      const m = this.#marks.get(room);
+      rooms[room] = { owner, ...(m ? { seq: m.seq, hash: m.hash } : {}) };
+    }
+    return { version: 1, rooms };
+  }
+
+  /** Pins and marks from `export()` (of this or an earlier process). */
+  static from(state: TrustState, trustOwner?: OwnerPins['trustOwner']): OwnerPins {
+    const p = new OwnerPins(trustOwner);
+    if (state?.version !== 1 || typeof state.rooms !== 'object')
+      throw new TypeError('not a Sealbus trust state (version 1)');
+    for (const [room, r] of Object.entries(state.rooms)) {
+      if (!/^[0-9a-f]{24}$/.test(room) || !/^[0-9a-f]{64}$/.test(r.owner))
+        throw new TypeError(`trust state: bad entry for room ${room}`);
+      p.#pins.set(room, r.owner);
+      if (Number.isSafeInteger(r.seq) && typeof r.hash === 'string' && /^[0-9a-f]{64}$/.test(r.hash))
+        p.#marks.set(room, { seq: r.seq!, hash: r.hash });
+    }
+    return p;
+  }
+}
+
+/** `OwnerPins.export()`: JSON, safe to store (public keys and hashes only). */
+export interface TrustState {
+  version: 1;
+  rooms: Record<string, { owner: string; seq?: number; hash?: string }>;
 }

@@ -250,12 +250,19 @@ export class ControlClient {
   }
 
   /** The first statement of a room made before statements existed (owner only). */
-  async adoptStatement(id: string, statement: SignedStatement): Promise<StatementsResponse> {
+  async adoptStatement(
+    id: string,
+    statement: SignedStatement,
+    sealedKeys?: Record<string, string>
+  ): Promise<StatementsResponse> {
     return this.request(
       'POST',
       `/rooms/${roomId(id)}/statements`,
       statementsResponseSchema,
-      parseOrThrow(adoptStatementSchema, { statement })
+      parseOrThrow(adoptStatementSchema, {
+        statement,
+        ...(sealedKeys ? { sealed_keys: sealedKeys } : {}),
+      })
     );
   }
 

@@ -15,6 +15,7 @@ export {
   type EpochInfo,
   type ServedStatement,
   type TrustErrorCode,
+  type TrustState,
 } from './chain.js';
 export { bindingVerifies } from './binding.js';
 export {

@@ -8,7 +8,7 @@ import {
   type Identity,
 } from '@sealbus/crypto';
 import type { RoomDetail } from '@sealbus/protocol';
-import { StatementChain, TrustError, authorStatement, type ServedStatement } from './chain.js';
+import { StatementChain, TrustError, type ServedStatement } from './chain.js';
 import type { ControlClient } from './control.js';
 import { openRoomKey } from './keys.js';
 
@@ -23,6 +23,10 @@ export interface RoomTrust {
   graceMs: number;
   /** Told when a background refresh found the control plane lying (TrustError). */
   report?: (err: TrustError) => void;
+  /** Checks a verified chain against what this client verified before (ROLLBACK), and records it. */
+  verified?: (room: string, chain: StatementChain) => void;
+  /** True when this client has verified statements of the room before. */
+  known?: (room: string) => boolean;
 }
 
 /** A decrypted, verified room message. */
@@ -133,19 +137,22 @@ export class RoomState {
       else chain = StatementChain.fromStatements(roomId, page);
     };
     const served = await fetchStatements(ctl, roomId, -1, take);
-    if (served.head === null) {
-      // A room made before statements: its owner states it once, as it stands.
-      if (detail.owner !== identity.signPubHex)
+    if (served.head === null || !chain) {
+      if (trust.known?.(roomId))
         throw new TrustError(
-          'NO_STATEMENT',
-          `room ${roomId} has no owner statement yet; its owner's client writes one when it next opens the room`,
+          'ROLLBACK',
+          `room ${roomId}: the control plane serves no statement for a room this client verified`,
           roomId
         );
-      await adopt(detail, ctl, identity);
-      await fetchStatements(ctl, roomId, -1, take);
+      // A room made before statements: its owner signs its first one, explicitly.
+      throw new TrustError(
+        'NO_STATEMENT',
+        `room ${roomId} has no owner statement yet: its owner adopts it with adoptRoom(roomId, members)`,
+        roomId
+      );
     }
-    if (!chain) throw new TrustError('NO_STATEMENT', `room ${roomId}: no statement served`, roomId);
     await trust.checkOwner(roomId, chain.owner);
+    trust.verified?.(roomId, chain);
     const s = new RoomState(detail, chain, ctl, identity, trust);
     await s.refresh(true);
     return s;
@@ -183,6 +190,7 @@ export class RoomState {
             `room ${id}: the control plane serves statement ${served.head ?? 'none'}, this client verified ${verified}`,
             id
           );
+        this.#trust.verified?.(id, this.chain);
         this.detail = detail;
         if (this.chain.policy.encrypt) {
           const mine = await this.#ctl.myKeys(id);
@@ -361,6 +369,13 @@ export class RoomState {
     const role = chain.role(h.sender);
     const writerNow = role === 'writer' || role === 'owner';
     let formerMember = false;
+    if (h.epoch < chain.firstEpoch && !h.signed)
+      // Before the room's first statement (a room adopted later) no key has a
+      // commitment: only a sender's signature says who sent such a frame.
+      throw new FrameError(
+        'UNKNOWN_EPOCH',
+        `unsigned frame of epoch ${h.epoch}, from before the owner's first statement`
+      );
     if (streamSeq !== undefined) {
       // History: by the statements of the frame's epoch.
       const info = chain.epochInfo(h.epoch) ?? chain.epochInfo(chain.firstEpoch);
@@ -421,28 +436,6 @@ export class RoomState {
       loss: v.gap ? { room: h.room, sender: h.sender, session: h.session, ...v.gap } : null,
     };
   }
-}
-
-/** The first statement of a room made before 0.2, as it stands: signed by its owner. */
-async function adopt(detail: RoomDetail, ctl: ControlClient, identity: Identity) {
-  let key: Uint8Array | null = null;
-  if (detail.policy.encrypt) {
-    const mine = await ctl.myKeys(detail.id);
-    const sealed = mine.keys.find((k) => k.epoch === detail.epoch);
-    if (!sealed)
-      throw new TrustError('NO_STATEMENT', `no key of epoch ${detail.epoch} to state`, detail.id);
-    key = openRoomKey(sealed.sealed_key, identity);
-  }
-  const signed = authorStatement(identity.signSeed, null, {
-    room: detail.id,
-    subject: detail.subject,
-    policy: detail.policy,
-    owner: identity.signPubHex,
-    epoch: detail.epoch,
-    key,
-    members: detail.members.map((m) => [m.sign_pub, m.role] as [string, typeof m.role]),
-  });
-  await ctl.adoptStatement(detail.id, signed);
 }
 
 /**

@@ -23,7 +23,7 @@ import {
   type RoomPolicy,
 } from '@sealbus/protocol';
 import { bindingVerifies, ensureBound } from './binding.js';
-import { OwnerPins, TrustError, authorStatement } from './chain.js';
+import { OwnerPins, TrustError, authorStatement, type TrustState } from './chain.js';
 import { ControlClient } from './control.js';
 import { natsTransport } from './secure.js';
 import { ControlError, PublishError } from './errors.js';
@@ -79,6 +79,14 @@ export interface SealbusOptions {
    * nothing. Default 30 000 ms.
    */
   rotationGraceMs?: number;
+  /**
+   * What an earlier run of this application trusted (`bus.trustState()`,
+   * kept in a file of its own): pinned owners and the latest statement
+   * verified per room, so a control plane cannot serve a restarted client a
+   * room as it was before (`ROLLBACK`). Without it a client trusts the
+   * chain it is served at its first load of each room.
+   */
+  trustState?: TrustState;
 }
 
 export interface SubscribeOptions {
@@ -121,6 +129,9 @@ export interface SealbusEvents {
   revoked: [code: string];
   closed: [];
 }
+
+/** A rotation the SDK starts on its own happens at most this often per room. */
+const AUTO_REKEY_INTERVAL_MS = 10_000;
 
 /** Re-authenticate if a membership is younger than the connection (its permissions predate it). */
 const PERMISSION_MARGIN_MS = 2_000;
@@ -168,12 +179,16 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   #publishTimeoutMs = 30_000;
   #appender: Appender | undefined;
   #closed = false;
-  readonly #pins = new OwnerPins();
+  #pins = new OwnerPins();
   readonly #trust: RoomTrust = {
     graceMs: DEFAULT_ROTATION_GRACE_MS,
     checkOwner: (room, owner) => this.#pins.check(room, owner),
     report: (err) => this.emit('untrusted', err),
+    verified: (room, chain) => this.#pins.verified(room, chain),
+    known: (room) => this.#pins.known(room),
   };
+  /** When this client last rotated a room on its own (revoked or expired member). */
+  readonly #autoRekeyAt = new Map<string, number>();
 
   /**
    * Node's EventEmitter throws an 'error' nobody listens to, which would take
@@ -235,6 +250,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     }
     const bus = new Sealbus(control, nc, o.identity);
     if (o.publishTimeoutMs !== undefined) bus.#publishTimeoutMs = o.publishTimeoutMs;
+    if (o.trustState) bus.#pins = OwnerPins.from(o.trustState);
     if (o.trustOwner) bus.#pins.trustOwner = o.trustOwner;
     if (o.rotationGraceMs !== undefined) bus.#trust.graceMs = o.rotationGraceMs;
     bus.#watchConnection();
@@ -324,11 +340,25 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
         if (ev.room) {
           const state = await this.#room(ev.room);
           if (state.chain.owner === this.identity.signPubHex && state.chain.policy.encrypt)
-            await this.rekey(ev.room);
+            await this.#autoRekey(ev.room);
         }
         return;
       case 'member.removed':
         if (ev.room) {
+          // Only the owner's statement removes us: an event alone (which the
+          // control plane could send at will) must not make us drop, and later
+          // reload, what we verified.
+          const loaded = this.#rooms.get(ev.room);
+          if (loaded) {
+            const state = await loaded.catch(() => undefined);
+            if (state) {
+              const still = await state
+                .refresh(true)
+                .then(() => state.chain.role(this.identity.signPubHex) !== undefined)
+                .catch((err: unknown) => !(err instanceof ControlError && err.status === 403));
+              if (still) return;
+            }
+          }
           for (const s of this.#subs.get(ev.room) ?? []) await s.stop();
           this.#rooms.delete(ev.room);
           this.#sealers.delete(ev.room);
@@ -381,6 +411,11 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       this.#fresh.add(roomId);
     }
     return state;
+  }
+
+  /** What this client trusts now, to pass as `trustState` to a later run (JSON). */
+  trustState(): TrustState {
+    return this.#pins.export();
   }
 
   /**
@@ -533,6 +568,85 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     return epoch;
   }
 
+  /**
+   * A rotation this client starts on its own (a member revoked or expired,
+   * as the control plane says): at most one per room every 10 s, so a
+   * control plane claiming it again and again cannot make the owner sign
+   * rekeys without end.
+   */
+  async #autoRekey(roomId: string): Promise<void> {
+    const last = this.#autoRekeyAt.get(roomId) ?? 0;
+    if (Date.now() - last < AUTO_REKEY_INTERVAL_MS) return;
+    this.#autoRekeyAt.set(roomId, Date.now());
+    await this.rekey(roomId);
+  }
+
+  /**
+   * Adopts a room made before statements existed (Sealbus 0.1): this
+   * identity, its owner, signs the room's first statement. `members` is who
+   * the application knows to be in the room, with their roles (this
+   * identity as `owner` included or not); the control plane's member list
+   * must be exactly that, or nothing is signed (`TrustError`
+   * `BAD_STATEMENT`), so a member it injected is never signed in. An
+   * encrypted room moves to a new epoch at once, its fresh key sealed to
+   * each member's bound kex key (`UNBOUND_KEY` otherwise): no key the
+   * control plane served is ever committed to. Returns the epoch.
+   */
+  async adoptRoom(
+    roomId: string,
+    members: Iterable<[string, MemberRole]> | Record<string, MemberRole>
+  ): Promise<number> {
+    const expected = new Map<string, MemberRole>(
+      Symbol.iterator in Object(members)
+        ? (members as Iterable<[string, MemberRole]>)
+        : Object.entries(members as Record<string, MemberRole>)
+    );
+    expected.set(this.identity.signPubHex, 'owner');
+    const detail = await this.control.getRoom(roomId);
+    if (detail.owner !== this.identity.signPubHex)
+      throw new ControlError(403, 'NOT_OWNER', `only the owner of room ${roomId} can adopt it`);
+    if (this.#pins.known(roomId))
+      throw new TrustError(
+        'ROLLBACK',
+        `room ${roomId} already has statements this client verified`,
+        roomId
+      );
+    const listed = new Map(detail.members.map((m) => [m.sign_pub, m.role]));
+    const same =
+      listed.size === expected.size && [...expected].every(([k, r]) => listed.get(k) === r);
+    if (!same)
+      throw new TrustError(
+        'BAD_STATEMENT',
+        `room ${roomId}: the control plane lists other members than the ones given; nothing signed`,
+        roomId
+      );
+    const epoch = detail.policy.encrypt ? detail.epoch + 1 : detail.epoch;
+    const key = detail.policy.encrypt ? newRoomKey() : null;
+    let sealed: Record<string, string> | undefined;
+    if (key) {
+      sealed = {};
+      const view = new Map(detail.members.map((m) => [m.sign_pub, m]));
+      for (const k of expected.keys())
+        sealed[k] =
+          k === this.identity.signPubHex
+            ? sealRoomKey(key, this.identity.kexPubHex)
+            : sealRoomKey(key, boundKexPub(view.get(k)!, k, roomId));
+    }
+    const statement = authorStatement(this.identity.signSeed, null, {
+      room: roomId,
+      subject: detail.subject,
+      policy: detail.policy,
+      owner: this.identity.signPubHex,
+      epoch,
+      key,
+      members: expected,
+    });
+    await this.control.adoptStatement(roomId, statement, sealed);
+    this.#pins.pin(roomId, this.identity.signPubHex);
+    this.#rooms.delete(roomId);
+    return epoch;
+  }
+
   #mustOwn(state: RoomState): void {
     if (state.chain.owner !== this.identity.signPubHex)
       throw new ControlError(403, 'NOT_OWNER', `only the owner of room ${state.id} can change it`);
@@ -578,7 +692,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       const stale =
         state.detail.needs_rekey ||
         state.detail.members.some((m) => m.expires_at !== null && Date.parse(m.expires_at) <= now);
-      if (stale) await this.rekey(roomId);
+      if (stale) await this.#autoRekey(roomId);
     }
     let sealer = this.#sealers.get(roomId);
     if (!sealer)

@@ -156,8 +156,15 @@ export type RekeyRequest = z.input<typeof rekeySchema>;
 export const removeMemberSchema = z.strictObject({ statement: signedStatementSchema });
 export type RemoveMemberRequest = z.input<typeof removeMemberSchema>;
 
-/** The first statement of a room made before statements existed (its owner writes it once). */
-export const adoptStatementSchema = z.strictObject({ statement: signedStatementSchema });
+/**
+ * The first statement of a room made before statements existed (its owner
+ * writes it once): its members as they are and, in an encrypted room, the
+ * next epoch, whose fresh key is sealed to each of them here.
+ */
+export const adoptStatementSchema = z.strictObject({
+  statement: signedStatementSchema,
+  sealed_keys: z.record(z.string(), sealedKeySchema).optional(),
+});
 
 /**
  * Where a member's reading of a persisted room restarts: its start, new

@@ -97,7 +97,12 @@ export interface AdvancedStatement {
 
 const parseStored = (raw: unknown): StoredStatement => {
   const r = raw as StoredStatement;
-  if (typeof r?.seq !== 'number' || typeof r.statement !== 'string' || typeof r.sig !== 'string')
+  if (
+    !Number.isSafeInteger(r?.seq) ||
+    r.seq < 0 ||
+    typeof r.statement !== 'string' ||
+    typeof r.sig !== 'string'
+  )
     throw new StoreError('CORRUPT', 'a stored statement is malformed');
   return r;
 };
@@ -617,6 +622,71 @@ export class Rooms {
     await del(this.#b.members, memberKey(room.id, signPub), 'remove member');
     await del(this.#b.roomsByMember, reverseKey(signPub, room.id), 'remove member');
     if (room.policy.persist) await this.#deleteConsumer(room.id, signPub);
+  }
+
+  /**
+   * The first statement of a room made before statements existed, written
+   * by its owner: the members exactly as the room has them, and (in an
+   * encrypted room) a new epoch with a fresh key sealed to each of them, so
+   * nothing the control plane served before (a key, a member list) is ever
+   * committed to. Refused once a room has a statement.
+   */
+  async adopt(
+    room: RoomRecord,
+    statement: SignedStatement,
+    sealedKeys: Record<string, string> | undefined,
+    now = new Date()
+  ): Promise<RoomRecord> {
+    if (await this.head(room.id))
+      throw new StoreError('STALE_STATEMENT', 'this room already has statements');
+    let next: RoomStatement;
+    try {
+      next = parseStatement(statement.statement);
+    } catch (err) {
+      throw new StoreError('BAD_STATEMENT', (err as Error).message);
+    }
+    const members = await this.members(room.id);
+    const stated = new Map(next.members);
+    if (stated.size !== members.length || !members.every((m) => stated.get(m.sign_pub) === m.role))
+      throw new StoreError(
+        'BAD_STATEMENT',
+        "statement: a room's first statement lists its members, with their roles, as they are"
+      );
+    const epoch = room.policy.encrypt ? room.epoch + 1 : room.epoch;
+    if (room.policy.encrypt) {
+      const given = Object.keys(sealedKeys ?? {});
+      if (given.length !== stated.size || !given.every((k) => stated.has(k)))
+        throw new StoreError('INVALID', "sealed_keys must cover exactly the statement's members");
+    } else if (sealedKeys && Object.keys(sealedKeys).length)
+      throw new StoreError('INVALID', 'sealed_keys: an unencrypted room has no key');
+    const entry = await getLive(this.#b.rooms, roomKey(room.id), 'adopt');
+    if (!entry) throw new StoreError('NOT_FOUND', `room ${room.id} not found`);
+    const current = decodeJson(entry, parseRoom);
+    if (current.epoch !== room.epoch)
+      throw new StoreError('STALE_STATEMENT', 'the room changed meanwhile; retry');
+    const advanced = await this.advance({ ...current, epoch }, statement, { kind: 'adopt' });
+    if (!room.policy.encrypt) return current;
+    const at = now.toISOString();
+    const written: Array<[KV, string]> = [];
+    try {
+      for (const m of stated.keys()) {
+        await this.#putSealedKey(room.id, epoch, m, sealedKeys![m]!, at);
+        written.push([this.#b.roomKeys, sealedKeyKey(room.id, epoch, m)]);
+      }
+      const next2: RoomRecord = { ...current, epoch, needs_rekey: false };
+      try {
+        await this.#b.rooms.update(roomKey(room.id), encodeJson(next2), entry.revision);
+      } catch (err) {
+        if (isWrongLastSequence(err))
+          throw new StoreError('STALE_STATEMENT', 'the room changed meanwhile; retry');
+        throw toStoreError(err, 'adopt');
+      }
+      return next2;
+    } catch (err) {
+      await undo(written);
+      await advanced.undo();
+      throw err;
+    }
   }
 
   /**

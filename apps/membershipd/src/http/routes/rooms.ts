@@ -54,6 +54,17 @@ const afterParam = z
   .optional()
   .transform((v) => (v === undefined ? -1 : Number(v)));
 
+/** Sealed keys by sign_pub, keys normalised (lowercase hex), each once. */
+function sealedByKey(given: Record<string, string>): Record<string, string> {
+  const sealed: Record<string, string> = {};
+  for (const [k, v] of Object.entries(given)) {
+    const key = parseKeyHex(k, `sealed_keys.${k.slice(0, 16)}`);
+    if (key in sealed) throw new ValidationError('sealed_keys', `${key} is listed twice`);
+    sealed[key] = v;
+  }
+  return sealed;
+}
+
 /** Members whose user is revoked, expired or gone, or whose membership expired. */
 async function inactiveMembers(s: Services, id: string): Promise<Set<string>> {
   const members = await s.store.rooms.members(id);
@@ -285,12 +296,7 @@ export const roomRoutes: RouteDef[] = [
       const id = param(c, 'id', roomIdSchema);
       await requireMembership(s, c, id, { action: 'room.rekey', owner: true });
       const input = readJson(c, rekeySchema);
-      const sealed: Record<string, string> = {};
-      for (const [k, v] of Object.entries(input.sealed_keys)) {
-        const key = parseKeyHex(k, `sealed_keys.${k.slice(0, 16)}`);
-        if (key in sealed) throw new ValidationError('sealed_keys', `${key} is listed twice`);
-        sealed[key] = v;
-      }
+      const sealed = sealedByKey(input.sealed_keys);
       const inactive = await inactiveMembers(s, id);
       const { room, dropped } = await s.store.rooms.rekey(
         id,
@@ -330,7 +336,7 @@ export const roomRoutes: RouteDef[] = [
     method: 'post',
     path: '/rooms/{id}/statements',
     summary:
-      "A room made before statements gets its first one: the owner's statement of its members and epoch as they stand (owner only)",
+      "A room made before statements gets its first one: the owner's statement of its members as they stand and, in an encrypted room, the next epoch with a fresh key sealed to each (owner only)",
     access: 'owner',
     body: adoptStatementSchema,
     maxBody: STATEMENT_BODY_BYTES,
@@ -343,24 +349,18 @@ export const roomRoutes: RouteDef[] = [
         owner: true,
       });
       const input = readJson(c, adoptStatementSchema);
-      if (await s.store.rooms.head(id))
-        throw new HttpError(409, 'STALE_STATEMENT', 'this room already has statements');
+      const after = await s.store.rooms.adopt(
+        room,
+        input.statement,
+        input.sealed_keys ? sealedByKey(input.sealed_keys) : undefined
+      );
       const members = await s.store.rooms.members(id);
-      const advanced = await s.store.rooms.advance(room, input.statement, { kind: 'adopt' });
-      const stated = new Map(advanced.statement.members);
-      const same =
-        stated.size === members.length &&
-        members.every((m) => stated.get(m.sign_pub) === m.role) &&
-        advanced.statement.epoch === room.epoch;
-      if (!same) {
-        await advanced.undo();
-        throw new HttpError(
-          400,
-          'BAD_STATEMENT',
-          "statement: a room's first statement states its members and epoch as they are"
-        );
-      }
-      await audit(s, c, 'room.statement.adopt', id, 'ok', { members: members.length });
+      await audit(s, c, 'room.statement.adopt', id, 'ok', {
+        members: members.length,
+        epoch: after.epoch,
+      });
+      if (after.epoch !== room.epoch)
+        await tellDataPlane(s, c, { type: 'room.rekeyed', room: id, epoch: after.epoch });
       const r = await s.store.rooms.statements(id);
       return c.json({ id, head: r.head, statements: r.statements }, 201);
     },
