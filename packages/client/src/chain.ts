@@ -341,7 +341,11 @@ export class OwnerPins {
       if (!/^[0-9a-f]{24}$/.test(room) || !/^[0-9a-f]{64}$/.test(r.owner))
         throw new TypeError(`trust state: bad entry for room ${room}`);
       p.#pins.set(room, r.owner);
-      if (Number.isSafeInteger(r.seq) && typeof r.hash === 'string' && /^[0-9a-f]{64}$/.test(r.hash))
+      if (
+        Number.isSafeInteger(r.seq) &&
+        typeof r.hash === 'string' &&
+        /^[0-9a-f]{64}$/.test(r.hash)
+      )
         p.#marks.set(room, { seq: r.seq!, hash: r.hash });
     }
     return p;

@@ -700,7 +700,10 @@ describe('cold review 11: owner-signed statements under attack', { timeout: 600_
     const ctl = ctlOf(alice);
     const A = await honest(alice);
     const room = await A.createRoom({ subject: 'big.room', policy: PLAIN_SIGNED });
-    const chain = StatementChain.fromStatements(room.id, (await ctl.statements(room.id)).statements);
+    const chain = StatementChain.fromStatements(
+      room.id,
+      (await ctl.statements(room.id)).statements
+    );
     const rec = (await store.rooms.get(room.id))!;
     for (let i = 0; i < 340; i++) {
       const pub = randomBytes(32).toString('hex');
