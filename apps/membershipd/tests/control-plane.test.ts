@@ -588,16 +588,31 @@ describe('signed control plane', { timeout: 240_000 }, () => {
   });
 
   test('a body over the limit is 413; a non-JSON body 415/400 after verification', async () => {
-    const big = JSON.stringify({ pad: 'x'.repeat(70_000) });
-    const r = await rawRequest(
+    // 64 KiB for most routes; 1 MiB where a room statement (every member) rides along.
+    for (const [path, size] of [
+      ['/users', 70_000],
+      ['/rooms', 1_100_000],
+    ] as const) {
+      const big = JSON.stringify({ pad: 'x'.repeat(size) });
+      const r = await rawRequest(
+        d.httpUrl,
+        'POST',
+        path,
+        signedHeaders(admin, 'POST', `${d.httpUrl}${path}`, big),
+        big
+      );
+      assert.equal(r.status, 413, path);
+      assert.equal(r.json.error.code, 'BODY_TOO_LARGE');
+    }
+    const roomSized = JSON.stringify({ pad: 'x'.repeat(70_000) });
+    const taken = await rawRequest(
       d.httpUrl,
       'POST',
       '/rooms',
-      signedHeaders(admin, 'POST', `${d.httpUrl}/rooms`, big),
-      big
+      signedHeaders(admin, 'POST', `${d.httpUrl}/rooms`, roomSized),
+      roomSized
     );
-    assert.equal(r.status, 413);
-    assert.equal(r.json.error.code, 'BODY_TOO_LARGE');
+    assert.equal(taken.status, 400, 'read and refused by its schema, not by its size');
     const notJson = 'not json';
     const r2 = await rawRequest(
       d.httpUrl,

@@ -599,6 +599,12 @@ export class Rooms {
     return r.value;
   }
 
+  /** Every membership whose expiry has passed (one scan of the members bucket). */
+  async expiredMemberships(now = Date.now()): Promise<MemberRecord[]> {
+    const all = await readAll(this.#b.members, parseMember, 'list members');
+    return all.filter((m) => m.expires_at !== null && !grantActive(m.expires_at, now));
+  }
+
   /** Marks an encrypted room as needing a rekey (a member was revoked or expired). */
   async markForRekey(id: string): Promise<boolean> {
     try {

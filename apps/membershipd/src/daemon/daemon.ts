@@ -49,6 +49,8 @@ import { dataPaths, legacyStoreLayout, type DataPaths } from './paths.js';
 
 export interface DaemonOptions {
   dataDir: string;
+  /** How often expired memberships are looked for (their rooms need a rekey); default 15 s. */
+  expirySweepMs?: number;
   http: HostPort;
   /** Client port of the embedded nats-server. */
   natsPort: number;
@@ -369,6 +371,7 @@ export class Daemon {
         ...(metrics ? { metrics } : {}),
       });
       reactor.start();
+      reactor.startExpirySweep(o.expirySweepMs);
       undo.push(() => reactor.stop());
 
       const admin = await withBootstrapRetry(

@@ -60,6 +60,7 @@ export class Reactor {
   readonly #o: ReactorOptions;
   #sub: Subscription | undefined;
   #all: Subscription | undefined;
+  #sweep: NodeJS.Timeout | undefined;
   kicks = 0;
 
   constructor(o: ReactorOptions) {
@@ -97,7 +98,33 @@ export class Reactor {
     });
   }
 
+  /**
+   * Every `intervalMs`, finds memberships that expired in encrypted rooms
+   * and marks those rooms for a rekey: the room's owner gets `rekey.needed`
+   * (once: every node sweeps, the compare-and-set on the room record lets
+   * one of them tell).
+   */
+  startExpirySweep(intervalMs = 15_000): void {
+    const sweep = async () => {
+      const now = Date.now();
+      for (const m of await this.#o.store.rooms.expiredMemberships(now)) {
+        if (m.role === 'owner') continue;
+        const room = await this.#o.store.rooms.get(m.room);
+        if (!room?.policy.encrypt) continue;
+        if (await this.#o.store.rooms.markForRekey(room.id))
+          this.#notify(room.owner, { type: 'rekey.needed', room: room.id });
+      }
+    };
+    this.#sweep = setInterval(() => {
+      sweep().catch((e: unknown) =>
+        this.#o.logger.warn({ err: (e as Error).message }, 'expiry sweep failed')
+      );
+    }, intervalMs);
+    this.#sweep.unref();
+  }
+
   async stop(): Promise<void> {
+    if (this.#sweep) clearInterval(this.#sweep);
     await this.#all?.drain().catch(() => {});
     await this.#sub?.drain().catch(() => {});
   }

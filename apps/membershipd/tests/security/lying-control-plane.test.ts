@@ -497,6 +497,25 @@ describe('a lying control plane and former members', { timeout: 300_000 }, () =>
     );
   });
 
+  test('an expired membership, the owner idle: the sweep tells it (rekey.needed) and it rotates', async () => {
+    const [alice, fay] = [await user('sw2-alice'), await user('sw2-fay')];
+    const A = await honest(alice);
+    const room = await A.createRoom({ subject: 'sweep.room', policy: ENC });
+    await A.invite(room.id, fay.signPubHex, 'writer', {
+      expiresAt: new Date(Date.now() + 2_000).toISOString(),
+    });
+    // No publish, no call: only the daemon's sweep (every 15 s) can start it.
+    await waitFor(async () => (await store.rooms.get(room.id))?.epoch === 1, {
+      timeoutMs: 30_000,
+      what: 'the owner rotated after the expiry',
+    });
+    assert.deepEqual(
+      (await store.rooms.keysOf(room.id, fay.signPubHex)).map((k) => k.epoch),
+      [0]
+    );
+    assert.equal(await store.rooms.membership(room.id, fay.signPubHex), null);
+  });
+
   test("the daemon takes only the owner's valid next statement with each change", async () => {
     const [alice, bob, carol] = [
       await user('dv-alice'),
