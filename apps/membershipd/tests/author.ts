@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { authorStatement, StatementChain, type ControlClient } from '@sealbus/client';
+import { authorNext, authorStatement, StatementChain, type ControlClient } from '@sealbus/client';
 import type { Identity } from '@sealbus/crypto';
 import type { AddMemberRequest, MemberRole, RoomPolicy, SignedStatement } from '@sealbus/protocol';
 
@@ -23,11 +23,7 @@ export function signedCtl(ctl: ControlClient, id: Identity) {
     const members = new Map(chain.members());
     f(members);
     const epoch = o.epoch ?? chain.epoch;
-    return authorStatement((o.signer ?? id).signSeed, chain, {
-      room,
-      subject: chain.subject,
-      policy: chain.policy,
-      owner: chain.owner,
+    return authorNext((o.signer ?? id).signSeed, chain, {
       epoch,
       key: chain.policy.encrypt ? (o.key ?? standIn(room, epoch)) : null,
       members,

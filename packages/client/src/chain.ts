@@ -255,6 +255,24 @@ export function authorStatement(
 }
 
 /**
+ * The owner's statement that follows `chain` in the same room: only the
+ * epoch, its key and the members change.
+ */
+export function authorNext(
+  signSeed: Uint8Array,
+  chain: StatementChain,
+  s: { epoch: number; key: Uint8Array | null; members: Iterable<[string, MemberRole]> }
+): SignedStatement {
+  return authorStatement(signSeed, chain, {
+    room: chain.room,
+    subject: chain.subject,
+    policy: chain.policy,
+    owner: chain.owner,
+    ...s,
+  });
+}
+
+/**
  * Whom a client trusts as room owners: the application's `trustOwner`
  * decides the first time a room is seen, and the owner is pinned for that
  * room from then on (a room whose statements another key signs is refused).

@@ -10,6 +10,7 @@ export {
   OwnerPins,
   StatementChain,
   TrustError,
+  authorNext,
   authorStatement,
   signStatement,
   type EpochInfo,

@@ -23,7 +23,7 @@ import {
   type RoomPolicy,
 } from '@sealbus/protocol';
 import { bindingVerifies, ensureBound } from './binding.js';
-import { OwnerPins, TrustError, authorStatement, type TrustState } from './chain.js';
+import { OwnerPins, TrustError, authorNext, authorStatement, type TrustState } from './chain.js';
 import { ControlClient } from './control.js';
 import { natsTransport } from './secure.js';
 import { ControlError, PublishError } from './errors.js';
@@ -478,11 +478,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
         key,
         boundKexPub(await this.control.directory(signPub), signPub, roomId)
       );
-    const statement = authorStatement(this.identity.signSeed, chain, {
-      room: chain.room,
-      subject: chain.subject,
-      policy: chain.policy,
-      owner: chain.owner,
+    const statement = authorNext(this.identity.signSeed, chain, {
       epoch,
       key,
       members: [...chain.members(), [signPub, role]],
@@ -509,11 +505,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     await state.refresh(true);
     this.#mustOwn(state);
     const chain = state.chain;
-    const statement = authorStatement(this.identity.signSeed, chain, {
-      room: chain.room,
-      subject: chain.subject,
-      policy: chain.policy,
-      owner: chain.owner,
+    const statement = authorNext(this.identity.signSeed, chain, {
       epoch: chain.epoch,
       key: chain.policy.encrypt ? state.currentKey().key : null,
       members: chain.members().filter(([k]) => k !== signPub),
@@ -553,11 +545,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       if (k === this.identity.signPubHex) sealed[k] = sealRoomKey(key, this.identity.kexPubHex);
       else sealed[k] = sealRoomKey(key, boundKexPub(m!, k, roomId));
     }
-    const statement = authorStatement(this.identity.signSeed, chain, {
-      room: chain.room,
-      subject: chain.subject,
-      policy: chain.policy,
-      owner: chain.owner,
+    const statement = authorNext(this.identity.signSeed, chain, {
       epoch,
       key,
       members: keep,

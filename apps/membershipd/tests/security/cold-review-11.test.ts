@@ -4,7 +4,6 @@
 // failing test is an attack that worked.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { randomBytes } from 'node:crypto';
 import {
   ControlClient,
@@ -15,7 +14,6 @@ import {
   newRoomKey,
   openRoomKey,
   sealRoomKey,
-  type RejectedFrame,
   type RoomMessage,
 } from '@sealbus/client';
 import {
@@ -25,11 +23,12 @@ import {
   parseFrame,
   type Identity,
 } from '@sealbus/crypto';
-import { userEventsSubject, type MemberRole } from '@sealbus/protocol';
+import type { MemberRole } from '@sealbus/protocol';
 import type { MembershipStore } from '@sealbus/store';
 import type { NatsConnection } from 'nats';
-import { freePort, startDaemon, waitFor, type TestDaemon } from '@sealbus/testing';
+import { startDaemon, waitFor, type TestDaemon } from '@sealbus/testing';
 import { adminOf, enrol, nodeStore } from '../helpers.js';
+import { lyingHarness, type LyingHarness, type LyingProxy, type Q } from './lying-proxy.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -37,110 +36,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const ENC = { encrypt: true, persist: false, sign: true };
 const PLAIN_SIGNED = { encrypt: false, persist: false, sign: true };
 const isTrust = (code: string) => (e: unknown) => e instanceof TrustError && e.code === code;
-
-type Q = { method: string; path: string; query: URLSearchParams; asker: string | undefined };
-type Answer = { status: number; body: unknown };
-
-/**
- * A proxy in front of membershipd that may answer a request itself
- * (`intercept`, which sees the request body) or rewrite a JSON answer
- * (`lie`). The signature covers the proxy's authority (`--authority`).
- */
-class Proxy {
-  readonly #server: http.Server;
-  readonly #target: URL;
-  intercept: ((q: Q, reqBody: any) => Answer | undefined) | undefined;
-  lie: ((q: Q, body: any) => any) | undefined;
-
-  private constructor(target: string) {
-    this.#target = new URL(target);
-    this.#server = http.createServer((req, res) => this.#forward(req, res));
-  }
-
-  static async start(target: string, port: number): Promise<Proxy> {
-    const p = new Proxy(target);
-    await new Promise<void>((r) => p.#server.listen(port, '127.0.0.1', r));
-    return p;
-  }
-
-  get url(): string {
-    return `http://127.0.0.1:${(this.#server.address() as { port: number }).port}`;
-  }
-
-  #forward(req: http.IncomingMessage, res: http.ServerResponse): void {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const u = new URL(req.url ?? '/', 'http://x');
-      const keyid = /keyid="([0-9a-f]+)"/.exec(String(req.headers['signature-input'] ?? ''))?.[1];
-      const q: Q = {
-        method: req.method ?? 'GET',
-        path: u.pathname,
-        query: u.searchParams,
-        asker: keyid,
-      };
-      const raw = Buffer.concat(chunks);
-      if (this.intercept) {
-        let reqBody: unknown;
-        try {
-          reqBody = raw.length ? JSON.parse(raw.toString('utf8')) : undefined;
-        } catch {
-          reqBody = undefined;
-        }
-        const a = this.intercept(q, reqBody);
-        if (a) {
-          const out = Buffer.from(JSON.stringify(a.body));
-          res.writeHead(a.status, {
-            'content-type': 'application/json',
-            'content-length': String(out.length),
-          });
-          res.end(out);
-          return;
-        }
-      }
-      const up = http.request(
-        {
-          host: this.#target.hostname,
-          port: this.#target.port,
-          method: req.method,
-          path: req.url,
-          headers: req.headers,
-          agent: false,
-        },
-        (ur) => {
-          const body: Buffer[] = [];
-          ur.on('data', (c: Buffer) => body.push(c));
-          ur.on('end', () => {
-            let out = Buffer.concat(body);
-            const headers = { ...ur.headers };
-            if (this.lie && /json/.test(String(ur.headers['content-type']))) {
-              try {
-                const changed = this.lie(q, JSON.parse(out.toString('utf8')));
-                if (changed !== undefined) out = Buffer.from(JSON.stringify(changed));
-              } catch {
-                /* passes as it is */
-              }
-            }
-            headers['content-length'] = String(out.length);
-            delete headers['transfer-encoding'];
-            res.writeHead(ur.statusCode ?? 502, headers);
-            res.end(out);
-          });
-        }
-      );
-      up.on('error', () => {
-        res.writeHead(502);
-        res.end();
-      });
-      up.end(raw);
-    });
-  }
-
-  async close(): Promise<void> {
-    this.#server.closeAllConnections();
-    await new Promise((r) => this.#server.close(r));
-  }
-}
 
 /** Frames seen raw on a subject (a member's own NATS connection). */
 function tap(nc: NatsConnection, subject: string): Uint8Array[] {
@@ -163,54 +58,17 @@ function anyOpens(frames: Uint8Array[], key: Uint8Array): string[] {
 }
 
 describe('cold review 11: owner-signed statements under attack', { timeout: 600_000 }, () => {
-  let d: TestDaemon;
-  let proxy: Proxy;
-  let admin: ControlClient;
+  let h: LyingHarness;
+  let proxy: LyingProxy;
   let store: MembershipStore;
   let app: NatsConnection;
-  const closers: Array<() => Promise<unknown> | void> = [];
-
-  const user = async (handle: string) => (await enrol(admin, d, handle)).id;
-  const bus = async (
-    id: Identity,
-    url: string,
-    o: Partial<Parameters<typeof Sealbus.connect>[0]> = {}
-  ) => {
-    const b = await Sealbus.connect({
-      natsServers: [d.natsUrl],
-      controlUrls: [url],
-      identity: id,
-      ...o,
-    });
-    closers.push(() => b.close());
-    return b;
-  };
-  const lied = (id: Identity, o: Partial<Parameters<typeof Sealbus.connect>[0]> = {}) =>
-    bus(id, proxy.url, o);
-  const honest = (id: Identity, o: Partial<Parameters<typeof Sealbus.connect>[0]> = {}) =>
-    bus(id, d.httpUrl, o);
-  const ctlOf = (id: Identity) => {
-    const c = new ControlClient({ urls: [d.httpUrl], identity: id });
-    closers.push(() => c.close());
-    return c;
-  };
-  const keyOf = async (id: Identity, room: string, epoch: number) => {
-    const k = (await ctlOf(id).myKeys(room)).keys.find((x) => x.epoch === epoch);
-    assert.ok(k, `a key of epoch ${epoch}`);
-    return openRoomKey(k.sealed_key, id);
-  };
-  const collect = async (b: Sealbus, room: string, o: { from?: 'start' | 'new' } = {}) => {
-    const got: RoomMessage[] = [];
-    const rejected: RejectedFrame[] = [];
-    b.on('rejected', (r) => r.room === room && rejected.push(r));
-    await b.subscribe(room, (m) => void got.push(m), o);
-    return { got, rejected };
-  };
-  /** What the daemon (the only publisher there) may tell a user on its events subject. */
-  const tell = async (to: Identity, ev: Record<string, unknown>) => {
-    app.publish(userEventsSubject(to.signPubHex), enc(JSON.stringify(ev)));
-    await app.flush();
-  };
+  const user = (handle: string) => h.user(handle);
+  const lied = (...a: Parameters<LyingHarness['lied']>) => h.lied(...a);
+  const honest = (...a: Parameters<LyingHarness['honest']>) => h.honest(...a);
+  const ctlOf = (id: Identity) => h.ctlOf(id);
+  const keyOf = (...a: Parameters<LyingHarness['keyOf']>) => h.keyOf(...a);
+  const collect = (...a: Parameters<LyingHarness['collect']>) => h.collect(...a);
+  const tell = (...a: Parameters<LyingHarness['tell']>) => h.tell(...a);
   /** A chain served as it was (after `after`): what a proxy replays for a rollback. */
   const replay = (room: string, old: { head: number | null; statements: any[] }) => (q: Q) => {
     const after = q.query.has('after') ? Number(q.query.get('after')) : -1;
@@ -218,23 +76,11 @@ describe('cold review 11: owner-signed statements under attack', { timeout: 600_
   };
 
   before(async () => {
-    const port = await freePort();
-    d = await startDaemon({ args: ['--authority', `127.0.0.1:${port}`] });
-    proxy = await Proxy.start(d.httpUrl, port);
-    admin = new ControlClient({ urls: [d.httpUrl], identity: await adminOf(d) });
-    const n = await nodeStore(d);
-    store = n.store;
-    app = n.app;
-    closers.push(
-      () => n.nc.close(),
-      () => n.app.close()
-    );
+    h = await lyingHarness();
+    ({ proxy, store, app } = h);
   });
   after(async () => {
-    for (const c of closers.reverse()) await Promise.resolve(c()).catch(() => {});
-    admin?.close();
-    await proxy?.close();
-    await d?.dispose();
+    await h?.dispose();
   });
 
   test('A1 forced adoption: a control plane answering head:null cannot make the owner sign its member list and key', async () => {

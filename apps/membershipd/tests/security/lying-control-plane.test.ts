@@ -9,14 +9,12 @@ import { join } from 'node:path';
 import {
   ControlClient,
   OwnerPins,
-  Sealbus,
   TrustError,
   authorStatement,
   newRoomKey,
   openRoomKey,
   sealRoomKey,
   type RejectedFrame,
-  type RoomMessage,
 } from '@sealbus/client';
 import {
   FrameSealer,
@@ -26,18 +24,9 @@ import {
   type Identity,
 } from '@sealbus/crypto';
 import type { MembershipStore } from '@sealbus/store';
-import {
-  freePort,
-  runMembershipd,
-  startDaemon,
-  tempDir,
-  waitFor,
-  type TempDir,
-  type TestDaemon,
-} from '@sealbus/testing';
+import { runMembershipd, tempDir, waitFor, type TempDir } from '@sealbus/testing';
 import { signedCtl } from '../author.js';
-import { adminOf, enrol, nodeStore } from '../helpers.js';
-import { LyingProxy } from './lying-proxy.js';
+import { lyingHarness, type LyingHarness, type LyingProxy } from './lying-proxy.js';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -47,72 +36,27 @@ const PLAIN_SIGNED = { encrypt: false, persist: false, sign: true };
 const isTrust = (code: string) => (e: unknown) => e instanceof TrustError && e.code === code;
 
 describe('a lying control plane and former members', { timeout: 300_000 }, () => {
-  let d: TestDaemon;
+  let h: LyingHarness;
   let proxy: LyingProxy;
   let admin: ControlClient;
   let store: MembershipStore;
   let dir: TempDir;
-  const closers: Array<() => Promise<unknown> | void> = [];
-
-  const user = async (handle: string) => (await enrol(admin, d, handle)).id;
+  const user = (handle: string) => h.user(handle);
   /** A client whose control plane is the lying proxy. */
-  const lied = async (id: Identity, o: Partial<Parameters<typeof Sealbus.connect>[0]> = {}) => {
-    const b = await Sealbus.connect({
-      natsServers: [d.natsUrl],
-      controlUrls: [proxy.url],
-      identity: id,
-      ...o,
-    });
-    closers.push(() => b.close());
-    return b;
-  };
+  const lied = (...a: Parameters<LyingHarness['lied']>) => h.lied(...a);
   /** A client talking to the daemon directly. */
-  const honest = async (id: Identity, o: Partial<Parameters<typeof Sealbus.connect>[0]> = {}) => {
-    const b = await Sealbus.connect({
-      natsServers: [d.natsUrl],
-      controlUrls: [d.httpUrl],
-      identity: id,
-      ...o,
-    });
-    closers.push(() => b.close());
-    return b;
-  };
-  const ctlOf = (id: Identity) => {
-    const c = new ControlClient({ urls: [d.httpUrl], identity: id });
-    closers.push(() => c.close());
-    return c;
-  };
-  const keyOf = async (id: Identity, room: string, epoch: number) => {
-    const k = (await ctlOf(id).myKeys(room)).keys.find((x) => x.epoch === epoch);
-    assert.ok(k, `a key of epoch ${epoch}`);
-    return openRoomKey(k.sealed_key, id);
-  };
-  const collect = async (bus: Sealbus, room: string, o: { from?: 'start' | 'new' } = {}) => {
-    const got: RoomMessage[] = [];
-    const rejected: RejectedFrame[] = [];
-    bus.on('rejected', (r) => r.room === room && rejected.push(r));
-    await bus.subscribe(room, (m) => void got.push(m), o);
-    return { got, rejected };
-  };
+  const honest = (...a: Parameters<LyingHarness['honest']>) => h.honest(...a);
+  const ctlOf = (id: Identity) => h.ctlOf(id);
+  const keyOf = (...a: Parameters<LyingHarness['keyOf']>) => h.keyOf(...a);
+  const collect = (...a: Parameters<LyingHarness['collect']>) => h.collect(...a);
 
   before(async () => {
     dir = await tempDir('sealbus-lying-');
-    const port = await freePort();
-    d = await startDaemon({ args: ['--authority', `127.0.0.1:${port}`] });
-    proxy = await LyingProxy.start(d.httpUrl, port);
-    admin = new ControlClient({ urls: [d.httpUrl], identity: await adminOf(d) });
-    const n = await nodeStore(d);
-    store = n.store;
-    closers.push(
-      () => n.nc.close(),
-      () => n.app.close()
-    );
+    h = await lyingHarness();
+    ({ proxy, admin, store } = h);
   });
   after(async () => {
-    for (const c of closers.reverse()) await Promise.resolve(c()).catch(() => {});
-    admin?.close();
-    await proxy?.close();
-    await d?.dispose();
+    await h?.dispose();
     await dir?.[Symbol.asyncDispose]();
   });
 
