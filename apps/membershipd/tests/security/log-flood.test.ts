@@ -9,7 +9,7 @@ import { connect, nkeyAuthenticator } from 'nats';
 import { createUser } from 'nkeys.js';
 import { generateIdentity } from '@sealbus/crypto';
 import { ControlClient } from '@sealbus/client';
-import { startDaemon, type LogRecord, type TestDaemon } from '@sealbus/testing';
+import { startDaemon, waitFor, type LogRecord, type TestDaemon } from '@sealbus/testing';
 import { adminOf, enrol, natsAs } from '../helpers.js';
 import { sendRaw, signRaw } from './attack.js';
 
@@ -108,10 +108,13 @@ describe('quiet under attack', { timeout: 180_000 }, () => {
     // A signed request from someone else is still logged as usual.
     const before = d.logs.length;
     await admin.me();
-    assert.ok(
-      d.logs
-        .slice(before)
-        .some((l) => l.msg === 'http' && (l as { status?: number }).status === 200)
+    // The line reaches us through the daemon's stdout, a moment after the answer.
+    await waitFor(
+      () =>
+        d.logs
+          .slice(before)
+          .some((l) => l.msg === 'http' && (l as { status?: number }).status === 200),
+      { timeoutMs: 5_000, what: "the signed request's log line" }
     );
   });
 });
