@@ -46,3 +46,13 @@ export {
 } from '@sealbus/crypto';
 export { InsecureTransportError, natsTransport } from './secure.js';
 export { isLoopbackHost } from '@sealbus/protocol';
+// The shapes the control plane answers with, so applications need no other package.
+export type {
+  MemberRole,
+  MyRoom,
+  RoomDetail,
+  RoomPolicy,
+  RoomStatement,
+  SignedStatement,
+  UserRecord,
+} from '@sealbus/protocol';
