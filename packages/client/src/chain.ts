@@ -16,6 +16,7 @@ import {
   type RoomStatement,
   type SignedStatement,
 } from '@sealbus/protocol';
+import { SealbusError } from './errors.js';
 
 /**
  * Why the SDK refused what the control plane served about a room's trust:
@@ -37,14 +38,12 @@ export type TrustErrorCode =
   | 'NO_STATEMENT'
   | 'BAD_KEY';
 
-export class TrustError extends Error {
-  readonly code: TrustErrorCode;
+export class TrustError extends SealbusError {
+  declare readonly code: TrustErrorCode;
   readonly room: string | undefined;
 
   constructor(code: TrustErrorCode, message: string, room?: string) {
-    super(message);
-    this.name = new.target.name;
-    this.code = code;
+    super(code, message);
     this.room = room;
   }
 }

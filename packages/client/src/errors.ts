@@ -1,3 +1,30 @@
+/**
+ * Every error the SDK throws for a reason it knows is a `SealbusError` with
+ * a stable `code` (below); subclasses carry what is particular to them:
+ * `ControlError` (a control-plane answer: `status`, the server's `code`),
+ * `PublishError` (a frame not stored), `TrustError` (the control plane
+ * served something that does not hold up), `InsecureTransportError`.
+ * Catch `SealbusError` and switch on `code`.
+ */
+export class SealbusError extends Error {
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/**
+ * Codes the SDK itself raises (besides those of the subclasses):
+ * `BAD_INPUT` a call given what it cannot take (a payload that is neither
+ * bytes nor a string, a missing policy, a non-identity); `PAYLOAD_TOO_LARGE`
+ * a payload over what one frame carries; `NOT_A_WRITER` a reader's publish,
+ * refused before anything is sent.
+ */
+export type SealbusErrorCode = 'BAD_INPUT' | 'PAYLOAD_TOO_LARGE' | 'NOT_A_WRITER';
+
 /** One failed attempt against one control URL. */
 export interface ControlAttempt {
   url: string;
@@ -11,16 +38,13 @@ export interface ControlAttempt {
  * and `code` are the server's (`{"error":{"code"}}`); when no URL answered,
  * `status` is 0 or 503 and `code` is `UNAVAILABLE`, with every attempt listed.
  */
-export class ControlError extends Error {
+export class ControlError extends SealbusError {
   readonly status: number;
-  readonly code: string;
   readonly attempts: readonly ControlAttempt[];
 
   constructor(status: number, code: string, message: string, attempts: ControlAttempt[] = []) {
-    super(message);
-    this.name = new.target.name;
+    super(code, message);
     this.status = status;
-    this.code = code;
     this.attempts = attempts;
   }
 }
@@ -34,6 +58,8 @@ export class ControlError extends Error {
  */
 export type PublishErrorCode =
   | 'NOT_WRITER'
+  /** A reader's publish, refused by the SDK before anything is sent. */
+  | 'NOT_A_WRITER'
   | 'MALFORMED'
   | 'WRONG_SENDER'
   | 'BAD_SIGNATURE'
@@ -42,8 +68,8 @@ export type PublishErrorCode =
   | 'TIMEOUT';
 
 /** A publish that did not store the frame. */
-export class PublishError extends Error {
-  readonly code: PublishErrorCode;
+export class PublishError extends SealbusError {
+  declare readonly code: PublishErrorCode;
   readonly room: string;
 
   constructor(
@@ -52,9 +78,7 @@ export class PublishError extends Error {
     message: string,
     options?: { cause?: unknown }
   ) {
-    super(message, options);
-    this.name = new.target.name;
-    this.code = code;
+    super(code, message, options);
     this.room = room;
   }
 }

@@ -2,6 +2,8 @@ export { ControlClient, type ControlClientOptions } from './control.js';
 export {
   ControlError,
   PublishError,
+  SealbusError,
+  type SealbusErrorCode,
   type ControlAttempt,
   type PublishErrorCode,
 } from './errors.js';
@@ -30,6 +32,7 @@ export {
 export {
   Sealbus,
   type MessageHandler,
+  type MessageStream,
   type RoomSubscription,
   type SealbusEvents,
   type SealbusOptions,

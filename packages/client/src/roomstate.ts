@@ -47,7 +47,22 @@ export interface RoomMessage {
   formerMember: boolean;
   /** Stream sequence, for persisted rooms. */
   streamSeq?: number;
+  /** `data` as UTF-8 text. */
+  string(): string;
+  /** `data` parsed as JSON (UTF-8); throws SyntaxError when it is not JSON. */
+  json<T = unknown>(): T;
 }
+
+const utf8 = new TextDecoder();
+/** What every delivered message can do with its bytes (not own properties: the fields are the data). */
+const messageMethods = {
+  string(this: RoomMessage): string {
+    return utf8.decode(this.data);
+  },
+  json<T = unknown>(this: RoomMessage): T {
+    return JSON.parse(utf8.decode(this.data)) as T;
+  },
+};
 
 /** A frame a receiver refused, with the reason. Never dropped silently. */
 export interface RejectedFrame {
@@ -422,7 +437,7 @@ export class RoomState {
         v.reason === 'REPLAYED' ? 'frame already received' : 'frame older than the replay window'
       );
     return {
-      message: {
+      message: Object.assign(Object.create(messageMethods) as RoomMessage, {
         room: h.room,
         subject: chain.subject,
         sender: h.sender,
@@ -432,7 +447,7 @@ export class RoomState {
         data,
         formerMember,
         ...(streamSeq !== undefined ? { streamSeq } : {}),
-      },
+      }),
       loss: v.gap ? { room: h.room, sender: h.sender, session: h.session, ...v.gap } : null,
     };
   }

@@ -8,6 +8,7 @@ import {
 } from 'nats';
 import { randomBytes } from 'node:crypto';
 import {
+  FRAME_MAX_PAYLOAD,
   FrameError,
   FrameSealer,
   fingerprint as fingerprintOf,
@@ -26,7 +27,7 @@ import { bindingVerifies, ensureBound } from './binding.js';
 import { OwnerPins, TrustError, authorNext, authorStatement, type TrustState } from './chain.js';
 import { ControlClient } from './control.js';
 import { natsTransport } from './secure.js';
-import { ControlError, PublishError } from './errors.js';
+import { ControlError, PublishError, SealbusError } from './errors.js';
 import { Appender, PersistedReader } from './persisted.js';
 import { newRoomKey, sealRoomKey } from './keys.js';
 import {
@@ -104,6 +105,9 @@ export interface RoomSubscription {
   readonly room: string;
   stop(): Promise<void>;
 }
+
+/** A subscription read with `for await`: the room's messages in order; `stop()` (or leaving the loop) ends it. */
+export interface MessageStream extends RoomSubscription, AsyncIterable<RoomMessage> {}
 
 export interface SealbusEvents {
   /** A frame was refused (bad signature, non-member, unknown epoch, replay, ...). */
@@ -433,6 +437,20 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
    * which is made here and sealed to this identity only).
    */
   async createRoom(input: { subject: string; policy: RoomPolicy }): Promise<MyRoom> {
+    const policy: unknown = (input as { policy?: unknown } | undefined)?.policy;
+    if (
+      typeof policy !== 'object' ||
+      policy === null ||
+      !(['encrypt', 'persist', 'sign'] as const).every(
+        (k) => typeof (policy as Record<string, unknown>)[k] === 'boolean'
+      )
+    )
+      throw new SealbusError(
+        'BAD_INPUT',
+        'createRoom: policy must be {encrypt, persist, sign}, each true or false'
+      );
+    if (typeof input.subject !== 'string')
+      throw new SealbusError('BAD_INPUT', 'createRoom: subject must be a string');
     const key = input.policy.encrypt ? newRoomKey() : null;
     const id = randomBytes(12).toString('hex');
     const statement = authorStatement(this.identity.signSeed, null, {
@@ -658,17 +676,30 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     return this.control.listMyRooms();
   }
 
+  /** One of this identity's rooms, found by its id or its subject; undefined when it has none such. */
+  async room(idOrSubject: string): Promise<MyRoom | undefined> {
+    if (typeof idOrSubject !== 'string')
+      throw new SealbusError('BAD_INPUT', 'room: an id or a subject');
+    return (await this.control.listMyRooms()).find(
+      (r) => r.id === idOrSubject || r.subject === idOrSubject
+    );
+  }
+
   /**
-   * Publishes bytes to a room: encrypted under the current epoch key and
-   * signed as the room's policy says. Persisted rooms resolve once JetStream
-   * stored the frame.
+   * Publishes to a room: bytes, or a string (sent as UTF-8), encrypted under
+   * the current epoch key and signed as the room's policy says. Persisted
+   * rooms resolve once JetStream stored the frame. Anything else is
+   * `SealbusError` `BAD_INPUT`; more than one frame carries is
+   * `PAYLOAD_TOO_LARGE`; a reader's publish is `PublishError`
+   * `NOT_A_WRITER`, before anything is sent.
    */
-  async publish(roomId: string, data: Uint8Array): Promise<void> {
+  async publish(roomId: string, data: Uint8Array | string): Promise<void> {
+    const bytes = payloadBytes(data);
     const state = await this.#room(roomId);
     const mine = state.chain.role(this.identity.signPubHex);
     if (mine !== 'writer' && mine !== 'owner')
       throw new PublishError(
-        'NOT_WRITER',
+        'NOT_A_WRITER',
         roomId,
         mine === 'reader'
           ? 'a reader cannot publish to this room'
@@ -686,7 +717,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     if (!sealer)
       this.#sealers.set(roomId, (sealer = new FrameSealer(roomId, this.identity.signSeed)));
     const { epoch, key } = state.currentKey();
-    const frame = sealer.seal(data, { epoch, key, sign: state.chain.policy.sign });
+    const frame = sealer.seal(bytes, { epoch, key, sign: state.chain.policy.sign });
     if (state.chain.policy.persist) {
       this.#appender ??= new Appender(this.nc, this.identity.signPubHex);
       await this.#appender.append(roomId, frame, {
@@ -702,7 +733,60 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   async subscribe(
     roomId: string,
     handler: MessageHandler,
-    opts: SubscribeOptions = {}
+    opts?: SubscribeOptions
+  ): Promise<RoomSubscription>;
+  /**
+   * Without a handler: an async iterable of the room's messages
+   * (`for await (const m of sub)`), buffered until read; `stop()` ends it.
+   */
+  async subscribe(roomId: string, opts?: SubscribeOptions): Promise<MessageStream>;
+  async subscribe(
+    roomId: string,
+    handlerOrOpts?: MessageHandler | SubscribeOptions,
+    maybeOpts: SubscribeOptions = {}
+  ): Promise<RoomSubscription | MessageStream> {
+    if (typeof handlerOrOpts === 'function')
+      return this.#subscribe(roomId, handlerOrOpts, maybeOpts);
+    if (handlerOrOpts !== undefined && (typeof handlerOrOpts !== 'object' || handlerOrOpts === null))
+      throw new SealbusError('BAD_INPUT', 'subscribe: a handler function or options');
+    const queue: RoomMessage[] = [];
+    let wake: (() => void) | undefined;
+    let ended = false;
+    const sub = await this.#subscribe(
+      roomId,
+      (m) => {
+        queue.push(m);
+        wake?.();
+      },
+      handlerOrOpts ?? {}
+    );
+    const stop = async () => {
+      ended = true;
+      wake?.();
+      await sub.stop();
+    };
+    return {
+      room: roomId,
+      stop,
+      async *[Symbol.asyncIterator]() {
+        try {
+          while (true) {
+            while (queue.length) yield queue.shift()!;
+            if (ended) return;
+            await new Promise<void>((r) => (wake = r));
+            wake = undefined;
+          }
+        } finally {
+          if (!ended) await stop();
+        }
+      },
+    };
+  }
+
+  async #subscribe(
+    roomId: string,
+    handler: MessageHandler,
+    opts: SubscribeOptions
   ): Promise<RoomSubscription> {
     const state = await this.#room(roomId);
     const rejected = (bytes: Uint8Array, err: FrameError) => {
@@ -801,6 +885,25 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     this.#appender?.close();
     this.control.close();
   }
+}
+
+const utf8 = new TextEncoder();
+
+/** What `publish` sends: bytes as given, a string as UTF-8; anything else is refused. */
+function payloadBytes(data: unknown): Uint8Array {
+  const bytes =
+    data instanceof Uint8Array ? data : typeof data === 'string' ? utf8.encode(data) : null;
+  if (!bytes)
+    throw new SealbusError(
+      'BAD_INPUT',
+      `publish: the payload must be a Uint8Array or a string, not ${data === null ? 'null' : typeof data}`
+    );
+  if (bytes.length > FRAME_MAX_PAYLOAD)
+    throw new SealbusError(
+      'PAYLOAD_TOO_LARGE',
+      `publish: ${bytes.length} bytes; one message carries at most ${FRAME_MAX_PAYLOAD}`
+    );
+  return bytes;
 }
 
 /**

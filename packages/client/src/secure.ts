@@ -1,17 +1,17 @@
 import { isLoopbackHost } from '@sealbus/protocol';
+import { SealbusError } from './errors.js';
 
 /**
  * Refused: a `nats://` or `http://` URL to a host that is not loopback, or
  * `tls://` mixed with plaintext, without `allowInsecure`. The message says
  * which URL and how to fix it.
  */
-export class InsecureTransportError extends Error {
-  readonly code = 'INSECURE_TRANSPORT';
+export class InsecureTransportError extends SealbusError {
+  declare readonly code: 'INSECURE_TRANSPORT';
   readonly url: string;
 
   constructor(url: string, message: string) {
-    super(message);
-    this.name = new.target.name;
+    super('INSECURE_TRANSPORT', message);
     this.url = url;
   }
 }

@@ -204,7 +204,7 @@ describe('attacker: a member tries to make the server publish for it', { timeout
     });
     await O.invite(room.id, rd.signPubHex, 'reader');
     await O.invite(room.id, wr.signPubHex, 'writer');
-    await assert.rejects(RD.publish(room.id, enc('nope')), { code: 'NOT_WRITER' });
+    await assert.rejects(RD.publish(room.id, enc('nope')), { code: 'NOT_A_WRITER' });
     await WR.publish(room.id, enc('allowed'));
     await O.removeMember(room.id, wr.signPubHex);
     await sleep(1_100);
