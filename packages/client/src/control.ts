@@ -61,6 +61,12 @@ export interface ControlClientOptions {
   deadlineMs?: number;
   /** Accept `http://` to a host that is not loopback (warned once); default false. */
   allowInsecure?: boolean;
+  /**
+   * A 429 (rate limited) answer is retried once, after the server's
+   * `Retry-After` when that fits in the deadline (default true); false
+   * throws the 429 at once.
+   */
+  retryRateLimited?: boolean;
 }
 
 type Json = Record<string, unknown>;
@@ -81,6 +87,7 @@ export class ControlClient {
   readonly #transport: Transport;
   readonly #lifetime: number;
   readonly #deadlineMs: number;
+  readonly #retry429: boolean;
   #preferred = 0;
 
   constructor(o: ControlClientOptions) {
@@ -99,6 +106,7 @@ export class ControlClient {
     });
     this.#lifetime = o.signatureLifetimeSec ?? 60;
     this.#deadlineMs = Math.max(o.deadlineMs ?? 30_000, o.timeoutMs ?? 10_000);
+    this.#retry429 = o.retryRateLimited ?? true;
   }
 
   /** The URL that answered last (where the next request goes first). */
@@ -116,6 +124,7 @@ export class ControlClient {
     const bytes = body === undefined ? undefined : new TextEncoder().encode(JSON.stringify(body));
     const attempts: ControlAttempt[] = [];
     const deadline = Date.now() + this.#deadlineMs;
+    let retried429 = false;
     for (let i = 0; i < this.#urls.length && Date.now() < deadline; i++) {
       const idx = (this.#preferred + i) % this.#urls.length;
       const url = new URL(path, this.#urls[idx]);
@@ -137,6 +146,16 @@ export class ControlClient {
         continue;
       }
       this.#preferred = idx;
+      // Rate limited: wait what the server asks (within the deadline) and try once more.
+      if (res.status === 429 && this.#retry429 && !retried429) {
+        const waitMs = retryAfterMs(res.headers['retry-after']);
+        if (waitMs !== null && Date.now() + waitMs < deadline) {
+          retried429 = true;
+          await new Promise((r) => setTimeout(r, waitMs));
+          i--;
+          continue;
+        }
+      }
       if (res.status >= 200 && res.status < 300) {
         let parsed: unknown;
         try {
@@ -311,6 +330,13 @@ function sameId<T extends { id: string }>(asked: string, answer: T): T {
   if (answer.id !== asked)
     throw new ControlError(200, 'BAD_RESPONSE', `answered for room ${answer.id}, not ${asked}`);
   return answer;
+}
+
+/** `Retry-After` in seconds (the daemon's form), as ms; null when absent or not a small number. */
+function retryAfterMs(header: string | string[] | undefined): number | null {
+  const v = Array.isArray(header) ? header[0] : header;
+  if (v === undefined || !/^\d{1,4}$/.test(v.trim())) return null;
+  return Math.min(Number(v.trim()), 120) * 1000;
 }
 
 function errorOf(res: RawResponse): { code: string; message: string } {

@@ -126,8 +126,16 @@ export interface SealbusEvents {
    * refused; what was verified before stays in force.
    */
   untrusted: [TrustError];
-  /** This identity was removed from a room; its subscriptions there stopped. */
-  removed: [room: string];
+  /**
+   * This identity left a room; its subscriptions there stopped. `reason`:
+   * `removed` by the owner, the room `deleted`, or `left out` of a rekey
+   * (revoked or expired).
+   */
+  removed: [room: string, reason: string];
+  /** This identity was added to a room (it can subscribe or publish there now). */
+  invited: [room: string];
+  /** A room this client has open moved to a new epoch (the owner's statement verified). */
+  rekeyed: [room: string, epoch: number];
   error: [Error];
   /** The control plane says this identity is revoked or unknown: the client has closed. */
   revoked: [code: string];
@@ -312,7 +320,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     this.nc.subscribe(userEventsSubject(this.identity.signPubHex), {
       callback: (err, msg) => {
         if (err) return;
-        let ev: { type?: string; room?: string };
+        let ev: { type?: string; room?: string; reason?: string };
         try {
           ev = JSON.parse(new TextDecoder().decode(msg.data));
         } catch {
@@ -325,19 +333,24 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     });
   }
 
-  async #onEvent(ev: { type?: string; room?: string }): Promise<void> {
+  async #onEvent(ev: { type?: string; room?: string; reason?: string }): Promise<void> {
     switch (ev.type) {
       case 'member.added':
         // Lazily: the next use of a room we were not in renews the connection
         // (a reconnect drops in-flight core messages, so not on every event).
         this.#permsStale = true;
+        if (ev.room) this.emit('invited', ev.room);
         if (ev.room && this.#rooms.has(ev.room))
           await (await this.#rooms.get(ev.room)!).refresh(true);
         return;
       case 'room.changed':
       case 'room.rekeyed':
-        if (ev.room && this.#rooms.has(ev.room))
-          await (await this.#rooms.get(ev.room)!).refresh(true);
+        if (ev.room && this.#rooms.has(ev.room)) {
+          const state = await this.#rooms.get(ev.room)!;
+          const before = state.chain.epoch;
+          await state.refresh(true);
+          if (state.chain.epoch !== before) this.emit('rekeyed', ev.room, state.chain.epoch);
+        }
         return;
       case 'rekey.needed':
         // A member was revoked or expired: the owner rotates to a key they lack.
@@ -359,7 +372,10 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
               const still = await state
                 .refresh(true)
                 .then(() => state.chain.role(this.identity.signPubHex) !== undefined)
-                .catch((err: unknown) => !(err instanceof ControlError && err.status === 403));
+                .catch(
+                  (err: unknown) =>
+                    !(err instanceof ControlError && (err.status === 403 || err.status === 404))
+                );
               if (still) return;
             }
           }
@@ -367,7 +383,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
           this.#rooms.delete(ev.room);
           this.#sealers.delete(ev.room);
           this.#fresh.delete(ev.room);
-          this.emit('removed', ev.room);
+          this.emit('removed', ev.room, ev.reason ?? 'removed');
         }
         return;
     }
@@ -747,7 +763,10 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   ): Promise<RoomSubscription | MessageStream> {
     if (typeof handlerOrOpts === 'function')
       return this.#subscribe(roomId, handlerOrOpts, maybeOpts);
-    if (handlerOrOpts !== undefined && (typeof handlerOrOpts !== 'object' || handlerOrOpts === null))
+    if (
+      handlerOrOpts !== undefined &&
+      (typeof handlerOrOpts !== 'object' || handlerOrOpts === null)
+    )
       throw new SealbusError('BAD_INPUT', 'subscribe: a handler function or options');
     const queue: RoomMessage[] = [];
     let wake: (() => void) | undefined;

@@ -125,6 +125,30 @@ describe(
       await cb.stop();
     });
 
+    test('events: invited, rekeyed, removed with its reason (removed, deleted)', async () => {
+      const [a, b] = [await user('ev-alice'), await user('ev-bob')];
+      const A = await bus(a);
+      const B = await bus(b);
+      const events: string[] = [];
+      B.on('invited', (room) => events.push(`invited ${room}`));
+      B.on('rekeyed', (room, epoch) => events.push(`rekeyed ${room} ${epoch}`));
+      B.on('removed', (room, reason) => events.push(`removed ${room} ${reason}`));
+      const r1 = await A.createRoom({ subject: 'ev.one', policy: ENC });
+      const r2 = await A.createRoom({ subject: 'ev.two', policy: ENC });
+      await A.invite(r1.id, b.signPubHex, 'reader');
+      await A.invite(r2.id, b.signPubHex, 'reader');
+      await waitFor(() => events.length === 2, { what: 'invited twice' });
+      await B.subscribe(r1.id, () => {});
+      await B.subscribe(r2.id, () => {});
+      await A.rekey(r1.id);
+      await waitFor(() => events.includes(`rekeyed ${r1.id} 1`), { what: 'rekeyed' });
+      await A.removeMember(r1.id, b.signPubHex);
+      await waitFor(() => events.includes(`removed ${r1.id} removed`), { what: 'removed' });
+      await A.deleteRoom(r2.id);
+      await waitFor(() => events.includes(`removed ${r2.id} deleted`), { what: 'deleted' });
+      assert.deepEqual(events.slice(0, 2).sort(), [`invited ${r1.id}`, `invited ${r2.id}`].sort());
+    });
+
     test('one error family: control, trust, publish and transport errors are SealbusErrors', async () => {
       const stranger = generateIdentity(); // not registered
       const ctl = new ControlClient({ urls: [d.httpUrl], identity: stranger });
@@ -136,6 +160,11 @@ describe(
       assert.ok(new TrustError('ROLLBACK', 'x') instanceof SealbusError);
       assert.ok(new InsecureTransportError('nats://x', 'x') instanceof SealbusError);
       assert.equal(new InsecureTransportError('nats://x', 'x').code, 'INSECURE_TRANSPORT');
+      // An unregistered identity at connect: the control plane's answer, not a bare NATS refusal.
+      await assert.rejects(
+        Sealbus.connect({ natsServers: [d.natsUrl], controlUrls: [d.httpUrl], identity: stranger }),
+        (e: unknown) => e instanceof ControlError && e.status === 401 && e.code === 'UNKNOWN_KEY'
+      );
       await assert.rejects(
         Sealbus.connect({
           natsServers: ['nats://nats.example.org:4222'],

@@ -15,7 +15,13 @@ import { kickUser } from './kick.js';
 export type Change =
   | { type: 'user.revoked'; sign_pub: string }
   | { type: 'member.added'; room: string; sign_pub: string }
-  | { type: 'member.removed'; room: string; sign_pub: string }
+  | {
+      type: 'member.removed';
+      room: string;
+      sign_pub: string;
+      /** Why, for the member's SDK: removed by the owner (default), the room deleted, or left out at a rekey (revoked or expired). */
+      reason?: 'removed' | 'deleted' | 'left out';
+    }
   | { type: 'room.rekeyed'; room: string; epoch: number }
   /** A member of an encrypted room was revoked or expired: its owner should rotate the key. */
   | { type: 'rekey.needed'; room: string; owner: string };
@@ -163,7 +169,11 @@ export class Reactor {
         await this.#tellOthers(c.room, c.sign_pub);
         return;
       case 'member.removed':
-        this.#notify(c.sign_pub, { type: 'member.removed', room: c.room });
+        this.#notify(c.sign_pub, {
+          type: 'member.removed',
+          room: c.room,
+          reason: c.reason ?? 'removed',
+        });
         await this.#tellOthers(c.room, c.sign_pub);
         await this.#o.app.flush();
         await this.#kick(c.sign_pub);

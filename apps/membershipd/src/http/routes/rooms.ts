@@ -199,7 +199,12 @@ export const roomRoutes: RouteDef[] = [
       });
       for (const m of members) {
         if (m.sign_pub !== room.owner)
-          await tellDataPlane(s, c, { type: 'member.removed', room: id, sign_pub: m.sign_pub });
+          await tellDataPlane(s, c, {
+            type: 'member.removed',
+            room: id,
+            sign_pub: m.sign_pub,
+            reason: 'deleted',
+          });
       }
       return c.json({ id: room.id, subject: room.subject, deleted: true });
     },
@@ -311,7 +316,12 @@ export const roomRoutes: RouteDef[] = [
         dropped: dropped.length,
       });
       for (const m of dropped)
-        await tellDataPlane(s, c, { type: 'member.removed', room: id, sign_pub: m });
+        await tellDataPlane(s, c, {
+          type: 'member.removed',
+          room: id,
+          sign_pub: m,
+          reason: 'left out',
+        });
       await tellDataPlane(s, c, { type: 'room.rekeyed', room: id, epoch: room.epoch });
       return c.json({ id: room.id, subject: room.subject, epoch: room.epoch });
     },
