@@ -9,6 +9,7 @@ import { registerMigrate } from './commands/migrate.js';
 import { registerIdentity } from './commands/identity/index.js';
 import { registerKeys } from './commands/keys/index.js';
 import { registerUser } from './commands/user/index.js';
+import { registerSign } from './commands/sign.js';
 import { VERSION } from './version.js';
 
 /** Exit codes shared by every subcommand. */
@@ -82,6 +83,7 @@ export function buildProgram(): Command {
   registerMigrate(program);
   registerIdentity(program);
   registerKeys(program);
+  registerSign(program);
   return program;
 }
 
