@@ -40,6 +40,7 @@ export {
 } from './sealbus.js';
 // Identity files, so applications need no other Sealbus package.
 export {
+  encodePublicIdentity,
   fingerprint,
   generateIdentity,
   loadIdentity,
