@@ -7,7 +7,15 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SIGNED_ROUTES } from './app.js';
 
-const README = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..', '..', 'README.md');
+const README = join(
+  dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  '..',
+  '..',
+  '..',
+  'README.md'
+);
 
 test('the README route table lists exactly the signed routes the daemon serves', () => {
   const rows = readFileSync(README, 'utf8')
