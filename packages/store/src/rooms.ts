@@ -95,6 +95,15 @@ export interface AdvancedStatement {
   undo(): Promise<void>;
 }
 
+/** A statement's text, parsed and checked (protocol rules), or BAD_STATEMENT. */
+function parsedStatement(text: string): RoomStatement {
+  try {
+    return parseStatement(text);
+  } catch (err) {
+    throw new StoreError('BAD_STATEMENT', (err as Error).message);
+  }
+}
+
 const parseStored = (raw: unknown): StoredStatement => {
   const r = raw as StoredStatement;
   if (
@@ -588,15 +597,7 @@ export class Rooms {
       await advanced.undo();
       throw err;
     });
-    const r = await casUpdate(
-      this.#b.rooms,
-      roomKey(room.id),
-      parseRoom,
-      (cur): RoomRecord | null =>
-        cur.policy.encrypt && !cur.needs_rekey ? { ...cur, needs_rekey: true } : null,
-      'mark room for rekey'
-    );
-    return r.value;
+    return (await this.#markForRekey(room.id)).value;
   }
 
   /** Every membership whose expiry has passed (one scan of the members bucket). */
@@ -608,19 +609,23 @@ export class Rooms {
   /** Marks an encrypted room as needing a rekey (a member was revoked or expired). */
   async markForRekey(id: string): Promise<boolean> {
     try {
-      const r = await casUpdate(
-        this.#b.rooms,
-        roomKey(id),
-        parseRoom,
-        (cur): RoomRecord | null =>
-          cur.policy.encrypt && !cur.needs_rekey ? { ...cur, needs_rekey: true } : null,
-        'mark room for rekey'
-      );
-      return r.changed;
+      return (await this.#markForRekey(id)).changed;
     } catch (err) {
       if (err instanceof StoreError && err.code === 'NOT_FOUND') return false;
       throw err;
     }
+  }
+
+  /** Sets `needs_rekey` on an encrypted room (compare-and-set; unchanged when already set). */
+  #markForRekey(id: string) {
+    return casUpdate(
+      this.#b.rooms,
+      roomKey(id),
+      parseRoom,
+      (cur): RoomRecord | null =>
+        cur.policy.encrypt && !cur.needs_rekey ? { ...cur, needs_rekey: true } : null,
+      'mark room for rekey'
+    );
   }
 
   /** Access goes first; the index and the consumer follow. */
@@ -645,12 +650,7 @@ export class Rooms {
   ): Promise<RoomRecord> {
     if (await this.head(room.id))
       throw new StoreError('STALE_STATEMENT', 'this room already has statements');
-    let next: RoomStatement;
-    try {
-      next = parseStatement(statement.statement);
-    } catch (err) {
-      throw new StoreError('BAD_STATEMENT', (err as Error).message);
-    }
+    const next = parsedStatement(statement.statement);
     const members = await this.members(room.id);
     const stated = new Map(next.members);
     if (stated.size !== members.length || !members.every((m) => stated.get(m.sign_pub) === m.role))
@@ -670,24 +670,50 @@ export class Rooms {
     const current = decodeJson(entry, parseRoom);
     if (current.epoch !== room.epoch)
       throw new StoreError('STALE_STATEMENT', 'the room changed meanwhile; retry');
-    const advanced = await this.advance({ ...current, epoch }, statement, { kind: 'adopt' });
+    const advanced = await this.advance({ ...current, epoch }, statement, { kind: 'adopt' }, next);
     if (!room.policy.encrypt) return current;
+    return this.#commitEpoch(
+      current,
+      entry.revision,
+      epoch,
+      sealedKeys!,
+      advanced,
+      now,
+      new StoreError('STALE_STATEMENT', 'the room changed meanwhile; retry')
+    );
+  }
+
+  /**
+   * The last steps of a move to a new epoch whose statement `advanced`
+   * wrote: each sealed key stored create-only, then the room record's epoch
+   * moved with a compare-and-set from `revision` (a room that changed since
+   * is `changed`). On any failure the keys and the statement are undone.
+   */
+  async #commitEpoch(
+    room: RoomRecord,
+    revision: number,
+    epoch: number,
+    sealedKeys: Record<string, string>,
+    advanced: AdvancedStatement,
+    now: Date,
+    /** What a room that changed since `revision` is. */
+    changed: StoreError
+  ): Promise<RoomRecord> {
     const at = now.toISOString();
     const written: Array<[KV, string]> = [];
     try {
-      for (const m of stated.keys()) {
-        await this.#putSealedKey(room.id, epoch, m, sealedKeys![m]!, at);
+      for (const [m, sealed] of Object.entries(sealedKeys)) {
+        await this.#putSealedKey(room.id, epoch, m, sealed, at);
         written.push([this.#b.roomKeys, sealedKeyKey(room.id, epoch, m)]);
       }
-      const next2: RoomRecord = { ...current, epoch, needs_rekey: false };
+      const next: RoomRecord = { ...room, epoch, needs_rekey: false };
       try {
-        await this.#b.rooms.update(roomKey(room.id), encodeJson(next2), entry.revision);
+        await this.#b.rooms.update(roomKey(room.id), encodeJson(next), revision);
       } catch (err) {
-        if (isWrongLastSequence(err))
-          throw new StoreError('STALE_STATEMENT', 'the room changed meanwhile; retry');
-        throw toStoreError(err, 'adopt');
+        if (isWrongLastSequence(err)) throw changed;
+        throw toStoreError(err, 'move to a new epoch');
       }
-      return next2;
+      return next;
     } catch (err) {
       await undo(written);
       await advanced.undo();
@@ -727,12 +753,7 @@ export class Rooms {
     }
     const current = (await this.members(id)).map((m) => m.sign_pub);
     const given = Object.keys(sealedKeys);
-    let next: RoomStatement;
-    try {
-      next = parseStatement(statement.statement);
-    } catch (err) {
-      throw new StoreError('BAD_STATEMENT', (err as Error).message);
-    }
+    const next = parsedStatement(statement.statement);
     if (next.epoch !== epoch)
       throw new StoreError('BAD_STATEMENT', `statement: its epoch is not ${epoch}`);
     const stated = next.members.map(([k]) => k);
@@ -762,36 +783,28 @@ export class Rooms {
         'BAD_STATEMENT',
         `a rekey keeps every active member (remove them first): ${activeLeftOut.join(', ')}`
       );
-    const advanced = await this.advance(room, statement, { kind: 'rekey' });
-    const at = now.toISOString();
-    const written: Array<[KV, string]> = [];
+    const advanced = await this.advance(room, statement, { kind: 'rekey' }, next);
     let next2: RoomRecord;
     try {
-      for (const m of stated) {
-        await this.#putSealedKey(id, epoch, m, sealedKeys[m]!, at);
-        written.push([this.#b.roomKeys, sealedKeyKey(id, epoch, m)]);
-      }
-      next2 = { ...room, epoch, needs_rekey: false };
-      try {
-        await this.#b.rooms.update(roomKey(id), encodeJson(next2), entry.revision);
-      } catch (err) {
-        if (isWrongLastSequence(err))
-          throw new StoreError('CONFLICT', 'the room changed during the rekey; retry');
-        throw toStoreError(err, 'rekey');
-      }
+      next2 = await this.#commitEpoch(
+        room,
+        entry.revision,
+        epoch,
+        sealedKeys,
+        advanced,
+        now,
+        new StoreError('CONFLICT', 'the room changed during the rekey; retry')
+      );
     } catch (err) {
-      await undo(written);
-      await advanced.undo();
       if (
         err instanceof StoreError &&
         err.code === 'CONFLICT' &&
         /already exists/.test(err.message)
-      ) {
+      )
         throw new StoreError(
           'CONFLICT',
           `epoch ${epoch} is being or has been set by another rekey`
         );
-      }
       throw err;
     }
     // The members left out (revoked or expired) lose the membership too.
@@ -882,14 +895,9 @@ export class Rooms {
   async advance(
     room: RoomRecord,
     signed: SignedStatement,
-    change: StatementChange
+    change: StatementChange,
+    next: RoomStatement = parsedStatement(signed.statement)
   ): Promise<AdvancedStatement> {
-    let next: RoomStatement;
-    try {
-      next = parseStatement(signed.statement);
-    } catch (err) {
-      throw new StoreError('BAD_STATEMENT', (err as Error).message);
-    }
     if (!verifyRoomStatement(room.owner, signed.statement, signed.sig))
       throw new StoreError(
         'BAD_STATEMENT',
