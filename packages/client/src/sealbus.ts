@@ -573,12 +573,12 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     });
     const key = newRoomKey();
     const epoch = chain.epoch + 1;
-    const sealed: Record<string, string> = {};
-    for (const [k] of keep) {
-      const m = view.get(k);
-      if (k === this.identity.signPubHex) sealed[k] = sealRoomKey(key, this.identity.kexPubHex);
-      else sealed[k] = sealRoomKey(key, boundKexPub(m!, k, roomId));
-    }
+    const sealed = this.#sealTo(
+      key,
+      keep.map(([k]) => k),
+      view,
+      roomId
+    );
     const statement = authorNext(this.identity.signSeed, chain, {
       epoch,
       key,
@@ -644,16 +644,14 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       );
     const epoch = detail.policy.encrypt ? detail.epoch + 1 : detail.epoch;
     const key = detail.policy.encrypt ? newRoomKey() : null;
-    let sealed: Record<string, string> | undefined;
-    if (key) {
-      sealed = {};
-      const view = new Map(detail.members.map((m) => [m.sign_pub, m]));
-      for (const k of expected.keys())
-        sealed[k] =
-          k === this.identity.signPubHex
-            ? sealRoomKey(key, this.identity.kexPubHex)
-            : sealRoomKey(key, boundKexPub(view.get(k)!, k, roomId));
-    }
+    const sealed = key
+      ? this.#sealTo(
+          key,
+          [...expected.keys()],
+          new Map(detail.members.map((m) => [m.sign_pub, m])),
+          roomId
+        )
+      : undefined;
     const statement = authorStatement(this.identity.signSeed, null, {
       room: roomId,
       subject: detail.subject,
@@ -667,6 +665,32 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     this.#pins.pin(roomId, this.identity.signPubHex);
     this.#rooms.delete(roomId);
     return epoch;
+  }
+
+  /**
+   * `key` sealed to each member named (this identity's own kex key, or a
+   * member's kex key from `view` only if bound to that sign key: UNBOUND_KEY
+   * otherwise, before anything is sent).
+   */
+  #sealTo(
+    key: Uint8Array,
+    members: string[],
+    view: ReadonlyMap<string, Parameters<typeof boundKexPub>[0]>,
+    roomId: string
+  ): Record<string, string> {
+    const sealed: Record<string, string> = {};
+    for (const k of members) {
+      const entry = view.get(k);
+      if (k === this.identity.signPubHex) sealed[k] = sealRoomKey(key, this.identity.kexPubHex);
+      else if (!entry)
+        throw new TrustError(
+          'UNBOUND_KEY',
+          `user ${k}: no entry to seal to; nothing sealed`,
+          roomId
+        );
+      else sealed[k] = sealRoomKey(key, boundKexPub(entry, k, roomId));
+    }
+    return sealed;
   }
 
   #mustOwn(state: RoomState): void {
@@ -726,7 +750,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       const now = Date.now();
       const stale =
         state.detail.needs_rekey ||
-        state.detail.members.some((m) => m.expires_at !== null && Date.parse(m.expires_at) <= now);
+        state.detail.members.some((m) => !grantActive(m.expires_at, now));
       if (stale) await this.#autoRekey(roomId);
     }
     let sealer = this.#sealers.get(roomId);

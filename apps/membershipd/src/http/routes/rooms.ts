@@ -24,6 +24,8 @@ import {
   userActive,
   userMayCreateRooms,
   ValidationError,
+  type MemberRecord,
+  type UserRecord,
 } from '@sealbus/protocol';
 import { z } from 'zod';
 import { HttpError } from '../errors.js';
@@ -65,16 +67,23 @@ function sealedByKey(given: Record<string, string>): Record<string, string> {
   return sealed;
 }
 
-/** Members whose user is revoked, expired or gone, or whose membership expired. */
-async function inactiveMembers(s: Services, id: string): Promise<Set<string>> {
+/** A room's members, each with its user record (null for a user that is gone). */
+async function membersWithUsers(s: Services, id: string) {
   const members = await s.store.rooms.members(id);
   const users = await Promise.all(members.map((m) => s.store.getUser(m.sign_pub)));
-  const out = new Set<string>();
-  members.forEach((m, i) => {
-    const u = users[i];
-    if (!grantActive(m.expires_at) || !u || !userActive(u)) out.add(m.sign_pub);
-  });
-  return out;
+  return members.map((m, i) => ({ m, u: users[i] ?? null }));
+}
+
+/**
+ * A member that still holds the room's key but may no longer: its
+ * membership expired, or its user is revoked, expired or gone.
+ */
+const inactive = ({ m, u }: { m: MemberRecord; u: UserRecord | null }) =>
+  !grantActive(m.expires_at) || !u || !userActive(u);
+
+/** The sign_pubs of a room's inactive members (a rekey leaves them out). */
+async function inactiveMembers(s: Services, id: string): Promise<Set<string>> {
+  return new Set((await membersWithUsers(s, id)).filter(inactive).map(({ m }) => m.sign_pub));
 }
 
 /**
@@ -159,25 +168,22 @@ export const roomRoutes: RouteDef[] = [
     async handler(c, s) {
       const id = param(c, 'id', roomIdSchema);
       const { room, me } = await requireMembership(s, c, id, { action: 'room.get' });
-      const members = await s.store.rooms.members(id);
-      const users = await Promise.all(members.map((m) => s.store.getUser(m.sign_pub)));
+      const members = await membersWithUsers(s, id);
       // A revoked user or an expired membership still holds the current key:
       // the room needs a rekey (that leaves them out) whatever its record says.
-      const stale =
-        room.policy.encrypt &&
-        members.some((m, i) => !grantActive(m.expires_at) || !users[i] || !userActive(users[i]!));
+      const stale = room.policy.encrypt && members.some(inactive);
       return c.json({
         ...room,
         needs_rekey: room.needs_rekey || stale,
         role: me.role,
-        members: members.map((m, i) => ({
+        members: members.map(({ m, u }) => ({
           ...m,
-          handle: users[i]?.handle ?? null,
-          kex_pub: users[i]?.kex_pub ?? null,
-          nats_pub: users[i]?.nats_pub ?? null,
-          binding: users[i]?.binding ?? null,
-          bound: users[i]?.bound ?? false,
-          status: users[i]?.status ?? 'unknown',
+          handle: u?.handle ?? null,
+          kex_pub: u?.kex_pub ?? null,
+          nats_pub: u?.nats_pub ?? null,
+          binding: u?.binding ?? null,
+          bound: u?.bound ?? false,
+          status: u?.status ?? 'unknown',
         })),
       });
     },
