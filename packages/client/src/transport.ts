@@ -39,7 +39,28 @@ export class Transport {
     this.#timeoutMs = o.timeoutMs;
   }
 
-  send(
+  /**
+   * One exchange. A kept-alive socket that the server closed just as it was
+   * reused (its idle timeout racing our request) fails before any answer;
+   * that exchange is sent once more on a fresh socket, with the same
+   * headers: a request the server did process the first time is then
+   * refused as a replay (same nonce), never executed twice.
+   */
+  async send(
+    method: string,
+    url: URL,
+    headers: Record<string, string>,
+    body?: Uint8Array
+  ): Promise<RawResponse> {
+    try {
+      return await this.#send(method, url, headers, body);
+    } catch (err) {
+      if (!(err instanceof ReusedSocketClosed)) throw err;
+      return this.#send(method, url, headers, body);
+    }
+  }
+
+  #send(
     method: string,
     url: URL,
     headers: Record<string, string>,
@@ -82,9 +103,13 @@ export class Transport {
         () => req.destroy(new Error(`no complete answer within ${this.#timeoutMs} ms`)),
         this.#timeoutMs
       );
-      req.on('error', (err) => {
+      let answered = false;
+      req.on('response', () => (answered = true));
+      req.on('error', (err: NodeJS.ErrnoException) => {
         clearTimeout(deadline);
-        reject(err);
+        const closedUnderUs =
+          req.reusedSocket && !answered && (err.code === 'ECONNRESET' || err.code === 'EPIPE');
+        reject(closedUnderUs ? new ReusedSocketClosed(err) : err);
       });
       req.end(body?.length ? body : undefined);
     });
@@ -93,5 +118,13 @@ export class Transport {
   close(): void {
     this.#http.destroy();
     this.#https.destroy();
+  }
+}
+
+/** A reused keep-alive socket closed by the server before it answered. */
+class ReusedSocketClosed extends Error {
+  constructor(cause: Error) {
+    super(cause.message, { cause });
+    this.name = 'ReusedSocketClosed';
   }
 }
