@@ -19,13 +19,8 @@ import {
 } from '@sealbus/crypto';
 import { parseStatement } from '@sealbus/protocol';
 import { internalNatsSeed } from '@sealbus/membershipd';
-import {
-  ControlClient,
-  Sealbus,
-  StatementChain,
-  authorStatement,
-  newRoomKey,
-} from '@sealbus/client';
+import { ControlClient, Sealbus } from '@sealbus/client';
+import { StatementChain, authorStatement, newRoomKey } from '@sealbus/client/internal';
 import { startDaemon } from '@sealbus/testing';
 import { median, percentile, table } from './lib.mjs';
 

@@ -45,8 +45,11 @@ out = resolve(out);
 const readJson = (p) => JSON.parse(readFileSync(p, 'utf8'));
 const client = readJson(join(ROOT, 'packages/client/package.json'));
 
-// Built output only: tests and their maps stay home.
-const notTest = (src) => !/\.test\.(js|d\.ts)(\.map)?$/.test(src);
+// Built output only: tests and their maps stay home, and so does the
+// client's `internal` entry (this repository's tests and tools; not API).
+const notTest = (src) =>
+  !/\.test\.(js|d\.ts)(\.map)?$/.test(src) &&
+  !/client\/dist\/internal\.(js|d\.ts)(\.map)?$/.test(src);
 const copyDist = (from, to) => {
   if (!existsSync(join(from, 'dist'))) fail(`${from}/dist is missing: run npm run build first`);
   cpSync(join(from, 'dist'), join(to, 'dist'), { recursive: true, filter: notTest });

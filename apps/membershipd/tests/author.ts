@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { authorNext, authorStatement, StatementChain, type ControlClient } from '@sealbus/client';
+import { type ControlClient } from '@sealbus/client';
+import { authorNext, authorStatement, StatementChain } from '@sealbus/client/internal';
 import type { Identity } from '@sealbus/crypto';
 import type { AddMemberRequest, MemberRole, RoomPolicy, SignedStatement } from '@sealbus/protocol';
 

@@ -11,13 +11,8 @@ import {
   natsUserKey,
   type Identity,
 } from '@sealbus/crypto';
-import {
-  ControlClient,
-  openRoomKey,
-  Sealbus,
-  type RejectedFrame,
-  type RoomMessage,
-} from '@sealbus/client';
+import { ControlClient, Sealbus, type RejectedFrame, type RoomMessage } from '@sealbus/client';
+import { openRoomKey, natsOf } from '@sealbus/client/internal';
 import type { MembershipStore } from '@sealbus/store';
 import { startDaemon, waitFor, type TestDaemon } from '@sealbus/testing';
 import { adminOf, natsAs, nextPermissionError, nodeStore, publishRefused } from './helpers.js';
@@ -230,7 +225,7 @@ describe('data plane: auth callout, E2E rooms, live revocation', { timeout: 300_
     ]);
     assert.equal(code, 'REVOKED_KEY');
     await closed;
-    assert.equal(B.nc.isClosed(), true);
+    assert.equal(natsOf(B).isClosed(), true);
     assert.ok(Date.now() - t0 < 15_000);
   });
 

@@ -7,28 +7,14 @@ export {
   type ControlAttempt,
   type PublishErrorCode,
 } from './errors.js';
-export { newRoomKey, openRoomKey, sealRoomKey } from './keys.js';
 export {
-  OwnerPins,
-  StatementChain,
   TrustError,
-  authorNext,
-  authorStatement,
-  signStatement,
   type EpochInfo,
   type ServedStatement,
   type TrustErrorCode,
   type TrustState,
 } from './chain.js';
-export { bindingVerifies } from './binding.js';
-export {
-  DEFAULT_ROTATION_GRACE_MS,
-  RoomState,
-  type RoomTrust,
-  type PossibleLoss,
-  type RejectedFrame,
-  type RoomMessage,
-} from './roomstate.js';
+export { type PossibleLoss, type RejectedFrame, type RoomMessage } from './roomstate.js';
 export {
   Sealbus,
   type MessageHandler,
@@ -48,8 +34,7 @@ export {
   saveIdentity,
   type Identity,
 } from '@sealbus/crypto';
-export { InsecureTransportError, natsTransport } from './secure.js';
-export { isLoopbackHost } from '@sealbus/protocol';
+export { InsecureTransportError } from './secure.js';
 // The shapes the control plane answers with, so applications need no other package.
 export type {
   MemberRole,

@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from 'nats';
+import { headers as natsHeaders, type Msg } from 'nats';
 import {
   APPEND_ID_HEADER,
   appendResultSubject,
   appendSubject,
   memberDeliverSubject,
 } from '@sealbus/protocol';
+import type { LiveConnection, LiveSubscription } from './conn.js';
 import { PublishError, type PublishErrorCode } from './errors.js';
 
 type AppendAnswer =
@@ -27,35 +28,32 @@ const REFUSALS: ReadonlySet<string> = new Set<PublishErrorCode>([
  * attempt was stored is recognised and no other writer can take the id.
  */
 export class Appender {
-  readonly #nc: NatsConnection;
+  readonly #conn: LiveConnection;
   readonly #signPub: string;
   readonly #waiters = new Map<string, (a: AppendAnswer) => void>();
-  #sub: Subscription | undefined;
+  #sub: LiveSubscription | undefined;
 
-  constructor(nc: NatsConnection, signPub: string) {
-    this.#nc = nc;
+  constructor(conn: LiveConnection, signPub: string) {
+    this.#conn = conn;
     this.#signPub = signPub;
   }
 
   async #listen(): Promise<void> {
     if (this.#sub) return;
-    this.#sub = this.#nc.subscribe(appendResultSubject(this.#signPub, '*'), {
-      callback: (err, msg) => {
-        if (err) return;
-        const id = msg.subject.slice(msg.subject.lastIndexOf('.') + 1);
-        const waiter = this.#waiters.get(id);
-        if (!waiter) return;
-        try {
-          const a = JSON.parse(new TextDecoder().decode(msg.data)) as AppendAnswer;
-          if (typeof a !== 'object' || a === null || typeof a.ok !== 'boolean') return;
-          if (a.ok && (!Number.isSafeInteger(a.seq) || a.seq < 1)) return;
-          waiter(a);
-        } catch {
-          /* not an answer */
-        }
-      },
+    this.#sub = this.#conn.subscribe(appendResultSubject(this.#signPub, '*'), (msg) => {
+      const id = msg.subject.slice(msg.subject.lastIndexOf('.') + 1);
+      const waiter = this.#waiters.get(id);
+      if (!waiter) return;
+      try {
+        const a = JSON.parse(new TextDecoder().decode(msg.data)) as AppendAnswer;
+        if (typeof a !== 'object' || a === null || typeof a.ok !== 'boolean') return;
+        if (a.ok && (!Number.isSafeInteger(a.seq) || a.seq < 1)) return;
+        waiter(a);
+      } catch {
+        /* not an answer */
+      }
     });
-    await this.#nc.flush();
+    await this.#conn.flush();
   }
 
   /**
@@ -79,7 +77,7 @@ export class Appender {
         this.#waiters.set(id, resolve);
         timer = setTimeout(() => resolve(null), Math.min(o.attemptMs, deadline - Date.now()));
         // No reply subject: the answer comes on our inbox, by id.
-        this.#nc.publish(appendSubject(roomId), frame, { headers: h });
+        this.#conn.publish(appendSubject(roomId), frame, h);
       });
       clearTimeout(timer);
       this.#waiters.delete(id);
@@ -93,7 +91,7 @@ export class Appender {
       if (answer && REFUSALS.has(answer.code))
         throw new PublishError(answer.code as PublishErrorCode, roomId, answer.message);
       if (answer) lastError = `${answer.code}: ${answer.message}`;
-      if (this.#nc.isClosed() || Date.now() + backoff >= deadline)
+      if (this.#conn.nc.isClosed() || Date.now() + backoff >= deadline)
         throw new PublishError('TIMEOUT', roomId, `frame not stored (${lastError})`);
       await new Promise((r) => setTimeout(r, backoff));
     }
@@ -117,7 +115,7 @@ export function deliveredStreamSeq(reply: string | undefined): number | null {
 }
 
 export interface PersistedReaderOptions {
-  nc: NatsConnection;
+  conn: LiveConnection;
   signPub: string;
   roomId: string;
   /** Processes one frame in order; its stream sequence comes along. */
@@ -141,8 +139,9 @@ export interface PersistedReaderOptions {
  */
 export class PersistedReader {
   readonly #o: PersistedReaderOptions;
-  readonly #sub: Subscription;
-  readonly #loop: Promise<void>;
+  readonly #sub: LiveSubscription;
+  /** Frames are processed one after another, in the order they came. */
+  #loop: Promise<void> = Promise.resolve();
   /** Last stream sequence processed by this reader (null until the first). */
   #last: number | null = null;
   #resuming: Promise<void> | undefined;
@@ -151,23 +150,20 @@ export class PersistedReader {
 
   constructor(o: PersistedReaderOptions) {
     this.#o = o;
-    this.#sub = o.nc.subscribe(memberDeliverSubject(o.signPub, o.roomId));
-    this.#loop = this.#run();
+    this.#sub = o.conn.subscribe(memberDeliverSubject(o.signPub, o.roomId), (m) => {
+      this.#loop = this.#loop.then(async () => {
+        if (this.#stopped) return;
+        try {
+          await this.#on(m);
+        } catch (err) {
+          this.#o.onError(err as Error);
+        }
+      });
+    });
   }
 
   get lastProcessed(): number | null {
     return this.#last;
-  }
-
-  async #run(): Promise<void> {
-    for await (const m of this.#sub) {
-      if (this.#stopped) break;
-      try {
-        await this.#on(m);
-      } catch (err) {
-        this.#o.onError(err as Error);
-      }
-    }
   }
 
   async #on(m: Msg): Promise<void> {

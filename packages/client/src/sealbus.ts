@@ -1,11 +1,5 @@
 import { EventEmitter } from 'node:events';
-import {
-  connect,
-  nkeyAuthenticator,
-  type ConnectionOptions,
-  type NatsConnection,
-  type Subscription,
-} from 'nats';
+import { connect, nkeyAuthenticator, type ConnectionOptions, type NatsConnection } from 'nats';
 import { randomBytes } from 'node:crypto';
 import {
   FRAME_MAX_PAYLOAD,
@@ -25,6 +19,7 @@ import {
 } from '@sealbus/protocol';
 import { bindingVerifies, ensureBound } from './binding.js';
 import { OwnerPins, TrustError, authorNext, authorStatement, type TrustState } from './chain.js';
+import { LiveConnection } from './conn.js';
 import { ControlClient } from './control.js';
 import { natsTransport } from './secure.js';
 import { ControlError, PublishError, SealbusError } from './errors.js';
@@ -142,6 +137,17 @@ export interface SealbusEvents {
   closed: [];
 }
 
+/** What `internal.ts` reaches into (this repository's tests and tools only). */
+export const internals: {
+  natsOf: (bus: Sealbus) => NatsConnection;
+  renewalsOf: (bus: Sealbus) => number;
+} = {
+  natsOf: () => {
+    throw new Error('not initialised');
+  },
+  renewalsOf: () => 0,
+};
+
 /** A rotation the SDK starts on its own happens at most this often per room. */
 const AUTO_REKEY_INTERVAL_MS = 10_000;
 
@@ -176,8 +182,9 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
  */
 export class Sealbus extends EventEmitter<SealbusEvents> {
   readonly control: ControlClient;
-  readonly nc: NatsConnection;
   readonly identity: Identity;
+  /** The NATS connection, renewed make-before-break when permissions change. */
+  readonly #conn: LiveConnection;
   readonly #rooms = new Map<string, Promise<RoomState>>();
   readonly #sealers = new Map<string, FrameSealer>();
   readonly #subs = new Map<string, Set<RoomSubscription>>();
@@ -213,11 +220,18 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     return emit(event, ...args);
   }
 
-  private constructor(control: ControlClient, nc: NatsConnection, identity: Identity) {
+  private constructor(control: ControlClient, conn: LiveConnection, identity: Identity) {
     super();
     this.control = control;
-    this.nc = nc;
+    this.#conn = conn;
     this.identity = identity;
+  }
+
+  static {
+    // For this repository's own tests and tools (`@sealbus/client/internal`),
+    // not part of the API: the raw connection in use now.
+    internals.natsOf = (bus) => bus.#conn.nc;
+    internals.renewalsOf = (bus) => bus.#conn.renewals;
   }
 
   static async connect(o: SealbusOptions): Promise<Sealbus> {
@@ -230,56 +244,75 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       ...(o.ca ? { ca: o.ca } : {}),
       ...(o.timeoutMs ? { timeoutMs: o.timeoutMs } : {}),
     });
-    let nc: NatsConnection;
+    const options: ConnectionOptions = {
+      name: o.name ?? 'sealbus-client',
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+      // A refused reconnect may be the callout riding out a node failure:
+      // keep trying, and let #checkStanding close the client if the
+      // identity was really revoked.
+      ignoreAuthErrorAbort: true,
+      ...o.nats,
+      // What follows is not the caller's to loosen.
+      servers,
+      // Never the sign key: a server picks the nonce it asks us to sign.
+      authenticator: nkeyAuthenticator(new TextEncoder().encode(natsUserKey(o.identity).seed)),
+      // Replies to this identity's requests land under its own prefix, which
+      // only it may subscribe to.
+      inboxPrefix: userReplyInboxPrefix(o.identity.signPubHex),
+      // A CA given means TLS is expected, whatever the scheme.
+      ...(tls || o.ca ? { tls: o.ca ? { ca: o.ca.toString() } : {} } : {}),
+      // A plaintext server must not add servers (gossip) that are not the
+      // loopback ones checked above.
+      ...(tls || o.ca || o.allowInsecure ? {} : { ignoreClusterUpdates: true }),
+    };
+    // The connection's renewals report to the client made from it below.
+    const made: { bus?: Sealbus } = {};
+    let conn: LiveConnection;
     try {
       // The directory must bind our derived NATS key before the callout admits it.
       await ensureBound(control, o.identity);
-      nc = await connect({
-        name: o.name ?? 'sealbus-client',
-        maxReconnectAttempts: -1,
-        reconnectTimeWait: 250,
-        // A refused reconnect may be the callout riding out a node failure:
-        // keep trying, and let #checkStanding close the client if the
-        // identity was really revoked.
-        ignoreAuthErrorAbort: true,
-        ...o.nats,
-        // What follows is not the caller's to loosen.
-        servers,
-        // Never the sign key: a server picks the nonce it asks us to sign.
-        authenticator: nkeyAuthenticator(new TextEncoder().encode(natsUserKey(o.identity).seed)),
-        // Replies to this identity's requests land under its own prefix, which
-        // only it may subscribe to.
-        inboxPrefix: userReplyInboxPrefix(o.identity.signPubHex),
-        // A CA given means TLS is expected, whatever the scheme.
-        ...(tls || o.ca ? { tls: o.ca ? { ca: o.ca.toString() } : {} } : {}),
-        // A plaintext server must not add servers (gossip) that are not the
-        // loopback ones checked above.
-        ...(tls || o.ca || o.allowInsecure ? {} : { ignoreClusterUpdates: true }),
+      conn = await LiveConnection.open({
+        // A renewal tries the server in use first: subscriptions made there
+        // take effect at once (elsewhere, interest needs time to spread).
+        open: (preferred) =>
+          connect(
+            preferred
+              ? {
+                  ...options,
+                  servers: [preferred, ...servers.filter((s) => !sameServer(s, preferred))],
+                  noRandomize: true,
+                }
+              : options
+          ),
+        adopted: (nc) => {
+          if (made.bus) made.bus.#watchConnection(nc);
+        },
       });
     } catch (err) {
       control.close();
       throw err;
     }
-    const bus = new Sealbus(control, nc, o.identity);
+    const bus = (made.bus = new Sealbus(control, conn, o.identity));
     if (o.publishTimeoutMs !== undefined) bus.#publishTimeoutMs = o.publishTimeoutMs;
     if (o.trustState) bus.#pins = OwnerPins.from(o.trustState);
     if (o.trustOwner) bus.#pins.trustOwner = o.trustOwner;
     if (o.rotationGraceMs !== undefined) bus.#trust.graceMs = o.rotationGraceMs;
-    bus.#watchConnection();
+    bus.#watchConnection(conn.nc);
     bus.#watchEvents();
     return bus;
   }
 
-  #watchConnection(): void {
+  /** Reports a connection's events while it is the one in use (a replaced one goes quietly). */
+  #watchConnection(nc: NatsConnection): void {
     void (async () => {
-      for await (const s of this.nc.status()) {
-        // A reconnect we asked for (permission refresh) is reported as `refresh`, not failover.
-        const ours = this.#refreshing !== undefined;
+      for await (const s of nc.status()) {
+        if (nc !== this.#conn.nc) continue;
         if (s.type === 'reconnect') {
           this.#authenticatedAt = Date.now();
-          if (!ours) this.emit('reconnect', String(s.data));
+          this.emit('reconnect', String(s.data));
         } else if (s.type === 'disconnect') {
-          if (!ours) this.emit('disconnect', String(s.data));
+          this.emit('disconnect', String(s.data));
         } else if (s.type === 'error') {
           const err = s.data instanceof Error ? s.data : new Error(String(s.data));
           // nats.js reports the server's -ERR as its code, AUTHORIZATION_VIOLATION.
@@ -288,7 +321,9 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
         }
       }
     })();
-    void this.nc.closed().then(() => this.emit('closed'));
+    void nc.closed().then(() => {
+      if (nc === this.#conn.nc) this.emit('closed');
+    });
   }
 
   /**
@@ -317,19 +352,16 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   }
 
   #watchEvents(): void {
-    this.nc.subscribe(userEventsSubject(this.identity.signPubHex), {
-      callback: (err, msg) => {
-        if (err) return;
-        let ev: { type?: string; room?: string; reason?: string };
-        try {
-          ev = JSON.parse(new TextDecoder().decode(msg.data));
-        } catch {
-          return;
-        }
-        void this.#onEvent(ev).catch((e: unknown) =>
-          e instanceof TrustError ? this.emit('untrusted', e) : this.emit('error', e as Error)
-        );
-      },
+    this.#conn.subscribe(userEventsSubject(this.identity.signPubHex), (msg) => {
+      let ev: { type?: string; room?: string; reason?: string };
+      try {
+        ev = JSON.parse(new TextDecoder().decode(msg.data));
+      } catch {
+        return;
+      }
+      void this.#onEvent(ev).catch((e: unknown) =>
+        e instanceof TrustError ? this.emit('untrusted', e) : this.emit('error', e as Error)
+      );
     });
   }
 
@@ -390,21 +422,17 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   }
 
   /**
-   * Re-authenticates this connection (new permissions from the auth
-   * callout); subscriptions are restored by the NATS client.
+   * Renews the NATS connection (new permissions from the auth callout),
+   * make-before-break: the new connection is up and subscribed before the
+   * old one lets go, so no subscription misses a message (event `refresh`).
    */
   refreshConnection(reason: string): Promise<void> {
     this.#refreshing ??= (async () => {
       try {
-        const reconnected = new Promise<void>((resolve) => {
-          void (async () => {
-            for await (const s of this.nc.status()) if (s.type === 'reconnect') return resolve();
-          })();
-        });
         this.#permsStale = false;
-        await this.nc.reconnect();
-        await Promise.race([reconnected, new Promise((r) => setTimeout(r, 5_000))]);
-        this.#authenticatedAt = Date.now();
+        const started = Date.now();
+        await this.#conn.renew();
+        this.#authenticatedAt = started;
         this.emit('refresh', reason);
       } finally {
         this.#refreshing = undefined;
@@ -709,7 +737,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
 
   /** The NATS server this client is attached to now (its name), if connected. */
   get attachedServer(): string | null {
-    return this.nc.info?.server_name ?? null;
+    return this.#conn.nc.info?.server_name ?? null;
   }
 
   listMyRooms(): Promise<MyRoom[]> {
@@ -759,13 +787,13 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     const { epoch, key } = state.currentKey();
     const frame = sealer.seal(bytes, { epoch, key, sign: state.chain.policy.sign });
     if (state.chain.policy.persist) {
-      this.#appender ??= new Appender(this.nc, this.identity.signPubHex);
+      this.#appender ??= new Appender(this.#conn, this.identity.signPubHex);
       await this.#appender.append(roomId, frame, {
         attemptMs: PUBLISH_ATTEMPT_MS,
         timeoutMs: this.#publishTimeoutMs,
       });
     } else {
-      this.nc.publish(state.chain.subject, frame);
+      this.#conn.publish(state.chain.subject, frame);
     }
   }
 
@@ -873,7 +901,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     if (state.chain.policy.persist) {
       if (opts.from) await this.control.cursor(roomId, { from: opts.from });
       const reader = new PersistedReader({
-        nc: this.nc,
+        conn: this.#conn,
         signPub: this.identity.signPubHex,
         roomId,
         deliver: (bytes, seq) => deliver(bytes, seq),
@@ -885,16 +913,15 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
           ),
         onError: (err) => this.emit('error', err),
       });
-      await this.nc.flush();
+      await this.#conn.flush();
       stop = () => reader.stop();
     } else {
-      const sub: Subscription = this.nc.subscribe(state.chain.subject, {
-        callback: (err, msg) => {
-          if (err) this.emit('error', err);
-          else void deliver(msg.data);
-        },
-      });
-      await this.nc.flush();
+      const sub = this.#conn.subscribe(
+        state.chain.subject,
+        (msg) => void deliver(msg.data),
+        (err) => this.emit('error', err)
+      );
+      await this.#conn.flush();
       stop = async () => sub.unsubscribe();
     }
     const set = this.#subs.get(roomId) ?? new Set();
@@ -914,23 +941,19 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     if (this.#closed) return;
     this.#closed = true;
     for (const set of this.#subs.values()) for (const s of set) await s.stop().catch(() => {});
-    if (!this.nc.isClosed()) {
-      // Drain delivers what is in flight; bounded, since a connection that is
-      // reconnecting may never get to drain.
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        this.nc.drain().catch(() => {}),
-        new Promise((r) => (timer = setTimeout(r, 5_000))),
-      ]);
-      clearTimeout(timer);
-      await this.nc.close().catch(() => {});
-    }
     this.#appender?.close();
+    await this.#conn.close();
     this.control.close();
   }
 }
 
 const utf8 = new TextEncoder();
+
+/** Whether a server URL names `hostPort` (as `NatsConnection.getServer()` gives it). */
+function sameServer(url: string, hostPort: string): boolean {
+  const bare = url.replace(/^[a-z]+:\/\//i, '');
+  return bare === hostPort;
+}
 
 /** What `publish` sends: bytes as given, a string as UTF-8; anything else is refused. */
 function payloadBytes(data: unknown): Uint8Array {

@@ -5,17 +5,15 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { ControlClient, Sealbus, TrustError, type RoomMessage } from '@sealbus/client';
 import {
-  ControlClient,
-  Sealbus,
   StatementChain,
-  TrustError,
   authorStatement,
   newRoomKey,
   openRoomKey,
   sealRoomKey,
-  type RoomMessage,
-} from '@sealbus/client';
+  natsOf,
+} from '@sealbus/client/internal';
 import {
   FrameSealer,
   generateIdentity,
@@ -95,8 +93,8 @@ describe('cold review 11: owner-signed statements under attack', { timeout: 600_
     await A.close(); // alice's application restarts
 
     const B = await honest(bob);
-    const seen = tap(B.nc, room.subject);
-    await B.nc.flush();
+    const seen = tap(natsOf(B), room.subject);
+    await natsOf(B).flush();
     const made = newRoomKey();
     let adopted: { statement: string; sig: string } | undefined;
     const served = () => ({
@@ -166,8 +164,8 @@ describe('cold review 11: owner-signed statements under attack', { timeout: 600_
     await A.invite(room.id, bob.signPubHex, 'writer');
     await A.close();
     const B = await honest(bob);
-    const seen = tap(B.nc, room.subject);
-    await B.nc.flush();
+    const seen = tap(natsOf(B), room.subject);
+    await natsOf(B).flush();
     // What anyone with the store's credentials can write, the daemon itself unchanged.
     const made = newRoomKey();
     const kv = store.bucket('roomKeys');
@@ -211,8 +209,8 @@ describe('cold review 11: owner-signed statements under attack', { timeout: 600_
     await A.removeMember(room.id, carol.signPubHex); // and rekey to epoch 1
     assert.equal((await store.rooms.get(room.id))?.epoch, 1);
     const B = await honest(bob);
-    const seen = tap(B.nc, room.subject);
-    await B.nc.flush();
+    const seen = tap(natsOf(B), room.subject);
+    await natsOf(B).flush();
 
     // The forged event alone: the SDK checks the owner's statement and stays.
     let removedEmitted = false;
@@ -280,7 +278,7 @@ describe('cold review 11: owner-signed statements under attack', { timeout: 600_
         return { got: [] as RoomMessage[], rejected: [{ code: 'ROLLBACK' }] };
       });
       const B = await honest(bob);
-      B.nc.publish(
+      natsOf(B).publish(
         room.subject,
         new FrameSealer(room.id, carol.signSeed).seal(enc('carol, removed'), {
           epoch: 0,

@@ -6,16 +6,15 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
+import { ControlClient, TrustError, type RejectedFrame } from '@sealbus/client';
 import {
-  ControlClient,
   OwnerPins,
-  TrustError,
   authorStatement,
   newRoomKey,
   openRoomKey,
   sealRoomKey,
-  type RejectedFrame,
-} from '@sealbus/client';
+  natsOf,
+} from '@sealbus/client/internal';
 import {
   FrameSealer,
   fingerprint,
@@ -128,7 +127,7 @@ describe('a lying control plane and former members', { timeout: 300_000 }, () =>
     V.on('untrusted', (e) => untrusted.push(e));
     const { got, rejected } = await collect(V, room.id);
     const relay = (from: Identity, text: string) =>
-      B.nc.publish(
+      natsOf(B).publish(
         room.subject,
         new FrameSealer(room.id, from.signSeed).seal(enc(text), { epoch: 0, key: null, sign: true })
       );
@@ -284,7 +283,7 @@ describe('a lying control plane and former members', { timeout: 300_000 }, () =>
     // A frame under the made key (epoch 1) is refused by members.
     const rejected: RejectedFrame[] = [];
     A.on('rejected', (r) => rejected.push(r));
-    B.nc.publish(
+    natsOf(B).publish(
       room.subject,
       new FrameSealer(room.id, bob.signSeed).seal(enc('made'), { epoch: 1, key: made, sign: true })
     );
@@ -315,7 +314,7 @@ describe('a lying control plane and former members', { timeout: 300_000 }, () =>
     const V = await honest(vic);
     const { got, rejected } = await collect(V, room.id);
     const B = await honest(bob);
-    B.nc.publish(room.subject, frame);
+    natsOf(B).publish(room.subject, frame);
     await waitFor(() => rejected.length === 1, { timeoutMs: 10_000, what: 'relay refused' });
     assert.equal(rejected[0]!.code, 'FORMER_MEMBER');
     // And bob's own frames go through: the refusal is about carol.
@@ -383,7 +382,7 @@ describe('a lying control plane and former members', { timeout: 300_000 }, () =>
     await A.publish(room.id, enc('epoch 1'));
     await waitFor(() => v.got.length === 1 && s.got.length === 1, { what: 'epoch 1 known' });
     const B = await honest(bob);
-    B.nc.publish(room.subject, inFlight);
+    natsOf(B).publish(room.subject, inFlight);
     await waitFor(() => v.got.length === 2 && s.rejected.length === 1, {
       timeoutMs: 10_000,
       what: 'judged',

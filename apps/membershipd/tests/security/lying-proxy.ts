@@ -1,13 +1,8 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { NatsConnection } from 'nats';
-import {
-  ControlClient,
-  Sealbus,
-  openRoomKey,
-  type RejectedFrame,
-  type RoomMessage,
-} from '@sealbus/client';
+import { ControlClient, Sealbus, type RejectedFrame, type RoomMessage } from '@sealbus/client';
+import { openRoomKey } from '@sealbus/client/internal';
 import type { Identity } from '@sealbus/crypto';
 import { userEventsSubject } from '@sealbus/protocol';
 import type { MembershipStore } from '@sealbus/store';

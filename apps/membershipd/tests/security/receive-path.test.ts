@@ -11,7 +11,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { NatsConnection } from 'nats';
 import { FrameSealer, type Identity } from '@sealbus/crypto';
-import { ControlClient, openRoomKey, type RoomMessage } from '@sealbus/client';
+import { ControlClient, type RoomMessage } from '@sealbus/client';
+import { openRoomKey } from '@sealbus/client/internal';
 import { startDaemon, waitFor, type TestDaemon } from '@sealbus/testing';
 import { adminOf, appendAnswers, appendRaw, busOf, enrol, natsAs } from '../helpers.js';
 

@@ -10,17 +10,15 @@ import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { generateIdentity } from '@sealbus/crypto';
+import { ControlClient, ControlError, InsecureTransportError, Sealbus } from '@sealbus/client';
 import {
-  ControlClient,
-  ControlError,
-  InsecureTransportError,
   RoomState,
   authorStatement,
-  Sealbus,
   natsTransport,
   newRoomKey,
   sealRoomKey,
-} from '@sealbus/client';
+  natsOf,
+} from '@sealbus/client/internal';
 import { startDaemon, type TestDaemon } from '@sealbus/testing';
 import { adminOf, enrol } from '../helpers.js';
 
@@ -91,7 +89,9 @@ describe('the SDK trusts shapes and TLS, not servers', { timeout: 120_000 }, () 
         nats: { maxReconnectAttempts: 0, reconnect: false },
       });
       const pool = (
-        bus.nc as unknown as { protocol: { servers: { getServers(): Array<{ listen: string }> } } }
+        natsOf(bus) as unknown as {
+          protocol: { servers: { getServers(): Array<{ listen: string }> } };
+        }
       ).protocol.servers
         .getServers()
         .map((x) => x.listen);

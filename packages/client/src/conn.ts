@@ -1,0 +1,275 @@
+import { createHash } from 'node:crypto';
+import type { Msg, MsgHdrs, NatsConnection, Subscription } from 'nats';
+
+/**
+ * The SDK's NATS connection, renewed make-before-break.
+ *
+ * The auth callout decides a connection's permissions when it connects, so a
+ * new membership needs a new connection. Reconnecting the one connection
+ * drops whatever is in flight to its subscriptions; instead a second
+ * connection is opened, every subscription is made on it too, and only then
+ * are the old ones let go:
+ *
+ * 1. open the next connection (the same server first) and subscribe there,
+ *    buffering; flush it, so the server has every new subscription;
+ * 2. hold publishes, flush the old connection (the server has processed all
+ *    it sent, and sent it all we were owed before step 1 ended), switch
+ *    publishing to the next connection;
+ * 3. let the old subscriptions go, flush the next connection (whatever the
+ *    old subscriptions received that the new ones got too is in their
+ *    buffers now), and hand each buffer over without what the old
+ *    subscription already delivered.
+ *
+ * What the old subscriptions delivered is a prefix of what the server sent,
+ * what the new ones buffered a suffix of it; the handover delivers the union,
+ * in order, each message once. A sender's frames stay in order too: nothing
+ * is published on the next connection before the old one's flush came back.
+ */
+
+/** How long a flush of a connection being replaced may take before it is given up on. */
+const FLUSH_MS = 5_000;
+
+/**
+ * When the next connection lands on another server (the first one would not
+ * take it), subscription interest still has to reach the rest of the
+ * cluster: keep the old subscriptions this much longer.
+ */
+const OTHER_SERVER_SETTLE_MS = 500;
+
+/** Publishes held while the connection is switched (bounded: one flush). */
+const MAX_HELD = 10_000;
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    }),
+  ]);
+}
+
+/** The same message seen on two subscriptions (empty ones, heartbeats, are not told apart). */
+function keyOf(m: Msg): string | null {
+  if (m.data.length === 0) return null;
+  return createHash('sha256').update(m.subject).update('\0').update(m.data).digest('base64');
+}
+
+export interface LiveSubscription {
+  unsubscribe(): void;
+}
+
+/** One subscription that survives the connection's renewal without a gap or a duplicate. */
+class MovableSub implements LiveSubscription {
+  readonly subject: string;
+  readonly #onMsg: (m: Msg) => void;
+  readonly #onError: (err: Error) => void;
+  #live: Subscription;
+  #next: Subscription | null = null;
+  #buffer: Msg[] | null = null;
+  #seen: Set<string> | null = null;
+  #closed = false;
+  readonly #release: (s: MovableSub) => void;
+
+  constructor(
+    nc: NatsConnection,
+    subject: string,
+    onMsg: (m: Msg) => void,
+    onError: (err: Error) => void,
+    release: (s: MovableSub) => void
+  ) {
+    this.subject = subject;
+    this.#onMsg = onMsg;
+    this.#onError = onError;
+    this.#release = release;
+    this.#live = this.#attach(nc);
+  }
+
+  #attach(nc: NatsConnection): Subscription {
+    const sub: Subscription = nc.subscribe(this.subject, {
+      callback: (err, m) => {
+        if (this.#closed) return;
+        if (err) {
+          if (sub === this.#live) this.#onError(err);
+          return;
+        }
+        if (sub === this.#next) {
+          if (this.#buffer) this.#buffer.push(m);
+          return;
+        }
+        if (sub !== this.#live) return; // let go of: what it still gets, the next one has
+        if (this.#seen) {
+          const k = keyOf(m);
+          if (k) this.#seen.add(k);
+        }
+        this.#onMsg(m);
+      },
+    });
+    return sub;
+  }
+
+  /** Step 1: subscribe on the next connection, buffering. */
+  prepare(nc: NatsConnection): void {
+    if (this.#closed || this.#next) return;
+    this.#seen = new Set();
+    this.#buffer = [];
+    this.#next = this.#attach(nc);
+  }
+
+  /** Step 3a: let the old subscription go. */
+  retire(): void {
+    if (!this.#next) return;
+    const old = this.#live;
+    this.#live = this.#next;
+    // Still buffering: `#next` stays set until the handover.
+    old.unsubscribe();
+  }
+
+  /** Step 3b: deliver the buffer without what the old subscription delivered; live from now on. */
+  commit(): void {
+    if (!this.#next) return;
+    const buffer = this.#buffer ?? [];
+    const seen = this.#seen ?? new Set<string>();
+    this.#next = null;
+    this.#buffer = null;
+    this.#seen = null;
+    if (this.#closed) return;
+    for (const m of buffer) {
+      const k = keyOf(m);
+      if (k && seen.delete(k)) continue;
+      this.#onMsg(m);
+    }
+  }
+
+  /** The renewal failed before the switch: forget the next connection's subscription. */
+  abort(): void {
+    if (!this.#next) return;
+    if (this.#next !== this.#live) this.#next.unsubscribe();
+    this.#next = null;
+    this.#buffer = null;
+    this.#seen = null;
+  }
+
+  unsubscribe(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#live.unsubscribe();
+    if (this.#next && this.#next !== this.#live) this.#next.unsubscribe();
+    this.#next = null;
+    this.#buffer = null;
+    this.#seen = null;
+    this.#release(this);
+  }
+}
+
+export interface LiveConnectionOptions {
+  /** Opens a connection, trying `preferred` (host:port) first when given. */
+  open: (preferred?: string) => Promise<NatsConnection>;
+  /** Called with each connection a renewal puts in use (not the first). */
+  adopted?: (nc: NatsConnection) => void;
+}
+
+export class LiveConnection {
+  #nc: NatsConnection;
+  readonly #o: LiveConnectionOptions;
+  readonly #subs = new Set<MovableSub>();
+  /** Set while a renewal prepares: subscriptions made meanwhile are prepared on it too. */
+  #next: NatsConnection | null = null;
+  /** Publishes held while the connection is switched. */
+  #held: Array<[string, Uint8Array, MsgHdrs | undefined]> | null = null;
+  #renewing: Promise<void> | undefined;
+  /** Renewals done (tests, diagnostics). */
+  renewals = 0;
+
+  private constructor(nc: NatsConnection, o: LiveConnectionOptions) {
+    this.#nc = nc;
+    this.#o = o;
+  }
+
+  static async open(o: LiveConnectionOptions): Promise<LiveConnection> {
+    return new LiveConnection(await o.open(), o);
+  }
+
+  /** The connection in use now. */
+  get nc(): NatsConnection {
+    return this.#nc;
+  }
+
+  subscribe(
+    subject: string,
+    onMsg: (m: Msg) => void,
+    onError: (err: Error) => void = () => {}
+  ): LiveSubscription {
+    const s = new MovableSub(this.#nc, subject, onMsg, onError, (x) => this.#subs.delete(x));
+    this.#subs.add(s);
+    if (this.#next) s.prepare(this.#next);
+    return s;
+  }
+
+  publish(subject: string, data: Uint8Array, headers?: MsgHdrs): void {
+    if (this.#held) {
+      if (this.#held.length >= MAX_HELD)
+        throw new Error('publishes held during a connection switch: too many');
+      this.#held.push([subject, data, headers]);
+      return;
+    }
+    this.#nc.publish(subject, data, headers ? { headers } : undefined);
+  }
+
+  /** Resolves once everything published so far reached the server. */
+  async flush(): Promise<void> {
+    while (this.#renewing) await this.#renewing.catch(() => {});
+    await this.#nc.flush();
+  }
+
+  /** Opens a new connection (new permissions) and moves every subscription to it, losing nothing. */
+  renew(): Promise<void> {
+    this.#renewing ??= this.#renew().finally(() => (this.#renewing = undefined));
+    return this.#renewing;
+  }
+
+  async #renew(): Promise<void> {
+    const old = this.#nc;
+    const next = await this.#o.open(old.getServer());
+    this.#next = next;
+    try {
+      for (const s of this.#subs) s.prepare(next);
+      await withTimeout(next.flush(), FLUSH_MS);
+      if (next.info?.server_id !== old.info?.server_id)
+        await new Promise((r) => setTimeout(r, OTHER_SERVER_SETTLE_MS));
+    } catch (err) {
+      this.#next = null;
+      for (const s of this.#subs) s.abort();
+      await next.close().catch(() => {});
+      throw err;
+    }
+    this.#held = [];
+    // An old connection that does not answer is past saving: switch anyway.
+    await withTimeout(old.flush(), FLUSH_MS).catch(() => {});
+    this.#nc = next;
+    this.#next = null;
+    const held = this.#held;
+    this.#held = null;
+    for (const [subject, data, headers] of held)
+      next.publish(subject, data, headers ? { headers } : undefined);
+    this.#o.adopted?.(next);
+    for (const s of this.#subs) s.retire();
+    await withTimeout(next.flush(), FLUSH_MS).catch(() => {});
+    for (const s of this.#subs) s.commit();
+    this.renewals++;
+    // What the old connection still owes the server goes out; then it closes.
+    await withTimeout(old.drain(), FLUSH_MS).catch(() => {});
+    await old.close().catch(() => {});
+  }
+
+  async close(): Promise<void> {
+    while (this.#renewing) await this.#renewing.catch(() => {});
+    for (const s of [...this.#subs]) s.unsubscribe();
+    const nc = this.#nc;
+    if (nc.isClosed()) return;
+    // Drain delivers what is in flight; bounded, since a connection that is
+    // reconnecting may never get to drain.
+    await withTimeout(nc.drain(), FLUSH_MS).catch(() => {});
+    await nc.close().catch(() => {});
+  }
+}
