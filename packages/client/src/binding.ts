@@ -41,15 +41,18 @@ function bindsIdentity(me: UserRecord, id: Identity): boolean {
  * (the NATS connect then tells: a bound user is admitted, an unbound one is
  * not); a refusal (401, 409: a different key registered) is thrown.
  */
-export async function ensureBound(control: ControlClient, id: Identity): Promise<void> {
+export async function ensureBound(
+  control: ControlClient,
+  id: Identity
+): Promise<UserRecord | null> {
   let me: UserRecord;
   try {
     me = await control.me();
   } catch (err) {
-    if (err instanceof ControlError && err.code === 'UNAVAILABLE') return;
+    if (err instanceof ControlError && err.code === 'UNAVAILABLE') return null;
     throw err;
   }
-  if (bindsIdentity(me, id)) return;
+  if (bindsIdentity(me, id)) return me;
   const p = publicIdentityOf(id);
   const { user } = await control.setMyKeys({
     kex_pub: p.kexPubHex,
@@ -63,4 +66,5 @@ export async function ensureBound(control: ControlClient, id: Identity): Promise
       'PUT /me/keys: the control plane answered with a record that does not bind this identity'
     );
   }
+  return user;
 }

@@ -10,12 +10,14 @@ import {
   type Identity,
 } from '@sealbus/crypto';
 import {
+  memberDeliverSubject,
   userEventsSubject,
   userReplyInboxPrefix,
   grantActive,
   type MemberRole,
   type MyRoom,
   type RoomPolicy,
+  type UserRecord,
 } from '@sealbus/protocol';
 import { bindingVerifies, ensureBound } from './binding.js';
 import { OwnerPins, TrustError, authorNext, authorStatement, type TrustState } from './chain.js';
@@ -131,6 +133,12 @@ export interface SealbusEvents {
   invited: [room: string];
   /** A room this client has open moved to a new epoch (the owner's statement verified). */
   rekeyed: [room: string, epoch: number];
+  /**
+   * A grant ended at `at`: this identity's membership of `room` (its
+   * subscriptions there stopped; the room is no longer this client's), or,
+   * with `room` null, the identity's own grant (the client closes).
+   */
+  expired: [room: string | null, at: string];
   error: [Error];
   /** The control plane says this identity is revoked or unknown: the client has closed. */
   revoked: [code: string];
@@ -153,6 +161,12 @@ const AUTO_REKEY_INTERVAL_MS = 10_000;
 
 /** Re-authenticate if a membership is younger than the connection (its permissions predate it). */
 const PERMISSION_MARGIN_MS = 2_000;
+
+/** Longest a timer may wait (setTimeout's limit); a later end is re-armed. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A daemon whose clock is this far behind ours has not ended the identity's grant yet. */
+const EXPIRY_SLACK_MS = 2_000;
 
 /** One attempt at a persisted publish: a dead stream leader is noticed this fast. */
 const PUBLISH_ATTEMPT_MS = 2_000;
@@ -206,6 +220,11 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     verified: (room, chain) => this.#pins.verified(room, chain),
     known: (room) => this.#pins.known(room),
   };
+  /** Timers for the ends of grants: per room (memberships), and `null` for the identity's own. */
+  readonly #ends = new Map<
+    string | null,
+    { at: string; timer: NodeJS.Timeout; subject?: string }
+  >();
   /** When this client last rotated a room on its own (revoked or expired member). */
   readonly #autoRekeyAt = new Map<string, number>();
 
@@ -268,10 +287,11 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     };
     // The connection's renewals report to the client made from it below.
     const made: { bus?: Sealbus } = {};
+    let me: UserRecord | null;
     let conn: LiveConnection;
     try {
       // The directory must bind our derived NATS key before the callout admits it.
-      await ensureBound(control, o.identity);
+      me = await ensureBound(control, o.identity);
       conn = await LiveConnection.open({
         // A renewal tries the server in use first: subscriptions made there
         // take effect at once (elsewhere, interest needs time to spread).
@@ -300,6 +320,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     if (o.rotationGraceMs !== undefined) bus.#trust.graceMs = o.rotationGraceMs;
     bus.#watchConnection(conn.nc);
     bus.#watchEvents();
+    if (me?.expires_at) bus.#armEnd(null, me.expires_at);
     return bus;
   }
 
@@ -317,6 +338,15 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
           const err = s.data instanceof Error ? s.data : new Error(String(s.data));
           // nats.js reports the server's -ERR as its code, AUTHORIZATION_VIOLATION.
           if (/authorization[ _]violation/i.test(String(s.data))) void this.#checkStanding();
+          // A membership ending takes its subjects away: that is `expired`, not an error.
+          // A credential's lifetime ending (it is cut to the earliest
+          // membership end) is routine: the client reconnects with a fresh one.
+          if (/authentication[ _]expired/i.test(String(s.data))) continue;
+          const ending = this.#endingRoom(permissionSubject(s));
+          if (ending) {
+            this.#confirmEnd(ending, err);
+            continue;
+          }
           this.emit('error', err);
         }
       }
@@ -336,7 +366,9 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       try {
         await this.control.me();
       } catch (err) {
-        if (
+        if (err instanceof ControlError && err.status === 401 && err.code === 'EXPIRED_KEY') {
+          await this.#ended(null, this.#ends.get(null)?.at ?? new Date().toISOString());
+        } else if (
           err instanceof ControlError &&
           err.status === 401 &&
           (err.code === 'REVOKED_KEY' || err.code === 'UNKNOWN_KEY')
@@ -411,10 +443,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
               if (still) return;
             }
           }
-          for (const s of this.#subs.get(ev.room) ?? []) await s.stop();
-          this.#rooms.delete(ev.room);
-          this.#sealers.delete(ev.room);
-          this.#fresh.delete(ev.room);
+          await this.#forget(ev.room);
           this.emit('removed', ev.room, ev.reason ?? 'removed');
         }
         return;
@@ -457,6 +486,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       if (this.#permsStale || newer)
         await this.refreshConnection(`membership of ${roomId} is newer than the connection`);
       this.#fresh.add(roomId);
+      if (mine?.expires_at) this.#armEnd(roomId, mine.expires_at, state.chain.subject);
     }
     return state;
   }
@@ -730,9 +760,98 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   async deleteRoom(roomId: string): Promise<void> {
     for (const s of this.#subs.get(roomId) ?? []) await s.stop();
     await this.control.deleteRoom(roomId);
+    await this.#forget(roomId);
+  }
+
+  /** This client is done with a room: its subscriptions stop and what it loaded goes. */
+  async #forget(roomId: string): Promise<void> {
+    for (const s of this.#subs.get(roomId) ?? []) await s.stop().catch(() => {});
+    this.#subs.delete(roomId);
     this.#rooms.delete(roomId);
     this.#sealers.delete(roomId);
     this.#fresh.delete(roomId);
+    const end = this.#ends.get(roomId);
+    if (end) clearTimeout(end.timer);
+    this.#ends.delete(roomId);
+  }
+
+  /** Calls #ended when a grant's end `at` comes (room null: the identity's own grant). */
+  #armEnd(room: string | null, at: string, subject?: string): void {
+    const due = Date.parse(at);
+    if (!Number.isFinite(due) || this.#closed) return;
+    const had = this.#ends.get(room);
+    if (had?.at === at) return;
+    if (had) clearTimeout(had.timer);
+    const wait = due - Date.now();
+    const timer =
+      wait > MAX_TIMER_MS
+        ? setTimeout(() => {
+            this.#ends.delete(room);
+            this.#armEnd(room, at, subject);
+          }, MAX_TIMER_MS)
+        : setTimeout(() => void this.#ended(room, at), Math.max(0, wait));
+    timer.unref();
+    this.#ends.set(room, { at, timer, ...(subject ? { subject } : {}) });
+  }
+
+  /**
+   * A grant ended. The identity's own: the control plane is asked first (a
+   * clock ahead of the daemon's must not close a client early), then the
+   * client closes. A membership: the room is let go.
+   */
+  async #ended(room: string | null, at: string): Promise<void> {
+    const end = this.#ends.get(room);
+    if (end) clearTimeout(end.timer);
+    this.#ends.delete(room);
+    if (this.#closed) return;
+    if (room === null) {
+      const still = await this.control.me().then(
+        (me) => !me.expires_at || Date.parse(me.expires_at) > Date.now() - EXPIRY_SLACK_MS,
+        () => false
+      );
+      if (still) {
+        // The daemon's clock is behind ours: look again shortly.
+        const timer = setTimeout(() => void this.#ended(null, at), 1_000);
+        timer.unref();
+        this.#ends.set(null, { at, timer });
+        return;
+      }
+      this.emit('expired', null, at);
+      await this.close();
+      return;
+    }
+    if (!this.#rooms.has(room)) return;
+    await this.#forget(room);
+    this.emit('expired', room, at);
+  }
+
+  /** The room (with an end) whose subject or delivery subject `subject` is. */
+  #endingRoom(subject: string | undefined): { room: string; at: string } | undefined {
+    if (!subject) return undefined;
+    for (const [room, end] of this.#ends)
+      if (
+        room !== null &&
+        (subject === end.subject ||
+          subject === memberDeliverSubject(this.identity.signPubHex, room))
+      )
+        return { room, at: end.at };
+    return undefined;
+  }
+
+  /**
+   * NATS refused a subject of a room whose membership has an end: the
+   * server's clock may be ahead of ours, so ask the control plane. A
+   * membership it says expired is `expired` now; anything else is reported
+   * as the error it was.
+   */
+  #confirmEnd(ending: { room: string; at: string }, err: Error): void {
+    void this.control.getRoom(ending.room).then(
+      () => this.emit('error', err),
+      (e: unknown) =>
+        e instanceof ControlError && e.code === 'MEMBERSHIP_EXPIRED'
+          ? void this.#ended(ending.room, ending.at)
+          : this.emit('error', err)
+    );
   }
 
   /** The NATS server this client is attached to now (its name), if connected. */
@@ -919,7 +1038,9 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       const sub = this.#conn.subscribe(
         state.chain.subject,
         (msg) => void deliver(msg.data),
-        (err) => this.emit('error', err)
+        // A subject taken away as the membership ends: the connection's
+        // status reports it once, and #confirmEnd decides (expired or error).
+        (err) => void (this.#endingRoom(permissionSubject(err)) ?? this.emit('error', err))
       );
       await this.#conn.flush();
       stop = async () => sub.unsubscribe();
@@ -940,6 +1061,8 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    for (const end of this.#ends.values()) clearTimeout(end.timer);
+    this.#ends.clear();
     for (const set of this.#subs.values()) for (const s of set) await s.stop().catch(() => {});
     this.#appender?.close();
     await this.#conn.close();
@@ -948,6 +1071,12 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
 }
 
 const utf8 = new TextEncoder();
+
+/** The subject NATS refused, from a permissions violation (status or error). */
+function permissionSubject(x: unknown): string | undefined {
+  const ctx = (x as { permissionContext?: { subject?: unknown } } | null)?.permissionContext;
+  return typeof ctx?.subject === 'string' ? ctx.subject : undefined;
+}
 
 /** Whether a server URL names `hostPort` (as `NatsConnection.getServer()` gives it). */
 function sameServer(url: string, hostPort: string): boolean {

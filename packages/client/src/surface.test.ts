@@ -149,6 +149,78 @@ describe(
       assert.deepEqual(events.slice(0, 2).sort(), [`invited ${r1.id}`, `invited ${r2.id}`].sort());
     });
 
+    test('events: expired, for a membership and for the identity itself, without raw NATS errors', async () => {
+      const [a, b] = [await user('ex-alice'), await user('ex-bob')];
+      const A = await bus(a);
+      const B = await bus(b);
+      const events: string[] = [];
+      const errors: string[] = [];
+      B.on('expired', (room, at) => events.push(`expired ${room} ${at}`));
+      B.on('error', (e) => errors.push(e.message));
+      const room = await A.createRoom({ subject: 'ex.room', policy: ENC });
+      const ends = new Date(Date.now() + 3_000).toISOString();
+      await A.invite(room.id, b.signPubHex, 'writer', { expiresAt: ends });
+      const got: string[] = [];
+      await B.subscribe(room.id, (m) => void got.push(m.string()));
+      await A.publish(room.id, 'while a member');
+      await waitFor(() => got.length === 1, { what: 'a message while a member' });
+      await waitFor(() => events.length === 1, { what: 'expired', timeoutMs: 15_000 });
+      assert.deepEqual(events, [`expired ${room.id} ${ends}`]);
+      assert.ok(Date.now() >= Date.parse(ends) - 2_000, 'not before its end');
+      // The room is no longer this client's: using it is the control plane's refusal.
+      await assert.rejects(B.publish(room.id, 'late'), is('MEMBERSHIP_EXPIRED'));
+      await A.publish(room.id, 'after the end');
+      await new Promise((r) => setTimeout(r, 1_500));
+      assert.deepEqual(got, ['while a member']);
+      assert.deepEqual(errors, [], 'the end was not reported as raw NATS errors');
+
+      // A client whose clock is behind the daemon's: its own timer would
+      // come late, but the subjects NATS takes away at the daemon's time
+      // are recognised as the end, confirmed with the control plane.
+      const realNow = Date.now;
+      const lateRoom = await A.createRoom({ subject: 'ex.late', policy: ENC });
+      const lateEnds = new Date(realNow() + 3_000).toISOString();
+      await A.invite(lateRoom.id, b.signPubHex, 'reader', { expiresAt: lateEnds });
+      Date.now = () => realNow() - 8_000;
+      try {
+        await B.subscribe(lateRoom.id, () => {});
+        await waitFor(() => events.length === 2, {
+          what: 'expired (slow clock)',
+          timeoutMs: 15_000,
+        });
+        assert.ok(
+          realNow() < Date.parse(lateEnds) + 7_000,
+          'before the slow clock would have said'
+        );
+      } finally {
+        Date.now = realNow;
+      }
+      assert.equal(events[1], `expired ${lateRoom.id} ${lateEnds}`);
+      assert.deepEqual(
+        errors.filter((m) => /permission/i.test(m)),
+        []
+      );
+
+      // The identity's own grant.
+      const c = generateIdentity();
+      const grantEnds = new Date(Date.now() + 3_000).toISOString();
+      await admin.addUser({
+        public: encodePublicIdentity(c),
+        handle: 'ex-carol',
+        role: 'member',
+        expires_at: grantEnds,
+      });
+      const C = await bus(c);
+      const cEvents: string[] = [];
+      C.on('expired', (r, at) => cEvents.push(`expired ${r} ${at}`));
+      C.on('closed', () => cEvents.push('closed'));
+      await waitFor(() => cEvents.includes('closed'), {
+        what: 'the client closed at its grant end',
+        timeoutMs: 15_000,
+      });
+      assert.equal(cEvents[0], `expired null ${grantEnds}`);
+    });
+
     test('one error family: control, trust, publish and transport errors are SealbusErrors', async () => {
       const stranger = generateIdentity(); // not registered
       const ctl = new ControlClient({ urls: [d.httpUrl], identity: stranger });
