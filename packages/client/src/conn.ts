@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Msg, MsgHdrs, NatsConnection, Subscription } from 'nats';
+import type { Msg, MsgHdrs, NatsConnection, PublishOptions, Subscription } from 'nats';
 
 /**
  * The SDK's NATS connection, renewed make-before-break.
@@ -176,7 +176,7 @@ export class LiveConnection {
   /** Set while a renewal prepares: subscriptions made meanwhile are prepared on it too. */
   #next: NatsConnection | null = null;
   /** Publishes held while the connection is switched. */
-  #held: Array<[string, Uint8Array, MsgHdrs | undefined]> | null = null;
+  #held: Array<[string, Uint8Array, PublishOptions]> | null = null;
   #renewing: Promise<void> | undefined;
   /** Renewals done (tests, diagnostics). */
   renewals = 0;
@@ -206,14 +206,18 @@ export class LiveConnection {
     return s;
   }
 
-  publish(subject: string, data: Uint8Array, headers?: MsgHdrs): void {
+  publish(subject: string, data: Uint8Array, o: { headers?: MsgHdrs; reply?: string } = {}): void {
+    const opts: PublishOptions = {
+      ...(o.headers ? { headers: o.headers } : {}),
+      ...(o.reply ? { reply: o.reply } : {}),
+    };
     if (this.#held) {
       if (this.#held.length >= MAX_HELD)
         throw new Error('publishes held during a connection switch: too many');
-      this.#held.push([subject, data, headers]);
+      this.#held.push([subject, data, opts]);
       return;
     }
-    this.#nc.publish(subject, data, headers ? { headers } : undefined);
+    this.#nc.publish(subject, data, opts);
   }
 
   /** Resolves once everything published so far reached the server. */
@@ -250,8 +254,7 @@ export class LiveConnection {
     this.#next = null;
     const held = this.#held;
     this.#held = null;
-    for (const [subject, data, headers] of held)
-      next.publish(subject, data, headers ? { headers } : undefined);
+    for (const [subject, data, opts] of held) next.publish(subject, data, opts);
     this.#o.adopted?.(next);
     for (const s of this.#subs) s.retire();
     await withTimeout(next.flush(), FLUSH_MS).catch(() => {});

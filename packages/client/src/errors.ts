@@ -21,9 +21,19 @@ export class SealbusError extends Error {
  * `BAD_INPUT` a call given what it cannot take (a payload that is neither
  * bytes nor a string, a missing policy, a non-identity); `PAYLOAD_TOO_LARGE`
  * a payload over what one frame carries; `NOT_A_WRITER` a reader's publish,
- * refused before anything is sent.
+ * refused before anything is sent; `UNSUPPORTED` a request in a persisted
+ * room; `TIMEOUT` a request nobody answered in time; `NO_RESPONDERS` a
+ * request nobody was listening for; `CLOSED` a request cut short by
+ * `close()`.
  */
-export type SealbusErrorCode = 'BAD_INPUT' | 'PAYLOAD_TOO_LARGE' | 'NOT_A_WRITER';
+export type SealbusErrorCode =
+  | 'BAD_INPUT'
+  | 'PAYLOAD_TOO_LARGE'
+  | 'NOT_A_WRITER'
+  | 'UNSUPPORTED'
+  | 'TIMEOUT'
+  | 'NO_RESPONDERS'
+  | 'CLOSED';
 
 /** One failed attempt against one control URL. */
 export interface ControlAttempt {

@@ -77,7 +77,7 @@ export class Appender {
         this.#waiters.set(id, resolve);
         timer = setTimeout(() => resolve(null), Math.min(o.attemptMs, deadline - Date.now()));
         // No reply subject: the answer comes on our inbox, by id.
-        this.#conn.publish(appendSubject(roomId), frame, h);
+        this.#conn.publish(appendSubject(roomId), frame, { headers: h });
       });
       clearTimeout(timer);
       this.#waiters.delete(id);

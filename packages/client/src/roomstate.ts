@@ -47,6 +47,8 @@ export interface RoomMessage {
   formerMember: boolean;
   /** Stream sequence, for persisted rooms. */
   streamSeq?: number;
+  /** A request (`bus.request`): answer it with `sub.respond(m, data)`. */
+  expectsReply?: boolean;
   /** `data` as UTF-8 text. */
   string(): string;
   /** `data` parsed as JSON (UTF-8); throws SyntaxError when it is not JSON. */

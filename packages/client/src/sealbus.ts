@@ -1,6 +1,12 @@
 import { EventEmitter } from 'node:events';
-import { connect, nkeyAuthenticator, type ConnectionOptions, type NatsConnection } from 'nats';
-import { randomBytes } from 'node:crypto';
+import {
+  connect,
+  nkeyAuthenticator,
+  type ConnectionOptions,
+  type Msg,
+  type NatsConnection,
+} from 'nats';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import {
   FRAME_MAX_PAYLOAD,
   FrameError,
@@ -101,6 +107,13 @@ export type MessageHandler = (msg: RoomMessage) => void | Promise<void>;
 export interface RoomSubscription {
   readonly room: string;
   stop(): Promise<void>;
+  /**
+   * Answers a request this subscription delivered (`m.expectsReply`): to
+   * the requester's inbox only, sealed under the room's key and bound to
+   * the request. A reader's answer is `NOT_A_WRITER`; a message that is
+   * not a request, `BAD_INPUT`.
+   */
+  respond(msg: RoomMessage, data: Uint8Array | string): Promise<void>;
 }
 
 /** A subscription read with `for await`: the room's messages in order; `stop()` (or leaving the loop) ends it. */
@@ -162,6 +175,19 @@ const AUTO_REKEY_INTERVAL_MS = 10_000;
 /** Re-authenticate if a membership is younger than the connection (its permissions predate it). */
 const PERMISSION_MARGIN_MS = 2_000;
 
+/** One room's reading: the subscriptions it hands each message to, and how it stops. */
+interface Feed {
+  handlers: Set<{ handler: MessageHandler }>;
+  stop: () => Promise<void>;
+}
+
+/** Request timeouts: the default, and the most (NATS lets an answer through for 60 s). */
+const DEFAULT_REQUEST_MS = 5_000;
+const MAX_REQUEST_MS = 60_000;
+
+/** An answer's payload starts with the SHA-256 of the request's frame. */
+const REPLY_BINDING = 32;
+
 /** Longest a timer may wait (setTimeout's limit); a later end is re-armed. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -220,6 +246,24 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     verified: (room, chain) => this.#pins.verified(room, chain),
     known: (room) => this.#pins.known(room),
   };
+  /** What reads each room this client subscribed to (one per room). */
+  readonly #feeds = new Map<string, Promise<Feed>>();
+  /** Requests waiting for their answer, by id (the last token of the reply subject). */
+  readonly #requests = new Map<
+    string,
+    {
+      room: string;
+      state: RoomState;
+      digest: Uint8Array;
+      resolve: (m: RoomMessage) => void;
+      reject: (e: Error) => void;
+    }
+  >();
+  #replyRoot: string | undefined;
+  /** Requests delivered to this client's subscriptions: where and to what they are answered. */
+  readonly #asked = new WeakMap<RoomMessage, { room: string; reply: string; digest: Uint8Array }>();
+  /** Answers go out under a frame session of their own (a room's seqs stay gap-free). */
+  readonly #replySealers = new Map<string, FrameSealer>();
   /** Timers for the ends of grants: per room (memberships), and `null` for the identity's own. */
   readonly #ends = new Map<
     string | null,
@@ -882,6 +926,166 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
    */
   async publish(roomId: string, data: Uint8Array | string): Promise<void> {
     const bytes = payloadBytes(data);
+    const state = await this.#writable(roomId);
+    const frame = this.#seal(roomId, state, bytes);
+    if (state.chain.policy.persist) {
+      this.#appender ??= new Appender(this.#conn, this.identity.signPubHex);
+      await this.#appender.append(roomId, frame, {
+        attemptMs: PUBLISH_ATTEMPT_MS,
+        timeoutMs: this.#publishTimeoutMs,
+      });
+    } else {
+      this.#conn.publish(state.chain.subject, frame);
+    }
+  }
+
+  /**
+   * Asks the room and resolves with the first answer (`sub.respond` on the
+   * other side): the request is a room message like any other (every
+   * member subscribed sees it, `expectsReply` set); the answer comes to this
+   * identity's own inbox only, sealed under the room's key by a writer of
+   * the room and bound to this request (an answer to another request is
+   * refused). Ephemeral rooms only (`UNSUPPORTED` in a persisted one, which
+   * would store every request). No answer within `timeoutMs` (default
+   * 5 s, at most 60 s): `TIMEOUT`; nobody subscribed: `NO_RESPONDERS`.
+   */
+  async request(
+    roomId: string,
+    data: Uint8Array | string,
+    opts: { timeoutMs?: number } = {}
+  ): Promise<RoomMessage> {
+    const bytes = payloadBytes(data);
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_REQUEST_MS;
+    if (typeof timeoutMs !== 'number' || !(timeoutMs > 0 && timeoutMs <= MAX_REQUEST_MS))
+      throw new SealbusError(
+        'BAD_INPUT',
+        `request: timeoutMs must be more than 0 and at most ${MAX_REQUEST_MS}`
+      );
+    const state = await this.#writable(roomId);
+    if (state.chain.policy.persist)
+      throw new SealbusError(
+        'UNSUPPORTED',
+        `request: room ${roomId} is persisted (every frame is stored); requests run in ephemeral rooms`
+      );
+    const frame = this.#seal(roomId, state, bytes);
+    const id = randomBytes(12).toString('hex');
+    const reply = `${await this.#replyInbox()}.${id}`;
+    return new Promise<RoomMessage>((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#requests.delete(id);
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(
+          new SealbusError('TIMEOUT', `request: no answer in room ${roomId} within ${timeoutMs} ms`)
+        );
+      }, timeoutMs);
+      this.#requests.set(id, {
+        room: roomId,
+        state,
+        digest: sha256(frame),
+        resolve: (m) => {
+          done();
+          resolve(m);
+        },
+        reject: (e) => {
+          done();
+          reject(e);
+        },
+      });
+      this.#conn.publish(state.chain.subject, frame, { reply });
+    });
+  }
+
+  /** The inbox answers to this client's requests come to (subscribed once). */
+  async #replyInbox(): Promise<string> {
+    if (this.#replyRoot) return this.#replyRoot;
+    const root = `${userReplyInboxPrefix(this.identity.signPubHex)}.q${randomBytes(8).toString('hex')}`;
+    this.#conn.subscribe(`${root}.*`, (msg) => this.#onAnswer(msg));
+    await this.#conn.flush();
+    this.#replyRoot = root;
+    return root;
+  }
+
+  #onAnswer(msg: Msg): void {
+    const id = msg.subject.slice(msg.subject.lastIndexOf('.') + 1);
+    const waiting = this.#requests.get(id);
+    if (!waiting) return;
+    if (msg.data.length === 0 && msg.headers?.code === 503) {
+      waiting.reject(
+        new SealbusError('NO_RESPONDERS', `request: nobody in room ${waiting.room} is listening`)
+      );
+      return;
+    }
+    const take = (opened: Opened) => {
+      const m = opened.message;
+      const bound = m.data.length >= 32 && timingSafeEqual(m.data.subarray(0, 32), waiting.digest);
+      if (!bound) {
+        this.emit('rejected', {
+          room: waiting.room,
+          code: 'MALFORMED',
+          reason: 'an answer that is not bound to this request',
+          sender: m.sender,
+        });
+        return;
+      }
+      const answer: RoomMessage = Object.assign(
+        Object.create(Object.getPrototypeOf(m) as object),
+        m,
+        {
+          data: m.data.subarray(32),
+        }
+      );
+      waiting.resolve(answer);
+    };
+    // A frame that does not hold up is refused and the request keeps
+    // waiting: a junk answer must not fail it.
+    try {
+      const opened = waiting.state.openNow(msg.data, undefined, (late) => {
+        if (late instanceof FrameError)
+          this.emit('rejected', { room: waiting.room, code: late.code, reason: late.message });
+        else if (!(late instanceof Error)) take(late);
+      });
+      if (opened) take(opened);
+    } catch (err) {
+      if (err instanceof FrameError)
+        this.emit('rejected', { room: waiting.room, code: err.code, reason: err.message });
+      else this.emit('error', err as Error);
+    }
+  }
+
+  /**
+   * Answers a request (`m.expectsReply`) delivered by a subscription of
+   * this client: sealed under the room's key, bound to the request, sent to
+   * the requester's inbox only. Writers and the owner answer; a reader's
+   * answer is `NOT_A_WRITER`, a message that is not a request `BAD_INPUT`.
+   */
+  async #respond(msg: RoomMessage, data: Uint8Array | string): Promise<void> {
+    const bytes = payloadBytes(data, REPLY_BINDING);
+    const asked = this.#asked.get(msg);
+    if (!asked)
+      throw new SealbusError(
+        'BAD_INPUT',
+        'respond: not a request this client received (m.expectsReply is false)'
+      );
+    const state = await this.#writable(asked.room);
+    const payload = new Uint8Array(REPLY_BINDING + bytes.length);
+    payload.set(asked.digest);
+    payload.set(bytes, REPLY_BINDING);
+    let sealer = this.#replySealers.get(asked.room);
+    if (!sealer)
+      this.#replySealers.set(
+        asked.room,
+        (sealer = new FrameSealer(asked.room, this.identity.signSeed))
+      );
+    const { epoch, key } = state.currentKey();
+    const frame = sealer.seal(payload, { epoch, key, sign: state.chain.policy.sign });
+    this.#conn.publish(asked.reply, frame);
+  }
+
+  /** The room's state, for a publish: this identity must be a writer or its owner. */
+  async #writable(roomId: string): Promise<RoomState> {
     const state = await this.#room(roomId);
     const mine = state.chain.role(this.identity.signPubHex);
     if (mine !== 'writer' && mine !== 'owner')
@@ -900,20 +1104,16 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
         state.detail.members.some((m) => !grantActive(m.expires_at, now));
       if (stale) await this.#autoRekey(roomId);
     }
+    return state;
+  }
+
+  /** One frame of this client's in the room, under its current epoch. */
+  #seal(roomId: string, state: RoomState, bytes: Uint8Array): Uint8Array {
     let sealer = this.#sealers.get(roomId);
     if (!sealer)
       this.#sealers.set(roomId, (sealer = new FrameSealer(roomId, this.identity.signSeed)));
     const { epoch, key } = state.currentKey();
-    const frame = sealer.seal(bytes, { epoch, key, sign: state.chain.policy.sign });
-    if (state.chain.policy.persist) {
-      this.#appender ??= new Appender(this.#conn, this.identity.signPubHex);
-      await this.#appender.append(roomId, frame, {
-        attemptMs: PUBLISH_ATTEMPT_MS,
-        timeoutMs: this.#publishTimeoutMs,
-      });
-    } else {
-      this.#conn.publish(state.chain.subject, frame);
-    }
+    return sealer.seal(bytes, { epoch, key, sign: state.chain.policy.sign });
   }
 
   /** Delivers the room's verified, decrypted messages to `handler`; rejected frames go to the `rejected` event. */
@@ -958,6 +1158,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     return {
       room: roomId,
       stop,
+      respond: (msg, data) => sub.respond(msg, data),
       async *[Symbol.asyncIterator]() {
         try {
           while (true) {
@@ -978,7 +1179,44 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     handler: MessageHandler,
     opts: SubscribeOptions
   ): Promise<RoomSubscription> {
+    // One feed per room per client: each frame is opened once (its seq
+    // moves the replay window once) and handed to every subscription there.
+    if (opts.from && this.#feeds.has(roomId))
+      throw new SealbusError(
+        'BAD_INPUT',
+        `subscribe: room ${roomId} is already read by this client; \`from\` applies to the first subscription (stop it first)`
+      );
+    let feedP = this.#feeds.get(roomId);
+    if (!feedP) {
+      feedP = this.#openFeed(roomId, opts);
+      this.#feeds.set(roomId, feedP);
+      feedP.catch(() => {
+        if (this.#feeds.get(roomId) === feedP) this.#feeds.delete(roomId);
+      });
+    }
+    const feed = await feedP;
+    const entry = { handler };
+    feed.handlers.add(entry);
+    const set = this.#subs.get(roomId) ?? new Set();
+    this.#subs.set(roomId, set);
+    const handle: RoomSubscription = {
+      room: roomId,
+      stop: async () => {
+        set.delete(handle);
+        if (!feed.handlers.delete(entry) || feed.handlers.size > 0) return;
+        if (this.#feeds.get(roomId) === feedP) this.#feeds.delete(roomId);
+        await feed.stop();
+      },
+      respond: (msg, data) => this.#respond(msg, data),
+    };
+    set.add(handle);
+    return handle;
+  }
+
+  /** Starts reading a room: its subscription (ephemeral) or its member consumer (persisted). */
+  async #openFeed(roomId: string, opts: SubscribeOptions): Promise<Feed> {
     const state = await this.#room(roomId);
+    const handlers = new Set<{ handler: MessageHandler }>();
     const rejected = (bytes: Uint8Array, err: FrameError) => {
       const sender =
         bytes.length >= 50 ? Buffer.from(bytes.subarray(18, 50)).toString('hex') : undefined;
@@ -989,34 +1227,42 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
         ...(sender ? { sender } : {}),
       });
     };
-    const hand = async (opened: Opened) => {
+    const hand = async (opened: Opened, bytes: Uint8Array, reply?: string) => {
       if (opened.loss) this.emit('loss', opened.loss);
-      try {
-        await handler(opened.message);
-      } catch (err) {
-        this.emit('error', err as Error);
+      // A request: answerable only at the sender's own reply inbox (never a
+      // subject the sender chose elsewhere, which this client's answer
+      // would then be published to).
+      if (reply && reply.startsWith(`${userReplyInboxPrefix(opened.message.sender)}.`)) {
+        opened.message.expectsReply = true;
+        this.#asked.set(opened.message, { room: roomId, reply, digest: sha256(bytes) });
+      }
+      for (const { handler } of [...handlers]) {
+        try {
+          await handler(opened.message);
+        } catch (err) {
+          this.emit('error', err as Error);
+        }
       }
     };
     // Never waits on the network: a frame that needs a refresh is parked
     // (bounded) and handed over when the refresh decides it, while the
     // frames behind it go on.
-    const deliver = async (bytes: Uint8Array, streamSeq?: number) => {
+    const deliver = async (bytes: Uint8Array, streamSeq?: number, reply?: string) => {
       let opened: Opened | null;
       try {
         opened = state.openNow(bytes, streamSeq, (late) => {
           if (late instanceof FrameError) rejected(bytes, late);
           else if (late instanceof Error) this.emit('error', late);
-          else void hand(late);
+          else void hand(late, bytes, reply);
         });
       } catch (err) {
         if (err instanceof FrameError) rejected(bytes, err);
         else this.emit('error', err as Error);
         return;
       }
-      if (opened) await hand(opened);
+      if (opened) await hand(opened, bytes, reply);
     };
 
-    let stop: () => Promise<void>;
     if (state.chain.policy.persist) {
       if (opts.from) await this.control.cursor(roomId, { from: opts.from });
       const reader = new PersistedReader({
@@ -1033,29 +1279,17 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
         onError: (err) => this.emit('error', err),
       });
       await this.#conn.flush();
-      stop = () => reader.stop();
-    } else {
-      const sub = this.#conn.subscribe(
-        state.chain.subject,
-        (msg) => void deliver(msg.data),
-        // A subject taken away as the membership ends: the connection's
-        // status reports it once, and #confirmEnd decides (expired or error).
-        (err) => void (this.#endingRoom(permissionSubject(err)) ?? this.emit('error', err))
-      );
-      await this.#conn.flush();
-      stop = async () => sub.unsubscribe();
+      return { handlers, stop: () => reader.stop() };
     }
-    const set = this.#subs.get(roomId) ?? new Set();
-    this.#subs.set(roomId, set);
-    const handle: RoomSubscription = {
-      room: roomId,
-      stop: async () => {
-        set.delete(handle);
-        await stop();
-      },
-    };
-    set.add(handle);
-    return handle;
+    const sub = this.#conn.subscribe(
+      state.chain.subject,
+      (msg) => void deliver(msg.data, undefined, msg.reply),
+      // A subject taken away as the membership ends: the connection's
+      // status reports it once, and #confirmEnd decides (expired or error).
+      (err) => void (this.#endingRoom(permissionSubject(err)) ?? this.emit('error', err))
+    );
+    await this.#conn.flush();
+    return { handlers, stop: async () => sub.unsubscribe() };
   }
 
   async close(): Promise<void> {
@@ -1063,6 +1297,8 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     this.#closed = true;
     for (const end of this.#ends.values()) clearTimeout(end.timer);
     this.#ends.clear();
+    for (const r of [...this.#requests.values()])
+      r.reject(new SealbusError('CLOSED', 'request: the client closed'));
     for (const set of this.#subs.values()) for (const s of set) await s.stop().catch(() => {});
     this.#appender?.close();
     await this.#conn.close();
@@ -1078,6 +1314,10 @@ function permissionSubject(x: unknown): string | undefined {
   return typeof ctx?.subject === 'string' ? ctx.subject : undefined;
 }
 
+function sha256(bytes: Uint8Array): Uint8Array {
+  return createHash('sha256').update(bytes).digest();
+}
+
 /** Whether a server URL names `hostPort` (as `NatsConnection.getServer()` gives it). */
 function sameServer(url: string, hostPort: string): boolean {
   const bare = url.replace(/^[a-z]+:\/\//i, '');
@@ -1085,7 +1325,7 @@ function sameServer(url: string, hostPort: string): boolean {
 }
 
 /** What `publish` sends: bytes as given, a string as UTF-8; anything else is refused. */
-function payloadBytes(data: unknown): Uint8Array {
+function payloadBytes(data: unknown, reserved = 0): Uint8Array {
   const bytes =
     data instanceof Uint8Array ? data : typeof data === 'string' ? utf8.encode(data) : null;
   if (!bytes)
@@ -1093,10 +1333,10 @@ function payloadBytes(data: unknown): Uint8Array {
       'BAD_INPUT',
       `publish: the payload must be a Uint8Array or a string, not ${data === null ? 'null' : typeof data}`
     );
-  if (bytes.length > FRAME_MAX_PAYLOAD)
+  if (bytes.length > FRAME_MAX_PAYLOAD - reserved)
     throw new SealbusError(
       'PAYLOAD_TOO_LARGE',
-      `publish: ${bytes.length} bytes; one message carries at most ${FRAME_MAX_PAYLOAD}`
+      `publish: ${bytes.length} bytes; one message carries at most ${FRAME_MAX_PAYLOAD - reserved}`
     );
   return bytes;
 }

@@ -51,6 +51,16 @@ test('ephemeral rooms: writers publish and subscribe, readers subscribe; persist
   ]);
 });
 
+test('answers to requests: one per request received, only for writers of an ephemeral room', () => {
+  assert.equal(permissionsFor(ME, []).resp, undefined);
+  assert.equal(permissionsFor(ME, [m('c'.repeat(24), 'chat.c', 'reader')]).resp, undefined);
+  assert.equal(permissionsFor(ME, [m('e'.repeat(24), 'log.e', 'writer', true)]).resp, undefined);
+  assert.deepEqual(permissionsFor(ME, [m('b'.repeat(24), 'chat.b', 'writer')]).resp, {
+    max: 1,
+    ttl: 60_000_000_000,
+  });
+});
+
 test('no grant ever lets the server publish for the user: no JetStream API, ack or flow-control subject', () => {
   const roles = ['owner', 'writer', 'reader'] as const;
   const all = roles.flatMap((r, i) => [

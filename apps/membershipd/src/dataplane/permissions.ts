@@ -13,7 +13,17 @@ export const NO_PUBLISH = '_SEALBUS_NO_PUBLISH';
 export interface SubjectPermissions {
   pub: { allow: string[]; deny: string[] };
   sub: { allow: string[]; deny: string[] };
+  /**
+   * Answers to requests (`bus.request` / `sub.respond`): one publish to the
+   * reply subject of a message this connection received, within `ttl`
+   * (nanoseconds). Only for writers of an ephemeral room (a reader's answer
+   * is refused by the requester anyway).
+   */
+  resp?: { max: number; ttl: number };
 }
+
+/** How long a request stays answerable (the SDK's longest request timeout). */
+export const RESPONSE_TTL_MS = 60_000;
 
 /**
  * A user's data-plane permissions, derived from its memberships only. The
@@ -37,7 +47,12 @@ export interface SubjectPermissions {
  *   a cursor reset racing a removal) delivers to a subject its former
  *   member may not subscribe to;
  * - its own events subject;
- * - no `$JS.>` API, ack or flow-control subject, ever.
+ * - no `$JS.>` API, ack or flow-control subject, ever;
+ * - writers of an ephemeral room: one answer per request received
+ *   (`resp`, max 1, 60 s), to the reply subject the requester set. The SDK
+ *   answers only at the requester's own reply inbox (`<prefix>.r.`), never
+ *   at another subject a member put there; member deliveries of persisted
+ *   rooms carry ack subjects of `AckNone` consumers, which ignore them.
  * Allow lists are never empty: an empty list means "everything" to NATS.
  */
 export function permissionsFor(
@@ -50,6 +65,7 @@ export function permissionsFor(
     appendResultSubject(signPub, '*'),
     userEventsSubject(signPub),
   ]);
+  let answers = false;
   for (const m of memberships) {
     const writes = m.role === 'owner' || m.role === 'writer';
     if (m.persist) {
@@ -57,9 +73,16 @@ export function permissionsFor(
       if (writes) pub.add(appendSubject(m.room));
     } else {
       sub.add(m.subject);
-      if (writes) pub.add(m.subject);
+      if (writes) {
+        pub.add(m.subject);
+        answers = true;
+      }
     }
   }
   if (pub.size === 0) pub.add(NO_PUBLISH);
-  return { pub: { allow: [...pub].sort(), deny: [] }, sub: { allow: [...sub].sort(), deny: [] } };
+  return {
+    pub: { allow: [...pub].sort(), deny: [] },
+    sub: { allow: [...sub].sort(), deny: [] },
+    ...(answers ? { resp: { max: 1, ttl: RESPONSE_TTL_MS * 1_000_000 } } : {}),
+  };
 }
