@@ -11,7 +11,7 @@ import {
   loadIdentity,
   type Identity,
 } from '@sealbus/crypto';
-import { userReplyInboxPrefix } from '@sealbus/protocol';
+import { roomAnswerPrefix, roomAnswerSubject, userAnswersSubject } from '@sealbus/protocol';
 import { startDaemon, waitFor, type TestDaemon } from '@sealbus/testing';
 import { ControlClient } from './control.js';
 import { SealbusError } from './errors.js';
@@ -95,6 +95,14 @@ describe('request/reply in a room', { timeout: 120_000 }, () => {
     await sleep(300);
     assert.equal(rawRoom.length, 1, 'only the request went over the room subject');
     assert.ok(is('NOT_A_WRITER')(daveErrors[0]));
+    // Nobody but alice may read alice's answers, in this room or any.
+    const denied = await new Promise<string>((resolve) => {
+      natsOf(D).subscribe(userAnswersSubject(alice.signPubHex), {
+        callback: (e) => void (e && resolve(e.message)),
+      });
+      setTimeout(() => resolve('no error'), 3_000);
+    });
+    assert.match(denied, /permissions violation/i);
     // A message that is not a request cannot be answered.
     const plain: RoomMessage[] = [];
     const psub = await C.subscribe(room.id, (m) => void plain.push(m));
@@ -157,7 +165,7 @@ describe('request/reply in a room', { timeout: 120_000 }, () => {
     const mnc = natsOf(M);
     // mallory keeps the raw answer frame bob sends her.
     const captured: Uint8Array[] = [];
-    mnc.subscribe(`${userReplyInboxPrefix(mallory.signPubHex)}.>`, {
+    mnc.subscribe(userAnswersSubject(mallory.signPubHex), {
       callback: (e, m) => void (!e && captured.push(m.data)),
     });
     await mnc.flush();
@@ -170,7 +178,7 @@ describe('request/reply in a room', { timeout: 120_000 }, () => {
     A.on('rejected', (r) => rejected.push(r));
     mnc.subscribe(room.subject, {
       callback: (e, m) => {
-        if (!e && m.reply?.startsWith(userReplyInboxPrefix(alice.signPubHex)))
+        if (!e && m.reply?.startsWith(roomAnswerPrefix(room.id, alice.signPubHex)))
           mnc.publish(m.reply, captured[0]!);
       },
     });
@@ -189,10 +197,13 @@ describe('request/reply in a room', { timeout: 120_000 }, () => {
     const key = openRoomKey((await mctl.myKeys(room.id)).keys[0]!.sealed_key, mallory);
     const sealer = new FrameSealer(room.id, mallory.signSeed);
     const before = bobSaw.length;
-    for (const reply of [
-      `${userReplyInboxPrefix(alice.signPubHex)}.q0.x`,
+    const redirects = [
+      roomAnswerSubject(room.id, alice.signPubHex, 'x'),
+      `_INBOX_${alice.signPubHex.slice(0, 32)}.r.x`,
       `sealbus.append.${room.id}`,
-    ])
+      `${roomAnswerPrefix(room.id, mallory.signPubHex)}a.b`,
+    ];
+    for (const reply of redirects)
       mnc.publish(
         room.subject,
         sealer.seal(new TextEncoder().encode(`answer at ${reply}`), {
@@ -202,7 +213,9 @@ describe('request/reply in a room', { timeout: 120_000 }, () => {
         }),
         { reply }
       );
-    await waitFor(() => bobSaw.length === before + 2, { what: 'the redirected requests' });
+    await waitFor(() => bobSaw.length === before + redirects.length, {
+      what: 'the redirected requests',
+    });
     for (const m of bobSaw.slice(before)) {
       assert.equal(m.expectsReply, undefined);
       await assert.rejects(bsub.respond(m, 'no'), is('BAD_INPUT'));

@@ -17,6 +17,9 @@ import {
 } from '@sealbus/crypto';
 import {
   memberDeliverSubject,
+  roomAnswerPrefix,
+  roomAnswerSubject,
+  userAnswersSubject,
   userEventsSubject,
   userReplyInboxPrefix,
   grantActive,
@@ -259,7 +262,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       reject: (e: Error) => void;
     }
   >();
-  #replyRoot: string | undefined;
+  #answering = false;
   /** Requests delivered to this client's subscriptions: where and to what they are answered. */
   readonly #asked = new WeakMap<RoomMessage, { room: string; reply: string; digest: Uint8Array }>();
   /** Answers go out under a frame session of their own (a room's seqs stay gap-free). */
@@ -969,7 +972,8 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       );
     const frame = this.#seal(roomId, state, bytes);
     const id = randomBytes(12).toString('hex');
-    const reply = `${await this.#replyInbox()}.${id}`;
+    await this.#answers();
+    const reply = roomAnswerSubject(roomId, this.identity.signPubHex, id);
     return new Promise<RoomMessage>((resolve, reject) => {
       const done = () => {
         clearTimeout(timer);
@@ -998,20 +1002,21 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     });
   }
 
-  /** The inbox answers to this client's requests come to (subscribed once). */
-  async #replyInbox(): Promise<string> {
-    if (this.#replyRoot) return this.#replyRoot;
-    const root = `${userReplyInboxPrefix(this.identity.signPubHex)}.q${randomBytes(8).toString('hex')}`;
-    this.#conn.subscribe(`${root}.*`, (msg) => this.#onAnswer(msg));
+  /** Subscribes (once) to the answers to this client's requests, in every room. */
+  async #answers(): Promise<void> {
+    if (this.#answering) return;
+    this.#answering = true;
+    this.#conn.subscribe(userAnswersSubject(this.identity.signPubHex), (msg) =>
+      this.#onAnswer(msg)
+    );
     await this.#conn.flush();
-    this.#replyRoot = root;
-    return root;
   }
 
   #onAnswer(msg: Msg): void {
     const id = msg.subject.slice(msg.subject.lastIndexOf('.') + 1);
     const waiting = this.#requests.get(id);
-    if (!waiting) return;
+    if (!waiting || msg.subject !== roomAnswerSubject(waiting.room, this.identity.signPubHex, id))
+      return;
     if (msg.data.length === 0 && msg.headers?.code === 503) {
       waiting.reject(
         new SealbusError('NO_RESPONDERS', `request: nobody in room ${waiting.room} is listening`)
@@ -1186,16 +1191,19 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
         'BAD_INPUT',
         `subscribe: room ${roomId} is already read by this client; \`from\` applies to the first subscription (stop it first)`
       );
+    const entry = { handler };
     let feedP = this.#feeds.get(roomId);
     if (!feedP) {
-      feedP = this.#openFeed(roomId, opts);
+      // The first subscription's handler is in before anything is read
+      // (a persisted room's history starts flowing at once).
+      const handlers = new Set([entry]);
+      feedP = this.#openFeed(roomId, opts, handlers);
       this.#feeds.set(roomId, feedP);
       feedP.catch(() => {
         if (this.#feeds.get(roomId) === feedP) this.#feeds.delete(roomId);
       });
     }
     const feed = await feedP;
-    const entry = { handler };
     feed.handlers.add(entry);
     const set = this.#subs.get(roomId) ?? new Set();
     this.#subs.set(roomId, set);
@@ -1214,9 +1222,12 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   }
 
   /** Starts reading a room: its subscription (ephemeral) or its member consumer (persisted). */
-  async #openFeed(roomId: string, opts: SubscribeOptions): Promise<Feed> {
+  async #openFeed(
+    roomId: string,
+    opts: SubscribeOptions,
+    handlers: Set<{ handler: MessageHandler }>
+  ): Promise<Feed> {
     const state = await this.#room(roomId);
-    const handlers = new Set<{ handler: MessageHandler }>();
     const rejected = (bytes: Uint8Array, err: FrameError) => {
       const sender =
         bytes.length >= 50 ? Buffer.from(bytes.subarray(18, 50)).toString('hex') : undefined;
@@ -1229,10 +1240,10 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     };
     const hand = async (opened: Opened, bytes: Uint8Array, reply?: string) => {
       if (opened.loss) this.emit('loss', opened.loss);
-      // A request: answerable only at the sender's own reply inbox (never a
-      // subject the sender chose elsewhere, which this client's answer
-      // would then be published to).
-      if (reply && reply.startsWith(`${userReplyInboxPrefix(opened.message.sender)}.`)) {
+      // A request: answerable only at the sender's own answer subject in
+      // this room (never a subject the sender chose elsewhere, which this
+      // client's answer would then be published to).
+      if (reply && isAnswerSubject(reply, roomId, opened.message.sender)) {
         opened.message.expectsReply = true;
         this.#asked.set(opened.message, { room: roomId, reply, digest: sha256(bytes) });
       }
@@ -1312,6 +1323,12 @@ const utf8 = new TextEncoder();
 function permissionSubject(x: unknown): string | undefined {
   const ctx = (x as { permissionContext?: { subject?: unknown } } | null)?.permissionContext;
   return typeof ctx?.subject === 'string' ? ctx.subject : undefined;
+}
+
+/** Whether `reply` is `requester`'s answer subject in `roomId` (one id token after its prefix). */
+function isAnswerSubject(reply: string, roomId: string, requester: string): boolean {
+  const prefix = roomAnswerPrefix(roomId, requester);
+  return reply.startsWith(prefix) && /^[A-Za-z0-9]{1,64}$/.test(reply.slice(prefix.length));
 }
 
 function sha256(bytes: Uint8Array): Uint8Array {

@@ -229,6 +229,30 @@ export function userReplyInboxPrefix(signPub: string): string {
   return `${userInboxPrefix(signPub)}.r`;
 }
 
+/**
+ * Where an answer to a request in an ephemeral room goes: under the room
+ * (only its writers may publish there) and the requester (only it may
+ * subscribe there), so an answer reaches the requester and nobody else.
+ */
+export function roomAnswerSubject(roomId: string, requester: string, id: string): string {
+  return `${roomAnswerPrefix(roomId, requester)}${id}`;
+}
+
+/** `roomAnswerSubject` up to its last token (with the trailing dot). */
+export function roomAnswerPrefix(roomId: string, requester: string): string {
+  return `sealbus.reply.${roomId}.${requester.slice(0, 32)}.`;
+}
+
+/** What a user subscribes to for the answers to its requests, in every room. */
+export function userAnswersSubject(signPub: string): string {
+  return `sealbus.reply.*.${signPub.slice(0, 32)}.*`;
+}
+
+/** What a writer of an ephemeral room may publish answers to. */
+export function roomAnswersGrant(roomId: string): string {
+  return `sealbus.reply.${roomId}.*.*`;
+}
+
 /** Where membershipd tells a user that its rooms or keys changed. */
 export function userEventsSubject(signPub: string): string {
   return `sealbus.events.${signPub.slice(0, 32)}`;

@@ -260,7 +260,7 @@ export class CalloutService {
       nkey,
       req.user_nkey,
       this.#o.keys.issuer,
-      { pub: perms.pub, sub: perms.sub, ...(perms.resp ? { resp: perms.resp } : {}) },
+      { pub: perms.pub, sub: perms.sub },
       { aud: APP_ACCOUNT, exp }
     );
     return { allow: true, jwt, nkey, rooms };

@@ -66,7 +66,12 @@ test('decideGrants: only memberships in force, guests read, exp bounded by every
   ];
   const g = decideGrants(user(), ms, NOW, 600);
   assert.equal(g.rooms, 3, 'expired and ending-this-second memberships grant nothing');
-  assert.deepEqual(g.perms.pub.allow, ['s.' + 'a'.repeat(24), 's.' + 'd'.repeat(24)]);
+  assert.deepEqual(g.perms.pub.allow, [
+    's.' + 'a'.repeat(24),
+    's.' + 'd'.repeat(24),
+    `sealbus.reply.${'a'.repeat(24)}.*.*`,
+    `sealbus.reply.${'d'.repeat(24)}.*.*`,
+  ]);
   assert.equal(g.exp, Math.floor((NOW + 30_000) / 1000), 'exp never outlives a membership');
   const guest = decideGrants(user({ role: 'guest' }), ms, NOW, 600);
   assert.equal(guest.perms.pub.allow.length, 1, 'a guest publishes nowhere');

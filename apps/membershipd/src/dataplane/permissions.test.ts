@@ -27,6 +27,7 @@ test('member of no room: inbox and events only, and never an empty allow list', 
     `_INBOX_${ME.slice(0, 32)}.append.*`,
     `_INBOX_${ME.slice(0, 32)}.r.>`,
     `sealbus.events.${ME.slice(0, 32)}`,
+    `sealbus.reply.*.${ME.slice(0, 32)}.*`,
   ]);
 });
 
@@ -38,7 +39,13 @@ test('ephemeral rooms: writers publish and subscribe, readers subscribe; persist
     m('d'.repeat(24), 'log.d', 'reader', true),
     m('e'.repeat(24), 'log.e', 'writer', true),
   ]);
-  assert.deepEqual(p.pub.allow, ['chat.a', 'chat.b', `sealbus.append.${'e'.repeat(24)}`]);
+  assert.deepEqual(p.pub.allow, [
+    'chat.a',
+    'chat.b',
+    `sealbus.append.${'e'.repeat(24)}`,
+    `sealbus.reply.${'a'.repeat(24)}.*.*`,
+    `sealbus.reply.${'b'.repeat(24)}.*.*`,
+  ]);
   assert.deepEqual(p.sub.allow, [
     `_INBOX_${ME.slice(0, 32)}.append.*`,
     `_INBOX_${ME.slice(0, 32)}.r.>`,
@@ -48,17 +55,25 @@ test('ephemeral rooms: writers publish and subscribe, readers subscribe; persist
     'chat.b',
     'chat.c',
     `sealbus.events.${ME.slice(0, 32)}`,
+    `sealbus.reply.*.${ME.slice(0, 32)}.*`,
   ]);
 });
 
-test('answers to requests: one per request received, only for writers of an ephemeral room', () => {
-  assert.equal(permissionsFor(ME, []).resp, undefined);
-  assert.equal(permissionsFor(ME, [m('c'.repeat(24), 'chat.c', 'reader')]).resp, undefined);
-  assert.equal(permissionsFor(ME, [m('e'.repeat(24), 'log.e', 'writer', true)]).resp, undefined);
-  assert.deepEqual(permissionsFor(ME, [m('b'.repeat(24), 'chat.b', 'writer')]).resp, {
-    max: 1,
-    ttl: 60_000_000_000,
-  });
+test('answers to requests: writers of an ephemeral room publish under the room, each user reads its own, and no response permission', () => {
+  const p = permissionsFor(ME, [
+    m('b'.repeat(24), 'chat.b', 'writer'),
+    m('c'.repeat(24), 'chat.c', 'reader'),
+    m('e'.repeat(24), 'log.e', 'writer', true),
+  ]);
+  assert.deepEqual(
+    p.pub.allow.filter((s) => s.startsWith('sealbus.reply.')),
+    [`sealbus.reply.${'b'.repeat(24)}.*.*`]
+  );
+  assert.deepEqual(
+    p.sub.allow.filter((s) => s.startsWith('sealbus.reply.')),
+    [`sealbus.reply.*.${ME.slice(0, 32)}.*`]
+  );
+  assert.equal('resp' in p, false);
 });
 
 test('no grant ever lets the server publish for the user: no JetStream API, ack or flow-control subject', () => {
@@ -68,13 +83,26 @@ test('no grant ever lets the server publish for the user: no JetStream API, ack 
     m(String(i + 5).repeat(24), `p.${r}`, r, true),
   ]);
   const p = permissionsFor(ME, all);
+  // Wildcards only under the user's own inbox, and in the answer namespace
+  // (no stream captures it: no room subject starts with `sealbus`): its own
+  // answers to read, answers in the ephemeral rooms it writes to publish.
+  const answerGrants = new Set([
+    `sealbus.reply.*.${ME.slice(0, 32)}.*`,
+    ...roles
+      .filter((r) => r !== 'reader')
+      .map((r, i) => `sealbus.reply.${String(i).repeat(24)}.*.*`),
+  ]);
   for (const s of [...p.pub.allow, ...p.sub.allow]) {
     assert.ok(!s.startsWith('$'), `${s} reaches a server API`);
     assert.ok(
-      !s.includes('*') && !s.includes('>') ? true : s.startsWith(`_INBOX_${ME.slice(0, 32)}.`),
+      !s.includes('*') && !s.includes('>')
+        ? true
+        : s.startsWith(`_INBOX_${ME.slice(0, 32)}.`) || answerGrants.has(s),
       s
     );
   }
+  for (const api of ['$JS.API.STREAM.DELETE.X', '$JS.ACK.X.Y.1.1.1.1.1', 'sealbus.append.x'])
+    assert.equal(serverAdmits(p.pub.allow, api), false, api);
   for (const r of roles)
     assert.ok(!p.pub.allow.includes(`p.${r}`) && !p.sub.allow.includes(`p.${r}`));
 });

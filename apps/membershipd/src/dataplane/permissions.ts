@@ -2,6 +2,8 @@ import {
   appendResultSubject,
   appendSubject,
   memberDeliverSubject,
+  roomAnswersGrant,
+  userAnswersSubject,
   userEventsSubject,
   userReplyInboxPrefix,
   type MemberRecord,
@@ -13,17 +15,7 @@ export const NO_PUBLISH = '_SEALBUS_NO_PUBLISH';
 export interface SubjectPermissions {
   pub: { allow: string[]; deny: string[] };
   sub: { allow: string[]; deny: string[] };
-  /**
-   * Answers to requests (`bus.request` / `sub.respond`): one publish to the
-   * reply subject of a message this connection received, within `ttl`
-   * (nanoseconds). Only for writers of an ephemeral room (a reader's answer
-   * is refused by the requester anyway).
-   */
-  resp?: { max: number; ttl: number };
 }
-
-/** How long a request stays answerable (the SDK's longest request timeout). */
-export const RESPONSE_TTL_MS = 60_000;
 
 /**
  * A user's data-plane permissions, derived from its memberships only. The
@@ -47,12 +39,12 @@ export const RESPONSE_TTL_MS = 60_000;
  *   a cursor reset racing a removal) delivers to a subject its former
  *   member may not subscribe to;
  * - its own events subject;
- * - no `$JS.>` API, ack or flow-control subject, ever;
- * - writers of an ephemeral room: one answer per request received
- *   (`resp`, max 1, 60 s), to the reply subject the requester set. The SDK
- *   answers only at the requester's own reply inbox (`<prefix>.r.`), never
- *   at another subject a member put there; member deliveries of persisted
- *   rooms carry ack subjects of `AckNone` consumers, which ignore them.
+ * - answers to its requests in ephemeral rooms: `sealbus.reply.*.<me>.*`
+ *   (subscribe); writers of an ephemeral room publish answers under it,
+ *   `sealbus.reply.<room>.*.*`. No NATS response permission (`resp`): it
+ *   would let a member publish once to any reply subject another member (or
+ *   itself, echoed) put on a message, the JetStream API included;
+ * - no `$JS.>` API, ack or flow-control subject, ever.
  * Allow lists are never empty: an empty list means "everything" to NATS.
  */
 export function permissionsFor(
@@ -64,8 +56,8 @@ export function permissionsFor(
     `${userReplyInboxPrefix(signPub)}.>`,
     appendResultSubject(signPub, '*'),
     userEventsSubject(signPub),
+    userAnswersSubject(signPub),
   ]);
-  let answers = false;
   for (const m of memberships) {
     const writes = m.role === 'owner' || m.role === 'writer';
     if (m.persist) {
@@ -75,7 +67,7 @@ export function permissionsFor(
       sub.add(m.subject);
       if (writes) {
         pub.add(m.subject);
-        answers = true;
+        pub.add(roomAnswersGrant(m.room));
       }
     }
   }
@@ -83,6 +75,5 @@ export function permissionsFor(
   return {
     pub: { allow: [...pub].sort(), deny: [] },
     sub: { allow: [...sub].sort(), deny: [] },
-    ...(answers ? { resp: { max: 1, ttl: RESPONSE_TTL_MS * 1_000_000 } } : {}),
   };
 }
