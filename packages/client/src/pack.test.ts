@@ -45,12 +45,15 @@ await bus.close();
 const CONSUMER_TS = `
 import {
   Sealbus,
+  SealbusError,
   TrustError,
   generateIdentity,
   type Identity,
+  type MessageStream,
   type MyRoom,
   type RoomMessage,
   type RoomPolicy,
+  type SealbusErrorCode,
   type SealbusOptions,
 } from '@sealbus/client';
 
@@ -65,6 +68,19 @@ export async function main(): Promise<string> {
     void text;
   });
   bus.on('untrusted', (e: TrustError) => console.warn(e.code));
+  bus.on('expired', (r: string | null, at: string) => console.warn(r ?? 'this identity', at));
+  const stream: MessageStream = await bus.subscribe(room.id);
+  for await (const m of stream) if (m.expectsReply) await stream.respond(m, m.json<{ q: string }>().q);
+  try {
+    const answer: RoomMessage = await bus.request(room.id, 'q', { timeoutMs: 1_000 });
+    void answer.string();
+  } catch (e) {
+    if (e instanceof SealbusError) {
+      const code: string = e.code;
+      const known: SealbusErrorCode[] = ['TIMEOUT', 'NO_RESPONDERS'];
+      void known.includes(code as SealbusErrorCode);
+    }
+  }
   return bus.fingerprint(room.owner);
 }
 `;
@@ -106,6 +122,11 @@ describe('the SDK packed, installed and used outside the repository', { timeout:
       [],
       'no tests in the tarball'
     );
+    assert.deepEqual(
+      files.filter((f) => /^package\/dist\/internal\./.test(f)),
+      [],
+      'the internal entry stays home'
+    );
   });
 
   test('a project with no workspace installs it with npm alone, and imports it', async () => {
@@ -132,6 +153,17 @@ describe('the SDK packed, installed and used outside the repository', { timeout:
       { cwd: project }
     );
     assert.equal(stdout.trim(), 'function function');
+    // Internals are not part of the package: not importable, not exported.
+    const { stdout: internal } = await run(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        "import('@sealbus/client/internal').then(() => console.log('importable'), (e) => console.log(e.code)); import('@sealbus/client').then((m) => console.log(['RoomState', 'newRoomKey', 'sealRoomKey', 'authorStatement', 'OwnerPins'].filter((k) => k in m).join(',') || 'none'))",
+      ],
+      { cwd: project }
+    );
+    assert.deepEqual(internal.trim().split('\n').sort(), ['ERR_PACKAGE_PATH_NOT_EXPORTED', 'none']);
   });
 
   test('a typed consumer compiles with --strict against the installed types', async () => {
