@@ -67,7 +67,8 @@ class MovableSub implements LiveSubscription {
   #live: Subscription;
   #next: Subscription | null = null;
   #buffer: Msg[] | null = null;
-  #seen: Set<string> | null = null;
+  /** What the old subscription delivered during the handover, counted (a copy each). */
+  #seen: Map<string, number> | null = null;
   #closed = false;
   readonly #release: (s: MovableSub) => void;
 
@@ -100,7 +101,7 @@ class MovableSub implements LiveSubscription {
         if (sub !== this.#live) return; // let go of: what it still gets, the next one has
         if (this.#seen) {
           const k = keyOf(m);
-          if (k) this.#seen.add(k);
+          if (k) this.#seen.set(k, (this.#seen.get(k) ?? 0) + 1);
         }
         this.#onMsg(m);
       },
@@ -111,7 +112,7 @@ class MovableSub implements LiveSubscription {
   /** Step 1: subscribe on the next connection, buffering. */
   prepare(nc: NatsConnection): void {
     if (this.#closed || this.#next) return;
-    this.#seen = new Set();
+    this.#seen = new Map();
     this.#buffer = [];
     this.#next = this.#attach(nc);
   }
@@ -129,14 +130,18 @@ class MovableSub implements LiveSubscription {
   commit(): void {
     if (!this.#next) return;
     const buffer = this.#buffer ?? [];
-    const seen = this.#seen ?? new Set<string>();
+    const seen = this.#seen ?? new Map<string, number>();
     this.#next = null;
     this.#buffer = null;
     this.#seen = null;
     if (this.#closed) return;
     for (const m of buffer) {
       const k = keyOf(m);
-      if (k && seen.delete(k)) continue;
+      const n = k ? (seen.get(k) ?? 0) : 0;
+      if (k && n > 0) {
+        seen.set(k, n - 1);
+        continue;
+      }
       this.#onMsg(m);
     }
   }
@@ -178,6 +183,7 @@ export class LiveConnection {
   /** Publishes held while the connection is switched. */
   #held: Array<[string, Uint8Array, PublishOptions]> | null = null;
   #renewing: Promise<void> | undefined;
+  #closed = false;
   /** Renewals done (tests, diagnostics). */
   renewals = 0;
 
@@ -228,6 +234,7 @@ export class LiveConnection {
 
   /** Opens a new connection (new permissions) and moves every subscription to it, losing nothing. */
   renew(): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error('the connection is closed'));
     this.#renewing ??= this.#renew().finally(() => (this.#renewing = undefined));
     return this.#renewing;
   }
@@ -237,6 +244,7 @@ export class LiveConnection {
     const next = await this.#o.open(old.getServer());
     this.#next = next;
     try {
+      if (this.#closed) throw new Error('the connection closed while it was renewed');
       for (const s of this.#subs) s.prepare(next);
       await withTimeout(next.flush(), FLUSH_MS);
       if (next.info?.server_id !== old.info?.server_id)
@@ -266,6 +274,7 @@ export class LiveConnection {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
     while (this.#renewing) await this.#renewing.catch(() => {});
     for (const s of [...this.#subs]) s.unsubscribe();
     const nc = this.#nc;

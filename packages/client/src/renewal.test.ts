@@ -9,6 +9,7 @@ import { startDaemon, waitFor, type TestDaemon } from '@sealbus/testing';
 import { ControlClient } from './control.js';
 import { natsOf, renewalsOf } from './internal.js';
 import type { PossibleLoss, RejectedFrame, RoomMessage } from './roomstate.js';
+import { SealbusError } from './errors.js';
 import { Sealbus } from './sealbus.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -181,5 +182,48 @@ describe('connection renewal is make-before-break', { timeout: 180_000 }, () => 
     );
     assert.deepEqual(losses, []);
     assert.deepEqual(rejected, []);
+  });
+
+  test("a subscription made while the room's last one stops still gets the room", async () => {
+    const [alice, bob] = [await user('r2-alice'), await user('r2-bob')];
+    const A = await bus(alice);
+    const B = await bus(bob);
+    const room = await A.createRoom({
+      subject: 'r2.room',
+      policy: { encrypt: true, persist: false, sign: true },
+    });
+    await A.invite(room.id, bob.signPubHex, 'reader');
+    const first = await B.subscribe(room.id, () => {});
+    const got: string[] = [];
+    const [second] = await Promise.all([
+      B.subscribe(room.id, (m) => void got.push(m.string())),
+      first.stop(),
+    ]);
+    await A.publish(room.id, 'after the swap');
+    await waitFor(() => got.length === 1, { what: 'the message' }).catch(() => {});
+    await second.stop();
+    assert.deepEqual(got, ['after the swap']);
+  });
+
+  test('after close(), nothing opens a connection again: calls are CLOSED', async () => {
+    const [alice, bob] = [await user('r1-alice'), await user('r1-bob')];
+    const A = await bus(alice);
+    const B = await bus(bob);
+    const room = await A.createRoom({
+      subject: 'r1.room',
+      policy: { encrypt: true, persist: false, sign: true },
+    });
+    await A.invite(room.id, bob.signPubHex, 'writer');
+    await sleep(300); // member.added reached B: its next use of the room would renew
+    await B.close();
+    await assert.rejects(
+      B.publish(room.id, 'late'),
+      (e: unknown) => e instanceof SealbusError && e.code === 'CLOSED'
+    );
+    await assert.rejects(
+      B.refreshConnection('late'),
+      (e: unknown) => e instanceof SealbusError && e.code === 'CLOSED'
+    );
+    assert.equal(natsOf(B).isClosed(), true, 'no connection was opened after close()');
   });
 });

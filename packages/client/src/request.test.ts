@@ -3,7 +3,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import type { Msg } from 'nats';
+import { headers, type Msg } from 'nats';
 import {
   FrameSealer,
   encodePublicIdentity,
@@ -11,7 +11,7 @@ import {
   loadIdentity,
   type Identity,
 } from '@sealbus/crypto';
-import { roomAnswerPrefix, roomAnswerSubject, userAnswersSubject } from '@sealbus/protocol';
+import { roomAnswerPrefix, roomAnswerSubject, roomAnswersInbox } from '@sealbus/protocol';
 import { startDaemon, waitFor, type TestDaemon } from '@sealbus/testing';
 import { ControlClient } from './control.js';
 import { SealbusError } from './errors.js';
@@ -95,14 +95,21 @@ describe('request/reply in a room', { timeout: 120_000 }, () => {
     await sleep(300);
     assert.equal(rawRoom.length, 1, 'only the request went over the room subject');
     assert.ok(is('NOT_A_WRITER')(daveErrors[0]));
-    // Nobody but alice may read alice's answers, in this room or any.
-    const denied = await new Promise<string>((resolve) => {
-      natsOf(D).subscribe(userAnswersSubject(alice.signPubHex), {
-        callback: (e) => void (e && resolve(e.message)),
+    // Nobody but alice may read alice's answers; alice herself only per
+    // room she writes to (no room wildcard: outsiders cannot reach it).
+    const refused = (nc: ReturnType<typeof natsOf>, subject: string) =>
+      new Promise<string>((resolve) => {
+        nc.subscribe(subject, { callback: (e) => void (e && resolve(e.message)) });
+        setTimeout(() => resolve('no error'), 3_000);
       });
-      setTimeout(() => resolve('no error'), 3_000);
-    });
-    assert.match(denied, /permissions violation/i);
+    assert.match(
+      await refused(natsOf(D), roomAnswersInbox(room.id, alice.signPubHex)),
+      /permissions violation/i
+    );
+    assert.match(
+      await refused(natsOf(A), `sealbus.reply.*.${alice.signPubHex.slice(0, 32)}.*`),
+      /permissions violation/i
+    );
     // A message that is not a request cannot be answered.
     const plain: RoomMessage[] = [];
     const psub = await C.subscribe(room.id, (m) => void plain.push(m));
@@ -144,6 +151,36 @@ describe('request/reply in a room', { timeout: 120_000 }, () => {
     await assert.rejects(F.request(quiet.id, 'a reader asks'), is('NOT_A_WRITER'));
   });
 
+  test('a forged "no responders" does not cut a request short: the real answer still comes', async () => {
+    const [alice, bob, mallory] = [
+      await user('r3-alice'),
+      await user('r3-bob'),
+      await user('r3-mallory'),
+    ];
+    const [A, B, M] = [await bus(alice), await bus(bob), await bus(mallory)];
+    const room = await A.createRoom({ subject: 'r3.room', policy: ENC });
+    await A.invite(room.id, bob.signPubHex, 'writer');
+    await A.invite(room.id, mallory.signPubHex, 'writer');
+    const bsub = await B.subscribe(room.id, async (m) => {
+      if (!m.expectsReply) return;
+      await sleep(300);
+      await bsub.respond(m, 'the real answer');
+    });
+    await M.publish(room.id, 'hi'); // mallory's connection has the room's grants now
+    const mnc = natsOf(M);
+    mnc.subscribe(room.subject, {
+      callback: (e, m: Msg) => {
+        if (!e && m.reply?.startsWith(roomAnswerPrefix(room.id, alice.signPubHex)))
+          mnc.publish(m.reply, new Uint8Array(0), { headers: headers(503, 'No Responders') });
+      },
+    });
+    await mnc.flush();
+    assert.equal(
+      (await A.request(room.id, 'anyone?', { timeoutMs: 3_000 })).string(),
+      'the real answer'
+    );
+  });
+
   test('a member cannot pass off an answer to another request, or have answers sent elsewhere', async () => {
     const [alice, bob, mallory] = [
       await user('rqx-alice'),
@@ -165,7 +202,7 @@ describe('request/reply in a room', { timeout: 120_000 }, () => {
     const mnc = natsOf(M);
     // mallory keeps the raw answer frame bob sends her.
     const captured: Uint8Array[] = [];
-    mnc.subscribe(userAnswersSubject(mallory.signPubHex), {
+    mnc.subscribe(roomAnswersInbox(room.id, mallory.signPubHex), {
       callback: (e, m) => void (!e && captured.push(m.data)),
     });
     await mnc.flush();

@@ -19,7 +19,7 @@ import {
   memberDeliverSubject,
   roomAnswerPrefix,
   roomAnswerSubject,
-  userAnswersSubject,
+  roomAnswersInbox,
   userEventsSubject,
   userReplyInboxPrefix,
   grantActive,
@@ -30,7 +30,7 @@ import {
 } from '@sealbus/protocol';
 import { bindingVerifies, ensureBound } from './binding.js';
 import { OwnerPins, TrustError, authorNext, authorStatement, type TrustState } from './chain.js';
-import { LiveConnection } from './conn.js';
+import { LiveConnection, type LiveSubscription } from './conn.js';
 import { ControlClient } from './control.js';
 import { natsTransport } from './secure.js';
 import { ControlError, PublishError, SealbusError } from './errors.js';
@@ -179,6 +179,18 @@ const AUTO_REKEY_INTERVAL_MS = 10_000;
 const PERMISSION_MARGIN_MS = 2_000;
 
 /** One room's reading: the subscriptions it hands each message to, and how it stops. */
+/** A request waiting for its answer. */
+interface Waiting {
+  room: string;
+  state: RoomState;
+  /** SHA-256 of the request's frame: an answer's payload starts with it. */
+  digest: Uint8Array;
+  /** A 503 came (no responders, or a member claiming so): said at the timeout if nothing else came. */
+  noResponders: boolean;
+  resolve: (m: RoomMessage) => void;
+  reject: (e: Error) => void;
+}
+
 interface Feed {
   handlers: Set<{ handler: MessageHandler }>;
   stop: () => Promise<void>;
@@ -194,8 +206,21 @@ const REPLY_BINDING = 32;
 /** Longest a timer may wait (setTimeout's limit); a later end is re-armed. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/** A daemon whose clock is this far behind ours has not ended the identity's grant yet. */
+/**
+ * How far apart the daemon's and NATS's idea of a grant's end may be from
+ * ours before it is news: a credential is cut to the whole second before a
+ * membership's end, and clocks differ a little.
+ */
 const EXPIRY_SLACK_MS = 2_000;
+
+/** How long after a membership's end a refusal of its subjects is taken as that end. */
+const ENDED_QUIET_MS = 10_000;
+
+/** How many times (a second apart) the identity's grant end is checked with the control plane. */
+const GRANT_END_ATTEMPTS = 30;
+
+/** How many times (a second apart) a refused subject is checked against the control plane. */
+const CONFIRM_ATTEMPTS = 5;
 
 /** One attempt at a persisted publish: a dead stream leader is noticed this fast. */
 const PUBLISH_ATTEMPT_MS = 2_000;
@@ -252,21 +277,15 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   /** What reads each room this client subscribed to (one per room). */
   readonly #feeds = new Map<string, Promise<Feed>>();
   /** Requests waiting for their answer, by id (the last token of the reply subject). */
-  readonly #requests = new Map<
-    string,
-    {
-      room: string;
-      state: RoomState;
-      digest: Uint8Array;
-      resolve: (m: RoomMessage) => void;
-      reject: (e: Error) => void;
-    }
-  >();
-  #answering = false;
+  readonly #requests = new Map<string, Waiting>();
+  /** Per room: the subscription answers to this client's requests there come to. */
+  readonly #answerSubs = new Map<string, LiveSubscription>();
   /** Requests delivered to this client's subscriptions: where and to what they are answered. */
   readonly #asked = new WeakMap<RoomMessage, { room: string; reply: string; digest: Uint8Array }>();
   /** Answers go out under a frame session of their own (a room's seqs stay gap-free). */
   readonly #replySealers = new Map<string, FrameSealer>();
+  /** Subjects of memberships that ended a moment ago: NATS refusing them is no news. */
+  readonly #endedSubjects = new Map<string, number>();
   /** Timers for the ends of grants: per room (memberships), and `null` for the identity's own. */
   readonly #ends = new Map<
     string | null,
@@ -389,11 +408,15 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
           // A credential's lifetime ending (it is cut to the earliest
           // membership end) is routine: the client reconnects with a fresh one.
           if (/authentication[ _]expired/i.test(String(s.data))) continue;
-          const ending = this.#endingRoom(permissionSubject(s));
+          const refused = permissionSubject(s);
+          const ending = this.#endingRoom(refused);
           if (ending) {
             this.#confirmEnd(ending, err);
             continue;
           }
+          // A subscription the reconnect restored just before the end took it away.
+          if (refused !== undefined && (this.#endedSubjects.get(refused) ?? 0) > Date.now())
+            continue;
           this.emit('error', err);
         }
       }
@@ -503,6 +526,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
    * old one lets go, so no subscription misses a message (event `refresh`).
    */
   refreshConnection(reason: string): Promise<void> {
+    if (this.#closed) return Promise.reject(new SealbusError('CLOSED', 'the client is closed'));
     this.#refreshing ??= (async () => {
       try {
         this.#permsStale = false;
@@ -519,6 +543,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
 
   /** The room's state, loaded once; refreshes the connection if the membership is newer than it. */
   async #room(roomId: string): Promise<RoomState> {
+    if (this.#closed) throw new SealbusError('CLOSED', 'the client is closed');
     let p = this.#rooms.get(roomId);
     if (!p) {
       p = RoomState.load(roomId, this.control, this.identity, this.#trust);
@@ -820,6 +845,8 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     const end = this.#ends.get(roomId);
     if (end) clearTimeout(end.timer);
     this.#ends.delete(roomId);
+    this.#answerSubs.get(roomId)?.unsubscribe();
+    this.#answerSubs.delete(roomId);
   }
 
   /** Calls #ended when a grant's end `at` comes (room null: the identity's own grant). */
@@ -846,19 +873,32 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
    * clock ahead of the daemon's must not close a client early), then the
    * client closes. A membership: the room is let go.
    */
-  async #ended(room: string | null, at: string): Promise<void> {
+  async #ended(room: string | null, at: string, attempt = 1): Promise<void> {
     const end = this.#ends.get(room);
     if (end) clearTimeout(end.timer);
     this.#ends.delete(room);
     if (this.#closed) return;
     if (room === null) {
-      const still = await this.control.me().then(
-        (me) => !me.expires_at || Date.parse(me.expires_at) > Date.now() - EXPIRY_SLACK_MS,
-        () => false
+      // The control plane's word: 401 EXPIRED_KEY, or a record saying when.
+      const verdict = await this.control.me().then(
+        (me): 'ended' | 'unknown' | { at: string | null } =>
+          me.expires_at && Date.parse(me.expires_at) <= Date.now() - EXPIRY_SLACK_MS
+            ? 'ended'
+            : { at: me.expires_at },
+        (e: unknown) =>
+          e instanceof ControlError && e.code === 'EXPIRED_KEY' ? 'ended' : 'unknown'
       );
-      if (still) {
-        // The daemon's clock is behind ours: look again shortly.
-        const timer = setTimeout(() => void this.#ended(null, at), 1_000);
+      if (this.#closed) return;
+      if (typeof verdict === 'object') {
+        // Not ended by the daemon's clock (behind ours): look again shortly,
+        // or at the end it names now.
+        if (verdict.at && verdict.at !== at) return this.#armEnd(null, verdict.at);
+        if (verdict.at === null) return;
+      }
+      if (verdict !== 'ended' && attempt < GRANT_END_ATTEMPTS) {
+        // Not answered (or not yet ended): ask again, bounded; after that
+        // our own clock decides.
+        const timer = setTimeout(() => void this.#ended(null, at, attempt + 1), 1_000);
         timer.unref();
         this.#ends.set(null, { at, timer });
         return;
@@ -868,6 +908,10 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       return;
     }
     if (!this.#rooms.has(room)) return;
+    const until = Date.now() + ENDED_QUIET_MS;
+    for (const [k, t] of this.#endedSubjects) if (t <= Date.now()) this.#endedSubjects.delete(k);
+    if (end?.subject) this.#endedSubjects.set(end.subject, until);
+    this.#endedSubjects.set(memberDeliverSubject(this.identity.signPubHex, room), until);
     await this.#forget(room);
     this.emit('expired', room, at);
   }
@@ -891,13 +935,24 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
    * membership it says expired is `expired` now; anything else is reported
    * as the error it was.
    */
-  #confirmEnd(ending: { room: string; at: string }, err: Error): void {
+  #confirmEnd(ending: { room: string; at: string }, err: Error, attempt = 1): void {
     void this.control.getRoom(ending.room).then(
-      () => this.emit('error', err),
-      (e: unknown) =>
-        e instanceof ControlError && e.code === 'MEMBERSHIP_EXPIRED'
-          ? void this.#ended(ending.room, ending.at)
-          : this.emit('error', err)
+      // Still in force by the control plane's clock: NATS cuts a credential
+      // to the whole second before the end, and clocks differ a little.
+      // Ask again shortly (bounded); past that, it is the error it was.
+      () => {
+        if (this.#closed || !this.#ends.has(ending.room)) return;
+        if (attempt >= CONFIRM_ATTEMPTS) return void this.emit('error', err);
+        const timer = setTimeout(() => this.#confirmEnd(ending, err, attempt + 1), 1_000);
+        timer.unref();
+      },
+      (e: unknown) => {
+        // Already taken up (the end's timer, a removal): nothing to report.
+        if (this.#closed || !this.#ends.has(ending.room)) return;
+        if (e instanceof ControlError && e.code === 'MEMBERSHIP_EXPIRED')
+          void this.#ended(ending.room, ending.at);
+        else this.emit('error', err);
+      }
     );
   }
 
@@ -972,7 +1027,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       );
     const frame = this.#seal(roomId, state, bytes);
     const id = randomBytes(12).toString('hex');
-    await this.#answers();
+    await this.#answers(roomId);
     const reply = roomAnswerSubject(roomId, this.identity.signPubHex, id);
     return new Promise<RoomMessage>((resolve, reject) => {
       const done = () => {
@@ -982,12 +1037,18 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       const timer = setTimeout(() => {
         done();
         reject(
-          new SealbusError('TIMEOUT', `request: no answer in room ${roomId} within ${timeoutMs} ms`)
+          waiting.noResponders
+            ? new SealbusError('NO_RESPONDERS', `request: nobody in room ${roomId} is listening`)
+            : new SealbusError(
+                'TIMEOUT',
+                `request: no answer in room ${roomId} within ${timeoutMs} ms`
+              )
         );
       }, timeoutMs);
-      this.#requests.set(id, {
+      const waiting: Waiting = {
         room: roomId,
         state,
+        noResponders: false,
         digest: sha256(frame),
         resolve: (m) => {
           done();
@@ -997,17 +1058,24 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
           done();
           reject(e);
         },
-      });
+      };
+      this.#requests.set(id, waiting);
       this.#conn.publish(state.chain.subject, frame, { reply });
     });
   }
 
-  /** Subscribes (once) to the answers to this client's requests, in every room. */
-  async #answers(): Promise<void> {
-    if (this.#answering) return;
-    this.#answering = true;
-    this.#conn.subscribe(userAnswersSubject(this.identity.signPubHex), (msg) =>
-      this.#onAnswer(msg)
+  /**
+   * Subscribes (once per room) to the answers to this client's requests
+   * there: only writers of that room can send to it, so nobody outside the
+   * room can flood it.
+   */
+  async #answers(roomId: string): Promise<void> {
+    if (this.#answerSubs.has(roomId)) return;
+    this.#answerSubs.set(
+      roomId,
+      this.#conn.subscribe(roomAnswersInbox(roomId, this.identity.signPubHex), (msg) =>
+        this.#onAnswer(msg)
+      )
     );
     await this.#conn.flush();
   }
@@ -1018,9 +1086,9 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     if (!waiting || msg.subject !== roomAnswerSubject(waiting.room, this.identity.signPubHex, id))
       return;
     if (msg.data.length === 0 && msg.headers?.code === 503) {
-      waiting.reject(
-        new SealbusError('NO_RESPONDERS', `request: nobody in room ${waiting.room} is listening`)
-      );
+      // Only a hint: any writer who saw the request could send one. A real
+      // answer still wins until the timeout, which then says NO_RESPONDERS.
+      waiting.noResponders = true;
       return;
     }
     const take = (opened: Opened) => {
@@ -1204,6 +1272,8 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       });
     }
     const feed = await feedP;
+    // The room's last subscription stopped meanwhile, and its feed with it: start anew.
+    if (this.#feeds.get(roomId) !== feedP) return this.#subscribe(roomId, handler, opts);
     feed.handlers.add(entry);
     const set = this.#subs.get(roomId) ?? new Set();
     this.#subs.set(roomId, set);

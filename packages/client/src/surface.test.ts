@@ -237,6 +237,13 @@ describe(
         Sealbus.connect({ natsServers: [d.natsUrl], controlUrls: [d.httpUrl], identity: stranger }),
         (e: unknown) => e instanceof ControlError && e.status === 401 && e.code === 'UNKNOWN_KEY'
       );
+      // A revoked one: REVOKED_KEY, the same way.
+      const gone = await user('revoked-at-connect');
+      await admin.revokeUser(gone.signPubHex);
+      await assert.rejects(
+        Sealbus.connect({ natsServers: [d.natsUrl], controlUrls: [d.httpUrl], identity: gone }),
+        (e: unknown) => e instanceof ControlError && e.status === 401 && e.code === 'REVOKED_KEY'
+      );
       await assert.rejects(
         Sealbus.connect({
           natsServers: ['nats://nats.example.org:4222'],

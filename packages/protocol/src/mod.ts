@@ -39,7 +39,7 @@ export {
   roomAnswerPrefix,
   roomAnswerSubject,
   roomAnswersGrant,
-  userAnswersSubject,
+  roomAnswersInbox,
   type CursorRequest,
   inviteRoleSchema,
   memberRecordSchema,

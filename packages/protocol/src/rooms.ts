@@ -243,9 +243,12 @@ export function roomAnswerPrefix(roomId: string, requester: string): string {
   return `sealbus.reply.${roomId}.${requester.slice(0, 32)}.`;
 }
 
-/** What a user subscribes to for the answers to its requests, in every room. */
-export function userAnswersSubject(signPub: string): string {
-  return `sealbus.reply.*.${signPub.slice(0, 32)}.*`;
+/**
+ * What a writer of an ephemeral room subscribes to for the answers to its
+ * requests there (granted per room: only the room's writers can send to it).
+ */
+export function roomAnswersInbox(roomId: string, signPub: string): string {
+  return `sealbus.reply.${roomId}.${signPub.slice(0, 32)}.*`;
 }
 
 /** What a writer of an ephemeral room may publish answers to. */

@@ -27,7 +27,6 @@ test('member of no room: inbox and events only, and never an empty allow list', 
     `_INBOX_${ME.slice(0, 32)}.append.*`,
     `_INBOX_${ME.slice(0, 32)}.r.>`,
     `sealbus.events.${ME.slice(0, 32)}`,
-    `sealbus.reply.*.${ME.slice(0, 32)}.*`,
   ]);
 });
 
@@ -55,11 +54,12 @@ test('ephemeral rooms: writers publish and subscribe, readers subscribe; persist
     'chat.b',
     'chat.c',
     `sealbus.events.${ME.slice(0, 32)}`,
-    `sealbus.reply.*.${ME.slice(0, 32)}.*`,
+    `sealbus.reply.${'a'.repeat(24)}.${ME.slice(0, 32)}.*`,
+    `sealbus.reply.${'b'.repeat(24)}.${ME.slice(0, 32)}.*`,
   ]);
 });
 
-test('answers to requests: writers of an ephemeral room publish under the room, each user reads its own, and no response permission', () => {
+test('answers to requests: writers of an ephemeral room publish under the room and read their own there, and no response permission', () => {
   const p = permissionsFor(ME, [
     m('b'.repeat(24), 'chat.b', 'writer'),
     m('c'.repeat(24), 'chat.c', 'reader'),
@@ -71,7 +71,13 @@ test('answers to requests: writers of an ephemeral room publish under the room, 
   );
   assert.deepEqual(
     p.sub.allow.filter((s) => s.startsWith('sealbus.reply.')),
-    [`sealbus.reply.*.${ME.slice(0, 32)}.*`]
+    [`sealbus.reply.${'b'.repeat(24)}.${ME.slice(0, 32)}.*`]
+  );
+  // No room wildcard: answers from a room the user is not a writer of never reach it.
+  assert.equal(serverAdmits(p.sub.allow, `sealbus.reply.*.${ME.slice(0, 32)}.*`), false);
+  assert.equal(
+    serverAdmits(p.sub.allow, `sealbus.reply.${'c'.repeat(24)}.${ME.slice(0, 32)}.*`),
+    false
   );
   assert.equal('resp' in p, false);
 });
@@ -86,12 +92,14 @@ test('no grant ever lets the server publish for the user: no JetStream API, ack 
   // Wildcards only under the user's own inbox, and in the answer namespace
   // (no stream captures it: no room subject starts with `sealbus`): its own
   // answers to read, answers in the ephemeral rooms it writes to publish.
-  const answerGrants = new Set([
-    `sealbus.reply.*.${ME.slice(0, 32)}.*`,
-    ...roles
+  const answerGrants = new Set(
+    roles
       .filter((r) => r !== 'reader')
-      .map((r, i) => `sealbus.reply.${String(i).repeat(24)}.*.*`),
-  ]);
+      .flatMap((_, i) => [
+        `sealbus.reply.${String(i).repeat(24)}.*.*`,
+        `sealbus.reply.${String(i).repeat(24)}.${ME.slice(0, 32)}.*`,
+      ])
+  );
   for (const s of [...p.pub.allow, ...p.sub.allow]) {
     assert.ok(!s.startsWith('$'), `${s} reaches a server API`);
     assert.ok(

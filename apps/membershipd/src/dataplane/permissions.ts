@@ -3,7 +3,7 @@ import {
   appendSubject,
   memberDeliverSubject,
   roomAnswersGrant,
-  userAnswersSubject,
+  roomAnswersInbox,
   userEventsSubject,
   userReplyInboxPrefix,
   type MemberRecord,
@@ -39,9 +39,10 @@ export interface SubjectPermissions {
  *   a cursor reset racing a removal) delivers to a subject its former
  *   member may not subscribe to;
  * - its own events subject;
- * - answers to its requests in ephemeral rooms: `sealbus.reply.*.<me>.*`
- *   (subscribe); writers of an ephemeral room publish answers under it,
- *   `sealbus.reply.<room>.*.*`. No NATS response permission (`resp`): it
+ * - writers of an ephemeral room: answers to their requests there,
+ *   `sealbus.reply.<room>.<me>.*` (subscribe; per room, so only the room's
+ *   writers can reach it), and answers to others' requests there,
+ *   `sealbus.reply.<room>.*.*` (publish). No NATS response permission (`resp`): it
  *   would let a member publish once to any reply subject another member (or
  *   itself, echoed) put on a message, the JetStream API included;
  * - no `$JS.>` API, ack or flow-control subject, ever.
@@ -56,7 +57,6 @@ export function permissionsFor(
     `${userReplyInboxPrefix(signPub)}.>`,
     appendResultSubject(signPub, '*'),
     userEventsSubject(signPub),
-    userAnswersSubject(signPub),
   ]);
   for (const m of memberships) {
     const writes = m.role === 'owner' || m.role === 'writer';
@@ -68,6 +68,7 @@ export function permissionsFor(
       if (writes) {
         pub.add(m.subject);
         pub.add(roomAnswersGrant(m.room));
+        sub.add(roomAnswersInbox(m.room, signPub));
       }
     }
   }

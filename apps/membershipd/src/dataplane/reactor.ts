@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { NatsConnection, Subscription } from 'nats';
 import { fromHex, userNkeyFromPublic } from '@sealbus/crypto';
 import { userEventsSubject } from '@sealbus/protocol';
@@ -136,7 +137,10 @@ export class Reactor {
   }
 
   #notify(signPub: string, event: Record<string, unknown>): void {
-    this.#o.app.publish(userEventsSubject(signPub), enc.encode(JSON.stringify(event)));
+    // `id`: two events alike (two room.changed for one room) are still two
+    // messages, which a client renewing its connection tells apart.
+    const id = randomBytes(8).toString('hex');
+    this.#o.app.publish(userEventsSubject(signPub), enc.encode(JSON.stringify({ ...event, id })));
   }
 
   async #kick(signPub: string): Promise<void> {

@@ -1,0 +1,99 @@
+// LiveConnection against a plain nats-server: the handover of a renewal
+// delivers the union of what the old and the new subscription saw, each
+// message as often as it was sent.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect, type NatsConnection } from 'nats';
+import { startNats, waitFor, type TestNats } from '@sealbus/testing';
+import { LiveConnection } from './conn.js';
+
+const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+const enc = (s: string) => new TextEncoder().encode(s);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('LiveConnection: make-before-break on a real nats-server', { timeout: 60_000 }, () => {
+  let n: TestNats;
+  let pub: NatsConnection;
+  before(async () => {
+    n = await startNats({ jetstream: false });
+    pub = await connect({ servers: n.url });
+  });
+  after(async () => {
+    await pub?.close();
+    await n?.dispose();
+  });
+
+  test('identical messages seen by both subscriptions during the handover are delivered as often as sent', async () => {
+    const got: string[] = [];
+    let opened = 0;
+    const live = await LiveConnection.open({
+      open: async () => {
+        const nc = await connect({ servers: n.url });
+        if (++opened === 1) return nc;
+        // Once the next connection's subscription is on the server, two
+        // identical messages reach both subscriptions; the old one delivers them.
+        const realFlush = nc.flush.bind(nc);
+        let flushes = 0;
+        nc.flush = async () => {
+          await realFlush();
+          if (++flushes === 1) {
+            pub.publish('ev', enc('same'));
+            pub.publish('ev', enc('same'));
+            await pub.flush();
+            await waitFor(() => got.length === 2, { what: 'both on the old connection' });
+          }
+        };
+        return nc;
+      },
+    });
+    live.subscribe('ev', (m) => void got.push(dec(m.data)));
+    await live.flush();
+    await live.renew();
+    pub.publish('ev', enc('after'));
+    await pub.flush();
+    await waitFor(() => got.includes('after'), { what: 'a message after the handover' });
+    await sleep(200);
+    await live.close();
+    assert.deepEqual(got, ['same', 'same', 'after']);
+  });
+
+  test('a stream of messages across three renewals: each once, in order', async () => {
+    const got: number[] = [];
+    const live = await LiveConnection.open({ open: () => connect({ servers: n.url }) });
+    live.subscribe('seq', (m) => void got.push(Number(dec(m.data))));
+    await live.flush();
+    const N = 3_000;
+    const sending = (async () => {
+      for (let i = 0; i < N; i++) {
+        pub.publish('seq', enc(String(i)));
+        if (i % 100 === 0) await sleep(2);
+      }
+      await pub.flush();
+    })();
+    for (let r = 0; r < 3; r++) {
+      await sleep(15);
+      await live.renew();
+    }
+    await sending;
+    await waitFor(() => got.length >= N, { what: 'every message', timeoutMs: 10_000 }).catch(
+      () => {}
+    );
+    await live.close();
+    assert.equal(live.renewals, 3);
+    assert.deepEqual(got, [...Array(N).keys()]);
+  });
+
+  test('after close(), a renewal is refused and opens nothing', async () => {
+    let opened = 0;
+    const live = await LiveConnection.open({
+      open: async () => {
+        opened++;
+        return connect({ servers: n.url });
+      },
+    });
+    await live.close();
+    await assert.rejects(live.renew(), /closed/);
+    assert.equal(opened, 1);
+    assert.equal(live.nc.isClosed(), true);
+  });
+});
