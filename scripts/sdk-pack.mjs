@@ -44,6 +44,30 @@ out = resolve(out);
 
 const readJson = (p) => JSON.parse(readFileSync(p, 'utf8'));
 const client = readJson(join(ROOT, 'packages/client/package.json'));
+const root = readJson(join(ROOT, 'package.json'));
+
+// Where the source lives: the root package.json's `repository`, else the
+// checkout's `origin` when it is a URL; never a made-up one.
+function repository() {
+  const declared = typeof root.repository === 'string' ? root.repository : root.repository?.url;
+  if (declared) return declared;
+  try {
+    const origin = execFileSync('git', ['remote', 'get-url', 'origin'], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    })
+      .toString()
+      .trim();
+    if (/^(https?|git|ssh):\/\//.test(origin)) return `git+${origin.replace(/^git\+/, '')}`;
+  } catch {
+    /* no origin */
+  }
+  console.error(
+    'sdk:pack: no repository URL (set "repository" in the root package.json); the tarball has none'
+  );
+  return undefined;
+}
+const repositoryUrl = repository();
 
 // Built output only: tests and their maps stay home, and so does the
 // client's `internal` entry (this repository's tests and tools; not API).
@@ -93,12 +117,10 @@ try {
     description:
       'Sealbus SDK: end-to-end encrypted, signed rooms over NATS, with the membership control plane behind them',
     keywords: ['nats', 'jetstream', 'e2e', 'encryption', 'ed25519', 'sealbus'],
-    license: 'UNLICENSED',
-    repository: {
-      type: 'git',
-      url: 'git+https://example.invalid/sealbus/sealbus.git',
-      directory: 'packages/client',
-    },
+    license: root.license ?? 'UNLICENSED',
+    ...(repositoryUrl
+      ? { repository: { type: 'git', url: repositoryUrl, directory: 'packages/client' } }
+      : {}),
     type: 'module',
     main: './dist/mod.js',
     types: './dist/mod.d.ts',
