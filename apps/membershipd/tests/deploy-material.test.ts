@@ -1,6 +1,6 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import {
   chmodSync,
   mkdtempSync,
@@ -31,7 +31,8 @@ interface Run {
  */
 function deploy(args: string[], fakeBin: string): Promise<Run> {
   return new Promise((res) => {
-    const child = spawn('bash', [script, ...args], {
+    // Run as the docs do (`./deploy.sh …`): it must be executable.
+    const child = spawn(script, args, {
       env: { ...process.env, PATH: `${fakeBin}:${process.env.PATH}` },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -82,6 +83,22 @@ describe('deploy/cluster material', () => {
     for (const f of ['admin.id', 'callout.key']) writeFileSync(join(dir, 'secrets', f), 'x');
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('the scripts the docs run as ./x.sh are executable in git, so in every clone', () => {
+    const listed = execFileSync('git', ['ls-files', '-s', '--', 'deploy', 'scripts'], {
+      cwd: repo,
+    })
+      .toString()
+      .split('\n')
+      .filter((l) => l.endsWith('.sh'))
+      .map((l) => l.split(/\s+/));
+    assert.ok(listed.length >= 2, 'deploy.sh and certs.sh are tracked');
+    assert.deepEqual(
+      listed.filter(([mode]) => mode !== '100755').map((l) => l.at(-1)),
+      [],
+      'scripts committed without their executable bit'
+    );
+  });
 
   test('the template has placeholders only, no addresses', () => {
     const tpl = readFileSync(join(deployDir, 'nodes.env.example'), 'utf8');
