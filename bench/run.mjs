@@ -7,6 +7,7 @@ import { controlBench } from './control.mjs';
 import { dataplaneBench } from './dataplane.mjs';
 import { clusterBench } from './cluster.mjs';
 import { opsBench } from './ops.mjs';
+import { durabilityBench } from './durability.mjs';
 import { persistedBench } from './persisted.mjs';
 
 const SUITES = {
@@ -15,6 +16,7 @@ const SUITES = {
   cluster: clusterBench,
   ops: opsBench,
   persisted: persistedBench,
+  durability: durabilityBench,
 };
 const wanted = process.argv.slice(2);
 for (const name of wanted.length ? wanted : Object.keys(SUITES)) {

@@ -345,12 +345,28 @@ describe(
         const t0 = Date.now();
         const err = await ctl.me().then(
           () => null,
-          (e: unknown) => e as { status: number }
+          (e: unknown) => e as { status: number; serverCode?: string }
         );
         assert.ok(err, 'no 2xx without quorum');
-        assert.ok([401, 503].includes(err!.status), `status ${err!.status}`);
+        // An outage, never "this key is unknown/revoked" (which makes every
+        // SDK close itself for good).
+        assert.deepEqual([err!.status, err!.serverCode], [503, 'STORE_UNAVAILABLE']);
         assert.ok(Date.now() - t0 < 20_000, 'answered in bounded time');
       }
+      // The survivor says so: not healthy, not ready (it answered 200 and
+      // ready: true before, while every signed request got 503).
+      await waitFor(async () => (await raw(`${a!.http_url}/healthz`, ca, {})).status === 503, {
+        timeoutMs: 30_000,
+        intervalMs: 500,
+        what: '/healthz 503 without quorum',
+      });
+      const health = await raw(`${a!.http_url}/healthz`, ca, {});
+      assert.equal(health.json.status, 'unavailable');
+      const ready = await raw(`${a!.http_url}/readyz`, ca, {});
+      assert.equal(ready.status, 503);
+      assert.equal(ready.json.ready, false);
+      // Its own copy still answers (no quorum), or nothing does (unreachable).
+      assert.match(ready.json.reason, /^(no store quorum|store unreachable)$/);
       const t0 = Date.now();
       const add = await addUser(a!.name, 'no-quorum', generateIdentity(), ['--timeout', '15s']);
       assert.equal(add.code, 1);
@@ -367,6 +383,11 @@ describe(
       });
       const ok = await addUser(a!.name, 'quorum-back', generateIdentity());
       assert.equal(ok.code, 0, ok.stderr);
+      await waitFor(async () => (await raw(`${a!.http_url}/readyz`, ca, {})).status === 200, {
+        timeoutMs: 30_000,
+        intervalMs: 500,
+        what: '/readyz 200 with quorum back',
+      });
       ctl.close();
     });
   }

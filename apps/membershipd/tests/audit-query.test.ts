@@ -77,20 +77,34 @@ describe('membershipd audit query', { timeout: 180_000 }, () => {
     assert.deepEqual(
       all.map((r) => [r.action, r.outcome, r.via]),
       [
+        // Each change: its intent before it is made, then its outcome.
+        ['user.add', 'intent', 'cli'],
         ['user.add', 'ok', 'cli'],
+        ['user.add', 'intent', 'cli'],
         ['user.add', 'ok', 'cli'],
+        ['user.add', 'intent', 'http'],
         ['user.add', 'ok', 'http'],
+        ['user.add', 'intent', 'http'],
         ['user.add', 'ok', 'http'],
+        ['user.revoke', 'intent', 'http'],
         ['user.revoke', 'ok', 'http'],
         ['user.list', 'denied', 'http'],
+        ['room.create', 'intent', 'http'],
         ['room.create', 'ok', 'http'],
       ]
     );
+    // An intent and its outcome share the request id.
+    for (let i = 0; i < all.length; i++)
+      if (all[i]!.outcome === 'intent') assert.equal(all[i + 1]!.request_id, all[i]!.request_id);
   });
 
   test('--action, --actor, --outcome, --via: exactly the matching records, oldest first', async () => {
     assert.deepEqual(
-      (await query('--action', 'user.add')).map((r) => r.target),
+      (await query('--action', 'user.add', '--outcome', 'ok')).map((r) => r.target),
+      [cliUsers[0]!.signPubHex, cliUsers[1]!.signPubHex, member.id.signPubHex, httpUser.signPubHex]
+    );
+    assert.deepEqual(
+      (await query('--action', 'user.add', '--outcome', 'intent')).map((r) => r.target),
       [cliUsers[0]!.signPubHex, cliUsers[1]!.signPubHex, member.id.signPubHex, httpUser.signPubHex]
     );
     assert.deepEqual(
@@ -102,7 +116,7 @@ describe('membershipd audit query', { timeout: 180_000 }, () => {
       await query('--actor', admin.signPubHex),
       all.filter((r) => r.actor === admin.signPubHex)
     );
-    assert.equal((await query('--actor', admin.signPubHex)).length, 3);
+    assert.equal((await query('--actor', admin.signPubHex)).length, 6);
     assert.deepEqual(
       await query('--actor', admin.signPubHex.toUpperCase(), '--action', 'user.revoke'),
       all.filter((r) => r.action === 'user.revoke')
@@ -111,6 +125,7 @@ describe('membershipd audit query', { timeout: 180_000 }, () => {
       (await query('--actor', member.id.signPubHex)).map((r) => [r.action, r.outcome]),
       [
         ['user.list', 'denied'],
+        ['room.create', 'intent'],
         ['room.create', 'ok'],
       ]
     );
@@ -122,7 +137,12 @@ describe('membershipd audit query', { timeout: 180_000 }, () => {
     const cli = await query('--via', 'cli');
     assert.deepEqual(
       cli.map((r) => r.target),
-      [cliUsers[0]!.signPubHex, cliUsers[1]!.signPubHex]
+      [
+        cliUsers[0]!.signPubHex,
+        cliUsers[0]!.signPubHex,
+        cliUsers[1]!.signPubHex,
+        cliUsers[1]!.signPubHex,
+      ]
     );
     assert.deepEqual(
       await query('--via', 'http'),
@@ -132,7 +152,7 @@ describe('membershipd audit query', { timeout: 180_000 }, () => {
 
   test('--since and --until: RFC 3339 times or "that long ago"', async () => {
     const second = all.filter((r) => r.time >= mid);
-    assert.equal(second.length, 4);
+    assert.equal(second.length, 7);
     assert.deepEqual(await query('--since', mid), second);
     assert.deepEqual(
       await query('--until', mid),
@@ -140,7 +160,7 @@ describe('membershipd audit query', { timeout: 180_000 }, () => {
     );
     assert.deepEqual(
       (await query('--since', mid, '--action', 'user.add')).map((r) => r.target),
-      [httpUser.signPubHex]
+      [httpUser.signPubHex, httpUser.signPubHex]
     );
     assert.deepEqual(await query('--since', '1h'), all);
     assert.deepEqual(await query('--until', '1h'), []);

@@ -90,8 +90,11 @@ describe('one key per protocol: bindings, tokens, the NATS key', { timeout: 240_
     const audit = (await store.audit.tail(20)).filter(
       (r) => r.action === 'user.add' && r.target === id.signPubHex
     );
-    assert.equal(audit.length, 1);
-    assert.equal(audit[0]!.detail?.bound, true);
+    assert.deepEqual(
+      audit.map((r) => r.outcome),
+      ['intent', 'ok']
+    );
+    assert.equal(audit[1]!.detail?.bound, true);
   });
 
   test('a bad token or binding is a 400 with a stable code, and nothing is written', async () => {
@@ -164,8 +167,11 @@ describe('one key per protocol: bindings, tokens, the NATS key', { timeout: 240_
     const records = (await store.audit.tail(100_000)).slice(auditBefore);
     assert.deepEqual(
       records.map((r) => [r.action, r.actor, r.target, r.outcome]),
-      [['user.keys', id.signPubHex, id.signPubHex, 'ok']],
-      'audited once, for the change'
+      [
+        ['user.keys', id.signPubHex, id.signPubHex, 'intent'],
+        ['user.keys', id.signPubHex, id.signPubHex, 'ok'],
+      ],
+      'audited once (its intent, then its outcome), for the change'
     );
 
     // An admin's PUT /me/keys only ever touches the admin's own record.

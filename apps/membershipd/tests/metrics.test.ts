@@ -245,7 +245,8 @@ describe('membershipd serve --metrics', { timeout: 180_000 }, () => {
       1
     );
     assert.equal(d.logs.filter((l) => l.msg === 'auth damping: request refused').length, 2);
-    assert.equal(delta('sealbus_audit_appends_total', { outcome: 'ok' }), 2);
+    // Two changes: each an intent and an outcome.
+    assert.equal(delta('sealbus_audit_appends_total', { outcome: 'ok' }), 4);
     assert.equal(delta('sealbus_audit_appends_total', { outcome: 'error' }), 0);
 
     const kv = (bucket: string, op: string) =>

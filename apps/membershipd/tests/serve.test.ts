@@ -122,6 +122,31 @@ describe('membershipd serve, embedded single node', { timeout: 120_000 }, () => 
     assert.match(conf, /"auth_callout"/);
     assert.match(conf, /"issuer": "A[A-Z2-7]{55}"/);
     assert.match(conf, /"xkey": "X[A-Z2-7]{55}"/);
+    // Acknowledged means on disk: every JetStream write is fsynced first.
+    assert.match(conf, /"sync_interval": "always"/);
+  });
+
+  test('--jetstream-sync relaxes the sync policy, with a warning; nonsense is refused', async () => {
+    const relaxed = await startDaemon({ args: ['--jetstream-sync', '2m'] });
+    try {
+      const conf = await readFile(join(relaxed.dataDir, 'nats', 'nats-server.conf'), 'utf8');
+      assert.match(conf, /"sync_interval": "120000ms"/);
+      assert.ok(
+        relaxed.logs.some((l) => /can be lost with the power/.test(String(l.msg))),
+        'the relaxed policy is warned about'
+      );
+    } finally {
+      await relaxed.dispose();
+    }
+    const bad = await runMembershipd([
+      'serve',
+      '--data',
+      '/nonexistent',
+      '--jetstream-sync',
+      '5ms',
+    ]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /at least 100ms, or always/);
   });
 
   test('/healthz turns 503 while the store is unreachable and recovers', async () => {

@@ -142,7 +142,8 @@ export class ControlClient {
         continue;
       }
       if (res.status === 503) {
-        attempts.push({ url: url.origin, status: 503, error: errorOf(res).message });
+        const e = errorOf(res);
+        attempts.push({ url: url.origin, status: 503, code: e.code, error: e.message });
         continue;
       }
       this.#preferred = idx;

@@ -40,6 +40,8 @@ export interface ControlAttempt {
   url: string;
   /** HTTP status, or 0 when no answer came back. */
   status: number;
+  /** The server's error code when it answered (`STORE_UNAVAILABLE`, `AUDIT_UNAVAILABLE`, ...). */
+  code?: string;
   error: string;
 }
 
@@ -51,11 +53,20 @@ export interface ControlAttempt {
 export class ControlError extends SealbusError {
   readonly status: number;
   readonly attempts: readonly ControlAttempt[];
+  /**
+   * `UNAVAILABLE` because every URL answered 503 with one code: that code
+   * (`STORE_UNAVAILABLE`: no store quorum; `AUDIT_UNAVAILABLE`: the audit
+   * log cannot be written, nothing was changed). Otherwise undefined.
+   */
+  readonly serverCode: string | undefined;
 
   constructor(status: number, code: string, message: string, attempts: ControlAttempt[] = []) {
     super(code, message);
     this.status = status;
     this.attempts = attempts;
+    const codes = new Set(attempts.map((a) => (a.status === 503 ? a.code : undefined)));
+    const [only] = codes;
+    this.serverCode = attempts.length > 0 && codes.size === 1 ? only : undefined;
   }
 }
 

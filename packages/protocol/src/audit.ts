@@ -1,6 +1,12 @@
 import { z } from 'zod';
 
-export const AUDIT_OUTCOMES = Object.freeze(['ok', 'denied', 'error'] as const);
+/**
+ * How an audited request ended. A change is recorded twice: `intent` before
+ * it is made (if that record cannot be written, nothing is changed), then
+ * `ok` once it is made, or `error` when it failed after its intent; both
+ * carry the intent's `request_id`. `denied`: refused before any change.
+ */
+export const AUDIT_OUTCOMES = Object.freeze(['ok', 'denied', 'error', 'intent'] as const);
 
 /**
  * What a client may send as `X-Request-Id` and have recorded: 1 to 128

@@ -21,7 +21,7 @@ export {
 } from './kv.js';
 export { listKeys } from './kv.js';
 export { getMessageOrNull, getMessages } from './streams.js';
-export { checkBinding, userIsActive, type NatsKeyLookup } from './users.js';
+export { checkBinding, resolveNewUser, userIsActive, type NatsKeyLookup } from './users.js';
 export { MembershipStore, withBootstrapRetry } from './store.js';
 export type {
   AuditAppendOptions,

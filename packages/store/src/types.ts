@@ -1,4 +1,5 @@
 import type { NatsConnection } from 'nats';
+import type { AuditRecord } from '@sealbus/protocol';
 /** The subset of a structured logger (pino fits) the store reports through. */
 export interface StoreLogger {
   info(obj: object, msg: string): void;
@@ -110,7 +111,7 @@ export interface AuditQuery {
   since?: number;
   /** Records at or before this time (epoch ms). */
   until?: number;
-  outcome?: 'ok' | 'denied' | 'error';
+  outcome?: AuditRecord['outcome'];
   /** How the change came in: a signed request (`http`) or the node's CLI (`cli`). */
   via?: 'http' | 'cli';
   /** At most this many records, the oldest matching ones (default 100). */

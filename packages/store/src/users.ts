@@ -143,7 +143,9 @@ async function writeNatsKeyRow(
 }
 
 /** What a registration resolves to, every key as lowercase hex. */
-function resolveNewUser(input: NewUser): Omit<UserRecord, 'status' | 'created_at' | 'revoked_at'> {
+export function resolveNewUser(
+  input: NewUser
+): Omit<UserRecord, 'status' | 'created_at' | 'revoked_at'> {
   const parsed = validInput(() => parseOrThrow(newUserSchema, input));
   const common = {
     handle: parsed.handle,

@@ -4,7 +4,7 @@ import { DEFAULT_ROOM_MAX_BYTES } from '@sealbus/store';
 import { EXIT_CODES, argParser } from '../cli.js';
 import { AT_REST_KEY_ENV, loadAtRestKey, type AtRestKey } from '../daemon/atrest.js';
 import { Daemon, EXIT, type DaemonOptions } from '../daemon/daemon.js';
-import { DEFAULT_APP_MAX_BYTES } from '../daemon/natsconfig.js';
+import { DEFAULT_APP_MAX_BYTES, type JetStreamSync } from '../daemon/natsconfig.js';
 import { DEFAULT_CHANGES_PER_MINUTE, DEFAULT_MAX_ROOMS_PER_USER } from '../http/app.js';
 import { DEFAULT_HTTP_BOUNDS } from '../http/bounds.js';
 import type { AuthMode } from '../http/context.js';
@@ -15,6 +15,7 @@ import {
   parseCount,
   parseDuration,
   parseHostPort,
+  parseJetStreamSync,
   parsePort,
   parseSize,
   type HostPort,
@@ -61,6 +62,7 @@ interface ServeOptions {
   httpMaxConnectionsPerAddress: number;
   roomMaxBytes: number;
   appMaxBytes: number;
+  jetstreamSync: JetStreamSync;
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'];
@@ -154,6 +156,14 @@ export function registerServe(program: Command): void {
       )
         .argParser(argParser(parseSize))
         .default(DEFAULT_APP_MAX_BYTES, '10GiB')
+    )
+    .addOption(
+      new Option(
+        '--jetstream-sync <always|duration>',
+        'when JetStream writes reach the disk: always (fsync before each acknowledgement: acknowledged changes survive power loss) or a flush interval such as 2m (faster; a power loss can take acknowledged writes, warned)'
+      )
+        .argParser(argParser(parseJetStreamSync))
+        .default('always' as JetStreamSync, 'always')
     )
     .option('--tls-cert <file>', 'server certificate for the NATS client port and HTTPS')
     .option('--tls-key <file>', 'its private key (0600)')
@@ -300,6 +310,12 @@ async function serve(opts: ServeOptions): Promise<number> {
       'metrics listen beyond loopback: plain HTTP without authentication'
     );
   }
+  if (opts.jetstreamSync !== 'always') {
+    logger.warn(
+      { jetstream_sync_ms: opts.jetstreamSync },
+      'JetStream flushes to disk only periodically: acknowledged changes (users, revocations, audit records) can be lost with the power'
+    );
+  }
   if (!isLoopbackHost(opts.natsHost) && !topology.tls) {
     logger.warn({ nats_host: opts.natsHost }, 'NATS clients connect beyond loopback without TLS');
   }
@@ -334,6 +350,7 @@ async function serve(opts: ServeOptions): Promise<number> {
       },
       roomMaxBytes: opts.roomMaxBytes,
       appMaxBytes: opts.appMaxBytes,
+      jetstreamSync: opts.jetstreamSync,
       userJwtTtlSec: Math.max(5, Math.round(opts.userJwtTtl / 1000)),
       ...(opts.calloutKeyFile ? { calloutKeyFile: opts.calloutKeyFile } : {}),
       ...(opts.natsServerBin ? { natsServerBin: opts.natsServerBin } : {}),

@@ -43,6 +43,7 @@ import {
   embeddedNatsConfig,
   type ClusterOptions,
   type TlsFiles,
+  type JetStreamSync,
 } from './natsconfig.js';
 import { writeNodeInfo } from './nodefile.js';
 import { dataPaths, legacyStoreLayout, type DataPaths } from './paths.js';
@@ -84,6 +85,8 @@ export interface DaemonOptions {
   metrics?: HostPort;
   /** JetStream storage cap of account APP (room streams), bytes. */
   appMaxBytes?: number;
+  /** JetStream's sync policy for the embedded nats-server (default `always`). */
+  jetstreamSync?: JetStreamSync;
   /** Encrypt the embedded store at rest with this key (embedded nats-server only). */
   atRestKey?: AtRestKey | null;
   /** Extra names a signed request's `@authority` may be (`--authority`); the listen address is always one. */
@@ -220,6 +223,7 @@ export class Daemon {
           serverName,
           atRest: atRestKey !== null,
           ...(o.appMaxBytes ? { appMaxBytes: o.appMaxBytes } : {}),
+          ...(o.jetstreamSync !== undefined ? { jetstreamSync: o.jetstreamSync } : {}),
         });
         await writeFileAtomic(paths.natsConfig, renderNatsConfig(config), { mode: 0o600 });
         const orphan = await reapOrphan(paths.natsPidFile, paths.natsConfig);

@@ -42,14 +42,22 @@ export function createHealth(s: HealthState): HealthProbe {
       });
     return inflight;
   };
-  const storeReachable = async () => (await probe()) !== null;
+  /**
+   * The store can take reads and writes: it answers, and (replicated) its
+   * stream has a leader backed by a majority. A survivor without quorum
+   * still answers stream info from its own copy (leader null): that is not
+   * a store anyone can use.
+   */
+  const usable = (rep: BucketReplication | null): boolean =>
+    rep !== null && rep.leader !== null && rep.current > rep.replicas / 2;
 
   return {
     async posture(): Promise<Posture> {
       const rep = s.stopping() ? null : await probe();
       const reachable = rep !== null;
       return {
-        status: reachable ? 'ok' : 'unavailable',
+        status: usable(rep) ? 'ok' : 'unavailable',
+        ...(reachable && !usable(rep) ? { reason: 'no store quorum' } : {}),
         version: VERSION,
         uptime_s: Math.round((Date.now() - startedAt) / 1000),
         store: {
@@ -77,7 +85,9 @@ export function createHealth(s: HealthState): HealthProbe {
     },
     async ready() {
       if (s.stopping()) return { ready: false, reason: 'shutting down' };
-      if (!(await storeReachable())) return { ready: false, reason: 'store unreachable' };
+      const rep = await probe();
+      if (rep === null) return { ready: false, reason: 'store unreachable' };
+      if (!usable(rep)) return { ready: false, reason: 'no store quorum' };
       return { ready: true };
     },
   };

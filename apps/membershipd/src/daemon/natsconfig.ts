@@ -51,12 +51,30 @@ export interface EmbeddedNatsOptions {
    * environment the daemon gives its child.
    */
   atRest?: boolean;
+  /** JetStream's sync policy (default `always`). */
+  jetstreamSync?: JetStreamSync;
 }
 
-/** The `jetstream` block: store dir and, encrypted, the cipher and an env reference to the key. */
-export function jetstreamBlock(storeDir: string, atRest: boolean): Record<string, NatsConfigValue> {
+/**
+ * When JetStream writes reach the disk: `always` (each write fsynced before
+ * it is acknowledged: an acknowledged change survives power loss) or a
+ * duration in ms between flushes (nats-server's default is 2 minutes; an
+ * acknowledged write can be lost with the machine's power).
+ */
+export type JetStreamSync = 'always' | number;
+
+/** The default: acknowledged changes (users, revocations, audit records) survive power loss. */
+export const DEFAULT_JETSTREAM_SYNC: JetStreamSync = 'always';
+
+/** The `jetstream` block: store dir, sync policy and, encrypted, the cipher and an env reference to the key. */
+export function jetstreamBlock(
+  storeDir: string,
+  atRest: boolean,
+  sync: JetStreamSync = DEFAULT_JETSTREAM_SYNC
+): Record<string, NatsConfigValue> {
   return {
     store_dir: storeDir,
+    sync_interval: sync === 'always' ? 'always' : `${Math.max(1, Math.round(sync))}ms`,
     ...(atRest ? { cipher: 'chachapoly', key: envRef(NATS_KEY_ENV) } : {}),
   };
 }
@@ -155,7 +173,7 @@ export function embeddedNatsConfig(o: EmbeddedNatsOptions): Record<string, NatsC
           },
         }
       : {}),
-    jetstream: jetstreamBlock(o.paths.jetstreamDir, o.atRest ?? false),
+    jetstream: jetstreamBlock(o.paths.jetstreamDir, o.atRest ?? false, o.jetstreamSync),
     accounts: accountsBlock(o.users, o.appMaxBytes ?? DEFAULT_APP_MAX_BYTES),
     system_account: ACCOUNTS.system,
     authorization: {

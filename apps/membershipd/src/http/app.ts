@@ -28,6 +28,8 @@ import { userRoutes } from './routes/users.js';
 /** The daemon's self-description served by `/healthz` (no secrets). */
 export interface Posture {
   status: 'ok' | 'unavailable';
+  /** Why not ok, when the store answers but cannot be used (`no store quorum`). */
+  reason?: string;
   version: string;
   uptime_s: number;
   store: {
@@ -165,7 +167,7 @@ const PUBLIC_ROUTES: RouteDef[] = [
   {
     method: 'get',
     path: '/healthz',
-    summary: 'Posture; 200 only while the store answers',
+    summary: 'Posture; 200 only while the store answers and has a quorum',
     access: 'public',
     status: 200,
     response: z.object({}).passthrough(),
@@ -281,8 +283,17 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
   app.notFound((c) =>
     c.json(errorBody('NOT_FOUND', `no route for ${c.req.method} ${c.req.path}`), 404)
   );
-  app.onError((err, c) => {
+  app.onError(async (err, c) => {
     const e = toHttpError(err);
+    // A change whose intent is on the audit log failed: record how (best
+    // effort; the intent is there either way).
+    const intent = c.get('auditIntent');
+    if (intent) {
+      c.set('auditIntent', undefined);
+      await audit(services, c, intent.action, intent.target, 'error', {
+        code: e?.code ?? 'INTERNAL',
+      }).catch(() => {});
+    }
     if (e) {
       if (e.status >= 500)
         o.logger.error(

@@ -14,6 +14,8 @@ export interface AppVariables {
   actor: UserRecord | null;
   /** The raw body bytes, read once and digest-checked before any parsing. */
   rawBody: Uint8Array;
+  /** A change whose intent is on the audit log and whose outcome is not yet. */
+  auditIntent: { action: string; target: string | null } | undefined;
 }
 
 export interface AppEnv {

@@ -51,9 +51,66 @@ type Detail = Record<string, string | number | boolean | null>;
 export function httpEdge(s: Services, c: AppContext): ChangeEdge {
   return {
     store: s.store,
+    intend: (action, target, detail) => intend(s, c, action, target, detail),
     record: (action, target, detail) => audit(s, c, action, target, 'ok', detail),
     announce: (change) => tellDataPlane(s, c, change),
   };
+}
+
+/** Appends one audit record of this request. */
+async function appendRecord(
+  s: Services,
+  c: AppContext,
+  action: string,
+  target: string | null,
+  outcome: 'ok' | 'denied' | 'error' | 'intent',
+  detail: Detail | undefined
+): Promise<void> {
+  await s.store.audit.append({
+    time: new Date().toISOString(),
+    request_id: c.get('requestId'),
+    ...(c.get('clientRequestId') !== undefined
+      ? { client_request_id: c.get('clientRequestId') }
+      : {}),
+    actor: c.get('actor')?.sign_pub ?? null,
+    via: 'http',
+    action,
+    target,
+    outcome,
+    ...(detail ? { detail } : {}),
+  });
+}
+
+/**
+ * Records that this request is about to change state (`intent`), before it
+ * does: a change is never made unless it is on the record. If the audit log
+ * cannot be written, nothing is changed (503 `AUDIT_UNAVAILABLE`). The
+ * change's `ok` record follows; if the request fails instead, the error
+ * handler records `error` (best effort: the intent is there either way).
+ */
+export async function intend(
+  s: Services,
+  c: AppContext,
+  action: string,
+  target: string | null,
+  detail?: Detail
+): Promise<void> {
+  try {
+    await appendRecord(s, c, action, target, 'intent', detail);
+    s.metrics?.auditAppend('ok');
+  } catch (err) {
+    s.metrics?.auditAppend('error');
+    s.logger.error(
+      { request_id: c.get('requestId'), action, target, err: (err as Error).message },
+      'audit append failed'
+    );
+    throw new HttpError(
+      503,
+      'AUDIT_UNAVAILABLE',
+      'the audit log cannot be written, so nothing was changed; try again later'
+    );
+  }
+  c.set('auditIntent', { action, target });
 }
 
 /**
@@ -67,7 +124,7 @@ export async function audit(
   c: AppContext,
   action: string,
   target: string | null,
-  outcome: 'ok' | 'denied',
+  outcome: 'ok' | 'denied' | 'error',
   detail?: Detail
 ): Promise<void> {
   if (outcome === 'denied' && s.denials) {
@@ -76,20 +133,9 @@ export async function audit(
     if (budget.suppressed > 0) detail = { ...detail, suppressed: budget.suppressed };
   }
   try {
-    await s.store.audit.append({
-      time: new Date().toISOString(),
-      request_id: c.get('requestId'),
-      ...(c.get('clientRequestId') !== undefined
-        ? { client_request_id: c.get('clientRequestId') }
-        : {}),
-      actor: c.get('actor')?.sign_pub ?? null,
-      via: 'http',
-      action,
-      target,
-      outcome,
-      ...(detail ? { detail } : {}),
-    });
+    await appendRecord(s, c, action, target, outcome, detail);
     s.metrics?.auditAppend('ok');
+    if (outcome === 'ok') c.set('auditIntent', undefined);
   } catch (err) {
     s.metrics?.auditAppend('error');
     s.logger.error(
@@ -97,10 +143,12 @@ export async function audit(
       'audit append failed'
     );
     if (outcome === 'ok') {
+      // The intent is on the record; its outcome is not.
+      c.set('auditIntent', undefined);
       throw new HttpError(
         503,
         'AUDIT_UNAVAILABLE',
-        'the change could not be recorded in the audit log; it may have been applied'
+        'the change was made and its intent is on the audit log, but its outcome could not be recorded'
       );
     }
   }

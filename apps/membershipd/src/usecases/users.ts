@@ -1,24 +1,32 @@
 import type { NewUser, UserRecord } from '@sealbus/protocol';
-import type { MembershipStore } from '@sealbus/store';
+import { resolveNewUser, type MembershipStore } from '@sealbus/store';
 import type { Change } from '../dataplane/reactor.js';
 
 type Detail = Record<string, string | number | boolean | null>;
 
 /**
  * What an edge (a signed HTTP request, the node's CLI) supplies to a change:
- * how it records it in the audit log (the edge decides what a failed append
- * means to its caller: 503 for HTTP, "applied but not audited" for the CLI)
- * and how it tells the data plane. The order — store, record, announce — is
- * the use case's, the same from every edge.
+ * how it records it in the audit log and how it tells the data plane. The
+ * order — intent, store, outcome, announce — is the use case's, the same
+ * from every edge: a change is on the audit log before it is made (an
+ * intent that cannot be written means nothing is changed: 503
+ * `AUDIT_UNAVAILABLE` over HTTP, exit 1 from the CLI), and its outcome
+ * follows.
  */
 export interface ChangeEdge {
   store: MembershipStore;
+  /** Records the change about to be made; throws (and nothing is changed) when it cannot. */
+  intend: (action: string, target: string | null, detail?: Detail) => Promise<void>;
   record: (action: string, target: string, detail: Detail) => Promise<void>;
   announce: (change: Change) => Promise<void>;
 }
 
 /** Registers a user (create-only; CONFLICT leaves the row untouched) and records it. */
 export async function addUser(edge: ChangeEdge, input: NewUser): Promise<UserRecord> {
+  // Refused input (a bad token or binding) is refused before anything is
+  // recorded or written.
+  const resolved = resolveNewUser(input);
+  await edge.intend('user.add', resolved.sign_pub, { handle: resolved.handle });
   const user = await edge.store.addUser(input);
   await edge.record('user.add', user.sign_pub, {
     handle: user.handle,
@@ -38,7 +46,11 @@ export async function revokeUser(
   edge: ChangeEdge,
   signPub: string
 ): Promise<{ user: UserRecord; changed: boolean }> {
+  await edge.intend('user.revoke', signPub);
   const r = await edge.store.revokeUser(signPub);
+  // Its intent is on the record: so is its outcome, a no-op included.
+  if (!r.changed)
+    await edge.record('user.revoke', signPub, { handle: r.user.handle, changed: false });
   if (r.changed) {
     await edge.record('user.revoke', signPub, { handle: r.user.handle });
     await edge.announce({ type: 'user.revoked', sign_pub: signPub });

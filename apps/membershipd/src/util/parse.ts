@@ -9,6 +9,14 @@ export function parseDuration(text: string): number {
   return Number(m[1]) * UNITS[m[2]!]!;
 }
 
+/** `--jetstream-sync`: `always`, or a flush interval (a duration, 100ms at least). */
+export function parseJetStreamSync(text: string): 'always' | number {
+  if (text.trim() === 'always') return 'always';
+  const ms = parseDuration(text);
+  if (ms < 100) throw new Error(`"${text}": a flush interval of at least 100ms, or always`);
+  return ms;
+}
+
 export interface HostPort {
   host: string;
   port: number;

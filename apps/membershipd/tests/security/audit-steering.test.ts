@@ -48,8 +48,18 @@ describe('audit log: no client-chosen id steers it', { timeout: 120_000 }, () =>
     if (requestId !== null) headers['x-request-id'] = requestId;
     return sendRaw(d.httpUrl, 'POST', '/users', headers, body).then((r) => ({ ...r, id }));
   };
-  const records = async (target: string) =>
-    (await store.audit.tail(100_000)).filter((r) => r.target === target);
+  /** A change's outcome records (each follows its intent under the same request id). */
+  const records = async (target: string) => {
+    const all = (await store.audit.tail(100_000)).filter((r) => r.target === target);
+    const intents = all.filter((r) => r.outcome === 'intent');
+    const outcomes = all.filter((r) => r.outcome !== 'intent');
+    assert.deepEqual(
+      intents.map((r) => [r.request_id, r.client_request_id]),
+      outcomes.map((r) => [r.request_id, r.client_request_id]),
+      'each outcome has its intent, with the same ids'
+    );
+    return outcomes;
+  };
 
   test('two admin requests with the same X-Request-Id are both applied and both audited', async () => {
     const first = await addAdmin(admin, 'steer-1');

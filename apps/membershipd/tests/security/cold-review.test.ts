@@ -425,7 +425,10 @@ describe('cold review: removed, expired and hostile members', { timeout: 300_000
     const recs = (await store.audit.tail(100_000)).filter((r) => r.target === x.signPubHex);
     assert.deepEqual(
       recs.map((r) => [r.action, r.outcome]),
-      [['user.add', 'ok']]
+      [
+        ['user.add', 'intent'],
+        ['user.add', 'ok'],
+      ]
     );
   });
 });

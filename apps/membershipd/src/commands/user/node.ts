@@ -176,41 +176,73 @@ const AUDIT_RETRY_MS = 15_000;
 /**
  * Audits a change made from the CLI on a node. The actor is the node's
  * operator, known to the system only as `via: cli` plus the local account.
+ * A change is recorded twice: its `intent` before it is made (if that
+ * cannot be written, nothing is changed), then its outcome, under one
+ * request id.
  */
-export async function auditCliChange(
-  store: MembershipStore,
-  action: string,
-  target: string,
-  detail: Record<string, string | number | boolean | null>
-): Promise<void> {
-  const record = {
+function cliAuditor(store: MembershipStore) {
+  const requestId = `cli-${randomUUID()}`;
+  const base = (
+    action: string,
+    target: string | null,
+    outcome: 'intent' | 'ok',
+    detail: Record<string, string | number | boolean | null>
+  ) => ({
     time: new Date().toISOString(),
-    request_id: `cli-${randomUUID()}`,
+    request_id: requestId,
     actor: null,
     via: 'cli' as const,
     action,
     target,
-    outcome: 'ok' as const,
+    outcome,
     detail: { ...detail, os_user: userInfo().username },
+  });
+  return {
+    async intend(
+      action: string,
+      target: string | null,
+      detail: Record<string, string | number | boolean | null> = {}
+    ): Promise<void> {
+      try {
+        // Ride out a stream leader election rather than refuse the change.
+        await store.audit.append(base(action, target, 'intent', detail), {
+          retryForMs: AUDIT_RETRY_MS,
+        });
+      } catch (err) {
+        throw new CliError(
+          EXIT_CODES.FAILED,
+          `${action} ${target ?? ''}: nothing was changed, the audit log cannot be written (${(err as Error).message})`
+        );
+      }
+    },
+    async record(
+      action: string,
+      target: string,
+      detail: Record<string, string | number | boolean | null>
+    ): Promise<void> {
+      try {
+        // The change is already applied (its intent is on record): ride out
+        // a stream leader election rather than report a missing outcome.
+        // The store retries this one append under one message id of its
+        // own, so the log holds it once.
+        await store.audit.append(base(action, target, 'ok', detail), {
+          retryForMs: AUDIT_RETRY_MS,
+        });
+      } catch (err) {
+        throw new CliError(
+          EXIT_CODES.FAILED,
+          `${action} ${target} was applied (its intent is on the audit log) but its outcome could not be recorded (${(err as Error).message})`
+        );
+      }
+    },
   };
-  try {
-    // The change is already applied: ride out a stream leader election
-    // rather than report a missing record. The store retries this one
-    // append under one message id of its own, so the log holds it once.
-    await store.audit.append(record, { retryForMs: AUDIT_RETRY_MS });
-  } catch (err) {
-    throw new CliError(
-      EXIT_CODES.FAILED,
-      `${action} ${target} was applied but its audit record could not be written (${(err as Error).message})`
-    );
-  }
 }
 
 /** The node's CLI as the edge of a use case: audited as `via: cli`, announced on the change subject. */
 export function cliEdge(store: MembershipStore, nc: NatsConnection): ChangeEdge {
   return {
     store,
-    record: (action, target, detail) => auditCliChange(store, action, target, detail),
+    ...cliAuditor(store),
     announce: (change) => announce(nc, change),
   };
 }

@@ -36,6 +36,7 @@ import {
   requireActor,
   requireMembership,
   tellDataPlane,
+  intend,
 } from '../guard.js';
 import type { RouteDef } from './types.js';
 import type { Services } from '../guard.js';
@@ -128,6 +129,7 @@ export const roomRoutes: RouteDef[] = [
           `you own ${owned} rooms, the most this node allows per user (${s.maxRoomsPerUser}); delete one first`
         );
       }
+      await intend(s, c, 'room.create', input.id, { subject: input.subject });
       const room = await s.store.rooms.create({
         id: input.id,
         subject: input.subject,
@@ -198,6 +200,7 @@ export const roomRoutes: RouteDef[] = [
     async handler(c, s) {
       const id = param(c, 'id', roomIdSchema);
       const { room } = await requireMembership(s, c, id, { action: 'room.delete', owner: true });
+      await intend(s, c, 'room.delete', id);
       const members = await s.store.rooms.delete(room);
       await audit(s, c, 'room.delete', id, 'ok', {
         subject: room.subject,
@@ -247,6 +250,7 @@ export const roomRoutes: RouteDef[] = [
         throw new HttpError(409, 'USER_EXPIRED', `user ${input.sign_pub}'s grant has expired`);
       if (!roomRolesAllowedFor(user.role).includes(input.role))
         throw new HttpError(400, 'GUEST_READER_ONLY', 'a guest can only be a reader');
+      await intend(s, c, 'room.member.add', id, { member: input.sign_pub, role: input.role });
       const { member, epoch } = await s.store.rooms.addMember(room, {
         signPub: user.sign_pub,
         role: input.role,
@@ -282,6 +286,7 @@ export const roomRoutes: RouteDef[] = [
         owner: true,
       });
       const input = readJson(c, removeMemberSchema);
+      await intend(s, c, 'room.member.remove', id, { member: target });
       const after = await s.store.rooms.removeMember(room, target, input.statement);
       await audit(s, c, 'room.member.remove', id, 'ok', { member: target });
       await tellDataPlane(s, c, { type: 'member.removed', room: id, sign_pub: target });
@@ -309,6 +314,7 @@ export const roomRoutes: RouteDef[] = [
       const input = readJson(c, rekeySchema);
       const sealed = sealedByKey(input.sealed_keys);
       const inactive = await inactiveMembers(s, id);
+      await intend(s, c, 'room.rekey', id);
       const { room, dropped } = await s.store.rooms.rekey(
         id,
         input.epoch,
@@ -365,6 +371,7 @@ export const roomRoutes: RouteDef[] = [
         owner: true,
       });
       const input = readJson(c, adoptStatementSchema);
+      await intend(s, c, 'room.statement.adopt', id);
       const after = await s.store.rooms.adopt(
         room,
         input.statement,

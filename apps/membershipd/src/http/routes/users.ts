@@ -1,3 +1,4 @@
+import { checkBinding } from '@sealbus/store';
 import {
   newUserSchema,
   parseSignPubHex,
@@ -10,7 +11,7 @@ import {
 } from '@sealbus/protocol';
 import { z } from 'zod';
 import * as users from '../../usecases/users.js';
-import { audit, httpEdge, param, readJson, requireActor, requireAdmin } from '../guard.js';
+import { audit, httpEdge, param, readJson, requireActor, requireAdmin, intend } from '../guard.js';
 import type { RouteDef } from './types.js';
 
 const signPubParam = z.string().transform((v, ctx) => {
@@ -91,8 +92,19 @@ export const userRoutes: RouteDef[] = [
       // Self only: the record is the signer's, whatever the body says.
       const me = requireActor(c);
       const keys = readJson(c, setMyKeysSchema);
+      // A binding that does not verify is refused before anything is
+      // recorded; the same keys again change nothing and record nothing.
+      checkBinding({ sign_pub: me.sign_pub, ...keys });
+      if (
+        me.bound &&
+        me.kex_pub === keys.kex_pub &&
+        me.nats_pub === keys.nats_pub &&
+        me.binding === keys.binding
+      )
+        return c.json({ user: me, changed: false });
+      await intend(s, c, 'user.keys', me.sign_pub, { nats_pub: keys.nats_pub });
       const { user, changed } = await s.store.setUserKeys(me.sign_pub, keys);
-      if (changed) await audit(s, c, 'user.keys', me.sign_pub, 'ok', { nats_pub: user.nats_pub });
+      await audit(s, c, 'user.keys', me.sign_pub, 'ok', { nats_pub: user.nats_pub, changed });
       return c.json({ user, changed });
     },
   },
