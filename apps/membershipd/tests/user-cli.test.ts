@@ -188,6 +188,23 @@ describe('membershipd user, against a running daemon', { timeout: 180_000 }, () 
       const r = await user('add', '--handle', 'carol', '--public', token, '--role', 'member');
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, new RegExp(`bound nats_pub=${id.natsPubHex}`));
+
+      // lookup: from the U… nkey nats-server and denials log to the user.
+      const nkey = natsUserKey(id).publicKey;
+      const found = await user('lookup', nkey);
+      assert.equal(found.code, 0, found.stderr);
+      assert.match(found.stdout, new RegExp(`^${id.signPubHex}\\s+carol\\b`, 'm'));
+      const foundJson = JSON.parse((await user('lookup', nkey, '-o', 'json')).stdout);
+      assert.deepEqual([foundJson.match, foundJson.user.sign_pub], ['user', id.signPubHex]);
+      const bySignKey = await user('lookup', id.signPubHex);
+      assert.equal(bySignKey.code, 0, bySignKey.stderr);
+      assert.match(bySignKey.stdout, /is carol's sign key, not a NATS key/);
+      const stranger = await user('lookup', natsUserKey(generateIdentity()).publicKey);
+      assert.equal(stranger.code, 1);
+      assert.match(stranger.stderr, /no user has the NATS key/);
+      const junk = await user('lookup', 'Unot-a-key');
+      assert.equal(junk.code, 2);
+      assert.match(junk.stderr, /not a NATS user public key/);
       const dave = generateIdentity();
       const daveFile = join(dir.path, 'dave.id');
       await saveIdentity(daveFile, dave);

@@ -52,6 +52,8 @@ export function httpEdge(s: Services, c: AppContext): ChangeEdge {
   return {
     store: s.store,
     intend: (action, target, detail) => intend(s, c, action, target, detail),
+    // The app's error handler records the failure of a change whose intent is on the log.
+    failed: async () => {},
     record: (action, target, detail) => audit(s, c, action, target, 'ok', detail),
     announce: (change) => tellDataPlane(s, c, change),
   };

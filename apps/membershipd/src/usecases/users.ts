@@ -18,7 +18,26 @@ export interface ChangeEdge {
   /** Records the change about to be made; throws (and nothing is changed) when it cannot. */
   intend: (action: string, target: string | null, detail?: Detail) => Promise<void>;
   record: (action: string, target: string, detail: Detail) => Promise<void>;
+  /** Records (best effort) that a change whose intent is on the log failed. */
+  failed: (action: string, target: string | null, err: unknown) => Promise<void>;
   announce: (change: Change) => Promise<void>;
+}
+
+/** The change `make`, its intent recorded first and its failure, if it fails, after. */
+async function attempt<T>(
+  edge: ChangeEdge,
+  action: string,
+  target: string,
+  detail: Detail,
+  make: () => Promise<T>
+): Promise<T> {
+  await edge.intend(action, target, detail);
+  try {
+    return await make();
+  } catch (err) {
+    await edge.failed(action, target, err).catch(() => {});
+    throw err;
+  }
 }
 
 /** Registers a user (create-only; CONFLICT leaves the row untouched) and records it. */
@@ -26,8 +45,9 @@ export async function addUser(edge: ChangeEdge, input: NewUser): Promise<UserRec
   // Refused input (a bad token or binding) is refused before anything is
   // recorded or written.
   const resolved = resolveNewUser(input);
-  await edge.intend('user.add', resolved.sign_pub, { handle: resolved.handle });
-  const user = await edge.store.addUser(input);
+  const user = await attempt(edge, 'user.add', resolved.sign_pub, { handle: resolved.handle }, () =>
+    edge.store.addUser(input)
+  );
   await edge.record('user.add', user.sign_pub, {
     handle: user.handle,
     role: user.role,
@@ -46,8 +66,7 @@ export async function revokeUser(
   edge: ChangeEdge,
   signPub: string
 ): Promise<{ user: UserRecord; changed: boolean }> {
-  await edge.intend('user.revoke', signPub);
-  const r = await edge.store.revokeUser(signPub);
+  const r = await attempt(edge, 'user.revoke', signPub, {}, () => edge.store.revokeUser(signPub));
   // Its intent is on the record: so is its outcome, a no-op included.
   if (!r.changed)
     await edge.record('user.revoke', signPub, { handle: r.user.handle, changed: false });

@@ -173,5 +173,18 @@ describe('the audit record comes first', { timeout: 180_000 }, () => {
       ]
     );
     assert.equal(recs[2]!.request_id, recs[3]!.request_id);
+    // From the CLI too: a revoke of nobody is an intent and its error.
+    const nobody = generateIdentity().signPubHex;
+    const r = await runMembershipd(['user', 'revoke', '--data', d.dataDir, nobody]);
+    assert.equal(r.code, 1);
+    const cli = (await store.audit.tail(100)).filter((x) => x.target === nobody);
+    assert.deepEqual(
+      cli.map((x) => [x.via, x.outcome, x.detail?.code ?? null]),
+      [
+        ['cli', 'intent', null],
+        ['cli', 'error', 'NOT_FOUND'],
+      ]
+    );
+    assert.equal(cli[0]!.request_id, cli[1]!.request_id);
   });
 });

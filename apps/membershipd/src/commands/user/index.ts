@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { registerUserAdd } from './add.js';
 import { registerUserList } from './list.js';
+import { registerUserLookup } from './lookup.js';
 import { registerUserRevoke } from './revoke.js';
 
 export function registerUser(program: Command): void {
@@ -11,5 +12,6 @@ export function registerUser(program: Command): void {
     );
   registerUserAdd(user);
   registerUserList(user);
+  registerUserLookup(user);
   registerUserRevoke(user);
 }

@@ -215,6 +215,16 @@ function cliAuditor(store: MembershipStore) {
         );
       }
     },
+    /** A change whose intent is on the log failed: say so (best effort). */
+    async failed(action: string, target: string | null, err: unknown): Promise<void> {
+      const code =
+        typeof (err as { code?: unknown })?.code === 'string'
+          ? (err as { code: string }).code
+          : 'INTERNAL';
+      await store.audit
+        .append({ ...base(action, target, 'intent', { code }), outcome: 'error' as const })
+        .catch(() => {});
+    },
     async record(
       action: string,
       target: string,
