@@ -65,7 +65,16 @@ describe('membershipd audit query', { timeout: 180_000 }, () => {
     });
     const tail = await audit('tail', '-n', '1000', '-o', 'json');
     assert.equal(tail.code, 0, tail.stderr);
-    all = JSON.parse(tail.stdout) as AuditRecord[];
+    const records = JSON.parse(tail.stdout) as AuditRecord[];
+    // The log opens with admin #0, registered by the first start.
+    assert.deepEqual(
+      records.slice(0, 2).map((r) => [r.action, r.outcome, r.target, r.detail?.role]),
+      [
+        ['user.add', 'intent', admin.signPubHex, 'admin'],
+        ['user.add', 'ok', admin.signPubHex, 'admin'],
+      ]
+    );
+    all = records;
   });
   after(async () => {
     adminCtl?.close();
@@ -75,7 +84,7 @@ describe('membershipd audit query', { timeout: 180_000 }, () => {
 
   test('the log holds what the operations wrote', () => {
     assert.deepEqual(
-      all.map((r) => [r.action, r.outcome, r.via]),
+      all.slice(2).map((r) => [r.action, r.outcome, r.via]),
       [
         // Each change: its intent before it is made, then its outcome.
         ['user.add', 'intent', 'cli'],
@@ -93,7 +102,7 @@ describe('membershipd audit query', { timeout: 180_000 }, () => {
         ['room.create', 'ok', 'http'],
       ]
     );
-    // An intent and its outcome share the request id.
+    // An intent and its outcome share the request id (admin #0's too).
     for (let i = 0; i < all.length; i++)
       if (all[i]!.outcome === 'intent') assert.equal(all[i + 1]!.request_id, all[i]!.request_id);
   });
@@ -101,11 +110,23 @@ describe('membershipd audit query', { timeout: 180_000 }, () => {
   test('--action, --actor, --outcome, --via: exactly the matching records, oldest first', async () => {
     assert.deepEqual(
       (await query('--action', 'user.add', '--outcome', 'ok')).map((r) => r.target),
-      [cliUsers[0]!.signPubHex, cliUsers[1]!.signPubHex, member.id.signPubHex, httpUser.signPubHex]
+      [
+        admin.signPubHex,
+        cliUsers[0]!.signPubHex,
+        cliUsers[1]!.signPubHex,
+        member.id.signPubHex,
+        httpUser.signPubHex,
+      ]
     );
     assert.deepEqual(
       (await query('--action', 'user.add', '--outcome', 'intent')).map((r) => r.target),
-      [cliUsers[0]!.signPubHex, cliUsers[1]!.signPubHex, member.id.signPubHex, httpUser.signPubHex]
+      [
+        admin.signPubHex,
+        cliUsers[0]!.signPubHex,
+        cliUsers[1]!.signPubHex,
+        member.id.signPubHex,
+        httpUser.signPubHex,
+      ]
     );
     assert.deepEqual(
       await query('--action', 'user.*'),
@@ -138,6 +159,8 @@ describe('membershipd audit query', { timeout: 180_000 }, () => {
     assert.deepEqual(
       cli.map((r) => r.target),
       [
+        admin.signPubHex,
+        admin.signPubHex,
         cliUsers[0]!.signPubHex,
         cliUsers[0]!.signPubHex,
         cliUsers[1]!.signPubHex,

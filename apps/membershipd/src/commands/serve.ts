@@ -310,7 +310,12 @@ async function serve(opts: ServeOptions): Promise<number> {
       'metrics listen beyond loopback: plain HTTP without authentication'
     );
   }
-  if (opts.jetstreamSync !== 'always') {
+  if (opts.jetstreamSync !== 'always' && opts.natsUrl) {
+    logger.warn(
+      { jetstream_sync_ms: opts.jetstreamSync },
+      "--jetstream-sync has no effect with --nats-url: that nats-server's own config decides when writes reach the disk"
+    );
+  } else if (opts.jetstreamSync !== 'always') {
     logger.warn(
       { jetstream_sync_ms: opts.jetstreamSync },
       'JetStream flushes to disk only periodically: acknowledged changes (users, revocations, audit records) can be lost with the power'

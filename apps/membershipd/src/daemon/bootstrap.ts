@@ -6,8 +6,51 @@ import {
   publicIdentityOf,
   type Identity,
 } from '@sealbus/crypto';
+import { randomUUID } from 'node:crypto';
 import { StoreError, type MembershipStore } from '@sealbus/store';
 import type { Logger } from '../log.js';
+
+/** How long a bootstrap record is retried (a leader election at start-up). */
+const BOOTSTRAP_AUDIT_RETRY_MS = 15_000;
+
+/**
+ * A change the daemon makes on its own at start-up, on the audit log like
+ * any other (`via: cli`, no actor: the node's operator started it): its
+ * intent first, then the change, then its outcome.
+ */
+async function audited<T>(
+  store: MembershipStore,
+  action: string,
+  target: string,
+  detail: Record<string, string | number | boolean | null>,
+  make: () => Promise<T>
+): Promise<T> {
+  const record = (outcome: 'intent' | 'ok' | 'error', extra = {}) =>
+    store.audit.append(
+      {
+        time: new Date().toISOString(),
+        request_id,
+        actor: null,
+        via: 'cli',
+        action,
+        target,
+        outcome,
+        detail: { ...detail, by: 'serve (start-up)', ...extra },
+      },
+      { retryForMs: BOOTSTRAP_AUDIT_RETRY_MS }
+    );
+  const request_id = `bootstrap-${randomUUID()}`;
+  await record('intent');
+  let result: T;
+  try {
+    result = await make();
+  } catch (err) {
+    await record('error', { code: (err as { code?: string }).code ?? 'INTERNAL' }).catch(() => {});
+    throw err;
+  }
+  await record('ok');
+  return result;
+}
 
 export interface AdminBootstrap {
   signPub: string;
@@ -51,11 +94,14 @@ export async function bootstrapAdmin(
   if (!existing) {
     try {
       // Bound from the start: its NATS key is the derived one, never the sign key.
-      await store.addUser({
-        public: encodePublicIdentity(identity),
-        handle: 'admin',
-        role: 'admin',
-      });
+      const admin = identity;
+      await audited(
+        store,
+        'user.add',
+        admin.signPubHex,
+        { handle: 'admin', role: 'admin', reason: 'admin #0' },
+        () => store.addUser({ public: encodePublicIdentity(admin), handle: 'admin', role: 'admin' })
+      );
     } catch (err) {
       // A concurrent start registered it first: that is the outcome we wanted.
       if (!(err instanceof StoreError && err.code === 'CONFLICT')) throw err;
@@ -64,11 +110,14 @@ export async function bootstrapAdmin(
     // Registered before bindings existed: bind it, as its SDK would at connect.
     const p = publicIdentityOf(identity);
     try {
-      await store.setUserKeys(identity.signPubHex, {
-        kex_pub: p.kexPubHex,
-        nats_pub: p.natsPubHex,
-        binding: p.bindingHex,
-      });
+      const admin = identity;
+      await audited(store, 'user.keys', admin.signPubHex, { nats_pub: p.natsPubHex }, () =>
+        store.setUserKeys(admin.signPubHex, {
+          kex_pub: p.kexPubHex,
+          nats_pub: p.natsPubHex,
+          binding: p.bindingHex,
+        })
+      );
       logger.info({ sign_pub: identity.signPubHex }, 'admin #0 bound to its derived NATS key');
     } catch (err) {
       if (!(err instanceof StoreError && err.code === 'CONFLICT')) throw err;

@@ -59,6 +59,9 @@ export function httpEdge(s: Services, c: AppContext): ChangeEdge {
   };
 }
 
+/** How long an outcome record is retried (its change is already made). */
+const OUTCOME_RETRY_MS = 5_000;
+
 /** Appends one audit record of this request. */
 async function appendRecord(
   s: Services,
@@ -68,19 +71,24 @@ async function appendRecord(
   outcome: 'ok' | 'denied' | 'error' | 'intent',
   detail: Detail | undefined
 ): Promise<void> {
-  await s.store.audit.append({
-    time: new Date().toISOString(),
-    request_id: c.get('requestId'),
-    ...(c.get('clientRequestId') !== undefined
-      ? { client_request_id: c.get('clientRequestId') }
-      : {}),
-    actor: c.get('actor')?.sign_pub ?? null,
-    via: 'http',
-    action,
-    target,
-    outcome,
-    ...(detail ? { detail } : {}),
-  });
+  await s.store.audit.append(
+    {
+      time: new Date().toISOString(),
+      request_id: c.get('requestId'),
+      ...(c.get('clientRequestId') !== undefined
+        ? { client_request_id: c.get('clientRequestId') }
+        : {}),
+      actor: c.get('actor')?.sign_pub ?? null,
+      via: 'http',
+      action,
+      target,
+      outcome,
+      ...(detail ? { detail } : {}),
+    },
+    // An outcome rides out a stream leader election (its change is made);
+    // one message id across the retries, so the log holds it once.
+    outcome === 'ok' || outcome === 'error' ? { retryForMs: OUTCOME_RETRY_MS } : {}
+  );
 }
 
 /**
@@ -145,11 +153,13 @@ export async function audit(
       'audit append failed'
     );
     if (outcome === 'ok') {
-      // The intent is on the record; its outcome is not.
+      // The change is made and its intent is on the record; its outcome is
+      // not. Not a 503: that would read as "nothing changed" and send the
+      // client on to another node to do it again.
       c.set('auditIntent', undefined);
       throw new HttpError(
-        503,
-        'AUDIT_UNAVAILABLE',
+        500,
+        'AUDIT_OUTCOME_UNRECORDED',
         'the change was made and its intent is on the audit log, but its outcome could not be recorded'
       );
     }

@@ -67,14 +67,16 @@ export async function revokeUser(
   signPub: string
 ): Promise<{ user: UserRecord; changed: boolean }> {
   const r = await attempt(edge, 'user.revoke', signPub, {}, () => edge.store.revokeUser(signPub));
-  // Its intent is on the record: so is its outcome, a no-op included.
-  if (!r.changed)
-    await edge.record('user.revoke', signPub, { handle: r.user.handle, changed: false });
-  if (r.changed) {
-    await edge.record('user.revoke', signPub, { handle: r.user.handle });
-    await edge.announce({ type: 'user.revoked', sign_pub: signPub });
-    await markRoomsForRekey(edge, signPub);
-  }
+  // Its effects first (every node cuts the user's connections, encrypted
+  // rooms rotate): a revocation whose outcome record fails is still a
+  // revocation everywhere. Done again on a repeated revoke, so a retry
+  // after such a failure finishes what the first attempt began.
+  await edge.announce({ type: 'user.revoked', sign_pub: signPub });
+  await markRoomsForRekey(edge, signPub);
+  await edge.record('user.revoke', signPub, {
+    handle: r.user.handle,
+    ...(r.changed ? {} : { changed: false }),
+  });
   return r;
 }
 

@@ -24,13 +24,13 @@ describe('the audit record comes first', { timeout: 180_000 }, () => {
   let app: NatsConnection;
   let admin: ControlClient;
 
-  /** The audit stream takes nothing more (as on a full disk); the rest of the store works. */
-  const freezeAudit = async () => {
+  /** The audit stream takes nothing more (as on a full disk), or `room` more; the rest of the store works. */
+  const freezeAudit = async (room = 0) => {
     const jsm = await nc.jetstreamManager();
     const info = await jsm.streams.info(AUDIT_STREAM);
     await jsm.streams.update(AUDIT_STREAM, {
       ...info.config,
-      max_msgs: info.state.messages,
+      max_msgs: info.state.messages + room,
       discard: DiscardPolicy.New,
     });
   };
@@ -153,6 +153,42 @@ describe('the audit record comes first', { timeout: 180_000 }, () => {
     } finally {
       await thawAudit();
     }
+  });
+
+  test('an outcome that cannot be recorded: 500 (not a 503 to fail over on), and a revocation still takes effect', async () => {
+    const { id: victim } = await enrol(admin, d, 'af-outcome-victim');
+    const vbus = await Sealbus.connect({
+      natsServers: [d.natsUrl],
+      controlUrls: [d.httpUrl],
+      identity: victim,
+    });
+    const revoked = new Promise<string>((resolve) => vbus.on('revoked', resolve));
+    await freezeAudit(1); // the intent fits, the outcome does not
+    try {
+      const t0 = Date.now();
+      const err = await admin.revokeUser(victim.signPubHex).then(
+        () => null,
+        (e: unknown) => e as ControlError
+      );
+      assert.ok(err instanceof ControlError);
+      assert.deepEqual([err.status, err.code], [500, 'AUDIT_OUTCOME_UNRECORDED']);
+      assert.ok(Date.now() - t0 >= 4_000, 'the outcome append was retried first');
+      assert.equal((await store.getUser(victim.signPubHex))?.status, 'revoked');
+      // Its effect went out anyway: the revoked client was cut and told.
+      assert.equal(
+        await Promise.race([revoked, new Promise((r) => setTimeout(() => r('none'), 10_000))]),
+        'REVOKED_KEY'
+      );
+    } finally {
+      await thawAudit();
+      await vbus.close();
+    }
+    const recs = (await store.audit.tail(100)).filter((r) => r.target === victim.signPubHex);
+    assert.deepEqual(
+      recs.filter((r) => r.action === 'user.revoke').map((r) => r.outcome),
+      ['intent'],
+      'the intent is on the record'
+    );
   });
 
   test('a change that fails after its intent is recorded as an error', async () => {
