@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { DiscardPolicy, type NatsConnection } from 'nats';
 import { generateIdentity } from '@sealbus/crypto';
 import { ControlClient, ControlError, Sealbus } from '@sealbus/client';
+import { authorStatement } from '@sealbus/client/internal';
 import { AUDIT_STREAM, type MembershipStore } from '@sealbus/store';
 import { runMembershipd, startDaemon, type TestDaemon } from '@sealbus/testing';
 import { adminOf, enrol, nodeStore } from '../helpers.js';
@@ -189,6 +190,31 @@ describe('the audit record comes first', { timeout: 180_000 }, () => {
       ['intent'],
       'the intent is on the record'
     );
+  });
+
+  test("a statement that is not the owner's is refused before anything is recorded", async () => {
+    const { id: member, ctl } = await enrol(admin, d, 'af-forger');
+    const other = generateIdentity();
+    const before = await auditCount();
+    for (let i = 0; i < 5; i++) {
+      const id = `${i}`.repeat(24);
+      const policy = { encrypt: false, persist: false, sign: true };
+      const statement = authorStatement(other.signSeed, null, {
+        room: id,
+        subject: `af.forged${i}`,
+        policy,
+        owner: member.signPubHex,
+        epoch: 0,
+        key: null,
+        members: [[member.signPubHex, 'owner']],
+      });
+      await assert.rejects(
+        ctl.createRoom({ id, subject: `af.forged${i}`, policy, statement }),
+        is(400, 'BAD_STATEMENT')
+      );
+    }
+    assert.equal(await auditCount(), before, 'five refusals, no record');
+    ctl.close();
   });
 
   test('a change that fails after its intent is recorded as an error', async () => {

@@ -24,9 +24,12 @@ import {
   userActive,
   userMayCreateRooms,
   ValidationError,
+  parseStatement,
   type MemberRecord,
+  type SignedStatement,
   type UserRecord,
 } from '@sealbus/protocol';
+import { verifyRoomStatement } from '@sealbus/crypto';
 import { z } from 'zod';
 import { HttpError } from '../errors.js';
 import {
@@ -94,6 +97,29 @@ async function inactiveMembers(s: Services, id: string): Promise<Set<string>> {
  */
 const STATEMENT_BODY_BYTES = 1024 * 1024;
 
+/**
+ * The cheap part of a statement's checks, before anything is recorded: it
+ * parses, it is about this room and the owner signed it (400 BAD_STATEMENT
+ * otherwise, and nothing is on the audit log). The store checks the rest
+ * (seq, prev, the change it describes) when it applies it.
+ */
+function preCheckStatement(signed: SignedStatement, roomId: string, owner: string): void {
+  let roomOf: string;
+  try {
+    roomOf = parseStatement(signed.statement).room;
+  } catch (err) {
+    throw new HttpError(400, 'BAD_STATEMENT', (err as Error).message);
+  }
+  if (roomOf !== roomId)
+    throw new HttpError(400, 'BAD_STATEMENT', 'statement: it is not about this room');
+  if (!verifyRoomStatement(owner, signed.statement, signed.sig))
+    throw new HttpError(
+      400,
+      'BAD_STATEMENT',
+      "statement: the room owner's signature does not verify"
+    );
+}
+
 export const roomRoutes: RouteDef[] = [
   {
     method: 'post',
@@ -129,6 +155,7 @@ export const roomRoutes: RouteDef[] = [
           `you own ${owned} rooms, the most this node allows per user (${s.maxRoomsPerUser}); delete one first`
         );
       }
+      preCheckStatement(input.statement, input.id, actor.sign_pub);
       await intend(s, c, 'room.create', input.id, { subject: input.subject });
       const room = await s.store.rooms.create({
         id: input.id,
@@ -250,6 +277,7 @@ export const roomRoutes: RouteDef[] = [
         throw new HttpError(409, 'USER_EXPIRED', `user ${input.sign_pub}'s grant has expired`);
       if (!roomRolesAllowedFor(user.role).includes(input.role))
         throw new HttpError(400, 'GUEST_READER_ONLY', 'a guest can only be a reader');
+      preCheckStatement(input.statement, id, room.owner);
       await intend(s, c, 'room.member.add', id, { member: input.sign_pub, role: input.role });
       const { member, epoch } = await s.store.rooms.addMember(room, {
         signPub: user.sign_pub,
@@ -286,6 +314,7 @@ export const roomRoutes: RouteDef[] = [
         owner: true,
       });
       const input = readJson(c, removeMemberSchema);
+      preCheckStatement(input.statement, id, room.owner);
       await intend(s, c, 'room.member.remove', id, { member: target });
       const after = await s.store.rooms.removeMember(room, target, input.statement);
       await audit(s, c, 'room.member.remove', id, 'ok', { member: target });
@@ -310,10 +339,14 @@ export const roomRoutes: RouteDef[] = [
     response: rekeyResponseSchema,
     async handler(c, s) {
       const id = param(c, 'id', roomIdSchema);
-      await requireMembership(s, c, id, { action: 'room.rekey', owner: true });
+      const { room: current } = await requireMembership(s, c, id, {
+        action: 'room.rekey',
+        owner: true,
+      });
       const input = readJson(c, rekeySchema);
       const sealed = sealedByKey(input.sealed_keys);
       const inactive = await inactiveMembers(s, id);
+      preCheckStatement(input.statement, id, current.owner);
       await intend(s, c, 'room.rekey', id);
       const { room, dropped } = await s.store.rooms.rekey(
         id,
@@ -371,6 +404,7 @@ export const roomRoutes: RouteDef[] = [
         owner: true,
       });
       const input = readJson(c, adoptStatementSchema);
+      preCheckStatement(input.statement, id, room.owner);
       await intend(s, c, 'room.statement.adopt', id);
       const after = await s.store.rooms.adopt(
         room,
