@@ -185,7 +185,7 @@ function cliAuditor(store: MembershipStore) {
   const base = (
     action: string,
     target: string | null,
-    outcome: 'intent' | 'ok',
+    outcome: 'intent' | 'ok' | 'error',
     detail: Record<string, string | number | boolean | null>
   ) => ({
     time: new Date().toISOString(),
@@ -221,9 +221,7 @@ function cliAuditor(store: MembershipStore) {
         typeof (err as { code?: unknown })?.code === 'string'
           ? (err as { code: string }).code
           : 'INTERNAL';
-      await store.audit
-        .append({ ...base(action, target, 'intent', { code }), outcome: 'error' as const })
-        .catch(() => {});
+      await store.audit.append(base(action, target, 'error', { code })).catch(() => {});
     },
     async record(
       action: string,
