@@ -94,6 +94,15 @@ export interface SealbusOptions {
    * chain it is served at its first load of each room.
    */
   trustState?: TrustState;
+  /**
+   * How often a room this client is subscribed to re-reads its owner's
+   * statements, announcement or not: a control plane that drops
+   * `room.changed` / `room.rekeyed` keeps a subscriber on an old member list
+   * for at most this long (plus one control call). Default 30 000 ms; 0
+   * turns the check off (announcements and frames of new epochs still
+   * refresh).
+   */
+  statementCheckMs?: number;
 }
 
 export interface SubscribeOptions {
@@ -174,6 +183,8 @@ export const internals: {
 
 /** A rotation the SDK starts on its own happens at most this often per room. */
 const AUTO_REKEY_INTERVAL_MS = 10_000;
+/** Subscribed rooms re-read their statements this often (option `statementCheckMs`). */
+const DEFAULT_STATEMENT_CHECK_MS = 30_000;
 
 /** Re-authenticate if a membership is younger than the connection (its permissions predate it). */
 const PERMISSION_MARGIN_MS = 2_000;
@@ -256,6 +267,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   readonly #rooms = new Map<string, Promise<RoomState>>();
   readonly #sealers = new Map<string, FrameSealer>();
   readonly #subs = new Map<string, Set<RoomSubscription>>();
+  #statementTimer: ReturnType<typeof setInterval> | undefined;
   #authenticatedAt = Date.now();
   /** Set when told we were added somewhere: the next new room refreshes the connection. */
   #permsStale = false;
@@ -384,6 +396,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     if (o.trustState) bus.#pins = OwnerPins.from(o.trustState);
     if (o.trustOwner) bus.#pins.trustOwner = o.trustOwner;
     if (o.rotationGraceMs !== undefined) bus.#trust.graceMs = o.rotationGraceMs;
+    bus.#startStatementChecks(o.statementCheckMs ?? DEFAULT_STATEMENT_CHECK_MS);
     bus.#watchConnection(conn.nc);
     bus.#watchEvents();
     if (me?.expires_at) bus.#armEnd(null, me.expires_at);
@@ -453,6 +466,33 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     return this.#standing;
   }
 
+  /**
+   * Subscribed rooms re-read their statements now and then, so a dropped
+   * announcement leaves a subscriber behind for a bounded time. Network
+   * failures wait for the next round; a statement that does not verify is
+   * `untrusted`, as everywhere.
+   */
+  #startStatementChecks(everyMs: number): void {
+    if (!(everyMs > 0)) return;
+    this.#statementTimer = setInterval(() => {
+      for (const [roomId, set] of this.#subs) {
+        if (set.size === 0 || !this.#rooms.has(roomId)) continue;
+        void this.#recheck(roomId).catch((e: unknown) => {
+          if (e instanceof TrustError) this.emit('untrusted', e);
+        });
+      }
+    }, everyMs);
+    this.#statementTimer.unref?.();
+  }
+
+  /** Re-reads a loaded room's statements and keys; `rekeyed` when the epoch moved. */
+  async #recheck(roomId: string): Promise<void> {
+    const state = await this.#rooms.get(roomId)!;
+    const before = state.chain.epoch;
+    await state.refresh(true);
+    if (state.chain.epoch !== before) this.emit('rekeyed', roomId, state.chain.epoch);
+  }
+
   #watchEvents(): void {
     this.#conn.subscribe(userEventsSubject(this.identity.signPubHex), (msg) => {
       let ev: { type?: string; room?: string; reason?: string };
@@ -479,12 +519,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
         return;
       case 'room.changed':
       case 'room.rekeyed':
-        if (ev.room && this.#rooms.has(ev.room)) {
-          const state = await this.#rooms.get(ev.room)!;
-          const before = state.chain.epoch;
-          await state.refresh(true);
-          if (state.chain.epoch !== before) this.emit('rekeyed', ev.room, state.chain.epoch);
-        }
+        if (ev.room && this.#rooms.has(ev.room)) await this.#recheck(ev.room);
         return;
       case 'rekey.needed':
         // A member was revoked or expired: the owner rotates to a key they lack.
@@ -1376,6 +1411,7 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#statementTimer);
     for (const end of this.#ends.values()) clearTimeout(end.timer);
     this.#ends.clear();
     for (const r of [...this.#requests.values()])

@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { ControlClient, TrustError, type RejectedFrame } from '@sealbus/client';
+import { ControlClient, TrustError, type RejectedFrame, type Sealbus } from '@sealbus/client';
 import {
   OwnerPins,
   authorStatement,
@@ -324,6 +324,71 @@ describe('a lying control plane and former members', { timeout: 300_000 }, () =>
       got.map((m) => [dec(m.data), m.epoch]),
       [['from bob', 1]]
     );
+  });
+
+  /** Drops every announcement the daemon sends this client: its events subscription goes. */
+  function deafen(b: Sealbus): void {
+    const nc = natsOf(b) as unknown as {
+      protocol: { subscriptions: { all(): Array<{ subject: string; unsubscribe(): void }> } };
+    };
+    const events = nc.protocol.subscriptions
+      .all()
+      .filter((s) => s.subject.startsWith('sealbus.events.'));
+    assert.equal(events.length, 1, 'one events subscription');
+    for (const s of events) s.unsubscribe();
+  }
+
+  test("a dropped announcement: the subscriber's statement check learns of the removal, and the former member's relayed frame is refused", async () => {
+    const [alice, bob, carol, vic, deaf] = [
+      await user('da-alice'),
+      await user('da-bob'),
+      await user('da-carol'),
+      await user('da-vic'),
+      await user('da-deaf'),
+    ];
+    const A = await honest(alice);
+    const room = await A.createRoom({ subject: 'da.room', policy: ENC });
+    for (const m of [bob, carol]) await A.invite(room.id, m.signPubHex, 'writer');
+    for (const m of [vic, deaf]) await A.invite(room.id, m.signPubHex, 'reader');
+    const V = await honest(vic, { statementCheckMs: 1_000, rotationGraceMs: 0 });
+    // The control: the same subscriber with the check off.
+    const D = await honest(deaf, { statementCheckMs: 0, rotationGraceMs: 0 });
+    const v = await collect(V, room.id);
+    const d = await collect(D, room.id);
+    const rekeyed: number[] = [];
+    V.on('rekeyed', (_r, epoch) => rekeyed.push(epoch));
+    deafen(V);
+    deafen(D);
+    const k0 = await keyOf(carol, room.id, 0);
+    const frame = new FrameSealer(room.id, carol.signSeed).seal(enc('from carol'), {
+      epoch: 0,
+      key: k0,
+      sign: true,
+    });
+    assert.equal((await A.removeMember(room.id, carol.signPubHex)).epoch, 1);
+    await waitFor(() => rekeyed.includes(1), {
+      timeoutMs: 10_000,
+      what: 'the statement check saw epoch 1 without an announcement',
+    });
+    const B = await honest(bob);
+    natsOf(B).publish(room.subject, frame);
+    await waitFor(() => v.rejected.length === 1 && d.got.length === 1, {
+      timeoutMs: 10_000,
+      what: 'both judged the relay',
+    });
+    assert.ok(
+      ['FORMER_MEMBER', 'STALE_EPOCH'].includes(v.rejected[0]!.code),
+      v.rejected[0]!.code
+    );
+    assert.deepEqual(v.got, []);
+    // Without the check (and without a frame of the new epoch), a deaf
+    // subscriber keeps the statement it had: what the check is for.
+    assert.equal(dec(d.got[0]!.data), 'from carol');
+    // A frame of the new epoch makes the deaf one catch up too.
+    await A.publish(room.id, enc('epoch 1'));
+    await waitFor(() => d.got.length === 2, { timeoutMs: 10_000, what: 'epoch 1 at the deaf one' });
+    natsOf(B).publish(room.subject, frame);
+    await waitFor(() => d.rejected.length === 1, { timeoutMs: 10_000, what: 'relay refused' });
   });
 
   test('history: frames of a writer who left are delivered flagged formerMember', async () => {
