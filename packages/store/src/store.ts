@@ -405,9 +405,22 @@ export class MembershipStore {
         current:
           (info.cluster?.leader ? 1 : 0) + replicas.filter((r) => r.current && !r.offline).length,
         values: info.state.messages,
+        behind: replicas
+          .filter((r) => !r.current || r.offline)
+          .map((r) => ({
+            name: r.name,
+            lag: r.lag ?? 0,
+            active_ms: Math.round(nanosToMs(r.active)),
+            offline: r.offline === true,
+          })),
       };
     } catch (err) {
       throw toStoreError(err, `status of ${name}`);
     }
   }
+}
+
+/** A JetStream duration (nanoseconds) in milliseconds. */
+function nanosToMs(n: number | undefined): number {
+  return typeof n === 'number' && Number.isFinite(n) ? n / 1e6 : 0;
 }

@@ -82,6 +82,13 @@ export interface BucketReplication {
   /** Replicas (leader included) that are current. */
   readonly current: number;
   readonly values: number;
+  /** Replicas that are not current: name, entries behind, last heard from (ms ago), offline. */
+  readonly behind?: ReadonlyArray<{
+    name: string;
+    lag: number;
+    active_ms: number;
+    offline: boolean;
+  }>;
 }
 
 /** How `AuditLog.append` tries. */

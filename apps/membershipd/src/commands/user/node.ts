@@ -269,7 +269,13 @@ export async function replicationLine(store: MembershipStore, settleMs = 3_000):
       await new Promise((res) => setTimeout(res, 100));
       r = await store.replication('users');
     }
-    return `users bucket: replicas ${r.current}/${r.replicas} current, leader ${r.leader ?? 'unknown'}`;
+    const behind = (r.behind ?? [])
+      .map(
+        (b) =>
+          `${b.name} ${b.offline ? 'offline' : `${b.lag} behind, heard from ${(b.active_ms / 1000).toFixed(1)} s ago`}`
+      )
+      .join('; ');
+    return `users bucket: replicas ${r.current}/${r.replicas} current, leader ${r.leader ?? 'unknown'}${behind ? ` (${behind})` : ''}`;
   } catch (err) {
     return `users bucket: replication status unavailable (${(err as Error).message})`;
   }
