@@ -20,7 +20,7 @@ import {
 import { parseStatement } from '@sealbus/protocol';
 import { internalNatsSeed } from '@sealbus/membershipd';
 import { ControlClient, Sealbus } from '@sealbus/client';
-import { StatementChain, authorStatement, newRoomKey } from '@sealbus/client/internal';
+import { StatementChain, authorStatement, natsOf, newRoomKey } from '@sealbus/client/internal';
 import { startDaemon } from '@sealbus/testing';
 import { median, percentile, table } from './lib.mjs';
 
@@ -94,7 +94,7 @@ export async function dataplaneBench({ rounds = 3 } = {}) {
       return {
         publish: () => P.publish(room.id, PAYLOAD),
         onMessage: (f) => (cb = f),
-        flush: () => P.nc.flush(),
+        flush: () => natsOf(P).flush(),
         close: () => sub.stop(),
       };
     };

@@ -8,6 +8,7 @@
 import { join } from 'node:path';
 import { generateIdentity, loadIdentity } from '@sealbus/crypto';
 import { ControlClient, Sealbus } from '@sealbus/client';
+import { natsOf } from '@sealbus/client/internal';
 import { startDaemon } from '@sealbus/testing';
 import { median, table } from './lib.mjs';
 
@@ -126,7 +127,7 @@ export async function persistedBench({ rounds = 3 } = {}) {
           (await timed(async () => {
             for (let i = 0; i < N; i++) {
               await P.publish(eph.id, PAYLOAD);
-              if (i % 500 === 499) await P.nc.flush();
+              if (i % 500 === 499) await natsOf(P).flush();
             }
             await e.all();
           }))

@@ -1,9 +1,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   freePort,
+  freePorts,
+  membershipdBin,
   pidAlive,
   runMembershipd,
   startDaemon,
@@ -240,11 +244,106 @@ describe('membershipd serve lifecycle', { timeout: 180_000 }, () => {
     }
   });
 
+  test('waiting for a quorum: /livez answers from the start, the rest is 503 STARTING, SIGTERM exits 0 at once and leaves no nats-server', async () => {
+    await using dir = await tempDir();
+    const secret = join(dir.path, 'route.secret');
+    await writeFile(secret, randomBytes(24).toString('base64url') + '\n', { mode: 0o600 });
+    // A cluster node whose two peers never come: it waits for a quorum.
+    const [http, nats, cport, p2, p3] = (await freePorts(5)) as [number, ...number[]];
+    const data = join(dir.path, 'data');
+    const t0 = Date.now();
+    const child = spawn(
+      process.execPath,
+      [
+        membershipdBin(),
+        'serve',
+        '--data',
+        data,
+        '--http',
+        `127.0.0.1:${http}`,
+        '--nats-port',
+        String(nats),
+        '--cluster-name',
+        'lonely',
+        '--cluster-port',
+        String(cport),
+        '--routes',
+        `nats-route://127.0.0.1:${p2},nats-route://127.0.0.1:${p3}`,
+        '--route-secret-file',
+        secret,
+        '--replicas',
+        '3',
+        '--bootstrap-budget',
+        '120s',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] }
+    );
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    const exited = new Promise<{ code: number | null; at: number }>((r) =>
+      child.once('close', (code) => r({ code, at: Date.now() }))
+    );
+    let natsPid = 0;
+    try {
+      const url = `http://127.0.0.1:${http}`;
+      const live = await waitFor(
+        async () => {
+          const r = await fetch(`${url}/livez`).catch(() => null);
+          return r?.status === 200 ? ((await r.json()) as { live: boolean }) : undefined;
+        },
+        { timeoutMs: 10_000, intervalMs: 50, what: '/livez' }
+      );
+      const liveAfter = Date.now() - t0;
+      assert.equal(live.live, true);
+      // Generous for a loaded machine; the listener opens before anything waits.
+      assert.ok(liveAfter < 5_000, `/livez after ${liveAfter} ms`);
+      // nats-server is up and the node is waiting for its peers.
+      await waitFor(() => /store not ready yet/.test(out), {
+        timeoutMs: 30_000,
+        what: 'the node waiting for the store',
+      });
+      natsPid = Number(/"nats_pid":(\d+)/.exec(out)?.[1]);
+      assert.ok(natsPid > 0 && pidAlive(natsPid), 'nats-server running');
+      const ready = await fetch(`${url}/readyz`);
+      assert.equal(ready.status, 503);
+      assert.deepEqual(await ready.json(), { ready: false, reason: 'starting' });
+      assert.equal((await fetch(`${url}/healthz`)).status, 503);
+      const me = await fetch(`${url}/me`);
+      assert.equal(me.status, 503);
+      assert.equal(((await me.json()) as { error: { code: string } }).error.code, 'STARTING');
+
+      const termAt = Date.now();
+      child.kill('SIGTERM');
+      const exit = await Promise.race([
+        exited,
+        new Promise<null>((r) => setTimeout(() => r(null), 20_000)),
+      ]);
+      assert.ok(exit, `membershipd still running 20 s after SIGTERM:\n${out.slice(-2000)}`);
+      assert.equal(exit.code, 0, out.slice(-2000));
+      // systemd's default stop timeout is 90 s and ours 30 s: well inside.
+      assert.ok(exit.at - termAt < 10_000, `exited ${exit.at - termAt} ms after SIGTERM`);
+      assert.match(out, /stopped during start-up/);
+      await waitFor(() => !pidAlive(natsPid), { timeoutMs: 5_000, what: 'nats-server gone' });
+      assert.equal(
+        await fetch(`${url}/livez`).then(
+          () => 'answered',
+          () => 'refused'
+        ),
+        'refused'
+      );
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+      await exited;
+      if (natsPid && pidAlive(natsPid)) process.kill(natsPid, 'SIGKILL');
+    }
+  });
+
   test('a port already in use is a clear start failure that leaves no child behind', async () => {
     await using a = await startDaemon();
     await using dir = await tempDir();
-    // nats-server starts fine on its free port; then HTTP cannot bind.
-    const r = await runMembershipd(
+    // HTTP listens first: a taken HTTP port fails before anything starts.
+    const r0 = await runMembershipd(
       [
         'serve',
         '--data',
@@ -256,8 +355,29 @@ describe('membershipd serve lifecycle', { timeout: 180_000 }, () => {
       ],
       { timeoutMs: 60_000 }
     );
+    assert.equal(r0.code, 1);
+    assert.match(r0.stderr, /membershipd serve: cannot listen on 127\.0\.0\.1:\d+/);
+    await assert.rejects(readFile(join(dir.path, 'nats', 'nats-server.pid')), 'no child started');
+    // nats-server starts fine on its free port; then the metrics port cannot bind.
+    const r = await runMembershipd(
+      [
+        'serve',
+        '--data',
+        dir.path,
+        '--http',
+        '127.0.0.1:0',
+        '--nats-port',
+        String(await freePort()),
+        '--metrics',
+        `127.0.0.1:${a.httpPort}`,
+      ],
+      { timeoutMs: 60_000 }
+    );
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /membershipd serve: cannot listen on 127\.0\.0\.1:\d+/);
+    assert.match(
+      r.stderr,
+      /membershipd serve: cannot listen on 127\.0\.0\.1:\d+|address already in use/
+    );
     const pid = Number(await readFile(join(dir.path, 'nats', 'nats-server.pid'), 'utf8'));
     assert.ok(pid > 0, 'the child had started');
     assert.equal(pidAlive(pid), false, 'no nats-server left running');

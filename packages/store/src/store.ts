@@ -18,6 +18,25 @@ import type { NatsKeyLookup } from './users.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Waits `ms`, or less when `signal` aborts (then throws its reason). */
+async function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (!signal) {
+    await sleep(ms);
+    return;
+  }
+  signal.throwIfAborted();
+  await new Promise<void>((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal!.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+  signal.throwIfAborted();
+}
+
 function retryable(err: unknown): boolean {
   if (err instanceof StoreError) return err.code === 'UNAVAILABLE';
   return !/permission/i.test((err as Error)?.message ?? '');
@@ -33,12 +52,15 @@ export async function withBootstrapRetry<T>(
   what: string,
   deadline: number,
   logger: StoreLogger | undefined,
-  attempt: () => Promise<T>
+  attempt: () => Promise<T>,
+  signal?: AbortSignal
 ): Promise<T> {
   for (let n = 1; ; n++) {
+    signal?.throwIfAborted();
     try {
       return await attempt();
     } catch (err) {
+      if (signal?.aborted) throw signal.reason;
       if (!retryable(err)) throw toStoreError(err, what);
       const left = deadline - Date.now();
       if (left <= 0) {
@@ -53,7 +75,7 @@ export async function withBootstrapRetry<T>(
         { what, attempt: n, error: (err as Error).message },
         'store not ready yet, retrying'
       );
-      await sleep(Math.min(left, 100 * 2 ** Math.min(n - 1, 3)));
+      await abortableSleep(Math.min(left, 100 * 2 ** Math.min(n - 1, 3)), signal);
     }
   }
 }
@@ -66,40 +88,46 @@ async function openBucket(
   deadline: number
 ): Promise<KV> {
   const replicas = options.replicas ?? 1;
-  return withBootstrapRetry(`open bucket ${spec.name}`, deadline, options.logger, async () => {
-    const jsm = await boot.jetstreamManager(false);
-    let streamReplicas = replicas;
-    try {
-      const info = await jsm.streams.info(`KV_${spec.name}`);
-      streamReplicas = info.config.num_replicas;
-      if (info.config.num_replicas !== replicas) {
-        options.logger?.warn(
-          { bucket: spec.name, have: info.config.num_replicas, want: replicas },
-          'bucket exists with a different replica count; keeping it as it is'
-        );
+  return withBootstrapRetry(
+    `open bucket ${spec.name}`,
+    deadline,
+    options.logger,
+    async () => {
+      const jsm = await boot.jetstreamManager(false);
+      let streamReplicas = replicas;
+      try {
+        const info = await jsm.streams.info(`KV_${spec.name}`);
+        streamReplicas = info.config.num_replicas;
+        if (info.config.num_replicas !== replicas) {
+          options.logger?.warn(
+            { bucket: spec.name, have: info.config.num_replicas, want: replicas },
+            'bucket exists with a different replica count; keeping it as it is'
+          );
+        }
+      } catch (err) {
+        if (!isStreamNotFound(err)) throw err;
+        if (options.bindOnly) {
+          throw new StoreError(
+            'NOT_INITIALIZED',
+            `bucket ${spec.name} does not exist: is this a node whose membershipd has started at least once?`
+          );
+        }
+        await boot.views.kv(spec.name, {
+          history: spec.history,
+          replicas,
+          description: spec.description,
+          ...(spec.ttlMs ? { ttl: spec.ttlMs } : {}),
+        });
+        options.logger?.info({ bucket: spec.name, replicas }, 'created bucket');
       }
-    } catch (err) {
-      if (!isStreamNotFound(err)) throw err;
-      if (options.bindOnly) {
-        throw new StoreError(
-          'NOT_INITIALIZED',
-          `bucket ${spec.name} does not exist: is this a node whose membershipd has started at least once?`
-        );
-      }
-      await boot.views.kv(spec.name, {
-        history: spec.history,
-        replicas,
-        description: spec.description,
-        ...(spec.ttlMs ? { ttl: spec.ttlMs } : {}),
-      });
-      options.logger?.info({ bucket: spec.name, replicas }, 'created bucket');
-    }
-    // With replicas, reads go to the stream leader (no direct get: a follower
-    // may lag), so a read after a write on any node sees that write. With a
-    // single replica the one copy is the leader, and a direct get (cheaper:
-    // no JS API envelope) is just as consistent.
-    return js.views.kv(spec.name, { bindOnly: true, allow_direct: streamReplicas === 1 });
-  });
+      // With replicas, reads go to the stream leader (no direct get: a follower
+      // may lag), so a read after a write on any node sees that write. With a
+      // single replica the one copy is the leader, and a direct get (cheaper:
+      // no JS API envelope) is just as consistent.
+      return js.views.kv(spec.name, { bindOnly: true, allow_direct: streamReplicas === 1 });
+    },
+    options.signal
+  );
 }
 
 async function openAuditStream(
@@ -108,22 +136,28 @@ async function openAuditStream(
   deadline: number
 ): Promise<void> {
   const replicas = options.replicas ?? 1;
-  await withBootstrapRetry(`open stream ${AUDIT_STREAM}`, deadline, options.logger, async () => {
-    const jsm = await boot.jetstreamManager(false);
-    try {
-      await jsm.streams.info(AUDIT_STREAM);
-    } catch (err) {
-      if (!isStreamNotFound(err)) throw err;
-      if (options.bindOnly) {
-        throw new StoreError(
-          'NOT_INITIALIZED',
-          `stream ${AUDIT_STREAM} does not exist: has membershipd started here?`
-        );
+  await withBootstrapRetry(
+    `open stream ${AUDIT_STREAM}`,
+    deadline,
+    options.logger,
+    async () => {
+      const jsm = await boot.jetstreamManager(false);
+      try {
+        await jsm.streams.info(AUDIT_STREAM);
+      } catch (err) {
+        if (!isStreamNotFound(err)) throw err;
+        if (options.bindOnly) {
+          throw new StoreError(
+            'NOT_INITIALIZED',
+            `stream ${AUDIT_STREAM} does not exist: has membershipd started here?`
+          );
+        }
+        await jsm.streams.add(auditStreamConfig(replicas));
+        options.logger?.info({ stream: AUDIT_STREAM, replicas }, 'created stream');
       }
-      await jsm.streams.add(auditStreamConfig(replicas));
-      options.logger?.info({ stream: AUDIT_STREAM, replicas }, 'created stream');
-    }
-  });
+    },
+    options.signal
+  );
 }
 
 /**
@@ -219,7 +253,8 @@ export class MembershipStore {
             throw toStoreError(err, `read ${specs[id].name}`);
           });
         }
-      }
+      },
+      options.signal
     );
     const jsm = await js.jetstreamManager(false);
     // Room streams live in the users' account, the rest in the control account.

@@ -7,6 +7,8 @@ export interface StoreLogger {
 }
 
 export interface OpenStoreOptions {
+  /** Gives up waiting for the store (a signal to stop during start-up): the open throws its reason. */
+  signal?: AbortSignal;
   /**
    * The connection in the users' account (APP), where room streams and
    * members' consumers live; the store's own connection holds the control

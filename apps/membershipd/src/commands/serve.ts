@@ -269,10 +269,14 @@ async function serve(opts: ServeOptions): Promise<number> {
   const logger = createLogger(opts.logLevel);
   let daemon: Daemon | undefined;
   let stopRequested = false;
+  // A stop during start-up (waiting for nats-server or a quorum) is honoured
+  // at once: the start gives up, undoes what it began, and serve exits 0.
+  const starting = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => {
     logger.info({ signal }, 'signal received');
     stopRequested = true;
-    void daemon?.stop(EXIT.OK);
+    if (daemon) void daemon.stop(EXIT.OK);
+    else starting.abort(new Error(`stopped by ${signal} during start-up`));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -364,9 +368,15 @@ async function serve(opts: ServeOptions): Promise<number> {
       ...(opts.serverName ? { serverName: opts.serverName } : {}),
       ...(opts.clientAdvertise ? { clientAdvertise: opts.clientAdvertise } : {}),
       ...topology,
+      signal: starting.signal,
       logger,
     });
   } catch (err) {
+    if (stopRequested) {
+      logger.info({ reason: (err as Error).message }, 'stopped during start-up');
+      logger.flush();
+      process.exit(EXIT.OK);
+    }
     logger.fatal({ error: (err as Error).message }, 'start failed');
     process.stderr.write(`membershipd serve: ${(err as Error).message}\n`);
     return EXIT.START_FAILED;

@@ -95,7 +95,35 @@ export interface DaemonOptions {
   maxRoomsPerUser?: number;
   /** Size cap of each room stream created (default 256 MiB). */
   roomMaxBytes?: number;
+  /**
+   * A stop asked for during start-up (SIGTERM while waiting for nats-server
+   * or a store quorum): start gives up at its next wait, undoes what it
+   * started and throws the signal's reason.
+   */
+  signal?: AbortSignal;
   logger: Logger;
+}
+
+type Fetch = Parameters<typeof serve>[0]['fetch'];
+
+/**
+ * What the HTTP listener answers until the node is ready: alive, not ready,
+ * every other route 503 `STARTING` (clients go to another node).
+ */
+export function startingFetch(req: Request): Response {
+  const path = new URL(req.url).pathname;
+  const json = (body: unknown, status: number) =>
+    new Response(JSON.stringify(body), {
+      status,
+      headers: { 'content-type': 'application/json', 'retry-after': '1' },
+    });
+  const why = 'membershipd is starting: it waits for nats-server and a store quorum';
+  if (req.method === 'GET' && path === '/livez') return json({ live: true, starting: true }, 200);
+  if (req.method === 'GET' && path === '/readyz')
+    return json({ ready: false, reason: 'starting' }, 503);
+  if (req.method === 'GET' && path === '/healthz')
+    return json({ status: 'starting', reason: why }, 503);
+  return json({ error: { code: 'STARTING', message: why } }, 503);
 }
 
 /** Exit codes of `membershipd serve`. */
@@ -160,7 +188,18 @@ export class Daemon {
     // Counted from the start even though the listener opens last: nothing
     // is lost between the first connection and the first scrape.
     const metrics = o.metrics ? createMetrics(VERSION) : undefined;
+    const httpBounds: HttpBounds = { ...DEFAULT_HTTP_BOUNDS, ...o.httpBounds };
+    const signal = o.signal;
     try {
+      // Listening from the first second: /livez answers (and everything else
+      // says STARTING) while the node waits for nats-server and a quorum.
+      let serving: Fetch = startingFetch;
+      const server = await listen((req, env) => serving(req, env), o.http, httpBounds, o.tls);
+      undo.push(() => closeHttp(server));
+      const addr = server.address() as AddressInfo;
+      const httpUrl = `${o.tls ? 'https' : 'http'}://${formatHostPort(localHost(o.http.host), addr.port)}`;
+      log.info({ http_url: httpUrl }, 'HTTP listening (starting: /livez only)');
+      signal?.throwIfAborted();
       const internal = await loadOrCreateIdentity(o.internalIdFile ?? paths.internalId);
       if (internal.created)
         log.info({ file: o.internalIdFile ?? paths.internalId }, 'created internal identity');
@@ -257,6 +296,7 @@ export class Daemon {
         });
         const proc = child;
         undo.push(() => proc.stop());
+        signal?.throwIfAborted();
         natsUrl = `${o.tls ? 'tls' : 'nats'}://${localHost(o.natsHost)}:${o.natsPort}`;
         log.info({ nats_pid: child.pid, url: natsUrl }, 'nats-server ready');
       }
@@ -316,6 +356,7 @@ export class Daemon {
           bindOnly,
           app: appNc,
           logger: log,
+          ...(signal ? { signal } : {}),
           ...(o.roomMaxBytes !== undefined ? { roomMaxBytes: o.roomMaxBytes } : {}),
           ...(metrics ? { observe: metrics.kvOperation } : {}),
         });
@@ -382,8 +423,10 @@ export class Daemon {
         'bootstrap admin #0',
         startedAt + o.bootstrapBudgetMs,
         log,
-        () => bootstrapAdmin(store, o.adminIdFile ?? paths.adminId, log)
+        () => bootstrapAdmin(store, o.adminIdFile ?? paths.adminId, log),
+        signal
       );
+      signal?.throwIfAborted();
       if (admin?.created) {
         log.info({ sign_pub: admin.signPub, identity_file: admin.path }, 'created admin #0');
         process.stderr.write(
@@ -393,7 +436,6 @@ export class Daemon {
       }
 
       const lifecycle = { stopping: false };
-      const httpBounds: HttpBounds = { ...DEFAULT_HTTP_BOUNDS, ...o.httpBounds };
       const health = createHealth({
         http: httpBounds,
         nc,
@@ -422,12 +464,9 @@ export class Daemon {
           return announce(nc, change);
         },
       });
-      const server = await listen(app.fetch, o.http, httpBounds, o.tls);
-      undo.push(() => closeHttp(server));
-      const addr = server.address() as AddressInfo;
       authorities.bind(o.http.host, addr.port);
+      serving = app.fetch;
       log.info({ authorities: authorities.list() }, 'signed requests accepted for these names');
-      const httpUrl = `${o.tls ? 'https' : 'http'}://${formatHostPort(localHost(o.http.host), addr.port)}`;
       let metricsUrl: string | null = null;
       if (metrics && o.metrics) {
         const ms = await serveMetrics(metrics, o.metrics);
