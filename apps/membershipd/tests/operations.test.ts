@@ -14,6 +14,12 @@ import {
   type TempDir,
   type TestDaemon,
 } from '@sealbus/testing';
+import {
+  buildArchive,
+  readArchive,
+  type SectionData,
+  type StreamRecord,
+} from '../src/backup/archive.js';
 import { adminOf, nodeStore } from './helpers.js';
 
 const PERSISTED = { encrypt: true, persist: true, sign: true };
@@ -105,6 +111,41 @@ async function populate(d: TestDaemon, tag: string) {
     return { admin, alice, bob, handle, subject, roomId: room.id };
   } finally {
     await A.close();
+  }
+}
+
+type Archive = Awaited<ReturnType<typeof readArchive>>;
+
+/**
+ * Two archives hold the same state, record by record: buckets byte-identical;
+ * stream records the same subject, payload, headers and sequence number
+ * (1, 2, 3, …). Only the time a message was stored may differ: a restore's
+ * messages are stored at the restore's time (JetStream sets it), and the
+ * archive keeps the original.
+ */
+async function assertSameState(orig: Archive, back: Archive): Promise<void> {
+  assert.deepEqual(
+    back.sections.map((x) => x.section.name).sort(),
+    orig.sections.map((x) => x.section.name).sort()
+  );
+  for (const { section, records } of orig.sections) {
+    const other = back.sections.find((x) => x.section.name === section.name)!;
+    if (section.kind === 'kv') {
+      assert.equal(other.section.sha256, section.sha256, section.name);
+      continue;
+    }
+    const strip = (rs: typeof records) =>
+      rs.map((x) => {
+        const { time, ...rest } = x as StreamRecord;
+        assert.ok(time && Number.isFinite(Date.parse(time)), 'each message keeps its time');
+        return rest;
+      });
+    assert.deepEqual(strip(other.records), strip(records), section.name);
+    assert.deepEqual(
+      (records as StreamRecord[]).map((x) => x.seq),
+      records.map((_, i) => i + 1),
+      `${section.name}: sequence numbers archived`
+    );
   }
 }
 
@@ -326,11 +367,16 @@ describe('backup and restore', { timeout: 400_000 }, () => {
     assert.equal(report.verified, true);
     assert.equal(report.sections.find((s) => s.name === 'sealbus_users')?.count, 3);
 
-    // A backup of the restored store has the same checksums: nothing changed.
+    // The original store against the restored one, record by record: a
+    // backup of each, read back. Buckets are byte-identical; stream records
+    // keep subject, payload, headers and their sequence numbers; only the
+    // time a message was stored is the restore's (JetStream sets it), and
+    // the archive keeps the original.
     const again = join(dir.path, 'again.tgz');
     r = await runMembershipd(['backup', '--data', dst, '--out', again]);
     assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(checksums(await manifestOf(again)), checksums(m));
+    const orig = await readArchive(live);
+    await assertSameState(orig, await readArchive(again));
 
     // And the restored node serves it: admin #0's identity copied, as the runbook says.
     await copyFile(join(src, 'admin.id'), join(dst, 'admin.id'));
@@ -353,6 +399,43 @@ describe('backup and restore', { timeout: 400_000 }, () => {
         ['admin', state.handle, 'bob-bak'].sort()
       );
       assert.ok(users.find((u) => u.handle === 'bob-bak')?.expires_at);
+      // Audit queries by time still find what happened before the restore
+      // (before this, `--until` a minute before the restore found nothing).
+      const auditTimes = (
+        orig.sections.find((x) => x.section.name === 'SEALBUS_AUDIT')!.records as StreamRecord[]
+      ).map((x) => Date.parse(x.time!));
+      const until = new Date(Math.max(...auditTimes)).toISOString();
+      const q = await runMembershipd([
+        'audit',
+        'query',
+        '--data',
+        dst,
+        '--until',
+        until,
+        '-o',
+        'json',
+      ]);
+      assert.equal(q.code, 0, q.stderr);
+      assert.equal(
+        (JSON.parse(q.stdout) as unknown[]).length,
+        auditTimes.length,
+        q.stdout.slice(0, 500)
+      );
+      const q0 = await runMembershipd([
+        'audit',
+        'query',
+        '--data',
+        dst,
+        '--until',
+        new Date(Math.min(...auditTimes) - 60_000).toISOString(),
+        '-o',
+        'json',
+      ]);
+      assert.equal(
+        (JSON.parse(q0.stdout) as unknown[]).length,
+        0,
+        'nothing before the first record'
+      );
       const B = await Sealbus.connect({
         natsServers: [restored.natsUrl],
         controlUrls: [restored.httpUrl],
@@ -379,6 +462,66 @@ describe('backup and restore', { timeout: 400_000 }, () => {
     } finally {
       await restored.dispose();
     }
+  });
+
+  test('a checksum-valid archive whose read-back differs is refused; --force over a populated store leaves it as it was', async () => {
+    const live = join(dir.path, 'live.tgz');
+    const good = await readArchive(live);
+    // Two audit records under one message id: every checksum is right, but
+    // the store takes the second as a duplicate of the first, so what is read
+    // back is not what the archive holds.
+    const sections = good.sections.map(({ section, records }) => ({
+      name: section.name,
+      kind: section.kind,
+      records:
+        section.name === 'SEALBUS_AUDIT'
+          ? (records as StreamRecord[]).map((r, i) =>
+              i < 2 ? { ...r, headers: [...(r.headers ?? []), ['Nats-Msg-Id', 'twin']] } : r
+            )
+          : records,
+    })) as SectionData[];
+    const { bytes } = await buildArchive(
+      {
+        created_at: good.manifest.created_at,
+        sealbus_version: good.manifest.sealbus_version,
+        source: good.manifest.source,
+      },
+      sections
+    );
+    const doctored = join(dir.path, 'doctored.tgz');
+    await writeFile(doctored, bytes, { mode: 0o600 });
+    const inspect = await runMembershipd(['backup', 'inspect', doctored]);
+    assert.equal(inspect.code, 0, `checksums hold: ${inspect.stderr}`);
+
+    const populated = join(dir.path, 'populated');
+    let r = await runMembershipd([
+      'restore',
+      '--data',
+      populated,
+      '--in',
+      live,
+      '--allow-unauthenticated',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const before = await storeDigest(populated);
+    r = await runMembershipd([
+      'restore',
+      '--data',
+      populated,
+      '--in',
+      doctored,
+      '--allow-unauthenticated',
+      '--force',
+    ]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stderr, /read-back differs from the archive in SEALBUS_AUDIT \(record \d/);
+    assert.match(r.stderr, /nothing in .* was changed/);
+    assert.equal(await storeDigest(populated), before, 'the populated store is as it was');
+    assert.deepEqual(
+      (await readdir(join(populated, 'nats'))).filter((f) => /restoring|replaced/.test(f)),
+      [],
+      'no staging left behind'
+    );
   });
 
   test('a corrupted archive is refused before anything is written', async () => {
@@ -515,7 +658,7 @@ describe('backup and restore', { timeout: 400_000 }, () => {
     r = await runMembershipd(['backup', '--data', dst, '--out', out, '--at-rest-key-file', key]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /warning: the store is encrypted at rest but this archive will not be/);
-    assert.deepEqual(checksums(await manifestOf(out)), checksums(await manifestOf(live)));
+    await assertSameState(await readArchive(live), await readArchive(out));
 
     await copyFile(join(src, 'admin.id'), join(dst, 'admin.id'));
     const e = await startDaemon({ dataDir: dst, args: ['--at-rest-key-file', key] });

@@ -30,9 +30,10 @@ const parseRecord = (raw: unknown): AuditRecord => parseOrThrow(auditRecordSchem
 /** An action name, or a prefix of them ending in `.*`. */
 const ACTION_FILTER_RE = /^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?$/;
 /**
- * How far a record's own `time` (the writer's clock) may lie before the
- * stream's timestamp (the stream leader's clock): the time-based start and
- * stop are widened by this much, and records are then filtered by `time`.
+ * How far apart the clocks of the nodes writing records may be: records are
+ * appended in order but each carries its writer's time, so the time-based
+ * start and stop are widened by this much, and records then filtered by
+ * `time`.
  */
 const CLOCK_SLACK_MS = 30_000;
 const DEFAULT_QUERY_LIMIT = 100;
@@ -144,7 +145,7 @@ export class AuditLog {
    * The records matching every given filter, oldest first, at most `limit`
    * (the oldest ones; `truncated` says whether more match). No consumer is
    * created (see `listKeys` in kv.ts for why): `since` is found by a binary
-   * search over stream sequence numbers by the messages' timestamps, an
+   * search over stream sequence numbers by the records' own times, an
    * action is read with next-by-subject gets (the server skips other
    * actions), anything else with batches of gets by sequence. The scan
    * stops at `until`, at the stream's last message when the query began, or
@@ -210,11 +211,17 @@ export class AuditLog {
       if (subject && msgs.length === 0) break;
       let past = false;
       for (const m of msgs) {
-        if (m.seq > last || m.time.getTime() > stopAfter) {
+        if (m.seq > last) {
           past = true;
           break;
         }
         const r = this.#decode(m);
+        // By the record's own time: a restored log's messages all carry
+        // the restore's stream time, their records the original one.
+        if (Date.parse(r.time) > stopAfter) {
+          past = true;
+          break;
+        }
         if (!matches(r)) continue;
         records.push(r);
         if (records.length <= limit) continue;
@@ -230,7 +237,11 @@ export class AuditLog {
     return { records: truncated ? records.slice(0, limit) : records, truncated };
   }
 
-  /** The first sequence whose message was stored at or after `t` (epoch ms); `last + 1` if none. */
+  /**
+   * The first sequence whose record's own time is at or after `t` (epoch
+   * ms); `last + 1` if none. Records are appended in time order (within the
+   * clock slack the callers widen `t` by), and their time survives a restore.
+   */
   async #firstSeqAtOrAfter(
     t: number,
     first: number,
@@ -248,7 +259,7 @@ export class AuditLog {
         (await this.#get({ seq: mid, next_by_subj: `${AUDIT_SUBJECT_PREFIX}.>` }));
       if (!m || m.seq >= hi) {
         hi = mid;
-      } else if (m.time.getTime() < t) {
+      } else if (Date.parse(this.#decode(m).time) < t) {
         lo = m.seq + 1;
       } else {
         hi = mid;

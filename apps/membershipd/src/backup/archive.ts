@@ -61,6 +61,10 @@ export const streamRecordSchema = z.object({
   data: z.string(),
   /** Message headers (a persisted room's frames carry their message id), in order. */
   headers: z.array(z.tuple([z.string(), z.string()])).optional(),
+  /** The message's stream sequence (archives since 0.2): a restore reproduces it, and checks it. */
+  seq: z.number().int().positive().optional(),
+  /** When the stream stored it (ISO 8601, archives since 0.2): kept for the record, a restore cannot set it. */
+  time: z.string().datetime({ offset: true }).optional(),
 });
 export type KvRecord = z.infer<typeof kvRecordSchema>;
 export type StreamRecord = z.infer<typeof streamRecordSchema>;

@@ -19,7 +19,6 @@ import {
 } from '@sealbus/store';
 import {
   ArchiveError,
-  encodeSection,
   type KvRecord,
   type Section,
   type SectionData,
@@ -127,7 +126,7 @@ export async function dumpStore(
   return out;
 }
 
-/** Every message of a stream, oldest first, without sequence or time. */
+/** Every message of a stream, oldest first, with its sequence and the time it was stored. */
 async function dumpStream(
   jsm: JetStreamManager,
   stream: string,
@@ -169,6 +168,8 @@ async function dumpStream(
         subject: m.subject,
         data: Buffer.from(m.data).toString('base64'),
         ...(headers.length > 0 ? { headers } : {}),
+        seq: m.seq,
+        time: m.time.toISOString(),
       });
     }
     progress?.(stream, Math.min(s + BATCH - first, total), total);
@@ -229,6 +230,7 @@ export function checkRestorable(archive: VerifiedArchive): void {
   }
   const rooms = new Map(persistedRooms(archive).map((p) => [roomStreamName(p.room.id), p.room]));
   for (const { section, records } of archive.sections) {
+    if (section.kind === 'stream') checkSequences(section.name, records as StreamRecord[]);
     const key = `${section.kind}:${section.name}`;
     if (want.some((w) => `${w.kind}:${w.name}` === key)) {
       if (section.name !== AUDIT_STREAM) continue;
@@ -245,6 +247,25 @@ export function checkRestorable(archive: VerifiedArchive): void {
         throw new ArchiveError(`a message in ${section.name} is not on its room's subject`);
     }
   }
+}
+
+/**
+ * A stream's records restore with their own sequence numbers: every record
+ * has one or none does (archives made before 0.2), and they count up by one
+ * from 1 (the audit log and room streams refuse deletes, purges and
+ * discarding old messages, so the streams this version writes have no gaps).
+ */
+function checkSequences(name: string, records: StreamRecord[]): void {
+  const withSeq = records.filter((r) => r.seq !== undefined).length;
+  if (withSeq === 0) return;
+  if (withSeq !== records.length)
+    throw new ArchiveError(`stream ${name}: some records have a sequence number and some do not`);
+  records.forEach((r, i) => {
+    if (r.seq !== i + 1)
+      throw new ArchiveError(
+        `stream ${name}: record ${i + 1} has sequence ${r.seq}; a restore reproduces sequences 1, 2, 3, … only`
+      );
+  });
 }
 
 /** What one section restored. */
@@ -350,18 +371,55 @@ export async function loadStore(
   return out;
 }
 
+/** One section of a read-back: whether it matches, and where it first differs. */
+export interface ReadBack {
+  name: string;
+  ok: boolean;
+  /** The first difference (record index and what), when not ok. */
+  difference?: string;
+}
+
 /**
- * Reads the store back and compares every section with the archive: the
+ * Reads the store back and compares every record of every section with the
+ * archive: keys and values; subjects, payloads, headers and sequence numbers
+ * (a message's stored time is the restore's and is not compared). The
  * restore is proven, not assumed.
  */
 export async function verifyAgainst(
   conns: StoreConns,
   archive: VerifiedArchive
-): Promise<Array<{ name: string; ok: boolean }>> {
+): Promise<ReadBack[]> {
   const now = await dumpStore(conns);
-  return archive.sections.map(({ section }) => {
+  return archive.sections.map(({ section, records }) => {
     const mine = now.find((s) => s.name === section.name && s.kind === section.kind);
-    const ok = mine ? encodeSection(mine).section.sha256 === section.sha256 : false;
-    return { name: section.name, ok };
+    const difference = mine
+      ? firstDifference(section.kind, records, mine.records)
+      : 'missing from the store';
+    return { name: section.name, ok: difference === undefined, ...(difference ? { difference } : {}) };
   });
+}
+
+/** Where two sections' records first differ (undefined when they agree). */
+export function firstDifference(
+  kind: 'kv' | 'stream',
+  want: Array<KvRecord | StreamRecord>,
+  got: Array<KvRecord | StreamRecord>
+): string | undefined {
+  const form = (r: KvRecord | StreamRecord, withSeq: boolean) => {
+    if (kind === 'kv') {
+      const k = r as KvRecord;
+      return JSON.stringify([k.key, k.value]);
+    }
+    const m = r as StreamRecord;
+    return JSON.stringify([m.subject, m.data, m.headers ?? [], withSeq ? (m.seq ?? null) : null]);
+  };
+  for (let i = 0; i < Math.max(want.length, got.length); i++) {
+    const w = want[i];
+    const g = got[i];
+    if (!w) return `record ${i + 1}: in the store, not in the archive`;
+    if (!g) return `record ${i + 1}: in the archive, not in the store`;
+    const withSeq = kind === 'stream' && (w as StreamRecord).seq !== undefined;
+    if (form(w, withSeq) !== form(g, withSeq)) return `record ${i + 1} differs`;
+  }
+  return undefined;
 }

@@ -20,6 +20,7 @@ import {
   dumpStore,
   loadStore,
   verifyAgainst,
+  type ReadBack,
   type Progress,
   type RestoredSection,
 } from '../backup/snapshot.js';
@@ -361,7 +362,7 @@ export function registerRestore(program: Command): void {
         await rm(stage, { recursive: true, force: true });
         const { progress, end } = terminalProgress('restoring');
         let restored: RestoredSection[];
-        let verified: Array<{ name: string; ok: boolean }>;
+        let verified: ReadBack[];
         try {
           ({ restored, verified } = await withOfflineStore(
             paths,
@@ -378,7 +379,7 @@ export function registerRestore(program: Command): void {
               return { restored, verified: await verifyAgainst(conns, archive) };
             }
           ));
-          const bad = verified.filter((v) => !v.ok).map((v) => v.name);
+          const bad = verified.filter((v) => !v.ok).map((v) => `${v.name} (${v.difference})`);
           if (bad.length > 0)
             throw new ArchiveError(`read-back differs from the archive in ${bad.join(', ')}`);
         } catch (err) {

@@ -103,7 +103,7 @@ export function registerMigrate(program: Command): void {
               return verifyAgainst(conns, archive);
             }
           );
-          const bad = verified.filter((v) => !v.ok).map((v) => v.name);
+          const bad = verified.filter((v) => !v.ok).map((v) => `${v.name} (${v.difference})`);
           if (bad.length > 0)
             throw new ArchiveError(`read-back differs from the 0.1 store in ${bad.join(', ')}`);
           await rename(paths.jetstreamDir, kept);
