@@ -36,7 +36,8 @@ export type TrustErrorCode =
   | 'OWNER_CHANGED'
   | 'UNTRUSTED_OWNER'
   | 'NO_STATEMENT'
-  | 'BAD_KEY';
+  | 'BAD_KEY'
+  | 'WITHHELD';
 
 export class TrustError extends SealbusError {
   declare readonly code: TrustErrorCode;
@@ -54,7 +55,13 @@ export interface EpochInfo {
   commitment: string | null;
   /** Everyone who was writer or owner in some statement of this epoch. */
   writers: Set<string>;
-  /** The owner's time of the epoch's first statement (ms). */
+  /** Everyone who was a member (any role: each held the epoch's key) in some statement of it. */
+  members: Set<string>;
+  /**
+   * When the epoch began (ms): the owner's time of its first statement, or
+   * when this client first verified it if that is earlier (an owner's clock
+   * ahead, or a made-up time, cannot stretch the rotation grace).
+   */
   since: number;
 }
 
@@ -197,11 +204,15 @@ export class StatementChain {
         epoch: s.epoch,
         commitment: s.key_commitment,
         writers: new Set(),
-        since: Date.parse(s.created),
+        members: new Set(),
+        since: Math.min(Date.parse(s.created), Date.now()),
       };
       this.#epochs.set(s.epoch, info);
     }
-    for (const [k, r] of s.members) if (r !== 'reader') info.writers.add(k);
+    for (const [k, r] of s.members) {
+      info.members.add(k);
+      if (r !== 'reader') info.writers.add(k);
+    }
   }
 
   /** True when `signPub` was a writer or the owner in any verified statement. */

@@ -122,6 +122,14 @@ export class RoomState {
   readonly #identity: Identity;
   readonly #trust: RoomTrust;
   #lastRefresh = 0;
+  /**
+   * Set when the owner's own signed frame names an epoch the served chain
+   * does not reach: the control plane withholds the owner's latest
+   * statement. Until a refresh brings it, this client publishes nothing,
+   * refuses live frames of older epochs (after the grace), and flags older
+   * persisted frames `formerMember` (membership now cannot be confirmed).
+   */
+  #behind: { epoch: number; at: number } | undefined;
   #refreshing: Promise<void> | undefined;
   #parked = 0;
   #parkedBytes = 0;
@@ -197,10 +205,19 @@ export class RoomState {
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
         const id = this.chain.room;
         const verified = this.chain.seq;
-        const [detail, served] = await Promise.all([
-          this.#ctl.getRoom(id),
-          fetchStatements(this.#ctl, id, verified, (page) => this.chain.extend(page)),
-        ]);
+        let detail: RoomDetail;
+        let served: { head: number | null };
+        try {
+          [detail, served] = await Promise.all([
+            this.#ctl.getRoom(id),
+            fetchStatements(this.#ctl, id, verified, (page) => this.chain.extend(page)),
+          ]);
+        } finally {
+          // Pages verified before a failure are verified all the same: the
+          // pin follows them, so a later chain must contain them.
+          if (this.chain.seq > verified) this.#trust.verified?.(id, this.chain);
+        }
+        if (this.#behind && this.chain.epoch >= this.#behind.epoch) this.#behind = undefined;
         if (served.head === null || served.head < verified)
           throw new TrustError(
             'ROLLBACK',
@@ -262,6 +279,12 @@ export class RoomState {
 
   /** The epoch and key a publisher uses now: the latest statement's, never the daemon's. */
   currentKey(): { epoch: number; key: Uint8Array | null } {
+    if (this.#behind)
+      throw new TrustError(
+        'WITHHELD',
+        `the owner has published in epoch ${this.#behind.epoch}, but the control plane serves no statement for it (this client has ${this.chain.epoch}): nothing is sent under an older key`,
+        this.chain.room
+      );
     const epoch = this.chain.epoch;
     if (!this.chain.policy.encrypt) return { epoch, key: null };
     const key = this.#key(epoch);
@@ -337,6 +360,19 @@ export class RoomState {
     });
   }
 
+  /** The owner proved an epoch the served chain lacks: see `#behind`. Reported once per epoch. */
+  #markBehind(epoch: number): void {
+    if (this.#behind && this.#behind.epoch >= epoch) return;
+    this.#behind = { epoch, at: Date.now() };
+    this.#trust.report?.(
+      new TrustError(
+        'WITHHELD',
+        `room ${this.chain.room}: the owner's signed frame is of epoch ${epoch}, the control plane serves statements up to epoch ${this.chain.epoch}`,
+        this.chain.room
+      )
+    );
+  }
+
   #backgroundRefresh(): void {
     void this.refresh().catch((err: unknown) => {
       if (err instanceof TrustError) this.#trust.report?.(err);
@@ -368,8 +404,11 @@ export class RoomState {
     // An epoch no statement speaks of yet: only a refresh can tell.
     if (h.epoch > chain.epoch) {
       if (mayPark) return 'refresh';
+      // The owner's own signed frame is evidence of that epoch.
+      if (h.signed && h.sender === chain.owner) this.#markBehind(h.epoch);
       throw new FrameError('UNKNOWN_EPOCH', `no owner statement for epoch ${h.epoch}`);
     }
+    const behind = this.#behind;
     const key = h.encrypted ? this.#key(h.epoch) : undefined;
     // The AEAD covers the header: with the key in hand, a frame whose sender
     // bytes were changed fails here, before anyone is asked about that sender.
@@ -407,7 +446,9 @@ export class RoomState {
             : `sender was not a writer of this room in epoch ${h.epoch}`
         );
       }
-      formerMember = !writerNow;
+      // The owner has moved past the statements we are served: who is a
+      // writer now cannot be confirmed.
+      formerMember = !writerNow || (behind !== undefined && h.epoch < behind.epoch);
     } else {
       if (!writerNow) {
         if (mayPark && role === undefined) return 'refresh';
@@ -423,11 +464,27 @@ export class RoomState {
       }
       if (h.epoch < chain.epoch) {
         const since = chain.epochInfo(chain.epoch)?.since ?? 0;
-        const inGrace = h.epoch === chain.epoch - 1 && Date.now() < since + this.#trust.graceMs;
+        // An unsigned frame names its sender but does not prove it: any
+        // holder of the old key could have made it. Its grace holds only
+        // if everyone who held that key is still a member.
+        const holdersStayed =
+          h.signed ||
+          [...(chain.epochInfo(h.epoch)?.members ?? [])].every((k) => chain.role(k) !== undefined);
+        const inGrace =
+          h.epoch === chain.epoch - 1 && Date.now() < since + this.#trust.graceMs && holdersStayed;
         if (!inGrace)
           throw new FrameError(
             'STALE_EPOCH',
             `frame of epoch ${h.epoch}; the room rotated to ${chain.epoch}`
+          );
+      }
+      if (behind && h.epoch < behind.epoch) {
+        const inGrace =
+          h.signed && h.epoch === behind.epoch - 1 && Date.now() < behind.at + this.#trust.graceMs;
+        if (!inGrace)
+          throw new FrameError(
+            'STALE_EPOCH',
+            `frame of epoch ${h.epoch}; the owner has moved to ${behind.epoch}, whose statement the control plane withholds`
           );
       }
     }

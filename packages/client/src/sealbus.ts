@@ -185,6 +185,9 @@ export const internals: {
 const AUTO_REKEY_INTERVAL_MS = 10_000;
 /** Subscribed rooms re-read their statements this often (option `statementCheckMs`). */
 const DEFAULT_STATEMENT_CHECK_MS = 30_000;
+/** rekey.needed: rooms waiting at most, and the spacing of loads of rooms not loaded yet. */
+const REKEY_QUEUE_MAX = 1_024;
+const REKEY_LOAD_SPACING_MS = 200;
 
 /** Re-authenticate if a membership is younger than the connection (its permissions predate it). */
 const PERMISSION_MARGIN_MS = 2_000;
@@ -268,6 +271,10 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   readonly #sealers = new Map<string, FrameSealer>();
   readonly #subs = new Map<string, Set<RoomSubscription>>();
   #statementTimer: ReturnType<typeof setInterval> | undefined;
+  readonly #rekeyQueue = new Set<string>();
+  /** The rooms this identity owns, as last listed (rekey.needed for rooms not loaded). */
+  #ownedRooms: { ids: Set<string>; at: number } | undefined;
+  #rekeyDraining = false;
   #authenticatedAt = Date.now();
   /** Set when told we were added somewhere: the next new room refreshes the connection. */
   #permsStale = false;
@@ -486,10 +493,10 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
   }
 
   /** Re-reads a loaded room's statements and keys; `rekeyed` when the epoch moved. */
-  async #recheck(roomId: string): Promise<void> {
+  async #recheck(roomId: string, force = true): Promise<void> {
     const state = await this.#rooms.get(roomId)!;
     const before = state.chain.epoch;
-    await state.refresh(true);
+    await state.refresh(force);
     if (state.chain.epoch !== before) this.emit('rekeyed', roomId, state.chain.epoch);
   }
 
@@ -514,20 +521,16 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
         // (a reconnect drops in-flight core messages, so not on every event).
         this.#permsStale = true;
         if (ev.room) this.emit('invited', ev.room);
-        if (ev.room && this.#rooms.has(ev.room))
-          await (await this.#rooms.get(ev.room)!).refresh(true);
+        if (ev.room && this.#rooms.has(ev.room)) await this.#recheck(ev.room, false);
         return;
       case 'room.changed':
       case 'room.rekeyed':
-        if (ev.room && this.#rooms.has(ev.room)) await this.#recheck(ev.room);
+        // Not forced: a stream of events costs at most one refresh a second per room.
+        if (ev.room && this.#rooms.has(ev.room)) await this.#recheck(ev.room, false);
         return;
       case 'rekey.needed':
         // A member was revoked or expired: the owner rotates to a key they lack.
-        if (ev.room) {
-          const state = await this.#room(ev.room);
-          if (state.chain.owner === this.identity.signPubHex && state.chain.policy.encrypt)
-            await this.#autoRekey(ev.room);
-        }
+        if (ev.room) this.#queueRekey(ev.room);
         return;
       case 'member.removed':
         if (ev.room) {
@@ -761,6 +764,53 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
    * control plane claiming it again and again cannot make the owner sign
    * rekeys without end.
    */
+  /**
+   * `rekey.needed` names rooms (one per room a revoked or expired member was
+   * in: a burst when a user in many rooms goes). They are taken one at a
+   * time, each room once while queued, at most REKEY_QUEUE_MAX waiting, a
+   * room this client has not loaded at most every REKEY_LOAD_SPACING_MS: an
+   * event stream naming random rooms costs a bounded number of calls. A
+   * room left out rotates at its owner's next publish anyway.
+   */
+  #queueRekey(roomId: string): void {
+    if (typeof roomId !== 'string' || this.#rekeyQueue.size >= REKEY_QUEUE_MAX) return;
+    this.#rekeyQueue.add(roomId);
+    if (this.#rekeyDraining) return;
+    this.#rekeyDraining = true;
+    void (async () => {
+      try {
+        while (this.#rekeyQueue.size > 0 && !this.#closed) {
+          const next = this.#rekeyQueue.values().next().value as string;
+          this.#rekeyQueue.delete(next);
+          const loaded = this.#rooms.has(next);
+          try {
+            if (!loaded) {
+              // One listing tells which of the named rooms this identity owns.
+              let owned = this.#ownedRooms;
+              if (!owned || Date.now() - owned.at > REKEY_LOAD_SPACING_MS * 10) {
+                const mine = await this.control.listMyRooms();
+                owned = this.#ownedRooms = {
+                  ids: new Set(mine.filter((r) => r.role === 'owner').map((r) => r.id)),
+                  at: Date.now(),
+                };
+              }
+              if (!owned.ids.has(next)) continue;
+            }
+            const state = await this.#room(next);
+            if (state.chain.owner === this.identity.signPubHex && state.chain.policy.encrypt)
+              await this.#autoRekey(next);
+          } catch (e) {
+            if (e instanceof TrustError) this.emit('untrusted', e);
+            else if (!(e instanceof ControlError)) this.emit('error', e as Error);
+          }
+          if (!loaded) await new Promise((r) => setTimeout(r, REKEY_LOAD_SPACING_MS));
+        }
+      } finally {
+        this.#rekeyDraining = false;
+      }
+    })();
+  }
+
   async #autoRekey(roomId: string): Promise<void> {
     const last = this.#autoRekeyAt.get(roomId) ?? 0;
     if (Date.now() - last < AUTO_REKEY_INTERVAL_MS) return;
@@ -777,11 +827,17 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
    * `BAD_STATEMENT`), so a member it injected is never signed in. An
    * encrypted room moves to a new epoch at once, its fresh key sealed to
    * each member's bound kex key (`UNBOUND_KEY` otherwise): no key the
-   * control plane served is ever committed to. Returns the epoch.
+   * control plane served is ever committed to. The room's policy and
+   * subject are signed too: pass `expect.policy` (and `expect.subject`) as
+   * the application knows them, and a served one that differs signs
+   * nothing; without `expect.policy`, only a room served as encrypted and
+   * signed is adopted (a weaker policy served by a lying control plane
+   * would make the owner publish in the clear). Returns the epoch.
    */
   async adoptRoom(
     roomId: string,
-    members: Iterable<[string, MemberRole]> | Record<string, MemberRole>
+    members: Iterable<[string, MemberRole]> | Record<string, MemberRole>,
+    expect: { policy?: RoomPolicy; subject?: string } = {}
   ): Promise<number> {
     const expected = new Map<string, MemberRole>(
       Symbol.iterator in Object(members)
@@ -796,6 +852,27 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       throw new TrustError(
         'ROLLBACK',
         `room ${roomId} already has statements this client verified`,
+        roomId
+      );
+    const p = detail.policy;
+    const policyOk = expect.policy
+      ? p.encrypt === expect.policy.encrypt &&
+        p.persist === expect.policy.persist &&
+        p.sign === expect.policy.sign
+      : p.encrypt && p.sign;
+    if (!policyOk)
+      throw new TrustError(
+        'BAD_STATEMENT',
+        `room ${roomId}: the control plane serves policy ${JSON.stringify(p)}` +
+          (expect.policy
+            ? `, not the ${JSON.stringify(expect.policy)} given; nothing signed`
+            : '; pass the policy the application knows (adoptRoom(room, members, {policy})) to adopt a room that is not encrypted and signed; nothing signed'),
+        roomId
+      );
+    if (expect.subject !== undefined && detail.subject !== expect.subject)
+      throw new TrustError(
+        'BAD_STATEMENT',
+        `room ${roomId}: the control plane serves subject ${detail.subject}, not ${expect.subject}; nothing signed`,
         roomId
       );
     const listed = new Map(detail.members.map((m) => [m.sign_pub, m.role]));

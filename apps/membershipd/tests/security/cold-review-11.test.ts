@@ -503,7 +503,7 @@ describe('cold review 11: owner-signed statements under attack', { timeout: 600_
     await kv.purge(`${room.id}.head`);
     const A2 = await honest(alice);
     // The owner adopts it (explicitly, naming its members): epoch 3, a fresh key.
-    await A2.adoptRoom(room.id, [[vic.signPubHex, 'reader']]);
+    await A2.adoptRoom(room.id, [[vic.signPubHex, 'reader']], { policy: POLICY });
     await A2.publish(room.id, enc('alice at epoch 3'));
     // The daemon serves vic a key it made for epoch 1 and appends a frame under it, as alice (unsigned).
     const made = newRoomKey();

@@ -376,10 +376,7 @@ describe('a lying control plane and former members', { timeout: 300_000 }, () =>
       timeoutMs: 10_000,
       what: 'both judged the relay',
     });
-    assert.ok(
-      ['FORMER_MEMBER', 'STALE_EPOCH'].includes(v.rejected[0]!.code),
-      v.rejected[0]!.code
-    );
+    assert.ok(['FORMER_MEMBER', 'STALE_EPOCH'].includes(v.rejected[0]!.code), v.rejected[0]!.code);
     assert.deepEqual(v.got, []);
     // Without the check (and without a frame of the new epoch), a deaf
     // subscriber keeps the statement it had: what the check is for.
