@@ -395,7 +395,11 @@ export async function verifyAgainst(
     const difference = mine
       ? firstDifference(section.kind, records, mine.records)
       : 'missing from the store';
-    return { name: section.name, ok: difference === undefined, ...(difference ? { difference } : {}) };
+    return {
+      name: section.name,
+      ok: difference === undefined,
+      ...(difference ? { difference } : {}),
+    };
   });
 }
 

@@ -211,6 +211,7 @@ export class Daemon {
 
       let child: NatsServerProcess | undefined;
       let natsUrl = o.natsUrl;
+      const natsUrlGiven = natsUrl !== undefined;
       const atRestKey = o.atRestKey ?? null;
       if (natsUrl && atRestKey) {
         throw new AtRestError(
@@ -413,6 +414,8 @@ export class Daemon {
         store,
         logger: log,
         onChange: (change) => forgetGrants(change),
+        // The embedded cluster's size; an external nats-server: unknown (the ping waits its bound).
+        ...(natsUrlGiven ? {} : { servers: o.cluster ? o.cluster.routes.length + 1 : 1 }),
         ...(metrics ? { metrics } : {}),
       });
       reactor.start();

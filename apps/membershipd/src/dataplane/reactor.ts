@@ -5,7 +5,7 @@ import { userEventsSubject } from '@sealbus/protocol';
 import type { MembershipStore } from '@sealbus/store';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { kickUser } from './kick.js';
+import { countServers, kickUser } from './kick.js';
 
 /**
  * A control-plane change that the data plane must act on. Writers (HTTP
@@ -51,6 +51,8 @@ export interface ReactorOptions {
   logger: Logger;
   /** Counts kicked connections. */
   metrics?: Pick<Metrics, 'kicked'>;
+  /** nats-servers expected before the first census (1 alone): a kick stops collecting once all have answered. */
+  servers?: number;
 }
 
 /**
@@ -68,13 +70,30 @@ export class Reactor {
   #sub: Subscription | undefined;
   #all: Subscription | undefined;
   #sweep: NodeJS.Timeout | undefined;
+  #census: NodeJS.Timeout | undefined;
+  /** nats-servers that answered the last census (a kick waits for that many). */
+  #servers: number;
   kicks = 0;
 
   constructor(o: ReactorOptions) {
     this.#o = o;
+    this.#servers = o.servers ?? 1;
   }
 
   start(): void {
+    // How many servers a kick waits for: counted now and every 30 s, so a
+    // node that is down costs a kick nothing once it has been missed.
+    const census = () =>
+      void countServers(this.#o.sys)
+        .then((n) => {
+          // Never below the configured cluster size: a kick that stopped
+          // collecting early would miss a server that came back.
+          this.#servers = Math.max(n, this.#o.servers ?? 1);
+        })
+        .catch(() => {});
+    census();
+    this.#census = setInterval(census, 30_000);
+    this.#census.unref();
     const onChange = this.#o.onChange;
     // Every node hears every change (its own caches); one node acts on it.
     if (onChange)
@@ -132,6 +151,7 @@ export class Reactor {
 
   async stop(): Promise<void> {
     if (this.#sweep) clearInterval(this.#sweep);
+    if (this.#census) clearInterval(this.#census);
     await this.#all?.drain().catch(() => {});
     await this.#sub?.drain().catch(() => {});
   }
@@ -152,7 +172,7 @@ export class Reactor {
       this.#o.sys,
       userNkeyFromPublic(fromHex(natsPub, 'nats_pub', 32)),
       this.#o.logger,
-      undefined,
+      { servers: this.#servers },
       this.#o.metrics
     );
   }
