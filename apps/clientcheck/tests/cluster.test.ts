@@ -8,12 +8,14 @@ import { join, dirname } from 'node:path';
 import tls from 'node:tls';
 import {
   ControlClient,
+  Sealbus,
   generateIdentity,
   loadIdentity,
   saveIdentity,
   type Identity,
 } from '@sealbus/client';
-import { requestSigner, signRequest } from '@sealbus/crypto';
+import { natsUserKey, requestSigner, signRequest } from '@sealbus/crypto';
+import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
 import {
   pidAlive,
   runClientcheck,
@@ -209,6 +211,109 @@ describe(
       const replay = await raw(new URL('/me', b!.http_url).href, ca, headers);
       assert.equal(replay.status, 401);
       assert.equal(replay.json.error.code, 'REPLAYED');
+    });
+
+    test('a revoke or a removal through n1 cuts the user on n2 and n3 at once (HTTP, CLI, member removal)', async () => {
+      const node = (name: string) => cl.node(name);
+      /** Every wait here is bounded: a hang names its step. */
+      const within = <T>(p: Promise<T>, what: string, ms = 30_000): Promise<T> =>
+        Promise.race([
+          p,
+          new Promise<T>((_, rej) =>
+            setTimeout(() => rej(new Error(`${what}: no answer in ${ms} ms`)), ms).unref()
+          ),
+        ]);
+      /** A user whose key the SDK has bound, with raw connections (no reconnect) to n2 and n3. */
+      const userOnTwoNodes = async (handle: string, before?: (id: Identity) => Promise<void>) => {
+        const id = generateIdentity();
+        const r = await addUser('n1', handle, id);
+        assert.equal(r.code, 0, r.stderr);
+        const bus = await within(
+          Sealbus.connect({
+            natsServers: [node('n2').nats_url],
+            controlUrls: [node('n2').http_url],
+            identity: id,
+            ca,
+          }),
+          `${handle}: SDK connect (binds the key)`
+        );
+        await within(bus.close(), `${handle}: SDK close`);
+        await within(before?.(id) ?? Promise.resolve(), `${handle}: set-up`);
+        const conns: NatsConnection[] = [];
+        for (const n of ['n2', 'n3'])
+          conns.push(
+            await within(
+              connect({
+                servers: node(n).nats_url,
+                authenticator: nkeyAuthenticator(new TextEncoder().encode(natsUserKey(id).seed)),
+                tls: { ca: ca.toString() },
+                // A kicked connection closes (a removed member's client would
+                // reconnect, with permissions that no longer name the room).
+                reconnect: false,
+              }),
+              `${handle}: NATS connect to ${n}`
+            )
+          );
+        const closedAt = conns.map((nc) => nc.closed().then(() => Date.now()));
+        return { id, closedAt };
+      };
+      const ctl = new ControlClient({ urls: [node('n1').http_url], identity: admin, ca });
+      const figures: string[] = [];
+      try {
+        // 1. HTTP revoke through n1.
+        const a = await userOnTwoNodes('cut-http');
+        let t0 = Date.now();
+        await within(ctl.revokeUser(a.id.signPubHex), 'HTTP revoke');
+        let cut = Math.max(...(await within(Promise.all(a.closedAt), 'HTTP revoke: cut'))) - t0;
+        figures.push(`HTTP revoke ${cut} ms`);
+        // The claim is a second; the bound is generous for a loaded machine.
+        assert.ok(cut < 3_000, `HTTP revoke: cut after ${cut} ms`);
+
+        // 2. `membershipd user revoke` on n1's data dir.
+        const b = await userOnTwoNodes('cut-cli');
+        t0 = Date.now();
+        const rv = await runMembershipd(
+          ['user', 'revoke', '--data', node('n1').data_dir, b.id.signPubHex],
+          { timeoutMs: 60_000 }
+        );
+        assert.equal(rv.code, 0, rv.stderr);
+        cut = Math.max(...(await within(Promise.all(b.closedAt), 'CLI revoke: cut'))) - t0;
+        figures.push(`CLI revoke ${cut} ms (from the command's start)`);
+        assert.ok(cut < 10_000, `CLI revoke: cut after ${cut} ms`);
+
+        // 3. A member removed from a room through n1.
+        const owner = await within(
+          Sealbus.connect({
+            natsServers: [node('n1').nats_url],
+            controlUrls: [node('n1').http_url],
+            identity: operator,
+            ca,
+          }),
+          'owner connect'
+        );
+        try {
+          const room = await within(
+            owner.createRoom({
+              subject: 'cut.room',
+              policy: { encrypt: true, persist: false, sign: true },
+            }),
+            'create room'
+          );
+          const c = await userOnTwoNodes('cut-member', (id) =>
+            owner.invite(room.id, id.signPubHex, 'writer').then(() => {})
+          );
+          t0 = Date.now();
+          await within(owner.removeMember(room.id, c.id.signPubHex), 'remove member');
+          cut = Math.max(...(await within(Promise.all(c.closedAt), 'removal: cut'))) - t0;
+          figures.push(`member removal ${cut} ms (a rekey included)`);
+          assert.ok(cut < 5_000, `removal: cut after ${cut} ms`);
+        } finally {
+          await within(owner.close(), 'owner close');
+        }
+      } finally {
+        ctl.close();
+      }
+      console.log(`# cut on n2 and n3: ${figures.join(', ')}`);
     });
 
     test('SIGKILL of the node a persisted clientcheck loop is attached to: zero loss, control plane keeps serving, node catches up', async () => {
