@@ -135,7 +135,16 @@ export class CalloutService {
   async stop(): Promise<void> {
     await this.#sub?.drain().catch(() => {});
     this.#denials.stop();
+    this.#unreadable.stop();
   }
+
+  readonly #unreadable = new LogThrottle({
+    summary: (server_xkey, more, intervalMs) =>
+      this.#o.logger.error(
+        { server_xkey, more, interval_s: intervalMs / 1000 },
+        'unreadable auth callout requests (more from this server key): callout.key differs between nodes?'
+      ),
+  });
 
   readonly #denials = new LogThrottle({
     summary: (client, more, intervalMs) =>
@@ -155,7 +164,22 @@ export class CalloutService {
       req = decodeRequest(dec.decode(raw));
     } catch (err) {
       // Without user_nkey and server id no answer can even be addressed.
-      this.#o.logger.error({ err: (err as Error).message }, 'unreadable auth callout request');
+      // The usual cause in a cluster: a nats-server whose config names
+      // another callout key than this node's (callout.key differs between
+      // nodes), so its requests, sealed to that key, reach this daemon
+      // through the queue group and are unreadable here.
+      const mismatch = serverXkey !== undefined;
+      const fields = {
+        err: (err as Error).message,
+        ...(mismatch
+          ? { server_xkey: serverXkey, this_node_xkey: this.#o.keys.xkey.getPublicKey() }
+          : {}),
+      };
+      const msg = mismatch
+        ? 'unreadable auth callout request: callout.key differs between nodes (a nats-server seals requests to another key than this node holds; every node must share one callout.key)'
+        : 'unreadable auth callout request';
+      if (this.#unreadable.hit(serverXkey ?? 'plain')) this.#o.logger.error(fields, msg);
+      else this.#o.logger.debug(fields, msg);
       this.#o.metrics?.callout('deny', 'unreadable', (performance.now() - t0) / 1000);
       return;
     }
