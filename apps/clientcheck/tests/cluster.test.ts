@@ -381,7 +381,6 @@ describe(
       const add = await addUser(survivors[0]!.name, 'added-during-outage', late);
       assert.equal(add.code, 0, add.stderr);
       assert.match(add.stdout, /replicas 2\/3 current/);
-
       await new Promise((r) => setTimeout(r, 3_000));
       const restarted = await cl.start(attached);
       assert.equal(restarted.code, 0, restarted.stderr);
@@ -427,6 +426,54 @@ describe(
         throw new Error(`${err.message}; the last user add said: ${last}`);
       });
       console.log(`# restarted replica current after ${(Date.now() - caughtUpFrom) / 1000} s`);
+    });
+
+    test('a persisted room can be created while a node is stopped, and gets its third replica when the node is back', async () => {
+      // A stopped node (SIGTERM: it tells its peers it is going) cannot hold
+      // a replica: JetStream refuses to place three ("no suitable peers").
+      const gone = 'n3';
+      const stopped = await cl.kill(gone, 'SIGTERM');
+      assert.equal(stopped.code, 0, stopped.stderr);
+      const up = cl.state().nodes.filter((n) => n.name !== gone);
+      const P = await Sealbus.connect({
+        natsServers: up.map((n) => n.nats_url),
+        controlUrls: up.map((n) => n.http_url),
+        identity: operator,
+        ca,
+      });
+      let roomId: string;
+      try {
+        const room = await P.createRoom({
+          subject: 'outage.persisted',
+          policy: { encrypt: true, persist: true, sign: true },
+        });
+        roomId = room.id;
+        await P.publish(room.id, 'made while n3 was stopped');
+        const got: string[] = [];
+        const sub = await P.subscribe(room.id, (m) => void got.push(m.string()), {
+          from: 'start',
+        });
+        await waitFor(() => got.length === 1, { timeoutMs: 15_000, what: 'read back' });
+        await sub.stop();
+        assert.deepEqual(got, ['made while n3 was stopped']);
+      } finally {
+        await P.close();
+      }
+      const started = await cl.start(gone);
+      assert.equal(started.code, 0, started.stderr);
+      const from = Date.now();
+      const logs = () =>
+        ['n1', 'n2', 'n3']
+          .map((n) => readFileSync(join(cl.dir, `${n}.log`), 'utf8'))
+          .join('\n')
+          .split('\n');
+      await waitFor(
+        () => logs().some((l) => l.includes('room stream replicas raised') && l.includes(roomId)),
+        { timeoutMs: 60_000, intervalMs: 500, what: "the room's third replica" }
+      );
+      console.log(
+        `# room made with a node stopped raised to 3 replicas ${(Date.now() - from) / 1000} s after its restart`
+      );
     });
 
     test('two of three nodes down: fail closed in bounded time, nothing hangs; restarting restores service', async () => {

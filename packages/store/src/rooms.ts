@@ -140,6 +140,8 @@ export class Rooms {
   readonly #jsm: JetStreamManager;
   readonly #replicas: number;
   readonly #maxBytes: number;
+  /** Rooms whose stream has fewer replicas than configured (see raiseReplicas). */
+  readonly #degraded = new Set<string>();
 
   /** `roomMaxBytes`: the size limit of every room stream created from now on. */
   constructor(
@@ -165,24 +167,77 @@ export class Rooms {
    * made before the cap existed keep their configuration.
    */
   async #createStream(room: RoomRecord, maxBytes = this.#maxBytes): Promise<void> {
-    try {
-      await this.#jsm.streams.add({
-        name: roomStreamName(room.id),
-        description: `persisted room ${room.id}`,
-        subjects: [room.subject],
-        num_replicas: this.#replicas,
-        storage: StorageType.File,
-        retention: RetentionPolicy.Limits,
-        max_bytes: maxBytes,
-        discard: DiscardPolicy.New,
-        deny_delete: true,
-        deny_purge: true,
-        allow_rollup_hdrs: false,
-        duplicate_window: nanos(120_000),
-      });
-    } catch (err) {
-      throw toStoreError(err, 'create room stream');
+    // With a node down a cluster cannot place every replica: the stream is
+    // made with as many as can be placed and raised once the peers are back
+    // (raiseReplicas), so rooms can be created during an outage or upgrade.
+    for (let replicas = this.#replicas; ; replicas--) {
+      try {
+        await this.#jsm.streams.add({
+          name: roomStreamName(room.id),
+          description: `persisted room ${room.id}`,
+          subjects: [room.subject],
+          num_replicas: replicas,
+          storage: StorageType.File,
+          retention: RetentionPolicy.Limits,
+          max_bytes: maxBytes,
+          discard: DiscardPolicy.New,
+          deny_delete: true,
+          deny_purge: true,
+          allow_rollup_hdrs: false,
+          duplicate_window: nanos(120_000),
+        });
+        if (replicas < this.#replicas) this.#degraded.add(room.id);
+        return;
+      } catch (err) {
+        if (replicas > 1 && isPlacementError(err)) continue;
+        throw toStoreError(err, 'create room stream');
+      }
     }
+  }
+
+  /**
+   * Room streams made with fewer replicas than configured (during an outage)
+   * are raised to the configured count once the peers can hold them. Returns
+   * the rooms raised; the rest are tried again on the next call.
+   */
+  async raiseReplicas(): Promise<string[]> {
+    const raised: string[] = [];
+    for (const id of [...this.#degraded]) {
+      try {
+        const info = await this.#jsm.streams.info(roomStreamName(id));
+        if (info.config.num_replicas < this.#replicas)
+          await this.#jsm.streams.update(roomStreamName(id), {
+            ...info.config,
+            num_replicas: this.#replicas,
+          });
+        this.#degraded.delete(id);
+        raised.push(id);
+      } catch (err) {
+        if (isStreamNotFound(err)) this.#degraded.delete(id); // the room went
+        // otherwise: peers still missing, next time
+      }
+    }
+    return raised;
+  }
+
+  /**
+   * Finds room streams with fewer replicas than configured (made during an
+   * outage, by this node before a restart or by another node) and queues
+   * them for raiseReplicas. Returns how many are queued.
+   */
+  async findUnderReplicated(): Promise<number> {
+    if (this.#replicas <= 1) return 0;
+    try {
+      for await (const info of this.#jsm.streams.list())
+        if (
+          info.config.name.startsWith(ROOM_STREAM_PREFIX) &&
+          info.config.num_replicas < this.#replicas
+        )
+          this.#degraded.add(info.config.name.slice(ROOM_STREAM_PREFIX.length));
+    } catch (err) {
+      throw toStoreError(err, 'list room streams');
+    }
+    return this.#degraded.size;
   }
 
   /**
@@ -1003,4 +1058,11 @@ export class Rooms {
     const keys = await readAll(this.#b.roomKeys, parseKey, 'list keys', `${id}.*.${signPub}`);
     return keys.sort((a, b) => a.epoch - b.epoch);
   }
+}
+
+/** JetStream could not place a stream's replicas (a peer is down). */
+const ROOM_STREAM_PREFIX = roomStreamName('');
+
+function isPlacementError(err: unknown): boolean {
+  return /insufficient resources|no suitable peers/i.test((err as Error)?.message ?? '');
 }

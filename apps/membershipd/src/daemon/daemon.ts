@@ -379,6 +379,25 @@ export class Daemon {
           'rewrote a lost store marker'
         );
       }
+      if (o.replicas > 1) {
+        // Persisted rooms created while a peer was down have fewer replicas:
+        // raised as soon as the peers can hold them (checked every 10 s; the
+        // streams are scanned for such rooms at start and every 10 min).
+        const raise = async () => {
+          for (const room of await store.rooms.raiseReplicas())
+            log.info({ room, replicas: o.replicas }, 'room stream replicas raised');
+        };
+        const scan = () => void store.rooms.findUnderReplicated().catch(() => 0);
+        scan();
+        const raiseTimer = setInterval(() => void raise().catch(() => {}), 10_000);
+        const scanTimer = setInterval(scan, 600_000);
+        raiseTimer.unref();
+        scanTimer.unref();
+        undo.push(async () => {
+          clearInterval(raiseTimer);
+          clearInterval(scanTimer);
+        });
+      }
       const calloutService = new CalloutService({
         nc: svc,
         store,
