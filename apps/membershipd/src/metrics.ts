@@ -53,6 +53,8 @@ export interface Metrics {
   /** The store's KV observer (`OpenStoreOptions.observe`). */
   readonly kvOperation: KvObserver;
   natsConnected(up: boolean): void;
+  /** The store answers and (replicated) has a leader backed by a majority: /healthz's verdict. */
+  storeAvailable(up: boolean): void;
   natsReconnect(): void;
   /** The outcome of an audit append itself (not of the audited request). */
   auditAppend(outcome: 'ok' | 'error'): void;
@@ -70,6 +72,7 @@ export const METRIC_NAMES = Object.freeze([
   'sealbus_kicks_total',
   'sealbus_kv_operation_duration_seconds',
   'sealbus_nats_connected',
+  'sealbus_store_available',
   'sealbus_nats_reconnects_total',
   'sealbus_audit_appends_total',
   'sealbus_build_info',
@@ -147,6 +150,11 @@ export function createMetrics(version: string): Metrics {
     help: "1 while the daemon's store connection to NATS is up, else 0",
     registers,
   });
+  const storeUp = new Gauge({
+    name: 'sealbus_store_available',
+    help: '1 while the store answers and has a quorum (what /healthz checks, probed every 5 s), else 0',
+    registers,
+  });
   const reconnects = new Counter({
     name: 'sealbus_nats_reconnects_total',
     help: "reconnections of the daemon's store connection to NATS",
@@ -169,6 +177,7 @@ export function createMetrics(version: string): Metrics {
   for (const decision of ['blocked', 'tripped']) damping.inc({ decision }, 0);
   for (const outcome of ['ok', 'error']) audit.inc({ outcome }, 0);
   connected.set(0);
+  storeUp.set(0);
 
   return {
     registry,
@@ -189,6 +198,7 @@ export function createMetrics(version: string): Metrics {
     },
     kvOperation: (e) => kv.observe({ bucket: e.bucket, op: e.op }, e.seconds),
     natsConnected: (up) => connected.set(up ? 1 : 0),
+    storeAvailable: (up) => storeUp.set(up ? 1 : 0),
     natsReconnect: () => reconnects.inc(),
     auditAppend: (outcome) => audit.inc({ outcome }),
   };

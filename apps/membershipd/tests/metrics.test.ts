@@ -321,6 +321,39 @@ describe('membershipd serve --metrics', { timeout: 180_000 }, () => {
     assert.ok(delta('sealbus_kv_operation_duration_seconds_count', { op: 'scan' }) >= 1);
     assert.equal(value(after, 'sealbus_nats_connected'), 1);
   });
+
+  // Last: it stops the nats-server for a while.
+  test('the alert gauges fall to 0 while nats-server does not answer, and come back', async () => {
+    const gauges = async () => {
+      const m = await scrape();
+      return [value(m, 'sealbus_nats_connected'), value(m, 'sealbus_store_available')];
+    };
+    await waitFor(async () => (await gauges()).join() === '1,1', {
+      timeoutMs: 15_000,
+      what: 'both gauges 1 while healthy',
+    });
+    // A hung nats-server (it still holds its sockets: only pings notice).
+    process.kill(d.natsPid, 'SIGSTOP');
+    const t0 = Date.now();
+    try {
+      await waitFor(async () => (await gauges()).join() === '0,0', {
+        timeoutMs: 45_000,
+        intervalMs: 500,
+        what: 'both gauges 0',
+      });
+      console.log(
+        `# gauges at 0 ${(Date.now() - t0) / 1000} s after nats-server stopped answering`
+      );
+    } finally {
+      process.kill(d.natsPid, 'SIGCONT');
+    }
+    await waitFor(async () => (await gauges()).join() === '1,1', {
+      timeoutMs: 45_000,
+      intervalMs: 500,
+      what: 'both gauges back to 1',
+    });
+    // The metrics listener itself answered throughout (it does not wait on NATS).
+  });
 });
 
 describe('membershipd serve without --metrics', { timeout: 120_000 }, () => {

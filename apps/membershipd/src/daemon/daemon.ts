@@ -310,6 +310,10 @@ export class Daemon {
           maxReconnectAttempts: -1,
           reconnectTimeWait: 250,
           timeout: 5_000,
+          // A nats-server that stops answering (hung, stopped, cut off) is
+          // noticed within ~15 s, not the client's default of minutes.
+          pingInterval: 5_000,
+          maxPingOut: 2,
           ...(o.tls?.ca ? { tls: { caFile: o.tls.ca } } : o.tls ? { tls: {} } : {}),
         });
         undo.push(async () => {
@@ -469,6 +473,18 @@ export class Daemon {
         natsConnected: () => natsConnected,
         stopping: () => lifecycle.stopping,
       });
+      if (metrics) {
+        // The gauge alerts read: the same verdict as /healthz, every 5 s.
+        const probe = () =>
+          void health
+            .posture()
+            .then((p) => metrics.storeAvailable(p.status === 'ok'))
+            .catch(() => metrics.storeAvailable(false));
+        probe();
+        const probeTimer = setInterval(probe, 5_000);
+        probeTimer.unref();
+        undo.push(async () => clearInterval(probeTimer));
+      }
       const authorities = new Authorities(o.authorities ?? []);
       const app = createApp({
         health,
