@@ -524,6 +524,75 @@ describe('backup and restore', { timeout: 400_000 }, () => {
     );
   });
 
+  test('restore --force killed (SIGKILL) at each step of its swap leaves the old store or the new one, whole', async () => {
+    const live = join(dir.path, 'live.tgz');
+    const good = await readArchive(live);
+    // The new state: the same archive without one user (bob-bak).
+    const users = (records: unknown[]) =>
+      (records as Array<{ key: string; value: string }>).filter(
+        (r) => !Buffer.from(r.value, 'base64').toString('utf8').includes('"bob-bak"')
+      );
+    const { bytes } = await buildArchive(
+      {
+        created_at: good.manifest.created_at,
+        sealbus_version: good.manifest.sealbus_version,
+        source: good.manifest.source,
+      },
+      good.sections.map(({ section, records }) => ({
+        name: section.name,
+        kind: section.kind,
+        records: section.name === 'sealbus_users' ? users(records) : records,
+      })) as SectionData[]
+    );
+    const smaller = join(dir.path, 'smaller.tgz');
+    await writeFile(smaller, bytes, { mode: 0o600 });
+    const userCount = async (archive: string) =>
+      (await readArchive(archive)).sections.find((x) => x.section.name === 'sealbus_users')!.records
+        .length;
+    assert.equal(await userCount(smaller), (await userCount(live)) - 1);
+
+    for (const [point, expect] of [
+      ['swap-1', 'old'],
+      ['swap-2', 'old'],
+      ['swap-3', 'new'],
+    ] as const) {
+      const target = join(dir.path, `killed-${point}`);
+      let r = await runMembershipd([
+        'restore',
+        '--data',
+        target,
+        '--in',
+        live,
+        '--allow-unauthenticated',
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      r = await runMembershipd(
+        ['restore', '--data', target, '--in', smaller, '--allow-unauthenticated', '--force'],
+        { env: { SEALBUS_FAILPOINT: point } }
+      );
+      assert.equal(r.signal, 'SIGKILL', `${point}: killed (${r.code}: ${r.stderr})`);
+      // The next command that opens the store finishes or undoes the swap.
+      const out = join(dir.path, `after-${point}.tgz`);
+      r = await runMembershipd(['backup', '--data', target, '--out', out]);
+      assert.equal(r.code, 0, `${point}: ${r.stderr}`);
+      assert.match(
+        r.stderr,
+        expect === 'old' ? /undid an interrupted restore/ : /finished an interrupted restore/
+      );
+      assert.equal(
+        await userCount(out),
+        await userCount(expect === 'old' ? live : smaller),
+        `${point}: the ${expect} store, whole`
+      );
+      await assertSameState(
+        await readArchive(expect === 'old' ? live : smaller),
+        await readArchive(out)
+      );
+      const left = await readdir(join(target, 'nats'));
+      assert.ok(!left.some((f) => /restoring|\.swap$/.test(f)), `${point}: ${left.join(', ')}`);
+    }
+  });
+
   test('a corrupted archive is refused before anything is written', async () => {
     const good = join(dir.path, 'live.tgz');
     const bytes = await readFile(good);

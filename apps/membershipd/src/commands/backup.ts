@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import {
@@ -15,6 +15,7 @@ import {
   type VerifiedArchive,
 } from '../backup/archive.js';
 import { OfflineError, nodeRunning, withOfflineStore } from '../backup/offline.js';
+import { recoverSwap, swapIn, swapPaths } from '../backup/swap.js';
 import {
   checkRestorable,
   dumpStore,
@@ -32,7 +33,6 @@ import {
   hasEntries,
   loadAtRestKey,
   readStoreMarker,
-  writeStoreMarker,
 } from '../daemon/atrest.js';
 import { dataPaths } from '../daemon/paths.js';
 import { VERSION } from '../version.js';
@@ -154,6 +154,8 @@ export function registerBackup(program: Command): void {
             });
           } else {
             mode = 'offline';
+            const recovered = await recoverSwap(paths);
+            if (recovered) process.stderr.write(`membershipd backup: ${recovered}\n`);
             const key = await loadAtRestKey(opts.atRestKeyFile);
             const state = await checkStore(paths.storeMarker, paths.jetstreamDir, key);
             if (!state.initialized && !(await hasEntries(paths.jetstreamDir))) {
@@ -344,6 +346,9 @@ export function registerRestore(program: Command): void {
         } catch (err) {
           known(err);
         }
+        // A restore killed half-way through its swap is finished or undone first.
+        const recovered = await recoverSwap(paths);
+        if (recovered) process.stderr.write(`membershipd restore: ${recovered}\n`);
         const hasStore =
           (await readStoreMarker(paths.storeMarker).catch(() => true)) !== null ||
           (await hasEntries(paths.jetstreamDir));
@@ -357,8 +362,7 @@ export function registerRestore(program: Command): void {
         // only once read back: an interrupted or failed restore leaves the
         // data dir as it was (the staging dir is ignored by serve and
         // cleared by the next restore).
-        const stage = `${paths.jetstreamDir}.restoring`;
-        const old = `${paths.jetstreamDir}.replaced`;
+        const { stage } = swapPaths(paths);
         await rm(stage, { recursive: true, force: true });
         const { progress, end } = terminalProgress('restoring');
         let restored: RestoredSection[];
@@ -391,12 +395,9 @@ export function registerRestore(program: Command): void {
             `restore failed, nothing in ${paths.dataDir} was changed: ${(err as Error).message}`
           );
         }
-        // The swap: the replaced store is kept until the new one is in place.
-        await rm(old, { recursive: true, force: true });
-        if (hasStore && existsSync(paths.jetstreamDir)) await rename(paths.jetstreamDir, old);
-        await rename(stage, paths.jetstreamDir);
-        await writeStoreMarker(paths.storeMarker, key, true);
-        await rm(old, { recursive: true, force: true });
+        // The swap: a process killed at any step leaves the old store or the
+        // new one, whole (the next start finishes or undoes it).
+        await swapIn(paths, key);
         end();
         const report = {
           data_dir: paths.dataDir,

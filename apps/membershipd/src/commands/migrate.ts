@@ -1,18 +1,13 @@
 import { existsSync } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { ArchiveError, buildArchive, type VerifiedArchive } from '../backup/archive.js';
 import { OfflineError, withOfflineStore } from '../backup/offline.js';
+import { recoverSwap, swapIn, swapPaths } from '../backup/swap.js';
 import { checkRestorable, dumpStore, loadStore, verifyAgainst } from '../backup/snapshot.js';
 import { action, CliError, EXIT_CODES, outputOption } from '../cli.js';
-import {
-  AT_REST_KEY_ENV,
-  AtRestError,
-  checkStore,
-  loadAtRestKey,
-  writeStoreMarker,
-} from '../daemon/atrest.js';
+import { AT_REST_KEY_ENV, AtRestError, checkStore, loadAtRestKey } from '../daemon/atrest.js';
 import { dataPaths, legacyStoreLayout } from '../daemon/paths.js';
 import { VERSION } from '../version.js';
 
@@ -50,6 +45,9 @@ export function registerMigrate(program: Command): void {
     .action(
       action('migrate', async (opts: MigrateOptions) => {
         const paths = dataPaths(resolve(opts.data));
+        // A migration or restore killed half-way through its swap: finished or undone first.
+        const recovered = await recoverSwap(paths);
+        if (recovered) process.stderr.write(`membershipd migrate: ${recovered}\n`);
         if (!legacyStoreLayout(paths)) {
           throw new CliError(
             EXIT_CODES.FAILED,
@@ -63,7 +61,7 @@ export function registerMigrate(program: Command): void {
             `${kept} exists (an earlier migration's copy): move it away first`
           );
         }
-        const stage = `${paths.jetstreamDir}.restoring`;
+        const { stage } = swapPaths(paths);
         try {
           const key = await loadAtRestKey(opts.atRestKeyFile);
           await checkStore(paths.storeMarker, paths.jetstreamDir, key);
@@ -106,9 +104,7 @@ export function registerMigrate(program: Command): void {
           const bad = verified.filter((v) => !v.ok).map((v) => `${v.name} (${v.difference})`);
           if (bad.length > 0)
             throw new ArchiveError(`read-back differs from the 0.1 store in ${bad.join(', ')}`);
-          await rename(paths.jetstreamDir, kept);
-          await rename(stage, paths.jetstreamDir);
-          await writeStoreMarker(paths.storeMarker, key, true);
+          await swapIn(paths, key, kept);
           const report = {
             data_dir: paths.dataDir,
             kept,

@@ -10,6 +10,7 @@ import { loadOrCreateIdentity, writeFileAtomic } from '@sealbus/crypto';
 import { NatsServerProcess, reapOrphan, renderNatsConfig } from '@sealbus/natsd';
 import { MembershipStore, StoreError, withBootstrapRetry } from '@sealbus/store';
 import { offlineHolder } from '../backup/offline.js';
+import { recoverSwap } from '../backup/swap.js';
 import { AppendService } from '../dataplane/append.js';
 import { CalloutService, userOfNatsKey } from '../dataplane/callout.js';
 import { loadOrCreateCalloutKeys, nodeUsers } from '../dataplane/keys.js';
@@ -219,14 +220,17 @@ export class Daemon {
         );
       }
       if (!natsUrl) {
-        const legacy = legacyStoreLayout(paths);
-        if (legacy) throw new Error(legacy);
         const holder = await offlineHolder(paths);
         if (holder !== null) {
           throw new Error(
             `an offline backup or restore (pid ${holder}) is using ${paths.dataDir}; start the node when it is done`
           );
         }
+        // A restore or migration killed half-way through its swap: finished or undone.
+        const recovered = await recoverSwap(paths);
+        if (recovered) log.warn({ data_dir: paths.dataDir }, recovered);
+        const legacy = legacyStoreLayout(paths);
+        if (legacy) throw new Error(legacy);
       }
       // Checked before nats-server opens the store: a wrong key is refused
       // without anything read or written.
