@@ -156,6 +156,7 @@ async function leaderKill(cl, which) {
     timeoutMs: 15_000,
   });
   const events = [];
+  const writes = [];
   let stop = false;
   const loop = (async () => {
     while (!stop) {
@@ -168,12 +169,32 @@ async function leaderKill(cl, which) {
       await sleep(20);
     }
   })();
+  // Signed writes beside the reads: a user added every 100 ms.
+  let w = 0;
+  const writeLoop = (async () => {
+    while (!stop) {
+      const s = performance.now();
+      const ok = await ctl
+        .addUser({
+          public: encodePublicIdentity(generateIdentity()),
+          handle: `stall-${which.toLowerCase()}-${w++}`,
+          role: 'member',
+        })
+        .then(
+          () => true,
+          () => false
+        );
+      writes.push({ at: s, ms: performance.now() - s, ok });
+      await sleep(100);
+    }
+  })();
   await sleep(1_000);
   const t = performance.now();
   await cl.kill(victim);
   await sleep(10_000);
   stop = true;
   await loop;
+  await writeLoop;
   ctl.close();
   await cl.start(victim);
   await allCurrent(cl);
@@ -184,6 +205,8 @@ async function leaderKill(cl, which) {
     requests: after.length,
     failed: after.filter((e) => !e.ok).length,
     slowest: Math.max(...after.map((e) => e.ms)),
+    slowestWrite: Math.max(...writes.filter((e) => e.at >= t - 100).map((e) => e.ms)),
+    failedWrites: writes.filter((e) => e.at >= t - 100 && !e.ok).length,
   };
 }
 
@@ -221,6 +244,11 @@ export async function clusterBench({ kills = 3 } = {}) {
     console.log(
       `publish->receive gap: median ${median(f.gaps).toFixed(0)} ms, max ${Math.max(...f.gaps).toFixed(0)} ms; sent ${f.sent}, lost ${f.lost}`
     );
+    const figures = {
+      'cluster.failover_gap_ms_median': median(f.gaps),
+      'cluster.failover_gap_ms_max': Math.max(...f.gaps),
+      'cluster.failover_lost': f.lost,
+    };
 
     const lk = [
       await leaderKill(cl, 'KV_sealbus_nonces'),
@@ -229,6 +257,8 @@ export async function clusterBench({ kills = 3 } = {}) {
     console.log(
       '\nsigned control requests (every 20 ms, all surviving URLs) through a stream leader SIGKILL'
     );
+    figures['cluster.signed_read_stall_ms_max'] = Math.max(...lk.map((r) => r.slowest));
+    figures['cluster.signed_write_stall_ms_max'] = Math.max(...lk.map((r) => r.slowestWrite));
     console.log(
       table(lk, [
         ['stream', (r) => r.stream],
@@ -236,6 +266,8 @@ export async function clusterBench({ kills = 3 } = {}) {
         ['requests', (r) => r.requests],
         ['failed', (r) => r.failed],
         ['slowest ms', (r) => r.slowest.toFixed(0)],
+        ['slowest write ms', (r) => r.slowestWrite.toFixed(0)],
+        ['failed writes', (r) => r.failedWrites],
       ])
     );
 
@@ -269,9 +301,11 @@ export async function clusterBench({ kills = 3 } = {}) {
         ])
       );
       console.log(`ratio cluster/single: ${(out[1].rps / out[0].rps).toFixed(3)}`);
+      figures['cluster.signed_cluster_over_single'] = out[1].rps / out[0].rps;
     } finally {
       await single.dispose();
     }
+    return { figures };
   } finally {
     await cl.down();
   }

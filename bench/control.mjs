@@ -89,7 +89,16 @@ export async function controlBench({ durationMs = 3_000, rounds = 3, concurrency
     console.log(
       `ratio signed/unsigned: ${(signed.rps / unsigned.rps).toFixed(3)}   signed/floor: ${(signed.rps / floor.rps).toFixed(3)}   floor/unsigned: ${(floor.rps / unsigned.rps).toFixed(3)}`
     );
-    return { unsigned, floor, signed };
+    return {
+      unsigned,
+      floor,
+      signed,
+      figures: {
+        'control.signed_over_floor': signed.rps / floor.rps,
+        'control.signed_over_unsigned': signed.rps / unsigned.rps,
+        'control.signed_rps': signed.rps,
+      },
+    };
   } finally {
     await d.dispose();
   }

@@ -129,7 +129,7 @@ export async function durabilityBench({ durationMs = 3_000, rounds = 3, concurre
         .map(([k, v]) => `${k}: ${v.toFixed(3)}`)
         .join('   ')
     );
-    return figures;
+    return { figures };
   } finally {
     for (const c of closers.reverse()) await Promise.resolve(c()).catch(() => {});
     for (const d of daemons) await d.dispose();

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm run bench [-- suite...]`: runs the benchmarks and prints figures and
+// `npm run bench [-- [--json] suite...]`: runs the benchmarks and prints figures and
 // ratios measured side by side in one run. Absolute numbers drift on a shared
 // machine; compare the ratios.
 
@@ -18,14 +18,27 @@ const SUITES = {
   persisted: persistedBench,
   durability: durabilityBench,
 };
-const wanted = process.argv.slice(2);
-for (const name of wanted.length ? wanted : Object.keys(SUITES)) {
-  const suite = SUITES[name];
-  if (!suite) {
+const args = process.argv.slice(2);
+// `--json`: the run ends with one line, a JSON object of the named figures
+// every suite measured in this run (the human-readable tables stay above it).
+const json = args.includes('--json');
+const wanted = args.filter((a) => a !== '--json');
+for (const name of wanted) {
+  if (!SUITES[name]) {
     console.error(`unknown suite ${name}; have: ${Object.keys(SUITES).join(', ')}`);
     process.exit(2);
   }
-  await suite();
+}
+const figures = {};
+for (const name of wanted.length ? wanted : Object.keys(SUITES)) {
+  const result = await SUITES[name]();
+  Object.assign(figures, result?.figures ?? {});
+}
+if (json) {
+  const rounded = Object.fromEntries(
+    Object.entries(figures).map(([k, v]) => [k, Number.isFinite(v) ? Number(v.toPrecision(4)) : v])
+  );
+  console.log(JSON.stringify(rounded));
 }
 // A suite's lingering client timers must not keep a finished run alive.
 process.exit(0);
