@@ -27,7 +27,7 @@ export function clientRequestId(given: string | undefined | null): string | unde
  * Never carries secrets or sealed keys; `detail` holds only public facts.
  */
 export const auditRecordSchema = z.object({
-  time: z.string(),
+  time: z.string().datetime({ offset: true }),
   /** The daemon's id of the request (or CLI run); never taken from the client. */
   request_id: z.string(),
   /**

@@ -30,9 +30,9 @@ const parseRecord = (raw: unknown): AuditRecord => parseOrThrow(auditRecordSchem
 /** An action name, or a prefix of them ending in `.*`. */
 const ACTION_FILTER_RE = /^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?$/;
 /**
- * How far apart the clocks of the nodes writing records may be: records are
- * appended in order but each carries its writer's time, so the time-based
- * start and stop are widened by this much, and records then filtered by
+ * How far a record's own `time` (its writer's clock) may lie from the time
+ * the stream stored it: the start and stop, found by stored time (which
+ * only grows), are widened by this much, and records then filtered by
  * `time`.
  */
 const CLOCK_SLACK_MS = 30_000;
@@ -145,7 +145,7 @@ export class AuditLog {
    * The records matching every given filter, oldest first, at most `limit`
    * (the oldest ones; `truncated` says whether more match). No consumer is
    * created (see `listKeys` in kv.ts for why): `since` is found by a binary
-   * search over stream sequence numbers by the records' own times, an
+   * search over stream sequence numbers by the time each was stored, an
    * action is read with next-by-subject gets (the server skips other
    * actions), anything else with batches of gets by sequence. The scan
    * stops at `until`, at the stream's last message when the query began, or
@@ -211,17 +211,11 @@ export class AuditLog {
       if (subject && msgs.length === 0) break;
       let past = false;
       for (const m of msgs) {
-        if (m.seq > last) {
+        if (m.seq > last || storedAt(m) > stopAfter) {
           past = true;
           break;
         }
         const r = this.#decode(m);
-        // By the record's own time: a restored log's messages all carry
-        // the restore's stream time, their records the original one.
-        if (Date.parse(r.time) > stopAfter) {
-          past = true;
-          break;
-        }
         if (!matches(r)) continue;
         records.push(r);
         if (records.length <= limit) continue;
@@ -238,9 +232,10 @@ export class AuditLog {
   }
 
   /**
-   * The first sequence whose record's own time is at or after `t` (epoch
-   * ms); `last + 1` if none. Records are appended in time order (within the
-   * clock slack the callers widen `t` by), and their time survives a restore.
+   * The first sequence stored at or after `t` (epoch ms; see `storedAt`);
+   * `last + 1` if none. Stored times only grow along the stream, whatever
+   * the writers' clocks say (a record's own time is filtered on, never
+   * searched or stopped on).
    */
   async #firstSeqAtOrAfter(
     t: number,
@@ -259,7 +254,7 @@ export class AuditLog {
         (await this.#get({ seq: mid, next_by_subj: `${AUDIT_SUBJECT_PREFIX}.>` }));
       if (!m || m.seq >= hi) {
         hi = mid;
-      } else if (Date.parse(this.#decode(m).time) < t) {
+      } else if (storedAt(m) < t) {
         lo = m.seq + 1;
       } else {
         hi = mid;
@@ -294,4 +289,18 @@ export class AuditLog {
     }
     return out;
   }
+}
+
+/**
+ * Header a restore puts on each message: when the original was stored
+ * (ISO 8601). JetStream stamps a restored message with the restore's time;
+ * this keeps the original, for queries by time and for the next backup.
+ */
+export const STORED_AT_HEADER = 'Sealbus-Stored-At';
+
+/** When a message was first stored: the restore's header if it has one, else JetStream's time. */
+export function storedAt(m: { time: Date; header?: { get(k: string): string } }): number {
+  const h = m.header?.get(STORED_AT_HEADER);
+  const t = h ? Date.parse(h) : NaN;
+  return Number.isFinite(t) ? t : m.time.getTime();
 }

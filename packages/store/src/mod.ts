@@ -34,7 +34,14 @@ export type {
   OpenStoreOptions,
   StoreLogger,
 } from './types.js';
-export { AUDIT_STREAM, AUDIT_SUBJECT_PREFIX, AuditLog, auditSubjectFilter } from './audit.js';
+export {
+  AUDIT_STREAM,
+  AUDIT_SUBJECT_PREFIX,
+  AuditLog,
+  STORED_AT_HEADER,
+  auditSubjectFilter,
+  storedAt,
+} from './audit.js';
 export {
   DEFAULT_ROOM_MAX_BYTES,
   MEMBER_HEARTBEAT_MS,

@@ -198,10 +198,12 @@ export class Rooms {
   /**
    * Room streams made with fewer replicas than configured (during an outage)
    * are raised to the configured count once the peers can hold them. Returns
-   * the rooms raised; the rest are tried again on the next call.
+   * the rooms raised, how many still wait, and the last refusal; the rest
+   * are tried again on the next call.
    */
-  async raiseReplicas(): Promise<string[]> {
+  async raiseReplicas(): Promise<{ raised: string[]; waiting: number; lastError?: string }> {
     const raised: string[] = [];
+    let lastError: string | undefined;
     for (const id of [...this.#degraded]) {
       try {
         const info = await this.#jsm.streams.info(roomStreamName(id));
@@ -213,11 +215,16 @@ export class Rooms {
         this.#degraded.delete(id);
         raised.push(id);
       } catch (err) {
-        if (isStreamNotFound(err)) this.#degraded.delete(id); // the room went
-        // otherwise: peers still missing, next time
+        if (isStreamNotFound(err))
+          this.#degraded.delete(id); // the room went
+        else lastError = (err as Error).message; // peers still missing: next time
       }
     }
-    return raised;
+    return {
+      raised,
+      waiting: this.#degraded.size,
+      ...(lastError !== undefined ? { lastError } : {}),
+    };
   }
 
   /**
@@ -1063,6 +1070,7 @@ export class Rooms {
 /** JetStream could not place a stream's replicas (a peer is down). */
 const ROOM_STREAM_PREFIX = roomStreamName('');
 
+/** A peer is missing (not a full disk: "insufficient resources" is refused as it is). */
 function isPlacementError(err: unknown): boolean {
-  return /insufficient resources|no suitable peers/i.test((err as Error)?.message ?? '');
+  return /no suitable peers/i.test((err as Error)?.message ?? '');
 }

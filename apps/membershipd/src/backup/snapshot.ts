@@ -5,16 +5,23 @@ import {
   type KV,
   type NatsConnection,
 } from 'nats';
-import { roomRecordSchema, roomStreamName, type RoomRecord } from '@sealbus/protocol';
+import {
+  auditRecordSchema,
+  roomRecordSchema,
+  roomStreamName,
+  type RoomRecord,
+} from '@sealbus/protocol';
 import {
   AUDIT_STREAM,
   AUDIT_SUBJECT_PREFIX,
   MembershipStore,
+  STORED_AT_HEADER,
   bucketSpecs,
   getLive,
   getMessages,
   isStreamNotFound,
   listKeys,
+  storedAt,
   toStoreError,
 } from '@sealbus/store';
 import {
@@ -161,6 +168,8 @@ async function dumpStream(
           // Publish-time controls, not content: expectations, and the
           // dedupe id (restoring with it could drop a legitimate repeat).
           if (/^nats-(expected-|msg-id$)/i.test(k)) continue;
+          // A restore's note of the original time: it is the record's `time`.
+          if (k.toLowerCase() === STORED_AT_HEADER.toLowerCase()) continue;
           for (const v of m.header.values(k)) headers.push([k, v]);
         }
       }
@@ -169,7 +178,7 @@ async function dumpStream(
         data: Buffer.from(m.data).toString('base64'),
         ...(headers.length > 0 ? { headers } : {}),
         seq: m.seq,
-        time: m.time.toISOString(),
+        time: new Date(storedAt(m)).toISOString(),
       });
     }
     progress?.(stream, Math.min(s + BATCH - first, total), total);
@@ -234,9 +243,21 @@ export function checkRestorable(archive: VerifiedArchive): void {
     const key = `${section.kind}:${section.name}`;
     if (want.some((w) => `${w.kind}:${w.name}` === key)) {
       if (section.name !== AUDIT_STREAM) continue;
-      for (const r of records as StreamRecord[]) {
+      for (const [i, r] of (records as StreamRecord[]).entries()) {
         if (!r.subject.startsWith(`${AUDIT_SUBJECT_PREFIX}.`))
           throw new ArchiveError(`audit record subject ${r.subject} is outside the audit stream`);
+        // The audit log cannot be edited once written: only real records go in.
+        let raw: unknown;
+        try {
+          raw = JSON.parse(Buffer.from(r.data, 'base64').toString('utf8'));
+        } catch {
+          throw new ArchiveError(`audit record ${i + 1} is not JSON`);
+        }
+        const parsed = auditRecordSchema.safeParse(raw);
+        if (!parsed.success)
+          throw new ArchiveError(
+            `audit record ${i + 1} is not an audit record: ${parsed.error.issues[0]?.message ?? 'invalid'}`
+          );
       }
       continue;
     }
@@ -256,6 +277,17 @@ export function checkRestorable(archive: VerifiedArchive): void {
  * discarding old messages, so the streams this version writes have no gaps).
  */
 function checkSequences(name: string, records: StreamRecord[]): void {
+  // Stored times only grow along a stream: queries by time rely on it.
+  let prev = -Infinity;
+  for (const [i, r] of records.entries()) {
+    if (r.time === undefined) continue;
+    const t = Date.parse(r.time);
+    if (t < prev)
+      throw new ArchiveError(
+        `stream ${name}: record ${i + 1} was stored before the one ahead of it (${r.time})`
+      );
+    prev = t;
+  }
   const withSeq = records.filter((r) => r.seq !== undefined).length;
   if (withSeq === 0) return;
   if (withSeq !== records.length)
@@ -287,8 +319,10 @@ async function publishAll(
   for (let i = 0; i < rows.length; i += BATCH) {
     await Promise.all(
       rows.slice(i, i + BATCH).map(async (r) => {
-        const h = r.headers?.length ? headers() : undefined;
+        const h = r.headers?.length || r.time ? headers() : undefined;
         for (const [k, v] of r.headers ?? []) h!.append(k, v);
+        // JetStream stamps the restore's time: the original goes in a header.
+        if (r.time) h!.set(STORED_AT_HEADER, r.time);
         try {
           await js.publish(r.subject, Buffer.from(r.data, 'base64'), {
             expect: { streamName: stream },
@@ -382,7 +416,7 @@ export interface ReadBack {
 /**
  * Reads the store back and compares every record of every section with the
  * archive: keys and values; subjects, payloads, headers and sequence numbers
- * (a message's stored time is the restore's and is not compared). The
+ * and stored times (kept through the restore in a header). The
  * restore is proven, not assumed.
  */
 export async function verifyAgainst(
@@ -415,7 +449,13 @@ export function firstDifference(
       return JSON.stringify([k.key, k.value]);
     }
     const m = r as StreamRecord;
-    return JSON.stringify([m.subject, m.data, m.headers ?? [], withSeq ? (m.seq ?? null) : null]);
+    return JSON.stringify([
+      m.subject,
+      m.data,
+      m.headers ?? [],
+      withSeq ? (m.seq ?? null) : null,
+      withSeq ? (m.time ?? null) : null,
+    ]);
   };
   for (let i = 0; i < Math.max(want.length, got.length); i++) {
     const w = want[i];

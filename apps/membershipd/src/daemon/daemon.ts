@@ -119,7 +119,8 @@ export function startingFetch(req: Request): Response {
       headers: { 'content-type': 'application/json', 'retry-after': '1' },
     });
   const why = 'membershipd is starting: it waits for nats-server and a store quorum';
-  if (req.method === 'GET' && path === '/livez') return json({ live: true, starting: true }, 200);
+  if ((req.method === 'GET' || req.method === 'HEAD') && path === '/livez')
+    return json({ live: true, starting: true }, 200);
   if (req.method === 'GET' && path === '/readyz')
     return json({ ready: false, reason: 'starting' }, 503);
   if (req.method === 'GET' && path === '/healthz')
@@ -391,9 +392,19 @@ export class Daemon {
         // Persisted rooms created while a peer was down have fewer replicas:
         // raised as soon as the peers can hold them (checked every 10 s; the
         // streams are scanned for such rooms at start and every 10 min).
+        let warnedAt = 0;
         const raise = async () => {
-          for (const room of await store.rooms.raiseReplicas())
+          const r = await store.rooms.raiseReplicas();
+          for (const room of r.raised)
             log.info({ room, replicas: o.replicas }, 'room stream replicas raised');
+          // Still short of replicas: said once a minute, with the reason.
+          if (r.waiting > 0 && Date.now() - warnedAt > 60_000) {
+            warnedAt = Date.now();
+            log.warn(
+              { rooms: r.waiting, replicas: o.replicas, error: r.lastError },
+              'room streams below their replica count (a peer is missing); raised when it is back'
+            );
+          }
         };
         const scan = () => void store.rooms.findUnderReplicated().catch(() => 0);
         scan();

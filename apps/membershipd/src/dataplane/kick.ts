@@ -22,6 +22,14 @@ export interface KickOptions {
   servers?: number;
   /** The longest the CONNZ ping waits for answers (default 2 s). */
   waitMs?: number;
+  /**
+   * A revocation: every connection of the user goes, also one made while
+   * the kick runs (its reconnect is refused anyway), and each server is
+   * listed once more after the kicks even if it had none. Otherwise (a
+   * member removal) connections newer than the first listing are spared:
+   * they were authorised after the change.
+   */
+  all?: boolean;
 }
 
 function parse(data: Uint8Array): ConnzReply | null {
@@ -125,12 +133,18 @@ export async function kickUser(
     work.push(
       (async () => {
         const cids = total > first.length ? await list(id, first.length, first) : first;
-        if (cids.length === 0) return;
-        const newest = Math.max(...cids);
+        if (cids.length === 0 && !o.all) return;
+        let newest = 0;
+        for (const c of cids) if (c > newest) newest = c;
         let todo = [...new Set(cids)];
-        for (let round = 0; round < 3 && todo.length > 0; round++) {
-          await kick(id, todo);
-          todo = (await list(id, 0, [])).filter((c) => c <= newest);
+        for (let round = 0; round < 3; round++) {
+          if (todo.length > 0) await kick(id, todo);
+          else if (!o.all || round > 0) break;
+          // A connection authorised just before a revocation may register
+          // after the first listing: a revocation always looks once more.
+          if (o.all && round === 0) await new Promise((r) => setTimeout(r, 250));
+          const now = await list(id, 0, []);
+          todo = o.all ? now : now.filter((c) => c <= newest);
         }
         if (todo.length > 0)
           logger.warn({ nkey, server: id, left: todo.length }, 'connections survived three kicks');

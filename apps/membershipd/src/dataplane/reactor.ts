@@ -163,7 +163,7 @@ export class Reactor {
     this.#o.app.publish(userEventsSubject(signPub), enc.encode(JSON.stringify({ ...event, id })));
   }
 
-  async #kick(signPub: string): Promise<void> {
+  async #kick(signPub: string, all = false): Promise<void> {
     // Users connect with their derived NATS key, never the sign key; an
     // unbound user cannot have a connection at all.
     const natsPub = (await this.#o.store.getUser(signPub))?.nats_pub;
@@ -172,7 +172,7 @@ export class Reactor {
       this.#o.sys,
       userNkeyFromPublic(fromHex(natsPub, 'nats_pub', 32)),
       this.#o.logger,
-      { servers: this.#servers },
+      { servers: this.#servers, all },
       this.#o.metrics
     );
   }
@@ -186,7 +186,7 @@ export class Reactor {
   async #react(c: Change): Promise<void> {
     switch (c.type) {
       case 'user.revoked':
-        await this.#kick(c.sign_pub);
+        await this.#kick(c.sign_pub, true);
         return;
       case 'member.added':
         this.#notify(c.sign_pub, { type: 'member.added', room: c.room });
