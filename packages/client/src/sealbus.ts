@@ -481,13 +481,27 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
    */
   #startStatementChecks(everyMs: number): void {
     if (!(everyMs > 0)) return;
+    let running = false;
     this.#statementTimer = setInterval(() => {
-      for (const [roomId, set] of this.#subs) {
-        if (set.size === 0 || !this.#rooms.has(roomId)) continue;
-        void this.#recheck(roomId).catch((e: unknown) => {
-          if (e instanceof TrustError) this.emit('untrusted', e);
-        });
-      }
+      // One round at a time, one room at a time, one call per room unless
+      // the owner signed something new: a client in many rooms costs the
+      // control plane a steady trickle, not a burst.
+      if (running) return;
+      running = true;
+      void (async () => {
+        for (const [roomId, set] of [...this.#subs]) {
+          if (this.#closed) break;
+          if (set.size === 0 || !this.#rooms.has(roomId)) continue;
+          try {
+            const state = await this.#rooms.get(roomId)!;
+            const r = await this.control.statements(roomId, state.chain.seq);
+            if (r.head === state.chain.seq && r.statements.length === 0) continue;
+            await this.#recheck(roomId); // verifies; a shorter chain is ROLLBACK
+          } catch (e) {
+            if (e instanceof TrustError) this.emit('untrusted', e);
+          }
+        }
+      })().finally(() => (running = false));
     }, everyMs);
     this.#statementTimer.unref?.();
   }
