@@ -70,7 +70,9 @@ export async function kickUser(
   const query = (offset: number) =>
     enc.encode(JSON.stringify({ user: nkey, auth: true, offset, limit: CONNZ_PAGE }));
   const seen = new Set<string>();
-  let kicked = 0;
+  // Distinct connections kicked: a kicked connection can still be listed
+  // for a moment (the server closes it asynchronously) and be kicked again.
+  const gone = new Set<string>();
   const kick = async (server: string, cids: number[]) => {
     for (const c of cids) seen.add(`${server}/${c}`);
     // Bounded fan-out: a user with thousands of connections is kicked in waves.
@@ -83,7 +85,7 @@ export async function kickUser(
               enc.encode(JSON.stringify({ cid })),
               { timeout: 2_000 }
             );
-            kicked++;
+            gone.add(`${server}/${cid}`);
           } catch (err) {
             logger.warn({ nkey, server, cid, err: (err as Error).message }, 'kick failed');
           }
@@ -152,6 +154,7 @@ export async function kickUser(
     );
   }
   await Promise.all(work);
+  const kicked = gone.size;
   metrics?.kicked(kicked);
   if (seen.size) logger.info({ nkey, connections: seen.size, kicked }, 'kicked connections');
   return kicked;
