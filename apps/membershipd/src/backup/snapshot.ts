@@ -277,17 +277,6 @@ export function checkRestorable(archive: VerifiedArchive): void {
  * discarding old messages, so the streams this version writes have no gaps).
  */
 function checkSequences(name: string, records: StreamRecord[]): void {
-  // Stored times only grow along a stream: queries by time rely on it.
-  let prev = -Infinity;
-  for (const [i, r] of records.entries()) {
-    if (r.time === undefined) continue;
-    const t = Date.parse(r.time);
-    if (t < prev)
-      throw new ArchiveError(
-        `stream ${name}: record ${i + 1} was stored before the one ahead of it (${r.time})`
-      );
-    prev = t;
-  }
   const withSeq = records.filter((r) => r.seq !== undefined).length;
   if (withSeq === 0) return;
   if (withSeq !== records.length)
@@ -297,6 +286,22 @@ function checkSequences(name: string, records: StreamRecord[]): void {
       throw new ArchiveError(
         `stream ${name}: record ${i + 1} has sequence ${r.seq}; a restore reproduces sequences 1, 2, 3, … only`
       );
+  });
+}
+
+/**
+ * The stored times a restore writes: the archive's, never going back (a
+ * cluster's stream leaders may disagree by their clock skew, and a doctored
+ * archive may say anything; queries by time need them in order). Undefined
+ * where the archive has none (made before 0.2).
+ */
+export function restoredTimes(records: StreamRecord[]): Array<string | undefined> {
+  let prev = -Infinity;
+  return records.map((r) => {
+    if (r.time === undefined) return undefined;
+    const t = Math.max(prev, Date.parse(r.time));
+    prev = t;
+    return new Date(t).toISOString();
   });
 }
 
@@ -316,13 +321,15 @@ async function publishAll(
 ): Promise<void> {
   // Publishes on one connection are stored in the order they are sent, so a
   // window of them in flight keeps the original order.
+  const times = restoredTimes(rows);
   for (let i = 0; i < rows.length; i += BATCH) {
     await Promise.all(
-      rows.slice(i, i + BATCH).map(async (r) => {
-        const h = r.headers?.length || r.time ? headers() : undefined;
+      rows.slice(i, i + BATCH).map(async (r, j) => {
+        const time = times[i + j];
+        const h = r.headers?.length || time ? headers() : undefined;
         for (const [k, v] of r.headers ?? []) h!.append(k, v);
         // JetStream stamps the restore's time: the original goes in a header.
-        if (r.time) h!.set(STORED_AT_HEADER, r.time);
+        if (time) h!.set(STORED_AT_HEADER, time);
         try {
           await js.publish(r.subject, Buffer.from(r.data, 'base64'), {
             expect: { streamName: stream },
@@ -457,8 +464,11 @@ export function firstDifference(
       withSeq ? (m.time ?? null) : null,
     ]);
   };
+  // A stream's expected times are the ones its restore wrote (kept in order).
+  const times = kind === 'stream' ? restoredTimes(want as StreamRecord[]) : [];
   for (let i = 0; i < Math.max(want.length, got.length); i++) {
-    const w = want[i];
+    const w0 = want[i];
+    const w = w0 && kind === 'stream' ? { ...(w0 as StreamRecord), time: times[i] } : w0;
     const g = got[i];
     if (!w) return `record ${i + 1}: in the store, not in the archive`;
     if (!g) return `record ${i + 1}: in the archive, not in the store`;
