@@ -175,9 +175,10 @@ describe('the audit record comes first', { timeout: 180_000 }, () => {
       assert.deepEqual([err.status, err.code], [500, 'AUDIT_OUTCOME_UNRECORDED']);
       assert.ok(Date.now() - t0 >= 4_000, 'the outcome append was retried first');
       assert.equal((await store.getUser(victim.signPubHex))?.status, 'revoked');
-      // Its effect went out anyway: the revoked client was cut and told.
+      // Its effect went out anyway: the revoked client was cut and told
+      // (generous: a loaded CI machine once took more than 10 s).
       assert.equal(
-        await Promise.race([revoked, new Promise((r) => setTimeout(() => r('none'), 10_000))]),
+        await Promise.race([revoked, new Promise((r) => setTimeout(() => r('none'), 30_000))]),
         'REVOKED_KEY'
       );
     } finally {
