@@ -603,10 +603,11 @@ describe(
       await A.publish(room.id, enc('after the junk'));
       await B.publish(room.id, enc('bob still publishes'));
       await waitFor(() => b.got.length >= 2, { timeoutMs: 10_000, what: 'bob still reads' });
-      assert.deepEqual(
-        b.got.map((m) => dec(m.data)),
-        ['after the junk', 'bob still publishes']
-      );
+      // Two senders: their frames' order at bob is not promised.
+      assert.deepEqual(b.got.map((m) => dec(m.data)).sort(), [
+        'after the junk',
+        'bob still publishes',
+      ]);
       assert.ok(!removed.includes(room.id), `removed: ${removed.join()}`);
     });
 
