@@ -2,7 +2,7 @@
 # Deploys a 3-node Sealbus cluster over ssh. DRY RUN BY DEFAULT: every command
 # is printed (prefixed with "+"), nothing runs until you add --apply.
 #
-# usage: deploy.sh [--apply] [--env FILE] COMMAND
+# usage: deploy.sh [--apply] [--env FILE] [--release NAME] COMMAND
 #   install    create the service user and directories, ship this checkout as
 #              a release, install dependencies and nats-server (npm ci + npm run
 #              setup on the node), copy TLS material and the cluster secrets,
@@ -12,8 +12,15 @@
 #              /healthz
 #   upgrade    ship this checkout as a new release and move the nodes to it one
 #              at a time: restart, wait healthy with every replica current, next
-#   rollback   point each node back at its previous release, one at a time
+#              (a node already on this release keeps its previous one)
+#   rollback   point each node back at its previous release, one at a time;
+#              refused on a node where that would change nothing
 #   status     /healthz of every node
+#   unit       print the systemd unit as install writes it (paths from FILE)
+#
+# The release is named after this checkout (git describe), or NAME. --apply
+# refuses a name from git that ends in -dirty (uncommitted changes): a release
+# name must stand for exactly one tree.
 #
 # FILE defaults to nodes.env next to this script (see nodes.env.example).
 set -euo pipefail
@@ -23,23 +30,32 @@ repo=$(cd "$here/../.." && pwd)
 apply=0
 env_file=$here/nodes.env
 cmd=""
+release=""
 while [ $# -gt 0 ]; do
   case $1 in
     --apply) apply=1 ;;
     --env) env_file=${2:?--env needs a file}; shift ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    install|start|upgrade|rollback|status) cmd=$1 ;;
+    --release) release=${2:?--release needs a name}; shift
+      [[ $release =~ ^[A-Za-z0-9._-]+$ ]] || { echo "deploy.sh: --release takes [A-Za-z0-9._-] only" >&2; exit 2; } ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    install|start|upgrade|rollback|status|unit) cmd=$1 ;;
     *) echo "deploy.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
   shift
 done
-[ -n "$cmd" ] || { echo "deploy.sh: no command (install|start|upgrade|rollback|status)" >&2; exit 2; }
+[ -n "$cmd" ] || { echo "deploy.sh: no command (install|start|upgrade|rollback|status|unit)" >&2; exit 2; }
 [ -f "$env_file" ] || { echo "deploy.sh: no inventory at $env_file (copy nodes.env.example)" >&2; exit 2; }
 # shellcheck source=/dev/null
 source "$env_file"
 : "${CLUSTER_NAME:?} ${INSTALL_DIR:?} ${CONFIG_DIR:?} ${DATA_DIR:?} ${SERVICE_USER:?}"
 : "${CLIENT_PORT:?} ${ROUTE_PORT:?} ${HTTP_PORT:?} ${TLS_DIR:?} ${SECRETS_DIR:?}"
 [ "${#NODES[@]}" -ge 3 ] || { echo "deploy.sh: NODES needs three entries" >&2; exit 2; }
+# These go into remote shell commands and the unit: plain absolute paths and
+# a plain user name only.
+for v in INSTALL_DIR CONFIG_DIR DATA_DIR; do
+  [[ ${!v} =~ ^/[A-Za-z0-9._/-]+$ ]] || { echo "deploy.sh: $v must be an absolute path of [A-Za-z0-9._/-] (got '${!v}')" >&2; exit 2; }
+done
+[[ $SERVICE_USER =~ ^[a-z_][a-z0-9_-]*$ ]] || { echo "deploy.sh: SERVICE_USER '$SERVICE_USER' is not a plain user name" >&2; exit 2; }
 case $TLS_DIR in /*) ;; *) TLS_DIR=$here/$TLS_DIR ;; esac
 case $SECRETS_DIR in /*) ;; *) SECRETS_DIR=$here/$SECRETS_DIR ;; esac
 
@@ -60,7 +76,13 @@ on() {
   run ssh -o BatchMode=yes "$target" "$*"
 }
 
-release=$(git -C "$repo" describe --always --dirty 2>/dev/null || date -u +%Y%m%d%H%M%S)
+if [ -z "$release" ]; then
+  release=$(git -C "$repo" describe --always --dirty 2>/dev/null || date -u +%Y%m%d%H%M%S)
+fi
+if [ "$apply" = 1 ] && [[ $release == *-dirty ]] && [[ $cmd == install || $cmd == upgrade ]]; then
+  echo "deploy.sh: this checkout has uncommitted changes (release $release); commit them first: a release name must stand for one tree" >&2
+  exit 2
+fi
 names=() targets=() addrs=()
 for line in "${NODES[@]}"; do
   read -r n t a <<<"$line"
@@ -94,6 +116,13 @@ ship_release() { # index
     --exclude '**/dist' --exclude deploy/cluster/nodes.env --exclude deploy/cluster/tls \
     --exclude deploy/cluster/secrets --rsync-path="sudo rsync" "$repo/" "$t:$dir/"
   on "$t" "sudo chown -R $SERVICE_USER: $dir && sudo -u $SERVICE_USER sh -c 'cd $dir && npm ci --no-audit --no-fund && npm run setup'"
+}
+
+# The systemd unit with the inventory's paths and user.
+render_unit() {
+  sed -e "s|@INSTALL_DIR@|$INSTALL_DIR|g" -e "s|@CONFIG_DIR@|$CONFIG_DIR|g" \
+    -e "s|@DATA_DIR@|$DATA_DIR|g" -e "s|@SERVICE_USER@|$SERVICE_USER|g" \
+    "$here/sealbus-membershipd.service"
 }
 
 wait_healthy() { # index
@@ -130,7 +159,7 @@ case $cmd in
       on "$t" "sudo install -d -m 0700 -o $SERVICE_USER -g $SERVICE_USER $DATA_DIR $CONFIG_DIR/tls $CONFIG_DIR/secrets"
       on "$t" "sudo install -d -m 0755 $INSTALL_DIR/releases"
       ship_release "$i"
-      on "$t" "sudo ln -sfn $INSTALL_DIR/releases/$release $INSTALL_DIR/current"
+      on "$t" "sudo $INSTALL_DIR/releases/$release/deploy/cluster/release.sh activate $INSTALL_DIR $INSTALL_DIR/releases/$release"
       for f in client-ca.crt route-ca.crt "$n.crt" "$n.key" "$n-route.crt" "$n-route.key"; do
         run scp -q "$TLS_DIR/$f" "$t:/tmp/sealbus-$f"
         on "$t" "sudo install -m 0600 -o $SERVICE_USER -g $SERVICE_USER /tmp/sealbus-$f $CONFIG_DIR/tls/$f && rm -f /tmp/sealbus-$f"
@@ -140,8 +169,8 @@ case $cmd in
         on "$t" "sudo install -m 0600 -o $SERVICE_USER -g $SERVICE_USER /tmp/sealbus-$f $CONFIG_DIR/secrets/$f && rm -f /tmp/sealbus-$f"
       done
       on "$t" "printf 'SEALBUS_ARGS=%s\n' '$(node_args "$i")' | sudo install -m 0640 -o root -g $SERVICE_USER /dev/stdin $CONFIG_DIR/membershipd.env"
-      run scp -q "$here/sealbus-membershipd.service" "$t:/tmp/sealbus-membershipd.service"
-      on "$t" "sudo install -m 0644 /tmp/sealbus-membershipd.service /etc/systemd/system/sealbus-membershipd.service && rm -f /tmp/sealbus-membershipd.service && sudo systemctl daemon-reload && sudo systemctl enable sealbus-membershipd"
+      # The rendered unit travels inside the command (base64: no quoting to get wrong).
+      on "$t" "echo $(render_unit | base64 | tr -d '\n') | base64 -d | sudo install -m 0644 /dev/stdin /etc/systemd/system/sealbus-membershipd.service && sudo systemctl daemon-reload && sudo systemctl enable sealbus-membershipd"
     done
     ;;
   start)
@@ -153,7 +182,7 @@ case $cmd in
       t=${targets[$i]}
       echo "# node ${names[$i]}: release $release"
       ship_release "$i"
-      on "$t" "sudo ln -sfn \$(readlink $INSTALL_DIR/current) $INSTALL_DIR/previous && sudo ln -sfn $INSTALL_DIR/releases/$release $INSTALL_DIR/current"
+      on "$t" "sudo $INSTALL_DIR/releases/$release/deploy/cluster/release.sh activate $INSTALL_DIR $INSTALL_DIR/releases/$release"
       on "$t" "sudo systemctl restart sealbus-membershipd"
       wait_healthy "$i"
     done
@@ -162,10 +191,14 @@ case $cmd in
     for i in "${!names[@]}"; do
       t=${targets[$i]}
       echo "# node ${names[$i]}: back to the previous release"
-      on "$t" "test -L $INSTALL_DIR/previous && sudo ln -sfn \$(readlink $INSTALL_DIR/previous) $INSTALL_DIR/current"
+      on "$t" "sudo $INSTALL_DIR/current/deploy/cluster/release.sh rollback $INSTALL_DIR"
       on "$t" "sudo systemctl restart sealbus-membershipd"
       wait_healthy "$i"
     done
+    ;;
+  unit)
+    render_unit
+    exit 0
     ;;
   status)
     for i in "${!names[@]}"; do

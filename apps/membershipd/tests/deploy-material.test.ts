@@ -9,6 +9,9 @@ import {
   rmSync,
   writeFileSync,
   existsSync,
+  readlinkSync,
+  renameSync,
+  symlinkSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -136,20 +139,143 @@ describe('deploy/cluster material', () => {
   test('--apply runs exactly the printed commands', async () => {
     rmSync(calls, { force: true });
     const file = inventory(true);
-    const dry = await deploy(['--env', file, 'install'], fakeBin);
+    const dry = await deploy(['--env', file, '--release', 't1', 'install'], fakeBin);
     for (const n of [1, 2, 3]) writeFileSync(join(dir, 'tls', `n${n}.crt`), 'x');
-    const r = await deploy(['--env', file, '--apply', 'install'], fakeBin);
+    const r = await deploy(['--env', file, '--release', 't1', '--apply', 'install'], fakeBin);
     assert.equal(r.code, 0, r.stderr);
     const printed = dry.stdout
       .split('\n')
       .filter((l) => /^\+ (ssh|scp|rsync) /.test(l))
       .map((l) => l.slice(2));
-    assert.equal(recorded().length, printed.length);
-    assert.deepEqual(
-      recorded().map((l) => l.split(' ')[0]),
-      printed.map((l) => l.split(' ')[0])
-    );
+    // Line for line, argument for argument (the recorders print "$*").
+    assert.ok(printed.length >= 3 * 15, `${printed.length} commands`);
+    assert.deepEqual(recorded(), printed);
     assert.ok(recorded().every((l) => !l.includes('<')));
+  });
+
+  test('the unit install writes takes every path and the user from nodes.env', async () => {
+    const file = inventory(true);
+    writeFileSync(
+      file,
+      readFileSync(file, 'utf8')
+        .replace(/^INSTALL_DIR=\S+/m, 'INSTALL_DIR=/srv/sb-install')
+        .replace(/^CONFIG_DIR=\S+/m, 'CONFIG_DIR=/srv/sb-config')
+        .replace(/^DATA_DIR=\S+/m, 'DATA_DIR=/srv/sb-data')
+        .replace(/^SERVICE_USER=\S+/m, 'SERVICE_USER=sbsvc')
+    );
+    const u = await deploy(['--env', file, 'unit'], fakeBin);
+    assert.equal(u.code, 0, u.stderr);
+    const body = u.stdout.split('\n').filter((l) => !l.startsWith('#'));
+    assert.deepEqual(
+      body.filter((l) =>
+        /@[A-Z_]+@|\/opt\/sealbus|\/etc\/sealbus|\/var\/lib\/sealbus|=sealbus$/.test(l)
+      ),
+      [],
+      'a path or user not from nodes.env'
+    );
+    for (const want of [
+      'User=sbsvc',
+      'Group=sbsvc',
+      'EnvironmentFile=/srv/sb-config/membershipd.env',
+      'WorkingDirectory=/srv/sb-data',
+      'ReadWritePaths=/srv/sb-data',
+      'ExecStart=/usr/bin/env node /srv/sb-install/current/apps/membershipd/bin/membershipd.js serve $SEALBUS_ARGS',
+    ])
+      assert.ok(body.includes(want), `unit has ${want}`);
+    // install sends exactly that unit to every node.
+    const r = await deploy(['--env', file, 'install'], fakeBin);
+    const sent = [
+      ...r.stdout.matchAll(
+        /echo (\S+) \| base64 -d \| sudo install -m 0644 \/dev\/stdin \/etc\/systemd\/system\/sealbus-membershipd\.service/g
+      ),
+    ];
+    assert.equal(sent.length, 3);
+    for (const m of sent) assert.equal(Buffer.from(m[1]!, 'base64').toString(), u.stdout);
+    // A path that could break out of the remote commands is refused.
+    writeFileSync(
+      file,
+      readFileSync(file, 'utf8').replace(/^DATA_DIR=\S+/m, 'DATA_DIR="/x;reboot"')
+    );
+    const bad = await deploy(['--env', file, 'install'], fakeBin);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /DATA_DIR must be an absolute path/);
+  });
+
+  test('release.sh: upgrade keeps a previous release; a rollback that would change nothing is refused', () => {
+    const releaseSh = join(deployDir, 'release.sh');
+    const inst = join(dir, 'opt');
+    for (const r of ['r1', 'r2']) mkdirSync(join(inst, 'releases', r), { recursive: true });
+    const rel = (...args: string[]) => {
+      try {
+        return { code: 0, out: execFileSync(releaseSh, args, { stdio: 'pipe' }).toString() };
+      } catch (err) {
+        const e = err as { status: number; stderr: Buffer };
+        return { code: e.status, out: e.stderr.toString() };
+      }
+    };
+    const links = () => ({
+      current: existsSync(join(inst, 'current')) ? readlinkSync(join(inst, 'current')) : null,
+      previous: existsSync(join(inst, 'previous')) ? readlinkSync(join(inst, 'previous')) : null,
+    });
+    const r1 = join(inst, 'releases', 'r1');
+    const r2 = join(inst, 'releases', 'r2');
+    assert.equal(rel('activate', inst, r1).code, 0);
+    assert.deepEqual(links(), { current: r1, previous: null });
+    // A fresh install has nowhere to roll back to.
+    let r = rel('rollback', inst);
+    assert.equal(r.code, 1);
+    assert.match(r.out, /no previous release/);
+    assert.equal(rel('activate', inst, r2).code, 0);
+    assert.deepEqual(links(), { current: r2, previous: r1 });
+    // Upgrading again to the same release keeps the way back.
+    r = rel('activate', inst, r2);
+    assert.equal(r.code, 0);
+    assert.match(r.out, /already on/);
+    assert.deepEqual(links(), { current: r2, previous: r1 });
+    assert.equal(rel('rollback', inst).code, 0);
+    assert.deepEqual(links(), { current: r1, previous: r2 });
+    // previous == current (what `ln -sfn` upgrades used to leave): refused, untouched.
+    symlinkSync(r1, join(inst, '.p'));
+    renameSync(join(inst, '.p'), join(inst, 'previous'));
+    r = rel('rollback', inst);
+    assert.equal(r.code, 1);
+    assert.match(r.out, /would change nothing/);
+    assert.deepEqual(links(), { current: r1, previous: r1 });
+    assert.equal(rel('activate', inst, join(inst, 'releases', 'r9')).code, 1);
+  });
+
+  test('--apply refuses to ship a checkout with uncommitted changes (a release name is one tree)', async () => {
+    const copy = join(dir, 'dirty-repo');
+    mkdirSync(join(copy, 'deploy'), { recursive: true });
+    execFileSync('cp', ['-a', deployDir, join(copy, 'deploy', 'cluster')]);
+    const git = (...a: string[]) =>
+      execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@t', ...a], {
+        cwd: copy,
+        stdio: 'pipe',
+      });
+    git('init', '-q');
+    git('add', '.');
+    git('commit', '-qm', 'release');
+    writeFileSync(join(copy, 'deploy', 'cluster', 'README.md'), 'changed\n');
+    rmSync(calls, { force: true });
+    const r = await new Promise<Run>((res) => {
+      const child = spawn(
+        join(copy, 'deploy', 'cluster', 'deploy.sh'),
+        ['--env', inventory(true), '--apply', 'upgrade'],
+        {
+          env: { ...process.env, PATH: `${fakeBin}:${process.env.PATH}` },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        }
+      );
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('close', (code) => res({ code, stdout, stderr }));
+    });
+    assert.equal(r.code, 2, r.stdout);
+    assert.match(r.stderr, /uncommitted changes \(release [0-9a-f]+-dirty\)/);
+    assert.deepEqual(recorded(), [], 'nothing ran');
   });
 
   test('the flags written for each node are flags membershipd serve knows', async () => {
@@ -166,9 +292,7 @@ describe('deploy/cluster material', () => {
       /--routes nats-route:\/\/127\.0\.0\.2:6222,nats-route:\/\/127\.0\.0\.3:6222/
     );
     const unit = readFileSync(join(deployDir, 'sealbus-membershipd.service'), 'utf8');
-    const exec = /ExecStart=\S+ node \/opt\/sealbus\/current\/(\S+) serve \$SEALBUS_ARGS/.exec(
-      unit
-    );
+    const exec = /ExecStart=\S+ node @INSTALL_DIR@\/current\/(\S+) serve \$SEALBUS_ARGS/.exec(unit);
     assert.ok(exec && existsSync(join(repo, exec[1]!)), 'the unit starts the shipped entry point');
   });
 });
