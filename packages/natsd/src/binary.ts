@@ -12,10 +12,15 @@ export interface NatsServerBinary {
   readonly version: string;
 }
 
+/**
+ * The version `bin --version` reports, from the line nats-server prints
+ * (`nats-server: v2.10.27`); null if it does not run or prints anything else,
+ * so another program's version number is never taken for the server's.
+ */
 export function natsServerVersion(bin: string): string | null {
   const r = spawnSync(bin, ['--version'], { encoding: 'utf8', timeout: 10_000 });
   if (r.error || r.status !== 0) return null;
-  const m = /v?(\d+\.\d+\.\d+)/.exec(r.stdout + r.stderr);
+  const m = /^nats-server: v(\d+\.\d+\.\d+)\b/m.exec(r.stdout);
   return m?.[1] ?? null;
 }
 
@@ -44,12 +49,12 @@ function setupRecord(): string | null {
   return null;
 }
 
-function fromPath(): string | null {
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    const p = join(dir || '.', 'nats-server');
-    if (existsSync(p)) return p;
-  }
-  return null;
+/** Every nats-server on PATH, in order: an old one first must not hide a newer one later. */
+function fromPath(): string[] {
+  return (process.env.PATH ?? '')
+    .split(delimiter)
+    .map((dir) => join(dir || '.', 'nats-server'))
+    .filter((p) => existsSync(p));
 }
 
 let cached: NatsServerBinary | undefined;
@@ -75,8 +80,7 @@ export function resolveNatsServerBinary(bin?: string): NatsServerBinary {
         // a broken record is ignored; PATH may still have a usable server
       }
     }
-    const p = fromPath();
-    if (p) candidates.push({ path: p, explicit: false });
+    for (const p of fromPath()) candidates.push({ path: p, explicit: false });
   }
   for (const c of candidates) {
     const version = natsServerVersion(c.path);

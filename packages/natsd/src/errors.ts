@@ -1,7 +1,13 @@
 export type NatsdErrorCode =
-  'BINARY_NOT_FOUND' | 'BINARY_TOO_OLD' | 'START_FAILED' | 'READY_TIMEOUT';
+  | 'BINARY_NOT_FOUND'
+  | 'BINARY_TOO_OLD'
+  | 'BAD_CONFIG'
+  | 'START_FAILED'
+  | 'READY_TIMEOUT'
+  | 'RELOAD_FAILED'
+  | 'RELOAD_TIMEOUT';
 
-/** Failures finding, starting or stopping a nats-server process. */
+/** Failures finding, configuring, starting, reloading or stopping a nats-server process. */
 export class NatsdError extends Error {
   readonly code: NatsdErrorCode;
 

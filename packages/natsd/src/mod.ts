@@ -6,11 +6,12 @@ export {
   versionAtLeast,
   type NatsServerBinary,
 } from './binary.js';
-export { envRef, renderNatsConfig, type EnvRef, type NatsConfigValue } from './config.js';
+export { envRef, envValue, renderNatsConfig, type EnvRef, type NatsConfigValue } from './config.js';
 export {
   NatsServerProcess,
   parseNatsLogLine,
   reapOrphan,
+  type ReapOptions,
   type NatsExit,
   type NatsLogLevel,
   type NatsLogLine,

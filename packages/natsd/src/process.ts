@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { basename, isAbsolute, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { resolveNatsServerBinary } from './binary.js';
 import { NatsdError } from './errors.js';
@@ -20,9 +22,12 @@ const LEVELS: Record<string, NatsLogLevel> = {
   FTL: 'fatal',
 };
 
-/** Parses `[pid] 2026/01/02 03:04:05.678901 [INF] message`; anything else is info. */
+/**
+ * Parses `[pid] 2026/01/02 03:04:05.678901 [INF] message`, or `[pid] [INF] message`
+ * when the config says `logtime: false`; anything else is info.
+ */
 export function parseNatsLogLine(line: string): NatsLogLine {
-  const m = /^\[\d+\] \S+ \S+ \[([A-Z]{3})\] (.*)$/.exec(line);
+  const m = /^\[\d+\] (?:\S+ \S+ )?\[([A-Z]{3})\] (.*)$/.exec(line);
   if (m) return { level: LEVELS[m[1]!] ?? 'info', msg: m[2]! };
   return { level: 'info', msg: line };
 }
@@ -55,6 +60,8 @@ export interface StartOptions {
 }
 
 const KEEP_LINES = 20;
+const RELOADED = 'Reloaded server configuration';
+const RELOAD_FAILED = 'Failed to reload server configuration: ';
 
 /**
  * A nats-server child process. `start` resolves once the server logged that
@@ -67,11 +74,18 @@ export class NatsServerProcess {
   readonly exited: Promise<NatsExit>;
   #child: ChildProcess;
   #exit: NatsExit | undefined;
+  #lineWatchers: Set<(line: NatsLogLine) => void>;
+  #reloads: Promise<unknown> = Promise.resolve();
 
-  private constructor(child: ChildProcess, exited: Promise<NatsExit>) {
+  private constructor(
+    child: ChildProcess,
+    exited: Promise<NatsExit>,
+    lineWatchers: Set<(line: NatsLogLine) => void>
+  ) {
     this.#child = child;
     this.pid = child.pid!;
     this.exited = exited.then((e) => (this.#exit = e));
+    this.#lineWatchers = lineWatchers;
   }
 
   get running(): boolean {
@@ -86,6 +100,7 @@ export class NatsServerProcess {
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...options.env },
     });
     const lastLines: string[] = [];
+    const lineWatchers = new Set<(line: NatsLogLine) => void>();
     let markReady: () => void = () => {};
     const ready = new Promise<void>((r) => (markReady = r));
     for (const stream of [child.stdout!, child.stderr!]) {
@@ -94,6 +109,7 @@ export class NatsServerProcess {
         if (lastLines.length > KEEP_LINES) lastLines.shift();
         const parsed = parseNatsLogLine(line);
         if (parsed.msg === 'Server is ready') markReady();
+        for (const watch of lineWatchers) watch(parsed);
         options.onLog?.(parsed);
       });
     }
@@ -109,7 +125,7 @@ export class NatsServerProcess {
         )
       );
     });
-    const proc = new NatsServerProcess(child, exited);
+    const proc = new NatsServerProcess(child, exited, lineWatchers);
     const timeoutMs = options.readyTimeoutMs ?? 20_000;
     let timer: NodeJS.Timeout | undefined;
     const outcome = await Promise.race([
@@ -130,9 +146,78 @@ export class NatsServerProcess {
     );
   }
 
-  /** Sends a signal without waiting (SIGKILL for chaos, SIGHUP to reload). */
+  /** Sends a signal without waiting (SIGKILL for chaos; to reload, use {@link reload}). */
   kill(signal: NodeJS.Signals = 'SIGTERM'): void {
     if (this.running) this.#child.kill(signal);
+  }
+
+  /**
+   * Makes the server re-read its config file (SIGHUP), e.g. to serve renewed
+   * TLS certificates without a restart, and waits for its verdict in its log:
+   * resolves once it logged "Reloaded server configuration"; rejects with
+   * `RELOAD_FAILED` and the server's reason once it logged "Failed to reload
+   * server configuration" (it then keeps running with the configuration it
+   * had), or if it exits meanwhile; rejects with `RELOAD_TIMEOUT` if neither
+   * came within `timeoutMs` (the server may still act on that signal later,
+   * and a late verdict can be taken for the next call's). Calls are
+   * serialised, so each sends its signal only after the previous verdict (two
+   * SIGHUPs close together could make one reload). The verdict is read from
+   * the server's stderr: a config that logs elsewhere (`log_file`, `syslog`)
+   * times out.
+   *
+   * @example
+   * await writeFile(certFile, renewedCert);
+   * await server.reload(); // new connections get the new certificate
+   */
+  reload(timeoutMs = 10_000): Promise<void> {
+    const run = this.#reloads.then(() => this.#reloadOnce(timeoutMs));
+    this.#reloads = run.catch(() => {});
+    return run;
+  }
+
+  async #reloadOnce(timeoutMs: number): Promise<void> {
+    if (!this.running)
+      throw new NatsdError('RELOAD_FAILED', `nats-server (pid ${this.pid}) is not running`);
+    let watch: ((line: NatsLogLine) => void) | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const verdict = new Promise<void>((resolve, reject) => {
+        watch = (line) => {
+          if (line.msg === RELOADED) resolve();
+          else if (line.msg.startsWith(RELOAD_FAILED))
+            reject(
+              new NatsdError(
+                'RELOAD_FAILED',
+                `nats-server kept its previous configuration: ${line.msg.slice(RELOAD_FAILED.length)}`
+              )
+            );
+        };
+        this.#lineWatchers.add(watch);
+      });
+      const gone = this.exited.then((e) => {
+        throw new NatsdError(
+          'RELOAD_FAILED',
+          `nats-server exited during reload (code ${e.code}, signal ${e.signal})`
+        );
+      });
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              new NatsdError(
+                'RELOAD_TIMEOUT',
+                `nats-server did not report on its reload within ${timeoutMs} ms`
+              )
+            ),
+          timeoutMs
+        );
+      });
+      this.#child.kill('SIGHUP');
+      await Promise.race([verdict, gone, late]);
+    } finally {
+      clearTimeout(timer);
+      if (watch) this.#lineWatchers.delete(watch);
+    }
   }
 
   /**
@@ -154,43 +239,108 @@ export class NatsServerProcess {
   }
 }
 
+export interface ReapOptions {
+  /** How long to wait after SIGTERM before SIGKILL (default 10 s). */
+  graceMs?: number;
+  /**
+   * The nats-server binary the orphan was started with, when its file name is
+   * not `nats-server` (default: {@link resolveNatsServerBinary}, if any).
+   */
+  bin?: string;
+}
+
+/** The binary NatsServerProcess would start by default, if there is one. */
+function knownBinary(): string | undefined {
+  try {
+    return resolveNatsServerBinary().path;
+  } catch {
+    return undefined; // none found: only a binary named nats-server qualifies
+  }
+}
+
+// Go's flag package takes -c, --c, -config and --config, each as `-c x` or `-c=x`.
+const CONFIG_FLAGS = new Set(['-c', '--c', '-config', '--config']);
+
+/** Whether `argv` is a nats-server started with exactly `configFile` as its config. */
+function isNatsServerFor(argv: readonly string[], configFile: string, bin?: string): boolean {
+  const [argv0, ...args] = argv;
+  if (!argv0 || (basename(argv0) !== 'nats-server' && argv0 !== (bin ?? knownBinary())))
+    return false;
+  const same = (p: string) =>
+    p === configFile ||
+    (isAbsolute(p) && isAbsolute(configFile) && resolve(p) === resolve(configFile));
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (CONFIG_FLAGS.has(a) && args[i + 1] !== undefined && same(args[i + 1]!)) return true;
+    const eq = a.indexOf('=');
+    if (eq > 0 && CONFIG_FLAGS.has(a.slice(0, eq)) && same(a.slice(eq + 1))) return true;
+  }
+  return false;
+}
+
 /**
  * Stops a nats-server left running by a previous owner that died without
- * stopping it (SIGKILL of the daemon). Only a process whose command line
- * names `configFile` is touched, so a recycled pid is never killed by mistake.
- * Returns the pid it stopped, if any.
+ * stopping it (SIGKILL of the daemon). Only a process whose command line is
+ * a nats-server binary (named `nats-server`, or `options.bin`) given exactly
+ * `configFile` with -c/--config is touched: a recycled pid, or any other
+ * process whose arguments merely mention the file, is left alone. Returns the
+ * pid it stopped, if any.
+ *
+ * @example
+ * const pid = await reapOrphan(paths.natsPidFile, paths.natsConfig);
  */
 export async function reapOrphan(
   pidFile: string,
   configFile: string,
-  graceMs = 10_000
+  options: ReapOptions = {}
 ): Promise<number | null> {
-  let pid: number;
+  const graceMs = options.graceMs ?? 10_000;
+  let text: string;
   try {
-    pid = Number.parseInt((await readFile(pidFile, 'utf8')).trim(), 10);
+    text = (await readFile(pidFile, 'utf8')).trim();
   } catch {
     return null;
   }
-  if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid) return null;
-  let cmdline: string;
+  if (!/^\d{1,10}$/.test(text)) return null;
+  const pid = Number(text);
+  if (pid <= 1 || pid === process.pid) return null;
+  let argv: string[];
   try {
-    cmdline = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').join(' ');
+    argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
   } catch {
     return null; // not running (or no procfs: nothing we can prove, so leave it)
   }
-  if (!cmdline.includes('nats-server') || !cmdline.includes(configFile)) return null;
-  const alive = () => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  process.kill(pid, 'SIGTERM');
+  if (argv.at(-1) === '') argv.pop();
+  if (!isNatsServerFor(argv, configFile, options.bin)) return null;
+  if (!signal(pid, 'SIGTERM')) return null; // exited since we read its command line
   const deadline = Date.now() + graceMs;
-  while (alive() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  if (alive()) process.kill(pid, 'SIGKILL');
-  while (alive() && Date.now() < deadline + 2_000) await new Promise((r) => setTimeout(r, 20));
+  while (running(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  if (running(pid)) signal(pid, 'SIGKILL');
+  while (running(pid) && Date.now() < deadline + 2_000) await new Promise((r) => setTimeout(r, 20));
+  // Dead, but its pid is taken until its parent (init, usually) collects it;
+  // give that a moment, so callers that probe the pid see it gone.
+  const collected = Date.now() + 2_000;
+  while (signal(pid, 0) && Date.now() < collected) await new Promise((r) => setTimeout(r, 20));
   return pid;
+}
+
+/** Sends `sig` (0: none, just the check); false if there is no such process. */
+function signal(pid: number, sig: NodeJS.Signals | 0): boolean {
+  try {
+    process.kill(pid, sig);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw err;
+  }
+}
+
+/** Whether `pid` still runs: a zombie (exited, not yet collected by its parent) does not. */
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
 }
