@@ -7,7 +7,7 @@
 #                  between nodes (mutual TLS). A separate CA, so a certificate
 #                  made for a client is never accepted on a route port.
 #
-# usage: certs.sh OUT_DIR NAME=SAN[,SAN...] [NAME=SAN...]
+# usage: certs.sh [--renew] OUT_DIR NAME=SAN[,SAN...] [NAME=SAN...]
 #   SANs are DNS names or IP addresses; include 127.0.0.1 (and localhost) so
 #   membershipd and `membershipd user` on the node itself can verify it.
 #   example: certs.sh /etc/sealbus/tls n1=n1.example.internal,10.0.0.11,127.0.0.1,localhost
@@ -15,10 +15,21 @@
 # Writes OUT_DIR/{client-ca,route-ca}.{crt,key}, OUT_DIR/NAME.{crt,key} and
 # OUT_DIR/NAME-route.{crt,key}. Existing files are kept (re-running adds new
 # nodes only); keys are 0600, the directory 0700.
+#
+# --renew issues new certificates (and keys) for the named nodes, both the
+# server and the route one, signed by the existing CAs (never re-made here:
+# clients and peers keep trusting them). Each pair replaces the old one by
+# rename, key first. Then install them and reload the node
+# (`systemctl reload sealbus-membershipd`, i.e. SIGHUP): no restart.
 set -euo pipefail
 
+renew=0
+if [ "${1:-}" = --renew ]; then
+  renew=1
+  shift
+fi
 if [ $# -lt 2 ]; then
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 command -v openssl >/dev/null || { echo "certs.sh: openssl is required" >&2; exit 1; }
@@ -45,7 +56,7 @@ make_ca() { # name common-name
 
 make_leaf() { # file ca cn sans usage
   local file=$1 ca=$2 cn=$3 sans=$4 usage=$5
-  [ -f "$out/$file.crt" ] && return 0
+  if [ -f "$out/$file.crt" ] && [ "$renew" = 0 ]; then return 0; fi
   local alt="" s
   IFS=',' read -r -a list <<<"$sans"
   for s in "${list[@]}"; do
@@ -56,16 +67,30 @@ make_leaf() { # file ca cn sans usage
   ext=$(mktemp)
   printf 'subjectAltName=%s\nextendedKeyUsage=%s\nkeyUsage=critical,digitalSignature\nbasicConstraints=CA:FALSE\n' \
     "$alt" "$usage" >"$ext"
+  # Made under temporary names, then renamed over the old pair.
+  local tmp=$out/.$file.new
   openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$out/$file.key" -out "$out/$file.csr" -subj "/CN=$cn" 2>/dev/null
-  openssl x509 -req -in "$out/$file.csr" -CA "$out/$ca.crt" -CAkey "$out/$ca.key" -CAcreateserial \
-    -out "$out/$file.crt" -days "$days_leaf" -extfile "$ext" 2>/dev/null
-  rm -f "$ext" "$out/$file.csr"
-  chmod 600 "$out/$file.key"
-  chmod 644 "$out/$file.crt"
-  echo "created $out/$file.crt ($alt)"
+    -keyout "$tmp.key" -out "$tmp.csr" -subj "/CN=$cn" 2>/dev/null
+  openssl x509 -req -in "$tmp.csr" -CA "$out/$ca.crt" -CAkey "$out/$ca.key" -CAcreateserial \
+    -out "$tmp.crt" -days "$days_leaf" -extfile "$ext" 2>/dev/null
+  rm -f "$ext" "$tmp.csr"
+  chmod 600 "$tmp.key"
+  chmod 644 "$tmp.crt"
+  local verb=created
+  [ -f "$out/$file.crt" ] && verb=renewed
+  mv -f "$tmp.key" "$out/$file.key"
+  mv -f "$tmp.crt" "$out/$file.crt"
+  echo "$verb $out/$file.crt ($alt, until $(openssl x509 -in "$out/$file.crt" -noout -enddate | cut -d= -f2))"
 }
 
+if [ "$renew" = 1 ]; then
+  for ca in client-ca route-ca; do
+    [ -f "$out/$ca.crt" ] && [ -f "$out/$ca.key" ] || {
+      echo "certs.sh: --renew needs the existing $out/$ca.{crt,key}" >&2
+      exit 2
+    }
+  done
+fi
 make_ca client-ca "Sealbus client CA"
 make_ca route-ca "Sealbus route CA"
 for spec in "$@"; do

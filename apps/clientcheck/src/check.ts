@@ -17,6 +17,8 @@ export interface CheckOptions {
   /** How long to wait for stragglers after the last publish. */
   graceMs: number;
   log: (line: string) => void;
+  /** Loop mode: stop publishing when this aborts (then wait for stragglers and report). */
+  stop?: AbortSignal;
 }
 
 export interface CheckResult {
@@ -31,6 +33,11 @@ export interface CheckResult {
   rejected: number;
   failovers: Array<{ at_ms: number; to: string | null }>;
   longest_gap_ms: number;
+  /**
+   * Every pause in receipts longer than max(1 s, 5 intervals): when it
+   * ended (ms since the start) and how long it was. A failover shows here.
+   */
+  gaps: Array<{ at_ms: number; ms: number }>;
   ok: boolean;
 }
 
@@ -80,6 +87,8 @@ export async function runCheck(o: CheckOptions): Promise<CheckResult> {
   let duplicates = 0;
   let lastReceipt = 0;
   let longestGap = 0;
+  const gaps: CheckResult['gaps'] = [];
+  const gapFloor = Math.max(1_000, 5 * o.intervalMs);
   let waiter: (() => void) | undefined;
   const onMessage = (m: RoomMessage) => {
     let n: number;
@@ -89,7 +98,13 @@ export async function runCheck(o: CheckOptions): Promise<CheckResult> {
       return;
     }
     const now = Date.now();
-    if (lastReceipt) longestGap = Math.max(longestGap, now - lastReceipt);
+    if (lastReceipt) {
+      longestGap = Math.max(longestGap, now - lastReceipt);
+      if (now - lastReceipt > gapFloor) {
+        gaps.push({ at_ms: now - t0, ms: now - lastReceipt });
+        o.log(`gap: ${now - lastReceipt} ms without a message, ended at +${now - t0} ms`);
+      }
+    }
     lastReceipt = now;
     if (received.has(n)) duplicates++;
     else received.add(n);
@@ -106,7 +121,7 @@ export async function runCheck(o: CheckOptions): Promise<CheckResult> {
         return true;
       } catch (err) {
         // Persisted rooms: no ack means not stored yet; retry the same counter.
-        if (!o.persist || Date.now() > deadline) {
+        if (!o.persist || Date.now() > deadline || o.stop?.aborted) {
           o.log(`publish ${n} failed: ${(err as Error).message}`);
           return false;
         }
@@ -122,7 +137,7 @@ export async function runCheck(o: CheckOptions): Promise<CheckResult> {
       const end = t0 + o.durationMs;
       let n = 0;
       let lastTick = 0;
-      while (Date.now() < end) {
+      while (Date.now() < end && !o.stop?.aborted) {
         const next = Date.now() + o.intervalMs;
         n++;
         if (await publish(n, end + 10_000)) sent++;
@@ -158,6 +173,7 @@ export async function runCheck(o: CheckOptions): Promise<CheckResult> {
     rejected,
     failovers,
     longest_gap_ms: longestGap,
+    gaps,
     ok:
       received.size > 0 &&
       (o.mode === 'golden'

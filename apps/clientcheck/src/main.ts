@@ -54,6 +54,14 @@ let code: number;
 try {
   program.parse(process.argv);
   const o = program.opts();
+  // Loop mode ends early on SIGINT/SIGTERM and still reports (a second signal,
+  // or any signal in golden mode, exits at once with 130).
+  const stop = new AbortController();
+  for (const sig of ['SIGINT', 'SIGTERM'] as const)
+    process.on(sig, () => {
+      if (stop.signal.aborted || o.mode !== 'loop') process.exit(130);
+      stop.abort();
+    });
   const result: CheckResult = await runCheck({
     identityFile: o.identityFile,
     natsSeeds: o.natsSeeds,
@@ -67,6 +75,7 @@ try {
     persist: o.persist,
     keepRoom: o.keepRoom,
     graceMs: o.grace,
+    stop: stop.signal,
     log: (line) => process.stdout.write(`${new Date().toISOString()} ${line}\n`),
   });
   const lostText = result.lost.length

@@ -57,8 +57,20 @@ describe('membershipd serve, embedded single node', { timeout: 120_000 }, () => 
     assert.equal(p.status, 'ok');
     assert.match(p.version, /^\d+\.\d+\.\d+/);
     assert.deepEqual(
-      { ...p.store, leader: typeof p.store.leader },
-      { backend: 'jetstream-kv', replicas: 1, reachable: true, leader: 'string', current: 1 }
+      {
+        ...p.store,
+        leader: typeof p.store.leader,
+        disk_free_bytes: typeof p.store.disk_free_bytes,
+      },
+      {
+        backend: 'jetstream-kv',
+        replicas: 1,
+        reachable: true,
+        leader: 'string',
+        current: 1,
+        writable: true,
+        disk_free_bytes: 'number',
+      }
     );
     assert.equal(p.auth.mode, 'enforce');
     assert.equal(p.nats.embedded, true);

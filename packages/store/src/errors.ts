@@ -63,6 +63,8 @@ const TRANSIENT_CODES = new Set([
 export function isUnavailable(err: unknown): boolean {
   const e = err as NatsLikeError | undefined;
   if (!e) return false;
+  // A full disk answers 503 too, but waiting does not free space: refuse now.
+  if (isStorageExhausted(err)) return false;
   if (e.code && TRANSIENT_CODES.has(e.code)) return true;
   if (e.api_error?.code === 503) return true;
   return /timeout|no responders|no suitable peers|insufficient resources|jetstream system temporarily unavailable|stream is offline/i.test(
@@ -70,12 +72,18 @@ export function isUnavailable(err: unknown): boolean {
   );
 }
 
-/** JetStream's "insufficient storage resources": an account or server storage limit, not an outage. */
+/**
+ * JetStream's "insufficient storage resources" (an account or server storage
+ * limit) or a write the disk refused ("no space left on device"): storage is
+ * full, not an outage.
+ */
 export function isStorageExhausted(err: unknown): boolean {
   const e = err as NatsLikeError | undefined;
   return (
     e?.api_error?.err_code === 10047 ||
-    /insufficient storage resources/i.test(`${e?.api_error?.description ?? ''} ${e?.message ?? ''}`)
+    /insufficient storage resources|no space left on device/i.test(
+      `${e?.api_error?.description ?? ''} ${e?.message ?? ''}`
+    )
   );
 }
 
@@ -84,7 +92,11 @@ export function toStoreError(err: unknown, what: string): StoreError {
   if (err instanceof StoreError) return err;
   const msg = (err as Error | undefined)?.message ?? String(err);
   if (isStorageExhausted(err))
-    return new StoreError('FULL', `${what}: storage limit reached (${msg})`, { cause: err });
+    return new StoreError(
+      'FULL',
+      `${what}: storage is full (${(err as NatsLikeError).api_error?.description ?? msg})`,
+      { cause: err }
+    );
   if (isUnavailable(err))
     return new StoreError('UNAVAILABLE', `${what}: store unavailable (${msg})`, { cause: err });
   return new StoreError('BACKEND', `${what}: ${msg}`, { cause: err });

@@ -421,6 +421,20 @@ export class MembershipStore {
   }
 
   /**
+   * Writes one small record (`probe.<name>` in the nonces bucket, expiring
+   * with it), once: whether the store can take a write right now. Health
+   * uses it to tell a full disk from a working node. Throws a StoreError.
+   */
+  async probeWrite(name: string): Promise<void> {
+    const key = `probe.${name.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+    try {
+      await this.#fast.nonces.put(key, encodeJson({ at: new Date().toISOString() }));
+    } catch (err) {
+      throw toStoreError(err, 'probe write');
+    }
+  }
+
+  /**
    * Replication state of a bucket (leader, replicas current/total), with a
    * short timeout: used by health checks and printed after CLI writes.
    */

@@ -280,6 +280,18 @@ async function serve(opts: ServeOptions): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // SIGHUP (`systemctl reload`): renewed TLS certificates, no restart.
+  process.on('SIGHUP', () => {
+    if (!daemon) return logger.warn('SIGHUP during start-up: ignored (nothing to reload yet)');
+    daemon.reloadTls().then(
+      (what) => logger.info({ reloaded: what }, 'TLS certificates reloaded'),
+      (err: unknown) =>
+        logger.error(
+          { err: (err as Error).message },
+          'TLS reload failed; the previous certificates stay in use'
+        )
+    );
+  });
   let topology: Pick<DaemonOptions, 'tls' | 'cluster'>;
   let atRestKey: AtRestKey | null;
   try {

@@ -1,6 +1,7 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statfsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import { createSecureContext } from 'node:tls';
 import type { AddressInfo, Server } from 'node:net';
 import { resolve } from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
@@ -150,6 +151,7 @@ export class Daemon {
   /** Shutdown steps, in the order they must run. */
   readonly #shutdown: Step[];
   readonly #lifecycle: { stopping: boolean };
+  readonly #reloadTls: () => Promise<string[]>;
   #finish!: (code: number) => void;
 
   private constructor(p: {
@@ -161,7 +163,9 @@ export class Daemon {
     shutdown: Step[];
     lifecycle: { stopping: boolean };
     child: NatsServerProcess | undefined;
+    reloadTls: () => Promise<string[]>;
   }) {
+    this.#reloadTls = p.reloadTls;
     this.paths = p.paths;
     this.httpUrl = p.httpUrl;
     this.natsUrl = p.natsUrl;
@@ -487,6 +491,16 @@ export class Daemon {
         atRest: atRestKey !== null,
         natsConnected: () => natsConnected,
         stopping: () => lifecycle.stopping,
+        nodeName: serverName,
+        diskFree: () => {
+          if (!child) return null;
+          try {
+            const f = statfsSync(paths.jetstreamDir);
+            return f.bavail * f.bsize;
+          } catch {
+            return null;
+          }
+        },
       });
       if (metrics) {
         // The gauge alerts read: the same verdict as /healthz, every 5 s.
@@ -555,11 +569,24 @@ export class Daemon {
         shutdown: undo.reverse(),
         lifecycle,
         child,
+        reloadTls: () => reloadTls(server, o.tls, child),
       });
     } catch (err) {
       for (const step of undo.reverse()) await step().catch(() => {});
       throw err;
     }
+  }
+
+  /**
+   * Re-reads the TLS certificates without a restart (SIGHUP): the HTTPS
+   * listener's pair from its files, and nats-server's client and route
+   * certificates by its own config reload. Both pairs are checked before
+   * either is swapped in; on any error nothing changes and the old
+   * certificates stay in use. Resolves with what was reloaded.
+   */
+  async reloadTls(): Promise<string[]> {
+    if (this.#lifecycle.stopping) throw new Error('membershipd is stopping');
+    return this.#reloadTls();
   }
 
   async stop(code: number = EXIT.OK): Promise<void> {
@@ -574,6 +601,33 @@ export class Daemon {
     this.#logger.info({ code }, 'membershipd stopped');
     this.#finish(code);
   }
+}
+
+async function reloadTls(
+  server: ServerType,
+  tls: TlsFiles | undefined,
+  child: NatsServerProcess | undefined
+): Promise<string[]> {
+  const reloaded: string[] = [];
+  let https: { cert: Buffer; key: Buffer } | undefined;
+  if (tls) {
+    https = { cert: readFileSync(tls.cert), key: readFileSync(tls.key) };
+    // Throws on an unreadable pair or a key that does not match the certificate.
+    try {
+      createSecureContext(https);
+    } catch (err) {
+      throw new Error(`HTTPS certificate ${tls.cert}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  if (child) {
+    await child.reload();
+    reloaded.push('nats-server');
+  }
+  if (https) {
+    (server as HttpsServer).setSecureContext(https);
+    reloaded.push('https');
+  }
+  return reloaded;
 }
 
 function closeHttp(server: ServerType): Promise<void> {

@@ -15,10 +15,20 @@ export interface HealthState {
   atRest: boolean;
   /** False while NATS reports the connection as down. */
   natsConnected: () => boolean;
+  /** This node's name, for its write probe's key. */
+  nodeName: string;
+  /** Free bytes on the filesystem of the embedded store, or null (external NATS). */
+  diskFree: () => number | null;
   stopping: () => boolean;
 }
 
 const PROBE_TTL_MS = 1_000;
+/**
+ * Below this much free space the store's filesystem counts as full: some
+ * writes may still fit in a block's last page, others (a new block, the
+ * audit log) do not, and which is which is luck.
+ */
+export const LOW_DISK_BYTES = 4 * 1024 * 1024;
 
 /**
  * Health with a store probe cached for a second and shared by concurrent
@@ -28,6 +38,33 @@ export function createHealth(s: HealthState): HealthProbe {
   const startedAt = Date.now();
   let last: { at: number; rep: BucketReplication | null } | undefined;
   let inflight: Promise<BucketReplication | null> | undefined;
+  let lastWrite: { at: number; full: boolean } | undefined;
+  let writing: Promise<boolean> | undefined;
+  /**
+   * True when the store refuses writes for lack of space (a full disk, a
+   * storage limit): every signed request would fail (its nonce is a write),
+   * so the node is not usable though it answers. Other write failures
+   * (timeouts during an election) are left to the quorum check.
+   */
+  const storageFull = (): Promise<boolean> => {
+    // statfs is cheap: looked at every time, before any cached write probe.
+    const free = s.diskFree();
+    if (free !== null && free < LOW_DISK_BYTES) return Promise.resolve(true);
+    if (lastWrite && Date.now() - lastWrite.at < PROBE_TTL_MS)
+      return Promise.resolve(lastWrite.full);
+    writing ??= s.store
+      .probeWrite(s.nodeName)
+      .then(
+        () => false,
+        (err: { code?: string }) => err?.code === 'FULL'
+      )
+      .then((full) => {
+        lastWrite = { at: Date.now(), full };
+        writing = undefined;
+        return full;
+      });
+    return writing;
+  };
 
   /** The users bucket's replication, or null when the store does not answer. */
   const probe = (): Promise<BucketReplication | null> => {
@@ -55,9 +92,11 @@ export function createHealth(s: HealthState): HealthProbe {
     async posture(): Promise<Posture> {
       const rep = s.stopping() ? null : await probe();
       const reachable = rep !== null;
+      const full = usable(rep) ? await storageFull() : null;
       return {
-        status: usable(rep) ? 'ok' : 'unavailable',
+        status: usable(rep) && !full ? 'ok' : 'unavailable',
         ...(reachable && !usable(rep) ? { reason: 'no store quorum' } : {}),
+        ...(full ? { reason: 'storage full' } : {}),
         version: VERSION,
         uptime_s: Math.round((Date.now() - startedAt) / 1000),
         store: {
@@ -66,6 +105,8 @@ export function createHealth(s: HealthState): HealthProbe {
           reachable,
           leader: rep?.leader ?? null,
           current: rep?.current ?? null,
+          writable: full === null ? null : !full,
+          disk_free_bytes: s.diskFree(),
         },
         auth: { mode: s.authMode },
         nats: {
@@ -88,6 +129,7 @@ export function createHealth(s: HealthState): HealthProbe {
       const rep = await probe();
       if (rep === null) return { ready: false, reason: 'store unreachable' };
       if (!usable(rep)) return { ready: false, reason: 'no store quorum' };
+      if (await storageFull()) return { ready: false, reason: 'storage full' };
       return { ready: true };
     },
   };

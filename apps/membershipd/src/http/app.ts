@@ -40,6 +40,13 @@ export interface Posture {
     leader: string | null;
     /** Replicas of the users bucket that are current (leader included). */
     current: number | null;
+    /**
+     * The store took a small write just now (false: storage full, reason
+     * `storage full`; null: not probed, the store is not usable anyway).
+     */
+    writable: boolean | null;
+    /** Free space on the embedded store's filesystem (null with an external NATS). */
+    disk_free_bytes: number | null;
   };
   auth: { mode: AuthMode };
   nats: { embedded: boolean; connected: boolean; server_version: string | null };

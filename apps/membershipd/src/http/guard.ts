@@ -1,3 +1,4 @@
+import { StoreError } from '@sealbus/store';
 import type { z } from 'zod';
 import {
   memberIsOwner,
@@ -94,7 +95,8 @@ async function appendRecord(
 /**
  * Records that this request is about to change state (`intent`), before it
  * does: a change is never made unless it is on the record. If the audit log
- * cannot be written, nothing is changed (503 `AUDIT_UNAVAILABLE`). The
+ * cannot be written, nothing is changed (503 `AUDIT_UNAVAILABLE`; 507
+ * `STORAGE_FULL` when storage is full). The
  * change's `ok` record follows; if the request fails instead, the error
  * handler records `error` (best effort: the intent is there either way).
  */
@@ -114,6 +116,13 @@ export async function intend(
       { request_id: c.get('requestId'), action, target, err: (err as Error).message },
       'audit append failed'
     );
+    // A full disk is not an outage to wait out or fail over from.
+    if (err instanceof StoreError && err.code === 'FULL')
+      throw new HttpError(
+        507,
+        'STORAGE_FULL',
+        'storage is full: the audit log cannot be written, so nothing was changed'
+      );
     throw new HttpError(
       503,
       'AUDIT_UNAVAILABLE',
