@@ -1,8 +1,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import net from 'node:net';
 import { createRequire } from 'node:module';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import { join, dirname } from 'node:path';
 import tls from 'node:tls';
@@ -14,9 +16,17 @@ import {
   saveIdentity,
   type Identity,
 } from '@sealbus/client';
-import { natsUserKey, requestSigner, signRequest } from '@sealbus/crypto';
+import {
+  deriveSeed,
+  natsUserKey,
+  nkeySeedFromRaw,
+  requestSigner,
+  signRequest,
+} from '@sealbus/crypto';
+import { memberDurableName, roomStreamName } from '@sealbus/protocol';
 import { connect, nkeyAuthenticator, type NatsConnection } from 'nats';
 import {
+  clusterScript,
   pidAlive,
   runClientcheck,
   runMembershipd,
@@ -176,6 +186,124 @@ describe(
       await waitFor(
         () => /route.*(handshake|certificate)/i.test(readFileSync(join(cl.dir, 'n1.log'), 'utf8')),
         { timeoutMs: 10_000, what: 'the route refusal logged by nats-server' }
+      );
+    });
+
+    test('certs.sh --renew + SIGHUP: HTTPS, NATS client and route ports serve the new certificates without a restart; a bad pair changes nothing', async () => {
+      const n1 = cl.node('n1');
+      const dir = join(cl.dir, 'tls');
+      const routePort = Number(((n1 as any).route_url as string).split(':').pop());
+      const natsPort = Number(n1.nats_url.split(':').pop());
+      const httpPort = Number(n1.http_url.split(':').pop());
+      const routeTls = {
+        cert: readFileSync(join(dir, 'n2-route.crt')),
+        key: readFileSync(join(dir, 'n2-route.key')),
+        ca: readFileSync(join(dir, 'route-ca.crt')),
+      };
+      /** The serial of the certificate a port presents (NATS client ports send INFO first). */
+      const served = (port: number, kind: 'https' | 'nats' | 'route'): Promise<string> =>
+        new Promise((resolve, reject) => {
+          const opts = {
+            host: '127.0.0.1',
+            servername: 'n1',
+            ...(kind === 'route' ? routeTls : { ca }),
+          };
+          const done = (sock: tls.TLSSocket) => {
+            const serial = sock.getPeerCertificate().serialNumber;
+            sock.destroy();
+            resolve(serial);
+          };
+          const timer = setTimeout(
+            () => reject(new Error(`${kind}: no certificate in 10 s`)),
+            10_000
+          );
+          timer.unref();
+          if (kind !== 'nats') {
+            const sock = tls.connect({ ...opts, port }, () => done(sock));
+            sock.on('error', reject);
+            return;
+          }
+          const raw = net.connect(port, '127.0.0.1');
+          raw.once('data', () => {
+            const sock = tls.connect({ ...opts, socket: raw }, () => done(sock));
+            sock.on('error', reject);
+          });
+          raw.on('error', reject);
+        });
+      const serials = async () => ({
+        https: await served(httpPort, 'https'),
+        nats: await served(natsPort, 'nats'),
+        route: await served(routePort, 'route'),
+      });
+      const fileSerial = (f: string) =>
+        new X509Certificate(readFileSync(join(dir, f))).serialNumber;
+      const before = await serials();
+      assert.deepEqual(before, {
+        https: fileSerial('n1.crt'),
+        nats: fileSerial('n1.crt'),
+        route: fileSerial('n1-route.crt'),
+      });
+      const log = () => readFileSync(join(cl.dir, 'n1.log'), 'utf8');
+      const count = (re: RegExp) =>
+        log()
+          .split('\n')
+          .filter((l) => re.test(l)).length;
+
+      const renew = spawnSync(
+        'bash',
+        [
+          join(dirname(clusterScript()), '..', 'deploy', 'cluster', 'certs.sh'),
+          '--renew',
+          dir,
+          'n1=n1,localhost,127.0.0.1',
+        ],
+        { encoding: 'utf8' }
+      );
+      assert.equal(renew.status, 0, renew.stderr);
+      assert.match(renew.stdout, /renewed .*n1\.crt/);
+      assert.match(renew.stdout, /renewed .*n1-route\.crt/);
+      const want = {
+        https: fileSerial('n1.crt'),
+        nats: fileSerial('n1.crt'),
+        route: fileSerial('n1-route.crt'),
+      };
+      assert.notEqual(want.https, before.https);
+      assert.notEqual(want.route, before.route);
+      // Not yet: the node serves what it loaded.
+      assert.deepEqual(await serials(), before);
+      const pid = n1.pid!;
+      const reloads = count(/TLS certificates reloaded/);
+      process.kill(pid, 'SIGHUP');
+      await waitFor(() => count(/TLS certificates reloaded/) > reloads, {
+        timeoutMs: 20_000,
+        what: 'the reload to be logged',
+      });
+      assert.deepEqual(await serials(), want);
+      assert.equal(cl.node('n1').pid, pid, 'same process: no restart');
+      // The node still works as a member of the cluster over its routes.
+      const r = await addUser('n1', `after-renewal-${Date.now()}`, generateIdentity());
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /replicas 3\/3 current/);
+
+      // A key that does not match its certificate: refused, nothing changes.
+      const goodKey = readFileSync(join(dir, 'n1.key'));
+      const goodRouteKey = readFileSync(join(dir, 'n1-route.key'));
+      writeFileSync(join(dir, 'n1.key'), readFileSync(join(dir, 'n2.key')));
+      writeFileSync(join(dir, 'n1-route.key'), readFileSync(join(dir, 'n2-route.key')));
+      const failures = count(/TLS reload failed/);
+      process.kill(pid, 'SIGHUP');
+      try {
+        await waitFor(() => count(/TLS reload failed/) > failures, {
+          timeoutMs: 20_000,
+          what: 'the failed reload to be logged',
+        });
+        assert.deepEqual(await serials(), want, 'the previous certificates stay in use');
+      } finally {
+        writeFileSync(join(dir, 'n1.key'), goodKey, { mode: 0o600 });
+        writeFileSync(join(dir, 'n1-route.key'), goodRouteKey, { mode: 0o600 });
+      }
+      console.log(
+        `# TLS renewed on n1 without a restart: https/nats ${before.https} -> ${want.https}, route ${before.route} -> ${want.route}`
       );
     });
 
@@ -426,6 +554,130 @@ describe(
         throw new Error(`${err.message}; the last user add said: ${last}`);
       });
       console.log(`# restarted replica current after ${(Date.now() - caughtUpFrom) / 1000} s`);
+    });
+
+    test('SIGKILL of the room stream leader, and separately of the member consumer leader, 5 times each: zero loss every time', async () => {
+      const KILLS = 5;
+      const { nats, ctrl } = seeds();
+      const cc = spawn(
+        process.execPath,
+        [
+          join(
+            dirname(createRequire(import.meta.url).resolve('@sealbus/clientcheck/package.json')),
+            'bin',
+            'clientcheck.js'
+          ),
+          ...['--identity-file', opFile, '--nats-seeds', nats, '--ctrl-seeds', ctrl],
+          ...['--ca', cl.state().ca!, '--mode', 'loop', '--duration', '20m', '--interval', '50ms'],
+          ...['--persist', '--json', '--grace', '20s'],
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] }
+      );
+      let out = '';
+      cc.stdout.on('data', (d) => (out += d));
+      cc.stderr.on('data', (d) => (out += d));
+      const exited = new Promise<number | null>((r) => cc.on('close', (code) => r(code)));
+      const kills: Array<{ kind: string; node: string; at: number }> = [];
+      const apps: NatsConnection[] = [];
+      try {
+        const roomId = await waitFor(() => / room (\S+) on clientcheck\./.exec(out)?.[1], {
+          timeoutMs: 30_000,
+          what: 'clientcheck to create its room',
+        });
+        await waitFor(() => /tick sent=\d+ received=[1-9]/.test(out), {
+          timeoutMs: 30_000,
+          what: 'messages flowing',
+        });
+        // Each node's own APP-account user (its key is the node's, known to
+        // its server only) sees the room stream and the member's consumer,
+        // with their raft leaders; whichever node is up answers.
+        for (const n of cl.state().nodes) {
+          const internal = await loadIdentity(join(n.data_dir, 'internal.id'));
+          apps.push(
+            await connect({
+              servers: n.nats_url,
+              authenticator: nkeyAuthenticator(
+                new TextEncoder().encode(
+                  nkeySeedFromRaw('user', deriveSeed(internal.signSeed, 'node-app'))
+                )
+              ),
+              tls: { ca: ca.toString() },
+              maxReconnectAttempts: -1,
+              reconnectTimeWait: 250,
+            })
+          );
+        }
+        const stream = roomStreamName(roomId);
+        const durable = memberDurableName(operator.signPubHex);
+        type Raft = { leader?: string; replicas?: Array<{ current: boolean; offline?: boolean }> };
+        const whole = (c?: Raft) =>
+          !!c?.leader &&
+          c.replicas?.length === 2 &&
+          c.replicas.every((r) => r.current && !r.offline);
+        /** Stream and consumer led, every replica current; the consumer led elsewhere than the stream. */
+        const settle = async (): Promise<{ stream: string; consumer: string }> => {
+          let last = '';
+          let attempt = 0;
+          return waitFor(
+            async () => {
+              // Round robin: a connection to a node just killed answers nothing.
+              const app = apps[attempt++ % apps.length]!;
+              try {
+                const jsm = await app.jetstreamManager({ timeout: 3_000 });
+                const si = await jsm.streams.info(stream);
+                const ci = await jsm.consumers.info(stream, durable);
+                last = JSON.stringify({ s: si.cluster, c: ci.cluster });
+                if (!whole(si.cluster) || !whole(ci.cluster)) return undefined;
+                if (ci.cluster!.leader === si.cluster!.leader) {
+                  const stepdown = `$JS.API.CONSUMER.LEADER.STEPDOWN.${stream}.${durable}`;
+                  await app.request(stepdown, undefined, { timeout: 5_000 });
+                  return undefined;
+                }
+                return { stream: si.cluster!.leader!, consumer: ci.cluster!.leader! };
+              } catch (err) {
+                last = (err as Error).message;
+                return undefined;
+              }
+            },
+            { timeoutMs: 150_000, intervalMs: 500, what: 'stream and consumer settled' }
+          ).catch((err: Error) => {
+            throw new Error(`${err.message}; last seen ${last}`);
+          });
+        };
+        for (const kind of ['stream', 'consumer'] as const) {
+          for (let i = 0; i < KILLS; i++) {
+            const leaders = await settle();
+            const node = leaders[kind];
+            kills.push({ kind, node, at: Date.now() });
+            const killed = await cl.kill(node);
+            assert.equal(killed.code, 0, killed.stderr);
+            await new Promise((r) => setTimeout(r, 3_000));
+            const started = await cl.start(node);
+            assert.equal(started.code, 0, started.stderr);
+          }
+        }
+        await settle();
+      } finally {
+        await Promise.all(apps.map((c) => c.close().catch(() => {})));
+        cc.kill('SIGTERM');
+        // It reports after its grace (20 s); never leave it behind.
+        setTimeout(() => cc.kill('SIGKILL'), 90_000).unref();
+      }
+      assert.equal(await exited, 0, out.slice(-4_000));
+      const result = JSON.parse(out.trim().split('\n').pop()!);
+      assert.equal(result.lost.length, 0, `lost: ${result.lost}`);
+      assert.ok(
+        result.sent > 100 && result.received === result.sent,
+        `${result.received}/${result.sent}`
+      );
+      const gaps: number[] = result.gaps
+        .map((g: { ms: number }) => g.ms)
+        .sort((a: number, b: number) => a - b);
+      console.log(
+        `# leader kills: ${kills.map((k) => `${k.kind}@${k.node}`).join(' ')}; sent ${result.sent}, ` +
+          `received ${result.received}, lost 0, duplicates ${result.duplicates}; gaps over 1 s: ` +
+          `${gaps.length ? gaps.join(', ') + ' ms' : 'none'} (longest ${result.longest_gap_ms} ms)`
+      );
     });
 
     test('a persisted room can be created while a node is stopped, and gets its third replica when the node is back', async () => {
