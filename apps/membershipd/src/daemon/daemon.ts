@@ -275,7 +275,11 @@ export class Daemon {
           ...(o.jetstreamSync !== undefined ? { jetstreamSync: o.jetstreamSync } : {}),
         });
         await writeFileAtomic(paths.natsConfig, renderNatsConfig(config), { mode: 0o600 });
-        const orphan = await reapOrphan(paths.natsPidFile, paths.natsConfig);
+        const orphan = await reapOrphan(
+          paths.natsPidFile,
+          paths.natsConfig,
+          o.natsServerBin ? { bin: o.natsServerBin } : {}
+        );
         if (orphan)
           log.warn({ pid: orphan }, 'stopped a nats-server left running by a previous membershipd');
         const natsLog = log.child({ component: 'nats-server' });
