@@ -3,7 +3,13 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { NatsConnection } from 'nats';
 import { httpbis } from 'http-message-signatures';
-import { ed25519Signer, generateIdentity, type Identity } from '@sealbus/crypto';
+import {
+  ed25519Signer,
+  generateIdentity,
+  requestSigner,
+  signRequest,
+  type Identity,
+} from '@sealbus/crypto';
 import { ControlClient, ControlError } from '@sealbus/client';
 import { newRoomKey, openRoomKey, sealRoomKey } from '@sealbus/client/internal';
 import type { MembershipStore } from '@sealbus/store';
@@ -302,6 +308,18 @@ describe('signed control plane', { timeout: 240_000 }, () => {
     const again = await rawRequest(d.httpUrl, 'GET', '/me', headers);
     assert.equal(again.status, 401);
     assert.equal(again.json.error.code, 'REPLAYED');
+    // The same nonce on a different, freshly signed request (another path,
+    // a valid signature of its own): the nonce is what is single-use.
+    const nonce = 'reused-nonce-' + Date.now();
+    const first = signedHeaders(admin, 'GET', `${d.httpUrl}/me`, undefined, { nonce });
+    assert.equal((await rawRequest(d.httpUrl, 'GET', '/me', first)).status, 200);
+    const other = signedHeaders(admin, 'GET', `${d.httpUrl}/users`, undefined, { nonce });
+    const reused = await rawRequest(d.httpUrl, 'GET', '/users', other);
+    assert.equal(reused.status, 401);
+    assert.equal(reused.json.error.code, 'REPLAYED');
+    // A fresh nonce on that same request is served: the refusal was the nonce.
+    const fresh = signedHeaders(admin, 'GET', `${d.httpUrl}/users`);
+    assert.equal((await rawRequest(d.httpUrl, 'GET', '/users', fresh)).status, 200);
   });
 
   test('users: admin only (default deny), 409 re-add leaves the row, 404 unknown revoke, revoked admin denied at once', async () => {
@@ -624,6 +642,21 @@ describe('signed control plane', { timeout: 240_000 }, () => {
     );
     assert.equal(r2.status, 400);
     assert.equal(r2.json.error.code, 'BAD_JSON');
+    // Signed, digest right, but not JSON by its content type: 415.
+    const plain = JSON.stringify({ handle: 'x' });
+    const typed = signRequest(
+      requestSigner(admin),
+      {
+        method: 'POST',
+        url: new URL(`${d.httpUrl}/users`),
+        body: new TextEncoder().encode(plain),
+        contentType: 'text/plain',
+      },
+      {}
+    );
+    const r3 = await rawRequest(d.httpUrl, 'POST', '/users', typed, plain);
+    assert.equal(r3.status, 415);
+    assert.equal(r3.json.error.code, 'UNSUPPORTED_MEDIA_TYPE');
   });
 
   test('the nonce store unreachable: requests fail closed with 503 and are not executed', async () => {
