@@ -160,33 +160,74 @@ describe(
       assert.ok((manifest.sections.find((s) => s.name === 'sealbus_users')?.count ?? 0) >= 2);
     });
 
-    test('a route port refuses a client-CA certificate', async () => {
+    test('a route port refuses a client-CA certificate fit for client auth, and talks to a route-CA one', async () => {
       const routeUrl = (cl.state().nodes[0] as any).route_url as string;
       const port = Number(routeUrl.split(':').pop());
       const dir = join(cl.dir, 'tls');
-      const err = await new Promise<string>((resolve) => {
-        // A valid certificate, but from the client CA: the route layer must reject it.
-        const sock = tls.connect({
-          host: '127.0.0.1',
-          port,
-          cert: readFileSync(join(dir, 'n2.crt')),
-          key: readFileSync(join(dir, 'n2.key')),
-          ca: readFileSync(join(dir, 'route-ca.crt')),
-          servername: 'n1',
-          rejectUnauthorized: false,
-        });
-        sock.on('error', (e) => resolve(String(e)));
-        sock.on('data', () => {});
-        sock.on('close', () => resolve('closed'));
-        setTimeout(() => resolve('still open'), 5_000);
-      });
-      assert.notEqual(err, 'still open');
-      // The log line is written by nats-server and forwarded by membershipd:
-      // give it a moment to arrive.
-      await waitFor(
-        () => /route.*(handshake|certificate)/i.test(readFileSync(join(cl.dir, 'n1.log'), 'utf8')),
-        { timeoutMs: 10_000, what: 'the route refusal logged by nats-server' }
+      // A certificate from the client CA that is otherwise a perfect route
+      // certificate (clientAuth and serverAuth, the node's name and
+      // address): only its CA is wrong.
+      const fake = join(cl.dir, 'fake-route');
+      const sh = spawnSync(
+        'bash',
+        [
+          '-c',
+          `set -e; mkdir -p "$1"; cd "$1"
+           openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout k.pem -out r.csr -subj /CN=n2 2>/dev/null
+           printf 'subjectAltName=DNS:n2,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature\n' > ext
+           openssl x509 -req -in r.csr -CA "$2/client-ca.crt" -CAkey "$2/client-ca.key" -CAcreateserial -out c.pem -days 2 -extfile ext 2>/dev/null`,
+          'sh',
+          fake,
+          dir,
+        ],
+        { encoding: 'utf8' }
       );
+      assert.equal(sh.status, 0, sh.stderr);
+      /** What the route port does with this certificate: sends its INFO, or ends the session. */
+      const attempt = (cert: Buffer, key: Buffer) =>
+        new Promise<string>((resolve) => {
+          const sock = tls.connect({
+            host: '127.0.0.1',
+            port,
+            cert,
+            key,
+            ca: readFileSync(join(dir, 'route-ca.crt')),
+            servername: 'n1',
+          });
+          let got = '';
+          const done = (what: string) => {
+            sock.destroy();
+            resolve(what);
+          };
+          sock.on('data', (d) => {
+            got += d;
+            if (got.includes('\r\n'))
+              done(got.startsWith('INFO ') ? 'INFO' : `data: ${got.slice(0, 40)}`);
+          });
+          sock.on('error', (e) => done(`refused: ${e.message}`));
+          sock.on('close', () => done('closed without a word'));
+          setTimeout(() => done('still open'), 5_000).unref();
+        });
+      const log = () => readFileSync(join(cl.dir, 'n1.log'), 'utf8').split('\n');
+      const refusals = () => log().filter((l) => /route.*(handshake|certificate)/i.test(l)).length;
+      const before = refusals();
+      const bad = await attempt(
+        readFileSync(join(fake, 'c.pem')),
+        readFileSync(join(fake, 'k.pem'))
+      );
+      assert.match(bad, /^(refused|closed without a word)/, bad);
+      // The control: the same connection with a route-CA certificate is a route.
+      const good = await attempt(
+        readFileSync(join(dir, 'n2-route.crt')),
+        readFileSync(join(dir, 'n2-route.key'))
+      );
+      assert.equal(good, 'INFO');
+      // The refusal is logged now (a new line, not an old one).
+      await waitFor(() => refusals() > before, {
+        timeoutMs: 10_000,
+        what: 'the route refusal logged by nats-server',
+      });
+      console.log(`# route port: client-CA certificate -> ${bad}; route-CA certificate -> ${good}`);
     });
 
     test('certs.sh --renew + SIGHUP: HTTPS, NATS client and route ports serve the new certificates without a restart; a bad pair changes nothing', async () => {
