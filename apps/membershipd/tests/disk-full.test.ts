@@ -174,3 +174,55 @@ describe('a full disk under the data dir (a filled tmpfs)', { timeout: 300_000 }
     );
   });
 });
+
+describe('a small disk at start', { timeout: 180_000 }, () => {
+  test('the default room cap is lowered to fit (the node starts and says so); a cap asked for that cannot fit is refused clearly', async (t) => {
+    const mnt = mkdtempSync(join(tmpdir(), 'sealbus-smalldisk-'));
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m,mode=0700', 'tmpfs', mnt], {
+        stdio: 'pipe',
+      });
+    } catch (err) {
+      rmSync(mnt, { recursive: true, force: true });
+      return t.skip(
+        `cannot mount a tmpfs here (needs root): ${(err as Error).message.split('\n')[0]}`
+      );
+    }
+    let d: TestDaemon | undefined;
+    try {
+      // Before the fix: "Can't start JetStream: ... insufficient storage
+      // resources" (the default 10 GiB reservation on a 64 MiB disk).
+      d = await startDaemon({ dataDir: join(mnt, 'a') });
+      const warned = d.logs.find((l) =>
+        /default --app-max-bytes does not fit this disk/.test(l.msg)
+      );
+      assert.ok(warned, 'the lowered cap is logged');
+      const fitted = warned.app_max_bytes as number;
+      assert.ok(fitted > 0 && fitted <= (SIZE_MB * 1024 * 1024) / 2, String(fitted));
+      assert.equal((await fetch(`${d.httpUrl}/readyz`)).status, 200);
+      await d.dispose();
+      d = undefined;
+      // Asked for explicitly: kept, and refused before nats-server starts.
+      const r = await runMembershipd(
+        [
+          'serve',
+          '--data',
+          join(mnt, 'b'),
+          '--http',
+          '127.0.0.1:0',
+          '--nats-port',
+          '0',
+          '--app-max-bytes',
+          '1GiB',
+        ],
+        { timeoutMs: 60_000 }
+      );
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      assert.match(r.stdout + r.stderr, /--app-max-bytes 1073741824 does not fit/);
+    } finally {
+      await d?.dispose();
+      execFileSync('umount', ['-l', mnt]);
+      rmSync(mnt, { recursive: true, force: true });
+    }
+  });
+});

@@ -62,6 +62,7 @@ interface ServeOptions {
   httpMaxConnectionsPerAddress: number;
   roomMaxBytes: number;
   appMaxBytes: number;
+  appMaxBytesGiven?: boolean;
   jetstreamSync: JetStreamSync;
 }
 
@@ -260,7 +261,9 @@ export function registerServe(program: Command): void {
       }),
       'info'
     )
-    .action(async (opts: ServeOptions) => {
+    .action(async (opts: ServeOptions, cmd: Command) => {
+      // The default cap is lowered to fit a small disk; a value given is kept.
+      opts.appMaxBytesGiven = cmd.getOptionValueSource('appMaxBytes') !== 'default';
       process.exitCode = await serve(opts);
     });
 }
@@ -371,6 +374,7 @@ async function serve(opts: ServeOptions): Promise<number> {
       },
       roomMaxBytes: opts.roomMaxBytes,
       appMaxBytes: opts.appMaxBytes,
+      appMaxBytesGiven: opts.appMaxBytesGiven ?? true,
       jetstreamSync: opts.jetstreamSync,
       userJwtTtlSec: Math.max(5, Math.round(opts.userJwtTtl / 1000)),
       ...(opts.calloutKeyFile ? { calloutKeyFile: opts.calloutKeyFile } : {}),

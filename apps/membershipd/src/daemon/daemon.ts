@@ -42,6 +42,7 @@ import { bootstrapAdmin } from './bootstrap.js';
 import { createHealth } from './health.js';
 import {
   AUTH_TIMEOUT_S,
+  DEFAULT_APP_MAX_BYTES,
   embeddedNatsConfig,
   type ClusterOptions,
   type TlsFiles,
@@ -87,6 +88,8 @@ export interface DaemonOptions {
   metrics?: HostPort;
   /** JetStream storage cap of account APP (room streams), bytes. */
   appMaxBytes?: number;
+  /** `appMaxBytes` was asked for (not the default): never lowered, refused when it cannot fit. */
+  appMaxBytesGiven?: boolean;
   /** JetStream's sync policy for the embedded nats-server (default `always`). */
   jetstreamSync?: JetStreamSync;
   /** Encrypt the embedded store at rest with this key (embedded nats-server only). */
@@ -271,7 +274,12 @@ export class Daemon {
           },
           serverName,
           atRest: atRestKey !== null,
-          ...(o.appMaxBytes ? { appMaxBytes: o.appMaxBytes } : {}),
+          appMaxBytes: fitAppMaxBytes(
+            o.appMaxBytes ?? DEFAULT_APP_MAX_BYTES,
+            o.appMaxBytesGiven ?? false,
+            paths.natsDir,
+            log
+          ),
           ...(o.jetstreamSync !== undefined ? { jetstreamSync: o.jetstreamSync } : {}),
         });
         await writeFileAtomic(paths.natsConfig, renderNatsConfig(config), { mode: 0o600 });
@@ -605,6 +613,37 @@ export class Daemon {
     this.#logger.info({ code }, 'membershipd stopped');
     this.#finish(code);
   }
+}
+
+/**
+ * nats-server gives JetStream 75% of the free space of its store's
+ * filesystem and refuses to start when an account reserves more. The
+ * default room cap (10 GiB) would keep a node on a small disk from ever
+ * starting: it is lowered to half the free space (the rest stays for the
+ * control state), with a warning. A cap the operator asked for is kept, and
+ * refused here with a clear message when it cannot fit.
+ */
+export function fitAppMaxBytes(wanted: number, given: boolean, dir: string, log: Logger): number {
+  let free: number;
+  try {
+    const f = statfsSync(dir);
+    free = f.bavail * f.bsize;
+  } catch {
+    return wanted;
+  }
+  const jetstream = Math.floor(free * 0.75);
+  if (wanted < jetstream) return wanted;
+  if (given)
+    throw new Error(
+      `--app-max-bytes ${wanted} does not fit: nats-server gives JetStream ${jetstream} bytes ` +
+        `(75% of the ${free} bytes free under ${dir}); free space or lower --app-max-bytes`
+    );
+  const fitted = Math.max(1024 * 1024, Math.floor(free / 2));
+  log.warn(
+    { app_max_bytes: fitted, default: wanted, free_bytes: free },
+    'the default --app-max-bytes does not fit this disk: room streams are capped at half the free space'
+  );
+  return fitted;
 }
 
 async function reloadTls(
