@@ -58,6 +58,8 @@ export interface Metrics {
   natsReconnect(): void;
   /** The outcome of an audit append itself (not of the audited request). */
   auditAppend(outcome: 'ok' | 'error'): void;
+  /** Blob bytes stored (`in`, counted when an upload is committed) or sent (`out`). */
+  blobBytes(direction: 'in' | 'out', bytes: number): void;
 }
 
 /** The metric names are a contract: dashboards and alerts use them. */
@@ -75,6 +77,7 @@ export const METRIC_NAMES = Object.freeze([
   'sealbus_store_available',
   'sealbus_nats_reconnects_total',
   'sealbus_audit_appends_total',
+  'sealbus_blob_bytes_total',
   'sealbus_build_info',
 ] as const);
 
@@ -166,6 +169,12 @@ export function createMetrics(version: string): Metrics {
     labelNames: ['outcome'] as const,
     registers,
   });
+  const blobBytes = new Counter({
+    name: 'sealbus_blob_bytes_total',
+    help: 'room blob bytes stored (in: committed uploads) and sent (out: downloads)',
+    labelNames: ['direction'] as const,
+    registers,
+  });
   new Gauge({
     name: 'sealbus_build_info',
     help: 'always 1; the version is a label',
@@ -176,6 +185,7 @@ export function createMetrics(version: string): Metrics {
   // rate() and absence alerts work from the start.
   for (const decision of ['blocked', 'tripped']) damping.inc({ decision }, 0);
   for (const outcome of ['ok', 'error']) audit.inc({ outcome }, 0);
+  for (const direction of ['in', 'out']) blobBytes.inc({ direction }, 0);
   connected.set(0);
   storeUp.set(0);
 
@@ -201,6 +211,9 @@ export function createMetrics(version: string): Metrics {
     storeAvailable: (up) => storeUp.set(up ? 1 : 0),
     natsReconnect: () => reconnects.inc(),
     auditAppend: (outcome) => audit.inc({ outcome }),
+    blobBytes: (direction, bytes) => {
+      if (bytes > 0) blobBytes.inc({ direction }, bytes);
+    },
   };
 }
 

@@ -49,3 +49,10 @@ export {
   type CursorPosition,
   type RoomBuckets,
 } from './rooms.js';
+export {
+  BLOB_STORE_CHUNK,
+  BLOB_STORE_PREFIX,
+  RoomBlobs,
+  type BlobInfo,
+  type StoredBlob,
+} from './blobs.js';

@@ -11,6 +11,7 @@ import { AUDIT_STREAM, AuditLog, auditStreamConfig } from './audit.js';
 import { StoreError, isStreamNotFound, toStoreError } from './errors.js';
 import { createOnly, decodeJson, encodeJson, getLive, observeKv } from './kv.js';
 import { Rooms, scanMemberships } from './rooms.js';
+import { RoomBlobs } from './blobs.js';
 import type { MemberRecord } from '@sealbus/protocol';
 import type { BucketReplication, OpenStoreOptions, StoreLogger } from './types.js';
 import * as users from './users.js';
@@ -184,6 +185,8 @@ export class MembershipStore {
   readonly rooms: Rooms;
   /** The append-only audit log. */
   readonly audit: AuditLog;
+  /** Rooms' blobs (opaque bytes, one object store per room in the control account). */
+  readonly blobs: RoomBlobs;
   readonly #nc: NatsConnection;
   readonly #buckets: Readonly<Record<BucketId, KV>>;
   readonly #specs: Readonly<Record<BucketId, BucketSpec>>;
@@ -207,6 +210,7 @@ export class MembershipStore {
     this.#fast = fast;
     this.rooms = new Rooms(buckets, appJsm, replicas, roomMaxBytes);
     this.audit = new AuditLog(js, jsm);
+    this.blobs = new RoomBlobs(js, jsm, replicas);
     this.#buckets = Object.freeze(buckets);
     this.#specs = specs;
     this.replicas = replicas;

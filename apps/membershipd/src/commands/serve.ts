@@ -7,6 +7,7 @@ import { Daemon, EXIT, type DaemonOptions } from '../daemon/daemon.js';
 import { DEFAULT_APP_MAX_BYTES, type JetStreamSync } from '../daemon/natsconfig.js';
 import { DEFAULT_CHANGES_PER_MINUTE, DEFAULT_MAX_ROOMS_PER_USER } from '../http/app.js';
 import { DEFAULT_HTTP_BOUNDS } from '../http/bounds.js';
+import { DEFAULT_BLOB_MAX_BYTES, DEFAULT_ROOM_BLOB_BYTES } from '../http/routes/blobs.js';
 import type { AuthMode } from '../http/context.js';
 import { createLogger } from '../log.js';
 import { RouteSecret } from '../daemon/routesecret.js';
@@ -61,6 +62,8 @@ interface ServeOptions {
   changesPerMinute: number;
   httpMaxConnectionsPerAddress: number;
   roomMaxBytes: number;
+  blobMaxBytes: number;
+  roomBlobBytes: number;
   appMaxBytes: number;
   appMaxBytesGiven?: boolean;
   jetstreamSync: JetStreamSync;
@@ -149,6 +152,22 @@ export function registerServe(program: Command): void {
       )
         .argParser(argParser(parseSize))
         .default(DEFAULT_ROOM_MAX_BYTES, '256MiB')
+    )
+    .addOption(
+      new Option(
+        '--blob-max-bytes <size>',
+        'largest room blob accepted (POST /rooms/{id}/blobs; 413 over it); e.g. 16MiB'
+      )
+        .argParser(argParser(parseSize))
+        .default(DEFAULT_BLOB_MAX_BYTES, '64MiB')
+    )
+    .addOption(
+      new Option(
+        '--room-blob-bytes <size>',
+        "bytes of blobs one room may hold (507 ROOM_BLOB_QUOTA over it), in the control account's JetStream store"
+      )
+        .argParser(argParser(parseSize))
+        .default(DEFAULT_ROOM_BLOB_BYTES, '1GiB')
     )
     .addOption(
       new Option(
@@ -373,6 +392,8 @@ async function serve(opts: ServeOptions): Promise<number> {
         maxConnectionsPerAddress: opts.httpMaxConnectionsPerAddress,
       },
       roomMaxBytes: opts.roomMaxBytes,
+      blobMaxBytes: opts.blobMaxBytes,
+      roomBlobBytes: opts.roomBlobBytes,
       appMaxBytes: opts.appMaxBytes,
       appMaxBytesGiven: opts.appMaxBytesGiven ?? true,
       jetstreamSync: opts.jetstreamSync,

@@ -100,6 +100,10 @@ export interface DaemonOptions {
   maxRoomsPerUser?: number;
   /** Size cap of each room stream created (default 256 MiB). */
   roomMaxBytes?: number;
+  /** Largest blob accepted (default 64 MiB). */
+  blobMaxBytes?: number;
+  /** Bytes of blobs one room may hold (default 1 GiB). */
+  roomBlobBytes?: number;
   /**
    * A stop asked for during start-up (SIGTERM while waiting for nats-server
    * or a store quorum): start gives up at its next wait, undoes what it
@@ -532,6 +536,8 @@ export class Daemon {
         authorities,
         ...(o.maxRoomsPerUser !== undefined ? { maxRoomsPerUser: o.maxRoomsPerUser } : {}),
         ...(o.changesPerMinute ? { changesPerMinute: o.changesPerMinute } : {}),
+        ...(o.blobMaxBytes !== undefined ? { blobMaxBytes: o.blobMaxBytes } : {}),
+        ...(o.roomBlobBytes !== undefined ? { roomBlobBytes: o.roomBlobBytes } : {}),
         logger: log,
         store,
         authMode: o.authMode,

@@ -22,6 +22,7 @@ import { openApiDocument } from './openapi.js';
 import { normalTarget } from './target.js';
 import { directoryRoutes } from './routes/directory.js';
 import { roomRoutes } from './routes/rooms.js';
+import { blobRoutes, DEFAULT_BLOB_MAX_BYTES, DEFAULT_ROOM_BLOB_BYTES } from './routes/blobs.js';
 import type { RouteDef } from './routes/types.js';
 import { userRoutes } from './routes/users.js';
 
@@ -95,6 +96,10 @@ export interface AppOptions {
   denials?: DenialBudget;
   /** Changes one non-admin signer may make a minute (and at once); 0 or absent: unlimited. */
   changesPerMinute?: number;
+  /** Largest blob (`--blob-max-bytes`, default 64 MiB). */
+  blobMaxBytes?: number;
+  /** Bytes of blobs one room may hold (`--room-blob-bytes`, default 1 GiB). */
+  roomBlobBytes?: number;
 }
 
 /** `--changes-per-minute` when not given. */
@@ -168,6 +173,7 @@ export const SIGNED_ROUTES: readonly RouteDef[] = Object.freeze([
   ...userRoutes,
   ...directoryRoutes,
   ...roomRoutes,
+  ...blobRoutes,
 ]);
 
 const PUBLIC_ROUTES: RouteDef[] = [
@@ -209,6 +215,11 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
     maxRoomsPerUser: o.maxRoomsPerUser ?? DEFAULT_MAX_ROOMS_PER_USER,
     denials: o.denials ?? new DenialBudget(),
     ...(o.metrics ? { metrics: o.metrics } : {}),
+    blobs: {
+      maxBytes: o.blobMaxBytes ?? DEFAULT_BLOB_MAX_BYTES,
+      roomBytes: o.roomBlobBytes ?? DEFAULT_ROOM_BLOB_BYTES,
+      uploading: new Map(),
+    },
   };
   const openapi = openApiDocument([...PUBLIC_ROUTES, ...SIGNED_ROUTES]);
 
@@ -254,14 +265,18 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
     });
   const limit = limitOf(o.bodyLimit ?? 64 * 1024);
   const damper = new AuthDamper(o.damping ?? { limit: 20, windowMs: 60_000 }, o.metrics);
-  const auth = signatureAuth({
+  const authOptions = {
     store: o.store,
     mode: o.authMode,
     logger: o.logger,
     damper,
     policy: { authorities: o.authorities },
     ...(o.metrics ? { metrics: o.metrics } : {}),
-  });
+  };
+  const auth = signatureAuth(authOptions);
+  // Blob uploads: the signed headers are verified before a byte of the body
+  // is read, and the handler checks the digest while it streams the body.
+  const streamAuth = signatureAuth({ ...authOptions, streamBody: true });
   const changes = o.changesPerMinute ? new ChangeBudget({ perMinute: o.changesPerMinute }) : null;
   const changeGate: MiddlewareHandler<AppEnv> = async (c, next) => {
     const actor = c.get('actor');
@@ -283,7 +298,9 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
     const path = r.path.replace(/\{(\w+)\}/g, ':$1');
     // Room changes carry the owner's statement (all members): a larger room needs more.
     const lim = r.maxBody ? limitOf(Math.max(r.maxBody, o.bodyLimit ?? 0)) : limit;
-    if (r.method === 'get') app.on('GET', path, lim, auth, (c) => r.handler(c, services));
+    if (r.streamBody)
+      app.on(r.method.toUpperCase(), path, streamAuth, changeGate, (c) => r.handler(c, services));
+    else if (r.method === 'get') app.on('GET', path, lim, auth, (c) => r.handler(c, services));
     else app.on(r.method.toUpperCase(), path, lim, auth, changeGate, (c) => r.handler(c, services));
   }
 

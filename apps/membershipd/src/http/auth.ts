@@ -4,7 +4,9 @@ import {
   claimedKeyId,
   SignatureError,
   verifyRequestSignature,
+  verifyRequestSignatureHead,
   type SignableRequest,
+  type VerifiedSignature,
   type VerifyPolicy,
 } from '@sealbus/crypto';
 import type { MembershipStore } from '@sealbus/store';
@@ -41,6 +43,13 @@ export interface SignatureAuthOptions {
   damper?: AuthDamper;
   /** Counts each refusal by code (soft mode too) and replays. */
   metrics?: Pick<Metrics, 'signatureFailure' | 'replay'>;
+  /**
+   * The route reads its body itself, as a stream (blob uploads): only the
+   * headers are verified here, with `content-type` and `content-digest`
+   * required and covered, and the digest's sha-256 bytes are left in
+   * `bodyDigest` for the handler to check as it reads. The body is not read.
+   */
+  streamBody?: boolean;
 }
 
 /**
@@ -81,14 +90,26 @@ export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<
 
   return async function signatureAuthMiddleware(c, next) {
     const remote = c.env?.incoming?.socket?.remoteAddress ?? 'unknown';
-    const body = new Uint8Array(await c.req.arrayBuffer());
-    c.set('rawBody', body);
+    let body: Uint8Array | null = null;
+    if (options.streamBody) {
+      c.set('rawBody', new Uint8Array());
+      c.set('bodyDigest', undefined);
+    } else {
+      body = new Uint8Array(await c.req.arrayBuffer());
+      c.set('rawBody', body);
+    }
     if (mode === 'off') {
       c.set('actor', await claimed(c));
       return next();
     }
     try {
-      const sig = verifyRequestSignature(signableRequest(c), body, options.policy);
+      let sig: VerifiedSignature;
+      if (body) sig = verifyRequestSignature(signableRequest(c), body, options.policy);
+      else {
+        const head = verifyRequestSignatureHead(signableRequest(c), options.policy);
+        c.set('bodyDigest', head.digest);
+        sig = head;
+      }
       const user = await store.getUser(sig.keyid);
       if (!user) throw new SignatureError('UNKNOWN_KEY', 'the signing key is not registered');
       if (user.status !== 'active')

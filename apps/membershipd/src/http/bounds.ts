@@ -136,7 +136,7 @@ export function noBodyWhereNoneIsTaken(
 ): MiddlewareHandler<AppEnv> {
   const pattern = (path: string) => new RegExp('^' + path.replace(/\{\w+\}/g, '[^/]+') + '$');
   const taking = routes
-    .filter((r) => r.body !== undefined)
+    .filter((r) => r.body !== undefined || r.streamBody)
     .map((r) => ({ method: r.method.toUpperCase(), re: pattern(r.path) }));
   const known = [...routes.map((r) => r.path), ...otherPaths].map(pattern);
   return async function noBodyMiddleware(c, next) {

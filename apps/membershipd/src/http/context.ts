@@ -14,6 +14,11 @@ export interface AppVariables {
   actor: UserRecord | null;
   /** The raw body bytes, read once and digest-checked before any parsing. */
   rawBody: Uint8Array;
+  /**
+   * A streamed body's claimed (signed) sha-256, from its Content-Digest; the
+   * handler checks it as it reads. Undefined when auth did not verify one.
+   */
+  bodyDigest: Uint8Array | undefined;
   /** A change whose intent is on the audit log and whose outcome is not yet. */
   auditIntent: { action: string; target: string | null } | undefined;
 }

@@ -17,6 +17,7 @@ import type { Metrics } from '../metrics.js';
 import type { AppContext } from './context.js';
 import { HttpError } from './errors.js';
 import type { DenialBudget } from './denials.js';
+import type { BlobLimits } from './routes/blobs.js';
 
 /** What route handlers work with. */
 export interface Services {
@@ -25,7 +26,9 @@ export interface Services {
   announce: (change: Change) => Promise<void>;
   /** Rooms one user may own; `POST /rooms` beyond it is 403 ROOM_QUOTA. */
   maxRoomsPerUser: number;
-  metrics?: Pick<Metrics, 'auditAppend'>;
+  metrics?: Pick<Metrics, 'auditAppend' | 'blobBytes'>;
+  /** Blob limits; the blob routes answer 404 without them. */
+  blobs?: BlobLimits;
   /** How many refusals per signer reach the audit log (none budgeted when absent). */
   denials?: DenialBudget;
 }

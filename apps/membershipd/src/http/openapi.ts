@@ -18,6 +18,7 @@ const ERRORS: Record<string, string> = {
   '409':
     'conflict with the current state (existing key or subject, stale epoch, a key that differs from the registered one, a NATS key bound to another user)',
   '413': 'body too large',
+  '507': 'storage full, or a room over its blob quota (ROOM_BLOB_QUOTA)',
   '503': 'store, nonce store or audit log unavailable (fails closed)',
 };
 
@@ -51,6 +52,16 @@ export function openApiDocument(routes: RouteDef[]) {
       'x-sealbus-access': r.access,
       ...(r.access === 'public' ? { security: [] } : {}),
       ...(params.length ? { parameters: params } : {}),
+      ...(r.streamBody
+        ? {
+            requestBody: {
+              required: true,
+              content: {
+                'application/octet-stream': { schema: { type: 'string', format: 'binary' } },
+              },
+            },
+          }
+        : {}),
       ...(r.body
         ? {
             requestBody: {

@@ -12,6 +12,23 @@ export function contentDigest(body: Uint8Array): string {
  * is required (other algorithms may be present and are ignored).
  */
 export function verifyContentDigest(field: string | undefined, body: Uint8Array): void {
+  const claimed = contentDigestSha256(field);
+  const actual = createHash('sha256').update(body).digest();
+  if (!sameDigest(claimed, actual)) {
+    throw new SignatureError('DIGEST_MISMATCH', 'body does not match its Content-Digest');
+  }
+}
+
+/** Constant-time comparison of two digests (false when the lengths differ). */
+export function sameDigest(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/**
+ * The 32 bytes of a `Content-Digest` field's required `sha-256` member
+ * (DIGEST_MISSING without one, SIGNATURE_MALFORMED when it does not parse).
+ */
+export function contentDigestSha256(field: string | undefined): Uint8Array {
   if (field === undefined)
     throw new SignatureError('DIGEST_MISSING', 'request has a body but no Content-Digest');
   let dict;
@@ -29,8 +46,7 @@ export function verifyContentDigest(field: string | undefined, body: Uint8Array)
     throw new SignatureError('DIGEST_MISSING', 'Content-Digest has no sha-256 byte sequence');
   }
   const claimed = new Uint8Array(member[0]);
-  const actual = createHash('sha256').update(body).digest();
-  if (claimed.length !== actual.length || !timingSafeEqual(claimed, actual)) {
-    throw new SignatureError('DIGEST_MISMATCH', 'body does not match its Content-Digest');
-  }
+  if (claimed.length !== 32)
+    throw new SignatureError('DIGEST_MISMATCH', 'Content-Digest sha-256 is not 32 bytes');
+  return claimed;
 }

@@ -1,6 +1,6 @@
 export { SignatureError, type SignatureErrorCode } from './errors.js';
 export { componentValue, serializeSignatureParams, signatureBase } from './base.js';
-export { contentDigest, verifyContentDigest } from './digest.js';
+export { contentDigest, contentDigestSha256, sameDigest, verifyContentDigest } from './digest.js';
 export { parseSignatureFields, type ParsedSignature } from './parse.js';
 export {
   SEALBUS_PROFILE,
@@ -8,6 +8,7 @@ export {
   requestSigner,
   signRequest,
   verifyRequestSignature,
+  verifyRequestSignatureHead,
   type RequestSigner,
   type SignOptions,
   type SignRequestInput,

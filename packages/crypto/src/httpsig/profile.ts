@@ -4,7 +4,7 @@ import { fromHex } from '../bytes.js';
 import type { Identity } from '../types.js';
 import { ed25519Signer } from '../ed25519.js';
 import { serializeSignatureParams, signatureBase } from './base.js';
-import { contentDigest, verifyContentDigest } from './digest.js';
+import { contentDigest, contentDigestSha256, verifyContentDigest } from './digest.js';
 import { SignatureError } from './errors.js';
 import { parseSignatureFields } from './parse.js';
 import { verifyParsedSignature } from './verify.js';
@@ -68,6 +68,35 @@ export function verifyRequestSignature(
   body: Uint8Array,
   policy: VerifyPolicy = {}
 ): VerifiedSignature {
+  const sig = verifyHead(req, body.length > 0, policy);
+  // The digest field is covered (so untampered); now the body must match it.
+  if (body.length > 0 || req.header('content-digest') !== undefined) {
+    verifyContentDigest(req.header('content-digest'), body);
+  }
+  return sig;
+}
+
+/**
+ * Verifies a request whose body is to be streamed: everything
+ * `verifyRequestSignature` checks except the body itself. The body
+ * components (`content-type`, `content-digest`) must be covered, and the
+ * covered digest's sha-256 bytes are returned so the caller can check the
+ * body as it reads it (`contentDigestSha256` parses them). A caller must
+ * treat the body as unverified until its digest matched at the end.
+ */
+export function verifyRequestSignatureHead(
+  req: SignableRequest,
+  policy: VerifyPolicy = {}
+): VerifiedSignature & { digest: Uint8Array } {
+  const sig = verifyHead(req, true, policy);
+  return { ...sig, digest: contentDigestSha256(req.header('content-digest')) };
+}
+
+function verifyHead(
+  req: SignableRequest,
+  hasBody: boolean,
+  policy: VerifyPolicy
+): VerifiedSignature {
   const parsed = parseSignatureFields(req.header('signature-input'), req.header('signature'));
   if (parsed.label !== SEALBUS_PROFILE.label)
     throw new SignatureError('BAD_LABEL', `the signature label must be "${SEALBUS_PROFILE.label}"`);
@@ -112,7 +141,6 @@ export function verifyRequestSignature(
   if (tag !== SEALBUS_PROFILE.tag)
     throw new SignatureError('BAD_TAG', `tag must be "${SEALBUS_PROFILE.tag}"`);
 
-  const hasBody = body.length > 0;
   const required: readonly string[] = hasBody
     ? [...SEALBUS_PROFILE.components, ...SEALBUS_PROFILE.bodyComponents]
     : SEALBUS_PROFILE.components;
@@ -143,10 +171,6 @@ export function verifyRequestSignature(
     throw new SignatureError('UNKNOWN_KEY', 'keyid must be a 64-hex sign_pub');
 
   verifyParsedSignature(req, parsed, fromHex(keyid));
-  // The digest field is covered (so untampered); now the body must match it.
-  if (hasBody || req.header('content-digest') !== undefined) {
-    verifyContentDigest(req.header('content-digest'), body);
-  }
   return { keyid: keyid.toLowerCase(), nonce, created, expires };
 }
 

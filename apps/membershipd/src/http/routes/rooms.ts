@@ -220,7 +220,8 @@ export const roomRoutes: RouteDef[] = [
   {
     method: 'delete',
     path: '/rooms/{id}',
-    summary: 'Delete a room, its memberships, sealed keys and (persisted) history (owner only)',
+    summary:
+      'Delete a room, its memberships, sealed keys, blobs and (persisted) history (owner only)',
     access: 'owner',
     status: 200,
     response: roomDeletedResponseSchema,
@@ -228,10 +229,13 @@ export const roomRoutes: RouteDef[] = [
       const id = param(c, 'id', roomIdSchema);
       const { room } = await requireMembership(s, c, id, { action: 'room.delete', owner: true });
       await intend(s, c, 'room.delete', id);
+      // Blobs first: a failure here leaves the room, so deleting it again finishes the job.
+      const blobs = await s.store.blobs.deleteRoom(id);
       const members = await s.store.rooms.delete(room);
       await audit(s, c, 'room.delete', id, 'ok', {
         subject: room.subject,
         members: members.length,
+        blobs,
       });
       for (const m of members) {
         if (m.sign_pub !== room.owner)

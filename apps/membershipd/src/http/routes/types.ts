@@ -13,6 +13,12 @@ export interface RouteDef {
   body?: z.ZodType;
   /** Bytes a body may have when more than the app's default (64 KiB) is needed. */
   maxBody?: number;
+  /**
+   * The handler reads the body itself, streamed, with its own limit: auth
+   * verifies the signed headers only and leaves the claimed digest in
+   * `bodyDigest`, and the body is `application/octet-stream` (for the document).
+   */
+  streamBody?: true;
   status: number;
   response: z.ZodType;
   handler: (c: AppContext, s: Services) => Promise<Response>;
