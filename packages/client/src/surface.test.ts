@@ -181,15 +181,17 @@ describe(
       const lateRoom = await A.createRoom({ subject: 'ex.late', policy: ENC });
       const lateEnds = new Date(realNow() + 3_000).toISOString();
       await A.invite(lateRoom.id, b.signPubHex, 'reader', { expiresAt: lateEnds });
-      Date.now = () => realNow() - 8_000;
+      // 30 s behind (its signatures stay valid): its own timer would fire
+      // 30 s late, far more than a loaded machine's sweep delay.
+      Date.now = () => realNow() - 30_000;
       try {
         await B.subscribe(lateRoom.id, () => {});
         await waitFor(() => events.length === 2, {
           what: 'expired (slow clock)',
-          timeoutMs: 15_000,
+          timeoutMs: 25_000,
         });
         assert.ok(
-          realNow() < Date.parse(lateEnds) + 7_000,
+          realNow() < Date.parse(lateEnds) + 20_000,
           'before the slow clock would have said'
         );
       } finally {
