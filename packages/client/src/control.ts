@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import { z } from 'zod';
 import { requestSigner, signRequest, type Identity, type RequestSigner } from '@sealbus/crypto';
 import {
   addMemberSchema,
@@ -46,6 +46,7 @@ import {
 import { ControlError, type ControlAttempt } from './errors.js';
 import { Transport, type RawResponse } from './transport.js';
 import { checkControlUrl } from './secure.js';
+import { readSmall, streamExchange, type StreamedExchange } from './blobs.js';
 
 export interface ControlClientOptions {
   /** Control-plane base URLs, tried in order; the one that last answered goes first. */
@@ -88,6 +89,8 @@ export class ControlClient {
   readonly #lifetime: number;
   readonly #deadlineMs: number;
   readonly #retry429: boolean;
+  readonly #ca: string | Buffer | undefined;
+  readonly #timeoutMs: number;
   #preferred = 0;
 
   constructor(o: ControlClientOptions) {
@@ -107,6 +110,8 @@ export class ControlClient {
     this.#lifetime = o.signatureLifetimeSec ?? 60;
     this.#deadlineMs = Math.max(o.deadlineMs ?? 30_000, o.timeoutMs ?? 10_000);
     this.#retry429 = o.retryRateLimited ?? true;
+    this.#ca = o.ca;
+    this.#timeoutMs = o.timeoutMs ?? 10_000;
   }
 
   /** The URL that answered last (where the next request goes first). */
@@ -318,6 +323,116 @@ export class ControlClient {
     return entry;
   }
 
+  /**
+   * One signed exchange with a streamed body and answer (blobs), with the
+   * same failover as `request`: a connection error or a 503 moves on to the
+   * next URL (a fresh signature, the file read again); any other answer is
+   * returned, unread, for a 2xx, and thrown as a ControlError otherwise.
+   */
+  async #streamed(
+    method: string,
+    path: string,
+    upload?: { path: string; size: number; sha256: Uint8Array }
+  ): Promise<StreamedExchange> {
+    const attempts: ControlAttempt[] = [];
+    const deadline = Date.now() + this.#deadlineMs;
+    for (let i = 0; i < this.#urls.length && Date.now() < deadline; i++) {
+      const idx = (this.#preferred + i) % this.#urls.length;
+      const url = new URL(path, this.#urls[idx]);
+      const headers = signRequest(
+        this.#signer,
+        {
+          method,
+          url,
+          ...(upload ? { bodySha256: upload.sha256, contentType: 'application/octet-stream' } : {}),
+        },
+        { lifetimeSec: this.#lifetime }
+      );
+      let res: StreamedExchange;
+      try {
+        res = await streamExchange(method, url, headers, {
+          ...(upload ? { file: upload } : {}),
+          ...(this.#ca ? { ca: this.#ca } : {}),
+          idleMs: this.#timeoutMs,
+        });
+      } catch (err) {
+        attempts.push({ url: url.origin, status: 0, error: (err as Error).message });
+        continue;
+      }
+      if (res.status >= 200 && res.status < 300) {
+        this.#preferred = idx;
+        return res;
+      }
+      const e = errorOf({
+        status: res.status,
+        headers: res.headers,
+        body: await readSmall(res.body),
+      });
+      if (res.status === 503) {
+        attempts.push({ url: url.origin, status: 503, code: e.code, error: e.message });
+        continue;
+      }
+      this.#preferred = idx;
+      throw new ControlError(res.status, e.code, `${method} ${path}: ${e.message}`);
+    }
+    throw new ControlError(
+      attempts.every((a) => a.status === 503) ? 503 : 0,
+      'UNAVAILABLE',
+      `${method} ${path}: no control URL answered (${attempts.map((a) => `${a.url}: ${a.error}`).join('; ')})`,
+      attempts
+    );
+  }
+
+  /**
+   * Uploads a blob's stored bytes (ciphertext) from a file whose SHA-256 is
+   * known (the signed Content-Digest is sent before the body): `{hash, size}`.
+   * `Sealbus.putBlob` encrypts and spools; this is the raw route.
+   */
+  async uploadBlob(
+    id: string,
+    file: { path: string; size: number; sha256: Uint8Array }
+  ): Promise<{ hash: string; size: number }> {
+    const res = await this.#streamed('POST', `/rooms/${roomId(id)}/blobs`, file);
+    const answer = parseOrThrow(
+      blobAnswerSchema,
+      JSON.parse((await readSmall(res.body)).toString('utf8')),
+      'response'
+    );
+    if (answer.hash !== Buffer.from(file.sha256).toString('hex') || answer.size !== file.size)
+      throw new ControlError(res.status, 'BAD_RESPONSE', 'POST blobs: answered for other bytes');
+    return answer;
+  }
+
+  /** A blob's stored bytes, streamed as they arrive (unverified: `Sealbus.getBlob` opens them). */
+  async downloadBlob(
+    id: string,
+    hash: string
+  ): Promise<{ size: number; body: AsyncIterable<Uint8Array> }> {
+    const res = await this.#streamed('GET', `/rooms/${roomId(id)}/blobs/${blobHash(hash)}`);
+    return { size: Number(res.headers['content-length'] ?? NaN), body: res.body };
+  }
+
+  /** A blob's stored size, or null when the room has no such blob. */
+  async headBlob(id: string, hash: string): Promise<{ size: number } | null> {
+    try {
+      const res = await this.#streamed('HEAD', `/rooms/${roomId(id)}/blobs/${blobHash(hash)}`);
+      res.body.resume();
+      return { size: Number(res.headers['content-length'] ?? NaN) };
+    } catch (err) {
+      if (err instanceof ControlError && err.status === 404) return null;
+      throw err;
+    }
+  }
+
+  /** Deletes a blob (owner only). */
+  async deleteBlob(id: string, hash: string) {
+    return this.request(
+      'DELETE',
+      `/rooms/${roomId(id)}/blobs/${blobHash(hash)}`,
+      blobAnswerSchema.extend({ deleted: z.literal(true) })
+    );
+  }
+
   /** Closes idle keep-alive connections. */
   close(): void {
     this.#transport.close();
@@ -325,6 +440,9 @@ export class ControlClient {
 }
 
 const roomId = (id: string) => parseOrThrow(roomIdSchema, id, 'room id');
+const blobHashSchema = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex characters');
+const blobHash = (hash: string) => parseOrThrow(blobHashSchema, hash, 'blob hash');
+const blobAnswerSchema = z.object({ hash: blobHashSchema, size: z.number().int().nonnegative() });
 
 /** An answer about a room is about the room asked for, or it is refused. */
 function sameId<T extends { id: string }>(asked: string, answer: T): T {

@@ -33,7 +33,11 @@ export type SealbusErrorCode =
   | 'UNSUPPORTED'
   | 'TIMEOUT'
   | 'NO_RESPONDERS'
-  | 'CLOSED';
+  | 'CLOSED'
+  /** A blob's ciphertext did not verify (tampered, truncated, reordered, wrong ref); no plaintext of it was returned. */
+  | 'BLOB_CORRUPT'
+  /** A blob ref out of bounds (`parseBlobRef`). */
+  | 'BAD_BLOB_REF';
 
 /** One failed attempt against one control URL. */
 export interface ControlAttempt {

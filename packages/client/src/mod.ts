@@ -45,3 +45,6 @@ export type {
   SignedStatement,
   UserRecord,
 } from '@sealbus/protocol';
+// Blob refs (what `publishBlob` sends and `m.blob` carries) and their parser.
+export { BLOB_ENVELOPE_KEY } from './blobs.js';
+export { parseBlobRef, type BlobData, type BlobRef } from '@sealbus/crypto';

@@ -1,3 +1,5 @@
+import { blobOfMessage } from './blobs.js';
+import type { BlobRef } from '@sealbus/crypto';
 import {
   FrameError,
   frameSignatureValid,
@@ -49,6 +51,11 @@ export interface RoomMessage {
   streamSeq?: number;
   /** A request (`bus.request`): answer it with `sub.respond(m, data)`. */
   expectsReply?: boolean;
+  /**
+   * The blob ref the message carries (sent with `publishBlob`), validated;
+   * fetch it with `bus.getBlob(m.room, m.blob)`. Absent for other messages.
+   */
+  blob?: BlobRef;
   /** `data` as UTF-8 text. */
   string(): string;
   /** `data` parsed as JSON (UTF-8); throws SyntaxError when it is not JSON. */
@@ -495,6 +502,7 @@ export class RoomState {
         v.reason,
         v.reason === 'REPLAYED' ? 'frame already received' : 'frame older than the replay window'
       );
+    const blob = blobOfMessage(data);
     return {
       message: Object.assign(Object.create(messageMethods) as RoomMessage, {
         room: h.room,
@@ -506,6 +514,7 @@ export class RoomState {
         data,
         formerMember,
         ...(streamSeq !== undefined ? { streamSeq } : {}),
+        ...(blob ? { blob } : {}),
       }),
       loss: v.gap ? { room: h.room, sender: h.sender, session: h.session, ...v.gap } : null,
     };

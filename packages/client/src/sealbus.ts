@@ -45,6 +45,8 @@ import {
   type RejectedFrame,
   type RoomMessage,
 } from './roomstate.js';
+import { blobEnvelope, checkRef, openBlob, spoolBlob } from './blobs.js';
+import type { BlobData, BlobRef } from '@sealbus/crypto';
 
 export interface SealbusOptions {
   /** NATS servers; the client's own reconnect logic fails over between them. */
@@ -1121,6 +1123,70 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     } else {
       this.#conn.publish(state.chain.subject, frame);
     }
+  }
+
+  /**
+   * Encrypts `data` on this client under a fresh random key (chunked
+   * ChaCha20-Poly1305, 64 KiB chunks) and stores the ciphertext in the room
+   * (writers and the owner): resolves to the ref that opens it, key
+   * included, so treat the ref like the plaintext. The ciphertext is
+   * spooled to a 0600 file under `os.tmpdir()` (deleted afterwards; the
+   * plaintext never touches the disk) because the signed upload names its
+   * digest before its body. Memory stays constant for any input size.
+   *
+   * @example
+   * const ref = await bus.putBlob(room.id, fs.createReadStream('photo.jpg'));
+   */
+  async putBlob(roomId: string, data: BlobData): Promise<BlobRef> {
+    const spool = await spoolBlob(data);
+    try {
+      await this.control.uploadBlob(roomId, {
+        path: spool.path,
+        size: spool.stored,
+        sha256: spool.sha256,
+      });
+      return spool.ref;
+    } finally {
+      await spool.dispose();
+    }
+  }
+
+  /**
+   * `putBlob`, then publishes the ref (with `name` and `type`) as a room
+   * message: receivers see it as `m.blob` and fetch it with `getBlob`.
+   */
+  async publishBlob(
+    roomId: string,
+    data: BlobData,
+    meta: { name?: string; type?: string } = {}
+  ): Promise<BlobRef> {
+    const ref = checkRef({
+      ...(await this.putBlob(roomId, data)),
+      ...(meta.name !== undefined ? { name: meta.name } : {}),
+      ...(meta.type !== undefined ? { type: meta.type } : {}),
+    });
+    await this.publish(roomId, blobEnvelope(ref));
+    return ref;
+  }
+
+  /**
+   * The blob's plaintext, verified chunk by chunk as it streams in, in
+   * constant memory; any tampering ends it with `SealbusError`
+   * `BLOB_CORRUPT`, and no unverified plaintext is ever yielded.
+   */
+  async getBlobStream(roomId: string, ref: BlobRef): Promise<ReadableStream<Uint8Array>> {
+    const r = checkRef(ref);
+    const { body } = await this.control.downloadBlob(roomId, r.hash);
+    return ReadableStream.from(openBlob(body, r));
+  }
+
+  /** `getBlobStream`, collected (holds the whole plaintext: prefer the stream for large blobs). */
+  async getBlob(roomId: string, ref: BlobRef): Promise<Uint8Array> {
+    const parts: Uint8Array[] = [];
+    const r = checkRef(ref);
+    const { body } = await this.control.downloadBlob(roomId, r.hash);
+    for await (const p of openBlob(body, r)) parts.push(Uint8Array.from(p));
+    return Buffer.concat(parts);
   }
 
   /**

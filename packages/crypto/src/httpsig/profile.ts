@@ -192,6 +192,12 @@ export interface SignRequestInput {
   /** Content-Type of the body; required with a body. */
   contentType?: string;
   body?: Uint8Array;
+  /**
+   * A streamed body sent after the headers: its SHA-256 (32 bytes), which the
+   * `content-digest` field is made from, instead of `body`. Use when the body
+   * is too large to hold (blob uploads); the server checks it as it reads.
+   */
+  bodySha256?: Uint8Array;
 }
 
 export interface SignOptions {
@@ -218,12 +224,16 @@ export function signRequest(
 ): Record<string, string> {
   const body = input.body ?? new Uint8Array();
   const headers: Record<string, string> = {};
-  const hasBody = body.length > 0;
+  const hasBody = body.length > 0 || input.bodySha256 !== undefined;
   if (hasBody) {
     if (!input.contentType)
       throw new SignatureError('COMPONENT_MISSING', 'a body needs a content type');
     headers['content-type'] = input.contentType;
-    headers['content-digest'] = contentDigest(body);
+    if (input.bodySha256 !== undefined) {
+      if (input.bodySha256.length !== 32 || body.length > 0)
+        throw new SignatureError('DIGEST_MISMATCH', 'bodySha256: 32 bytes, and no body with it');
+      headers['content-digest'] = `sha-256=:${Buffer.from(input.bodySha256).toString('base64')}:`;
+    } else headers['content-digest'] = contentDigest(body);
   }
   const components = hasBody
     ? [...SEALBUS_PROFILE.components, ...SEALBUS_PROFILE.bodyComponents]
