@@ -130,7 +130,7 @@ describe('SDK blobs against a daemon', { timeout: 600_000 }, () => {
   test('truncated, reordered and flipped chunks on the server are BLOB_CORRUPT, no plaintext returned', async () => {
     const plain = randomBytes(200 * KiB); // 4 chunks: 3 x 64 KiB + 8 KiB
     const ref = await A.putBlob(eph, plain);
-    const os = await node.nc.jetstream().views.os(`sealbus_blobs_${eph}`);
+    const os = await node.app.jetstream().views.os(`sealbus_blobs_${eph}`);
     const stored = Buffer.from((await os.getBlob(ref.hash))!);
     const R = 64 * KiB + 16;
     const records = [0, 1, 2, 3].map((i) => stored.subarray(i * R, (i + 1) * R));

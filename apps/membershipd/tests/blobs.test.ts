@@ -98,7 +98,7 @@ describe('room blobs over HTTP', { timeout: 180_000 }, () => {
 
   /** Messages in the room's blob stream (0 when there is none). */
   async function storedMessages(roomId: string): Promise<number> {
-    const jsm = await node.nc.jetstreamManager();
+    const jsm = await node.app.jetstreamManager();
     try {
       return (await jsm.streams.info(`OBJ_sealbus_blobs_${roomId}`)).state.messages;
     } catch {
@@ -271,7 +271,7 @@ describe('room blobs over HTTP', { timeout: 180_000 }, () => {
     assert.ok((await storedMessages(r4)) > 0);
     await owner.bus.deleteRoom(r4);
     assert.equal(await storedMessages(r4), 0);
-    const jsm = await node.nc.jetstreamManager();
+    const jsm = await node.app.jetstreamManager();
     await assert.rejects(jsm.streams.info(`OBJ_sealbus_blobs_${r4}`), 'the store itself is gone');
 
     const { records } = await node.store.audit.query({ action: 'blob.*' });
@@ -312,5 +312,62 @@ describe('room blobs over HTTP', { timeout: 180_000 }, () => {
     assert.ok(post.requestBody.content['application/octet-stream']);
     assert.ok(doc.paths['/rooms/{id}/blobs/{hash}'].get);
     assert.ok(doc.paths['/rooms/{id}/blobs/{hash}'].delete);
+  });
+});
+
+describe('blobs cannot fill the control state', { timeout: 120_000 }, () => {
+  test('blobs count against account APP (--app-max-bytes): past it uploads are refused and signed changes still succeed', async () => {
+    const closers: Array<() => Promise<void>> = [];
+    // Rooms' history and blobs together get 3 MiB; each room may hold 8 MiB.
+    const d = await startDaemon({
+      args: ['--app-max-bytes', '3MiB', '--blob-max-bytes', '1MiB', '--room-blob-bytes', '8MiB'],
+    });
+    const admin = new ControlClient({ urls: [d.httpUrl], identity: await adminOf(d) });
+    try {
+      const o = await enrol(admin, d, 'filler');
+      const bus = await busOf(d, o.id, closers);
+      const room = (await bus.createRoom({ subject: 'blobs.fill', policy: ENC })).id;
+      const node = await nodeStore(d);
+      closers.push(async () => {
+        await node.nc.close();
+        await node.app.close();
+      });
+      /** Objects (metadata records) in the room's store. */
+      const storedObjects = async () => {
+        const jsm = await node.app.jetstreamManager();
+        const info = await jsm.streams.info(`OBJ_sealbus_blobs_${room}`, {
+          subjects_filter: '$O.>',
+        });
+        return Object.keys(info.state.subjects ?? {}).filter((k) => k.includes('.M.')).length;
+      };
+      let stored = 0;
+      let refused: RawResult | Error | undefined;
+      for (let i = 0; i < 8 && !refused; i++) {
+        // A refusal mid-body closes the connection: the client may see the
+        // reset before the answer.
+        const r = await upload(d, o.id, room, randomBytes(900 * KiB)).catch((e: Error) => e);
+        if (!(r instanceof Error) && r.status === 201) stored++;
+        else refused = r;
+      }
+      assert.ok(refused, `all ${stored} uploads stored: the account cap did not hold`);
+      assert.ok(stored >= 1 && stored <= 3, `${stored} stored before the cap`);
+      // The answer, when the client read it before the connection closed.
+      if (!(refused instanceof Error))
+        assert.deepEqual([refused.status, refused.json?.error?.code], [507, 'STORAGE_FULL']);
+      assert.equal(await storedObjects(), stored, 'nothing of the refused upload kept');
+      // The control state is elsewhere: a signed change still goes through.
+      const id = (await enrol(admin, d, 'after-the-cap')).id;
+      assert.equal(
+        (await admin.listUsers()).some((u) => u.sign_pub === id.signPubHex),
+        true
+      );
+      console.log(
+        `# blobs under --app-max-bytes 3MiB: ${stored} of 900 KiB stored, then ${refused instanceof Error ? refused.message : `${refused.status} ${refused.json?.error?.code}`}`
+      );
+    } finally {
+      for (const c of closers.reverse()) await c();
+      admin.close();
+      await d.dispose();
+    }
   });
 });

@@ -4,8 +4,10 @@ import { StoreError, isStreamNotFound, toStoreError } from './errors.js';
 
 /**
  * Room blobs: opaque bytes (the SDK stores ciphertext only) kept in one
- * JetStream object store per room, `sealbus_blobs_<room>`, in the control
- * account, replicated like the buckets. Objects are named by the lowercase
+ * JetStream object store per room, `sealbus_blobs_<room>`, in account APP
+ * beside the room streams (under its storage cap, `--app-max-bytes`, so
+ * uploads can never fill the space the control state needs; users hold no
+ * JetStream rights there), replicated like the buckets. Objects are named by the lowercase
  * hex SHA-256 of their bytes.
  *
  * One store per room, not one for all: a room's usage is the sum over its own

@@ -81,7 +81,7 @@ export function isStorageExhausted(err: unknown): boolean {
   const e = err as NatsLikeError | undefined;
   return (
     e?.api_error?.err_code === 10047 ||
-    /insufficient storage resources|no space left on device/i.test(
+    /insufficient storage resources|no space left on device|resource limits exceeded/i.test(
       `${e?.api_error?.description ?? ''} ${e?.message ?? ''}`
     )
   );

@@ -185,7 +185,7 @@ export class MembershipStore {
   readonly rooms: Rooms;
   /** The append-only audit log. */
   readonly audit: AuditLog;
-  /** Rooms' blobs (opaque bytes, one object store per room in the control account). */
+  /** Rooms' blobs (opaque bytes, one object store per room in account APP, under its storage cap). */
   readonly blobs: RoomBlobs;
   readonly #nc: NatsConnection;
   readonly #buckets: Readonly<Record<BucketId, KV>>;
@@ -203,6 +203,7 @@ export class MembershipStore {
     js: JetStreamClient,
     jsm: JetStreamManager,
     appJsm: JetStreamManager,
+    appJs: JetStreamClient,
     fast: FastViews,
     roomMaxBytes: number | undefined
   ) {
@@ -210,7 +211,10 @@ export class MembershipStore {
     this.#fast = fast;
     this.rooms = new Rooms(buckets, appJsm, replicas, roomMaxBytes);
     this.audit = new AuditLog(js, jsm);
-    this.blobs = new RoomBlobs(js, jsm, replicas);
+    // Blobs live beside the room streams in the users' account, under its
+    // storage cap (--app-max-bytes): no amount of uploads can fill the space
+    // the control state needs. Users have no JetStream rights there.
+    this.blobs = new RoomBlobs(appJs, appJsm, replicas);
     this.#buckets = Object.freeze(buckets);
     this.#specs = specs;
     this.replicas = replicas;
@@ -299,6 +303,9 @@ export class MembershipStore {
       js,
       jsm,
       appJsm,
+      options.app
+        ? options.app.jetstream({ timeout: options.opTimeoutMs ?? 5_000, checkAPI: false })
+        : js,
       fast,
       options.roomMaxBytes
     );
