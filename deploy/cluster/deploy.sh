@@ -35,8 +35,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --apply) apply=1 ;;
     --env) env_file=${2:?--env needs a file}; shift ;;
-    --release) release=${2:?--release needs a name}; shift
-      [[ $release =~ ^[A-Za-z0-9._-]+$ ]] || { echo "deploy.sh: --release takes [A-Za-z0-9._-] only" >&2; exit 2; } ;;
+    --release) release=${2:?--release needs a name}; shift ;;
     -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     install|start|upgrade|rollback|status|unit) cmd=$1 ;;
     *) echo "deploy.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
@@ -50,12 +49,25 @@ source "$env_file"
 : "${CLUSTER_NAME:?} ${INSTALL_DIR:?} ${CONFIG_DIR:?} ${DATA_DIR:?} ${SERVICE_USER:?}"
 : "${CLIENT_PORT:?} ${ROUTE_PORT:?} ${HTTP_PORT:?} ${TLS_DIR:?} ${SECRETS_DIR:?}"
 [ "${#NODES[@]}" -ge 3 ] || { echo "deploy.sh: NODES needs three entries" >&2; exit 2; }
-# These go into remote shell commands and the unit: plain absolute paths and
-# a plain user name only.
+# Everything below goes into remote root shells and the unit: plain values
+# only. Paths: absolute, at least two levels, no '.'/'..' components, no
+# empty ones, and not a system directory itself (a typo must not hand /, /etc
+# or /usr/lib to the service user).
+bad() { echo "deploy.sh: $*" >&2; exit 2; }
 for v in INSTALL_DIR CONFIG_DIR DATA_DIR; do
-  [[ ${!v} =~ ^/[A-Za-z0-9._/-]+$ ]] || { echo "deploy.sh: $v must be an absolute path of [A-Za-z0-9._/-] (got '${!v}')" >&2; exit 2; }
+  [[ ${!v} =~ ^(/[A-Za-z0-9_][A-Za-z0-9._-]*){2,}$ ]] ||
+    bad "$v must be an absolute path of two or more plain components [A-Za-z0-9._-] (got '${!v}')"
+  case ${!v} in
+    /usr/*|/bin/*|/sbin/*|/lib/*|/lib64/*|/boot/*|/dev/*|/proc/*|/sys/*|/run/*)
+      [[ ${!v} =~ ^/[^/]+/[^/]+/. ]] || bad "$v '${!v}' is a system directory" ;;
+  esac
 done
-[[ $SERVICE_USER =~ ^[a-z_][a-z0-9_-]*$ ]] || { echo "deploy.sh: SERVICE_USER '$SERVICE_USER' is not a plain user name" >&2; exit 2; }
+[[ $SERVICE_USER =~ ^[a-z_][a-z0-9_-]*$ ]] || bad "SERVICE_USER '$SERVICE_USER' is not a plain user name"
+[ "$SERVICE_USER" != root ] || bad "SERVICE_USER must not be root"
+[[ $CLUSTER_NAME =~ ^[A-Za-z0-9_-]+$ ]] || bad "CLUSTER_NAME '$CLUSTER_NAME' must be [A-Za-z0-9_-]"
+for v in CLIENT_PORT ROUTE_PORT HTTP_PORT; do
+  [[ ${!v} =~ ^[0-9]{1,5}$ ]] || bad "$v must be a port number (got '${!v}')"
+done
 case $TLS_DIR in /*) ;; *) TLS_DIR=$here/$TLS_DIR ;; esac
 case $SECRETS_DIR in /*) ;; *) SECRETS_DIR=$here/$SECRETS_DIR ;; esac
 
@@ -75,17 +87,39 @@ on() {
   shift
   run ssh -o BatchMode=yes "$target" "$*"
 }
+# The same, reading a local file on its stdin: secrets and scripts reach
+# their place without a copy at a guessable name in the node's /tmp.
+on_stdin() {
+  local file=$1 target=$2
+  shift 2
+  printf '+ %s\n' "ssh -o BatchMode=yes $target $*"
+  if [ "$apply" = 1 ]; then ssh -o BatchMode=yes "$target" "$*" <"$file"; fi
+}
+# release.sh runs as root, so it lives outside every release tree (those
+# belong to the service user, whose npm install scripts could rewrite them).
+install_release_sh() { # target
+  on_stdin "$here/release.sh" "$1" "sudo install -m 0755 -o root -g root /dev/stdin $INSTALL_DIR/release.sh"
+}
 
 if [ -z "$release" ]; then
   release=$(git -C "$repo" describe --always --dirty 2>/dev/null || date -u +%Y%m%d%H%M%S)
 fi
+# Whether named or from git (tags may hold ';', '$', '{'): one plain token.
+[[ $release =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] ||
+  bad "release name '$release' must be [A-Za-z0-9][A-Za-z0-9._-]* (name one with --release)"
 if [ "$apply" = 1 ] && [[ $release == *-dirty ]] && [[ $cmd == install || $cmd == upgrade ]]; then
   echo "deploy.sh: this checkout has uncommitted changes (release $release); commit them first: a release name must stand for one tree" >&2
   exit 2
 fi
 names=() targets=() addrs=()
+# (<placeholders> pass here; --apply refused them above)
+target_re='^[A-Za-z0-9<][A-Za-z0-9._@<>-]*$'
+addr_re='^[A-Za-z0-9<:][A-Za-z0-9.:<>-]*$'
 for line in "${NODES[@]}"; do
   read -r n t a <<<"$line"
+  [[ $n =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || bad "node name '$n' must be [A-Za-z0-9._-]"
+  [[ $t =~ $target_re ]] || bad "ssh target '$t' must be user@host"
+  [[ $a =~ $addr_re ]] || bad "address '$a' must be a host name or an IP address"
   names+=("$n") targets+=("$t") addrs+=("$a")
 done
 
@@ -159,14 +193,13 @@ case $cmd in
       on "$t" "sudo install -d -m 0700 -o $SERVICE_USER -g $SERVICE_USER $DATA_DIR $CONFIG_DIR/tls $CONFIG_DIR/secrets"
       on "$t" "sudo install -d -m 0755 $INSTALL_DIR/releases"
       ship_release "$i"
-      on "$t" "sudo $INSTALL_DIR/releases/$release/deploy/cluster/release.sh activate $INSTALL_DIR $INSTALL_DIR/releases/$release"
+      install_release_sh "$t"
+      on "$t" "sudo $INSTALL_DIR/release.sh activate $INSTALL_DIR $INSTALL_DIR/releases/$release"
       for f in client-ca.crt route-ca.crt "$n.crt" "$n.key" "$n-route.crt" "$n-route.key"; do
-        run scp -q "$TLS_DIR/$f" "$t:/tmp/sealbus-$f"
-        on "$t" "sudo install -m 0600 -o $SERVICE_USER -g $SERVICE_USER /tmp/sealbus-$f $CONFIG_DIR/tls/$f && rm -f /tmp/sealbus-$f"
+        on_stdin "$TLS_DIR/$f" "$t" "sudo install -m 0600 -o $SERVICE_USER -g $SERVICE_USER /dev/stdin $CONFIG_DIR/tls/$f"
       done
       for f in admin.id callout.key; do
-        run scp -q "$SECRETS_DIR/$f" "$t:/tmp/sealbus-$f"
-        on "$t" "sudo install -m 0600 -o $SERVICE_USER -g $SERVICE_USER /tmp/sealbus-$f $CONFIG_DIR/secrets/$f && rm -f /tmp/sealbus-$f"
+        on_stdin "$SECRETS_DIR/$f" "$t" "sudo install -m 0600 -o $SERVICE_USER -g $SERVICE_USER /dev/stdin $CONFIG_DIR/secrets/$f"
       done
       on "$t" "printf 'SEALBUS_ARGS=%s\n' '$(node_args "$i")' | sudo install -m 0640 -o root -g $SERVICE_USER /dev/stdin $CONFIG_DIR/membershipd.env"
       # The rendered unit travels inside the command (base64: no quoting to get wrong).
@@ -182,7 +215,8 @@ case $cmd in
       t=${targets[$i]}
       echo "# node ${names[$i]}: release $release"
       ship_release "$i"
-      on "$t" "sudo $INSTALL_DIR/releases/$release/deploy/cluster/release.sh activate $INSTALL_DIR $INSTALL_DIR/releases/$release"
+      install_release_sh "$t"
+      on "$t" "sudo $INSTALL_DIR/release.sh activate $INSTALL_DIR $INSTALL_DIR/releases/$release"
       on "$t" "sudo systemctl restart sealbus-membershipd"
       wait_healthy "$i"
     done
@@ -191,7 +225,7 @@ case $cmd in
     for i in "${!names[@]}"; do
       t=${targets[$i]}
       echo "# node ${names[$i]}: back to the previous release"
-      on "$t" "sudo $INSTALL_DIR/current/deploy/cluster/release.sh rollback $INSTALL_DIR"
+      on "$t" "sudo $INSTALL_DIR/release.sh rollback $INSTALL_DIR"
       on "$t" "sudo systemctl restart sealbus-membershipd"
       wait_healthy "$i"
     done

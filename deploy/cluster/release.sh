@@ -38,7 +38,8 @@ case $cmd in
     target=$3
     [ -d "$target" ] || die "no release at $target"
     cur=$(link current)
-    if [ "$cur" = "$target" ]; then
+    # -ef: the same directory however it is spelled (a trailing slash, a link).
+    if [ -n "$cur" ] && [ "$cur" -ef "$target" ]; then
       echo "already on $target (previous: $(link previous || true))"
       exit 0
     fi
@@ -52,7 +53,7 @@ case $cmd in
     prev=$(link previous)
     [ -n "$prev" ] || die "no previous release under $install: nothing to roll back to"
     [ -d "$prev" ] || die "the previous release $prev is gone"
-    [ "$prev" != "$cur" ] || die "previous and current are both $cur: a rollback would change nothing"
+    ! [ "$prev" -ef "$cur" ] || die "previous and current are both $cur: a rollback would change nothing"
     point current "$prev"
     [ -z "$cur" ] || point previous "$cur"
     echo "current: $prev (previous: ${cur:-none})"

@@ -140,7 +140,9 @@ describe('deploy/cluster material', () => {
     rmSync(calls, { force: true });
     const file = inventory(true);
     const dry = await deploy(['--env', file, '--release', 't1', 'install'], fakeBin);
-    for (const n of [1, 2, 3]) writeFileSync(join(dir, 'tls', `n${n}.crt`), 'x');
+    for (const n of [1, 2, 3])
+      for (const f of [`n${n}.crt`, `n${n}.key`, `n${n}-route.crt`, `n${n}-route.key`])
+        writeFileSync(join(dir, 'tls', f), 'x');
     const r = await deploy(['--env', file, '--release', 't1', '--apply', 'install'], fakeBin);
     assert.equal(r.code, 0, r.stderr);
     const printed = dry.stdout

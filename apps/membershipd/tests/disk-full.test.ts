@@ -154,7 +154,8 @@ describe('a full disk under the data dir (a filled tmpfs)', { timeout: 300_000 }
     assert.equal(h.status, 503, JSON.stringify(h.json));
     assert.equal(h.json.reason, 'storage full');
     assert.equal(h.json.store.writable, false);
-    assert.ok(h.json.store.disk_free_bytes < 4 * 1024 * 1024);
+    // No byte figure for anyone who asks: it would measure what others store.
+    assert.equal('disk_free_bytes' in h.json.store, false);
     const r = await health('/readyz');
     assert.deepEqual([r.status, r.json], [503, { ready: false, reason: 'storage full' }]);
 

@@ -60,7 +60,6 @@ describe('membershipd serve, embedded single node', { timeout: 120_000 }, () => 
       {
         ...p.store,
         leader: typeof p.store.leader,
-        disk_free_bytes: typeof p.store.disk_free_bytes,
       },
       {
         backend: 'jetstream-kv',
@@ -69,7 +68,6 @@ describe('membershipd serve, embedded single node', { timeout: 120_000 }, () => 
         leader: 'string',
         current: 1,
         writable: true,
-        disk_free_bytes: 'number',
       }
     );
     assert.equal(p.auth.mode, 'enforce');

@@ -117,6 +117,9 @@ function render(value: NatsConfigValue, indent: string, scopes: ReadonlySet<stri
   if (typeof value === 'number') {
     if (!Number.isFinite(value))
       throw new NatsdError('BAD_CONFIG', 'non-finite number in nats-server config');
+    // String() writes 1e21 as "1e+21", which nats-server reads as a string.
+    if (/e/i.test(String(value)))
+      throw new NatsdError('BAD_CONFIG', `number ${value} has no plain form in nats-server config`);
     return String(value);
   }
   if (typeof value === 'boolean') return value ? 'true' : 'false';

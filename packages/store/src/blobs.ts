@@ -155,14 +155,24 @@ export class RoomBlobs {
     const inflight: Promise<unknown>[] = [];
     const pending = Buffer.allocUnsafe(BLOB_STORE_CHUNK);
     let fill = 0;
+    // The first publish error, kept: every publish has its handler from the
+    // moment it is made (an unobserved rejection would end the process), and
+    // the upload stops at the next piece.
+    let failed: unknown;
     const publish = async (bytes: Uint8Array) => {
+      if (failed !== undefined) throw failed;
       // Copied: the pending buffer is reused while the publish is in flight.
-      inflight.push(this.#js.publish(chunkSubj, Uint8Array.from(bytes)));
+      const p = this.#js.publish(chunkSubj, Uint8Array.from(bytes));
+      p.catch((err: unknown) => {
+        failed ??= err;
+      });
+      inflight.push(p);
       chunks++;
       if (inflight.length >= WINDOW) await inflight.shift();
     };
     try {
       for await (const piece of source) {
+        if (failed !== undefined) throw failed;
         sha.update(piece);
         size += piece.length;
         let off = 0;
@@ -179,6 +189,7 @@ export class RoomBlobs {
       }
       if (fill > 0) await publish(pending.subarray(0, fill));
       await Promise.all(inflight.splice(0));
+      if (failed !== undefined) throw failed;
       const digest = sha.digest();
       accept(digest, size);
       if (digest.toString('hex') !== hash)

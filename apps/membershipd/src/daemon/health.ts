@@ -106,7 +106,6 @@ export function createHealth(s: HealthState): HealthProbe {
           leader: rep?.leader ?? null,
           current: rep?.current ?? null,
           writable: full === null ? null : !full,
-          disk_free_bytes: s.diskFree(),
         },
         auth: { mode: s.authMode },
         nats: {

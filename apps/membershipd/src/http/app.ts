@@ -46,8 +46,6 @@ export interface Posture {
      * `storage full`; null: not probed, the store is not usable anyway).
      */
     writable: boolean | null;
-    /** Free space on the embedded store's filesystem (null with an external NATS). */
-    disk_free_bytes: number | null;
   };
   auth: { mode: AuthMode };
   nats: { embedded: boolean; connected: boolean; server_version: string | null };

@@ -237,191 +237,151 @@ describe('cold review 15b: deploy.sh and release.sh (operator typos, hostile inv
     for (const s of sims) rmSync(s.dir, { recursive: true, force: true });
   });
 
-  test(
-    "a release name from `git describe` (a tag anyone with push rights can make) is checked like --release NAME before it reaches the nodes' root shell",
-    {
-      todo: 'broken: only --release NAME is checked; the git-derived name goes unquoted into remote sudo commands',
-    },
-    () => {
-      // A valid git tag: ; $ { } are all allowed in ref names.
-      const tag = 'v1;touch${IFS}pwned-by-tag';
-      const s = sim(tag);
-      const r = runDeploy(s, ['--apply', 'upgrade'], { exec: true });
-      const injected = remoteCommands(r.stdout).find((c) => c.includes('pwned-by-tag'));
+  test("a release name from `git describe` (a tag anyone with push rights can make) is checked like --release NAME before it reaches the nodes' root shell", () => {
+    // A valid git tag: ; $ { } are all allowed in ref names.
+    const tag = 'v1;touch${IFS}pwned-by-tag';
+    const s = sim(tag);
+    const r = runDeploy(s, ['--apply', 'upgrade'], { exec: true });
+    const injected = remoteCommands(r.stdout).find((c) => c.includes('pwned-by-tag'));
+    assert.ok(
+      !existsSync(join(s.node, 'pwned-by-tag')),
+      `the tag's payload ran on the node (deploy.sh exit ${r.code}): ${injected}`
+    );
+    assert.notEqual(r.code, 0, 'deploy.sh should refuse a release name outside [A-Za-z0-9._-]');
+  });
+
+  test('--release . and --release .. are refused (they name the releases dir and the install dir, which rsync --delete would wipe)', () => {
+    const s = sim();
+    const accepted: string[] = [];
+    for (const name of ['.', '..']) {
+      const r = runDeploy(s, ['--release', name, 'upgrade']);
+      const sync = r.stdout.split('\n').find((l) => l.includes('rsync -a --delete'));
+      if (r.code === 0) accepted.push(`--release ${name}: ${sync}`);
+    }
+    assert.deepEqual(accepted, [], accepted.join('\n'));
+  });
+
+  test('inventory paths and users that hand the system to the service user are refused (/., //, /etc, /usr, .. components, root)', () => {
+    const s = sim();
+    const cases: Array<Record<string, string>> = [
+      { DATA_DIR: '/' },
+      { DATA_DIR: '/.' },
+      { DATA_DIR: '//' },
+      { DATA_DIR: '/etc' },
+      { DATA_DIR: '/var/lib/sealbus/../..' },
+      { CONFIG_DIR: '/' },
+      { INSTALL_DIR: '/usr' },
+      { SERVICE_USER: 'root' },
+    ];
+    const accepted: string[] = [];
+    for (const over of cases) {
+      const r = runDeploy(s, ['install'], { over });
+      if (r.code !== 0) continue;
+      const [k, v] = Object.entries(over)[0]!;
+      const sample =
+        k === 'DATA_DIR'
+          ? remoteCommands(r.stdout).find((c) => c.includes('install -d -m 0700'))
+          : k === 'SERVICE_USER'
+            ? 'unit: ' +
+              runDeploy(s, ['unit'], { over })
+                .stdout.split('\n')
+                .find((l) => l.startsWith('User='))
+            : remoteCommands(r.stdout).find((c) => c.includes(`${v}/releases`));
+      accepted.push(`${k}=${v} accepted; e.g. ${sample}`);
+    }
+    assert.deepEqual(accepted, [], accepted.join('\n'));
+  });
+
+  test("other inventory values (CLUSTER_NAME, a node name) cannot run commands in the nodes' shell", () => {
+    const s = sim();
+    const byCluster = runDeploy(s, ['--apply', '--release', 'r1', 'install'], {
+      over: { CLUSTER_NAME: "c'$(touch pwned-by-cluster-name)'" },
+      exec: true,
+    });
+    const byName = runDeploy(s, ['--apply', '--release', 'r1', 'install'], {
+      nodes: [
+        "n1'$(touch${IFS}pwned-by-node-name)' ops@node1 127.0.0.1",
+        'n2 ops@node2 127.0.0.2',
+        'n3 ops@node3 127.0.0.3',
+      ],
+      exec: true,
+    });
+    const ran = ['pwned-by-cluster-name', 'pwned-by-node-name'].filter((f) =>
+      existsSync(join(s.node, f))
+    );
+    assert.deepEqual(
+      ran,
+      [],
+      `ran on the node: ${ran.join(', ')} (exit codes ${byCluster.code}, ${byName.code}); e.g. ${remoteCommands(
+        byCluster.stdout
+      ).find((c) => c.includes('pwned'))}`
+    );
+  });
+
+  test('root never executes a file from a tree the service user owns (release.sh is run with sudo from the release dir)', () => {
+    const s = sim();
+    const r = runDeploy(s, ['--release', 'v2', 'upgrade']);
+    assert.equal(r.code, 0, r.stderr);
+    const owned: string[] = [];
+    const rootRuns: string[] = [];
+    for (const c of remoteCommands(r.stdout)) {
+      for (const m of c.matchAll(/sudo chown -R sealbus: (\S+)/g)) owned.push(m[1]!);
+      for (const m of c.matchAll(/(?:^|\s)sudo (\/\S+)/g)) rootRuns.push(m[1]!);
+    }
+    // rollback runs `sudo $INSTALL_DIR/current/…/release.sh`, current being one of those trees
+    const rb = runDeploy(s, ['rollback']);
+    for (const c of remoteCommands(rb.stdout))
+      for (const m of c.matchAll(/(?:^|\s)sudo (\/\S+)/g))
+        rootRuns.push(m[1]!.replace('/opt/sealbus/current/', '/opt/sealbus/releases/v2/'));
+    const bad = [...new Set(rootRuns.filter((p) => owned.some((d) => p.startsWith(d + '/'))))];
+    assert.deepEqual(
+      bad,
+      [],
+      `run as root, writable by the service user (chown -R sealbus: ${owned[0]}; npm ci's install scripts run as it): ${bad.join(', ')}`
+    );
+  });
+
+  test("keys and cluster secrets are not staged at fixed names in the node's world-writable /tmp", () => {
+    const s = sim();
+    const fixed = (stdout: string) =>
+      stdout
+        .split('\n')
+        .map((l) => /^\+ scp -q \S+ \S+:(\/tmp\/\S+)$/.exec(l)?.[1])
+        .filter((p): p is string => !!p && /\.key$|admin\.id$/.test(p));
+    const a = fixed(runDeploy(s, ['install']).stdout);
+    const b = fixed(runDeploy(s, ['install']).stdout);
+    const predictable = [...new Set(a.filter((p) => b.includes(p)))];
+    assert.deepEqual(
+      predictable,
+      [],
+      `secrets through fixed /tmp names: ${predictable.join(', ')}`
+    );
+  });
+
+  test('release.sh: activating the current release under another spelling keeps `previous`, and a rollback that changes nothing is refused', () => {
+    const d = mkdtempSync(join(tmpdir(), 'cold15b-release-'));
+    try {
+      for (const rel of ['a', 'b']) mkdirSync(join(d, 'releases', rel), { recursive: true });
+      assert.equal(runRelease('activate', d, `${d}/releases/a`).code, 0);
+      assert.equal(runRelease('activate', d, `${d}/releases/b`).code, 0);
+      // deploy.sh with INSTALL_DIR ending in / passes `${INSTALL_DIR}/releases/b`
+      const again = runRelease('activate', `${d}/`, `${d}//releases/b`);
+      const prev = readlinkSync(join(d, 'previous'));
+      const rb = runRelease('rollback', d);
+      const cur = resolve(readlinkSync(join(d, 'current')));
+      assert.equal(
+        resolve(prev),
+        join(d, 'releases/a'),
+        `previous now ${prev} (activate said: ${again.stdout.trim()})`
+      );
       assert.ok(
-        !existsSync(join(s.node, 'pwned-by-tag')),
-        `the tag's payload ran on the node (deploy.sh exit ${r.code}): ${injected}`
+        rb.code !== 0 || cur === join(d, 'releases/a'),
+        `rollback exit ${rb.code} (${rb.stdout.trim()}) left current at ${cur}`
       );
-      assert.notEqual(r.code, 0, 'deploy.sh should refuse a release name outside [A-Za-z0-9._-]');
+    } finally {
+      rmSync(d, { recursive: true, force: true });
     }
-  );
-
-  test(
-    '--release . and --release .. are refused (they name the releases dir and the install dir, which rsync --delete would wipe)',
-    { todo: 'broken: the --release check [A-Za-z0-9._-]+ lets . and .. through' },
-    () => {
-      const s = sim();
-      const accepted: string[] = [];
-      for (const name of ['.', '..']) {
-        const r = runDeploy(s, ['--release', name, 'upgrade']);
-        const sync = r.stdout.split('\n').find((l) => l.includes('rsync -a --delete'));
-        if (r.code === 0) accepted.push(`--release ${name}: ${sync}`);
-      }
-      assert.deepEqual(accepted, [], accepted.join('\n'));
-    }
-  );
-
-  test(
-    'inventory paths and users that hand the system to the service user are refused (/., //, /etc, /usr, .. components, root)',
-    {
-      todo: 'broken: the path check allows /. and // (the root dir), system dirs and .. ; SERVICE_USER=root passes',
-    },
-    () => {
-      const s = sim();
-      const cases: Array<Record<string, string>> = [
-        { DATA_DIR: '/' },
-        { DATA_DIR: '/.' },
-        { DATA_DIR: '//' },
-        { DATA_DIR: '/etc' },
-        { DATA_DIR: '/var/lib/sealbus/../..' },
-        { CONFIG_DIR: '/' },
-        { INSTALL_DIR: '/usr' },
-        { SERVICE_USER: 'root' },
-      ];
-      const accepted: string[] = [];
-      for (const over of cases) {
-        const r = runDeploy(s, ['install'], { over });
-        if (r.code !== 0) continue;
-        const [k, v] = Object.entries(over)[0]!;
-        const sample =
-          k === 'DATA_DIR'
-            ? remoteCommands(r.stdout).find((c) => c.includes('install -d -m 0700'))
-            : k === 'SERVICE_USER'
-              ? 'unit: ' +
-                runDeploy(s, ['unit'], { over })
-                  .stdout.split('\n')
-                  .find((l) => l.startsWith('User='))
-              : remoteCommands(r.stdout).find((c) => c.includes(`${v}/releases`));
-        accepted.push(`${k}=${v} accepted; e.g. ${sample}`);
-      }
-      assert.deepEqual(accepted, [], accepted.join('\n'));
-    }
-  );
-
-  test(
-    "other inventory values (CLUSTER_NAME, a node name) cannot run commands in the nodes' shell",
-    {
-      todo: 'broken: only the three paths and SERVICE_USER are checked; a quote in CLUSTER_NAME or a node name breaks out of SEALBUS_ARGS',
-    },
-    () => {
-      const s = sim();
-      const byCluster = runDeploy(s, ['--apply', '--release', 'r1', 'install'], {
-        over: { CLUSTER_NAME: "c'$(touch pwned-by-cluster-name)'" },
-        exec: true,
-      });
-      const byName = runDeploy(s, ['--apply', '--release', 'r1', 'install'], {
-        nodes: [
-          "n1'$(touch${IFS}pwned-by-node-name)' ops@node1 127.0.0.1",
-          'n2 ops@node2 127.0.0.2',
-          'n3 ops@node3 127.0.0.3',
-        ],
-        exec: true,
-      });
-      const ran = ['pwned-by-cluster-name', 'pwned-by-node-name'].filter((f) =>
-        existsSync(join(s.node, f))
-      );
-      assert.deepEqual(
-        ran,
-        [],
-        `ran on the node: ${ran.join(', ')} (exit codes ${byCluster.code}, ${byName.code}); e.g. ${remoteCommands(
-          byCluster.stdout
-        ).find((c) => c.includes('pwned'))}`
-      );
-    }
-  );
-
-  test(
-    'root never executes a file from a tree the service user owns (release.sh is run with sudo from the release dir)',
-    {
-      todo: "broken: ship_release chowns the release to SERVICE_USER and runs npm ci as it, then root runs that release's release.sh",
-    },
-    () => {
-      const s = sim();
-      const r = runDeploy(s, ['--release', 'v2', 'upgrade']);
-      assert.equal(r.code, 0, r.stderr);
-      const owned: string[] = [];
-      const rootRuns: string[] = [];
-      for (const c of remoteCommands(r.stdout)) {
-        for (const m of c.matchAll(/sudo chown -R sealbus: (\S+)/g)) owned.push(m[1]!);
-        for (const m of c.matchAll(/(?:^|\s)sudo (\/\S+)/g)) rootRuns.push(m[1]!);
-      }
-      // rollback runs `sudo $INSTALL_DIR/current/…/release.sh`, current being one of those trees
-      const rb = runDeploy(s, ['rollback']);
-      for (const c of remoteCommands(rb.stdout))
-        for (const m of c.matchAll(/(?:^|\s)sudo (\/\S+)/g))
-          rootRuns.push(m[1]!.replace('/opt/sealbus/current/', '/opt/sealbus/releases/v2/'));
-      const bad = [...new Set(rootRuns.filter((p) => owned.some((d) => p.startsWith(d + '/'))))];
-      assert.deepEqual(
-        bad,
-        [],
-        `run as root, writable by the service user (chown -R sealbus: ${owned[0]}; npm ci's install scripts run as it): ${bad.join(', ')}`
-      );
-    }
-  );
-
-  test(
-    "keys and cluster secrets are not staged at fixed names in the node's world-writable /tmp",
-    {
-      todo: 'broken: scp to /tmp/sealbus-<file>, the same name every time; a local user who creates it first gets the key or swaps what sudo install copies',
-    },
-    () => {
-      const s = sim();
-      const fixed = (stdout: string) =>
-        stdout
-          .split('\n')
-          .map((l) => /^\+ scp -q \S+ \S+:(\/tmp\/\S+)$/.exec(l)?.[1])
-          .filter((p): p is string => !!p && /\.key$|admin\.id$/.test(p));
-      const a = fixed(runDeploy(s, ['install']).stdout);
-      const b = fixed(runDeploy(s, ['install']).stdout);
-      const predictable = [...new Set(a.filter((p) => b.includes(p)))];
-      assert.deepEqual(
-        predictable,
-        [],
-        `secrets through fixed /tmp names: ${predictable.join(', ')}`
-      );
-    }
-  );
-
-  test(
-    'release.sh: activating the current release under another spelling keeps `previous`, and a rollback that changes nothing is refused',
-    {
-      todo: 'broken: releases are compared as strings; INSTALL_DIR=/opt/sealbus/ (a trailing slash passes deploy.sh) loses previous and rollback exits 0 changing nothing',
-    },
-    () => {
-      const d = mkdtempSync(join(tmpdir(), 'cold15b-release-'));
-      try {
-        for (const rel of ['a', 'b']) mkdirSync(join(d, 'releases', rel), { recursive: true });
-        assert.equal(runRelease('activate', d, `${d}/releases/a`).code, 0);
-        assert.equal(runRelease('activate', d, `${d}/releases/b`).code, 0);
-        // deploy.sh with INSTALL_DIR ending in / passes `${INSTALL_DIR}/releases/b`
-        const again = runRelease('activate', `${d}/`, `${d}//releases/b`);
-        const prev = readlinkSync(join(d, 'previous'));
-        const rb = runRelease('rollback', d);
-        const cur = resolve(readlinkSync(join(d, 'current')));
-        assert.equal(
-          resolve(prev),
-          join(d, 'releases/a'),
-          `previous now ${prev} (activate said: ${again.stdout.trim()})`
-        );
-        assert.ok(
-          rb.code !== 0 || cur === join(d, 'releases/a'),
-          `rollback exit ${rb.code} (${rb.stdout.trim()}) left current at ${cur}`
-        );
-      } finally {
-        rmSync(d, { recursive: true, force: true });
-      }
-    }
-  );
+  });
 
   test('release.sh refuses a rollback with no previous release, and a previous that is gone', () => {
     const d = mkdtempSync(join(tmpdir(), 'cold15b-release-'));
@@ -527,63 +487,53 @@ function readlinkOr(p: string): string {
 // ---------------------------------------------------------------------------
 
 describe('cold review 15b: SIGHUP (systemctl reload) timing', { timeout: 120_000 }, () => {
-  test(
-    'a SIGHUP in the first moments of start-up does not kill membershipd (systemd counts a SIGHUP death as clean: Restart=on-failure would not restart it)',
-    {
-      todo: 'broken: the SIGHUP handler is installed inside serve(), after module loading; before it the default action kills the process',
-    },
-    async () => {
-      await using dir = await tempDir('cold15b-hup-');
-      const [httpPort, natsPort] = (await freePorts(2)) as [number, number];
-      const child = spawn(
-        process.execPath,
-        [
-          membershipdBin(),
-          'serve',
-          '--data',
-          dir.path,
-          '--http',
-          `127.0.0.1:${httpPort}`,
-          '--nats-port',
-          String(natsPort),
-          '--log-level',
-          'info',
-        ],
-        { stdio: ['ignore', 'pipe', 'pipe'] }
-      );
-      child.stdout.resume();
-      child.stderr.resume();
-      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
-        child.once('close', (code, signal) => r({ code, signal }))
-      );
-      await new Promise((r) => child.once('spawn', r));
-      await sleep(120);
-      child.kill('SIGHUP');
-      const early = await Promise.race([exited, sleep(4_000).then(() => null)]);
-      if (!early) {
-        child.kill('SIGTERM');
-        const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
-        await exited;
-        clearTimeout(t);
-      }
-      // A nats-server it may have started is stopped by its SIGTERM path; be sure.
-      const pidFile = join(dir.path, 'nats', 'nats-server.pid');
-      if (existsSync(pidFile)) {
-        const pid = Number(readFileSync(pidFile, 'utf8').trim());
-        try {
-          if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('nats-server'))
-            process.kill(pid, 'SIGKILL');
-        } catch {
-          // gone
-        }
-      }
-      assert.equal(
-        early?.signal ?? null,
-        null,
-        'membershipd died of the SIGHUP 120 ms after start'
-      );
+  test('a SIGHUP in the first moments of start-up does not kill membershipd (systemd counts a SIGHUP death as clean: Restart=on-failure would not restart it)', async () => {
+    await using dir = await tempDir('cold15b-hup-');
+    const [httpPort, natsPort] = (await freePorts(2)) as [number, number];
+    const child = spawn(
+      process.execPath,
+      [
+        membershipdBin(),
+        'serve',
+        '--data',
+        dir.path,
+        '--http',
+        `127.0.0.1:${httpPort}`,
+        '--nats-port',
+        String(natsPort),
+        '--log-level',
+        'info',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] }
+    );
+    child.stdout.resume();
+    child.stderr.resume();
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+      child.once('close', (code, signal) => r({ code, signal }))
+    );
+    await new Promise((r) => child.once('spawn', r));
+    await sleep(120);
+    child.kill('SIGHUP');
+    const early = await Promise.race([exited, sleep(4_000).then(() => null)]);
+    if (!early) {
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      await exited;
+      clearTimeout(t);
     }
-  );
+    // A nats-server it may have started is stopped by its SIGTERM path; be sure.
+    const pidFile = join(dir.path, 'nats', 'nats-server.pid');
+    if (existsSync(pidFile)) {
+      const pid = Number(readFileSync(pidFile, 'utf8').trim());
+      try {
+        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('nats-server'))
+          process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    assert.equal(early?.signal ?? null, null, 'membershipd died of the SIGHUP 120 ms after start');
+  });
 });
 
 // ---------------------------------------------------------------------------
@@ -687,32 +637,26 @@ describe('cold review 15b: disk-full signals', { timeout: 400_000 }, () => {
     }
   });
 
-  test(
-    'an unauthenticated observer cannot measure the size of what others store from /healthz (disk_free_bytes)',
-    {
-      todo: 'broken: /healthz gives anyone the exact free bytes of the store filesystem; a blob upload shows up byte for byte',
-    },
-    async (t) => {
-      if (!mounted) return t.skip('needs a private tmpfs (root) for a noise-free measurement');
-      const { id } = await enrol(admin, d, 'sizer');
-      const bus = await busOf(d, id, closers);
-      const room = (await bus.createRoom({ subject: 'cold15b.size', policy: ENC })).id;
-      await sleep(300);
-      const f0 = (await health()).json.store.disk_free_bytes;
-      const size = 3_000_000;
-      const put = await upload(id, room, randomBytes(size));
-      assert.equal(put.status, 201, JSON.stringify(put.json));
-      const f1 = (await health()).json.store.disk_free_bytes;
-      const measured = typeof f0 === 'number' && typeof f1 === 'number' ? f0 - f1 : null;
-      console.log(
-        `# unauthenticated /healthz: free bytes fell by ${measured} for a ${size}-byte blob`
-      );
-      assert.ok(
-        measured === null || Math.abs(measured - size) > size / 10,
-        `an unauthenticated GET /healthz measured ${measured} bytes for another user's ${size}-byte blob`
-      );
-    }
-  );
+  test('an unauthenticated observer cannot measure the size of what others store from /healthz (disk_free_bytes)', async (t) => {
+    if (!mounted) return t.skip('needs a private tmpfs (root) for a noise-free measurement');
+    const { id } = await enrol(admin, d, 'sizer');
+    const bus = await busOf(d, id, closers);
+    const room = (await bus.createRoom({ subject: 'cold15b.size', policy: ENC })).id;
+    await sleep(300);
+    const f0 = (await health()).json.store.disk_free_bytes;
+    const size = 3_000_000;
+    const put = await upload(id, room, randomBytes(size));
+    assert.equal(put.status, 201, JSON.stringify(put.json));
+    const f1 = (await health()).json.store.disk_free_bytes;
+    const measured = typeof f0 === 'number' && typeof f1 === 'number' ? f0 - f1 : null;
+    console.log(
+      `# unauthenticated /healthz: free bytes fell by ${measured} for a ${size}-byte blob`
+    );
+    assert.ok(
+      measured === null || Math.abs(measured - size) > size / 10,
+      `an unauthenticated GET /healthz measured ${measured} bytes for another user's ${size}-byte blob`
+    );
+  });
 });
 
 // ---------------------------------------------------------------------------
@@ -850,36 +794,30 @@ describe('cold review 15b: one member exhausting blob storage', { timeout: 300_0
     }
   );
 
-  test(
-    'multi-chunk uploads into a full account are refused with 507, and never crash membershipd',
-    {
-      todo: 'broken: RoomBlobs.put keeps up to 8 chunk publishes in flight and awaits only the oldest; the others reject ("resource limits exceeded for account") with no handler while the body is still read: an unhandled rejection kills the daemon',
-    },
-    async () => {
-      const statuses: number[] = [];
-      for (let i = 0; i < 6; i++) {
-        statuses.push(await slowUpload(filler, fillerRoom, randomBytes(4 * MiB - 4096)));
-        if (!(await alive())) break;
-      }
-      const up = await alive();
-      const why = up
-        ? ''
-        : d
-            .stderr()
-            .split('\n')
-            .filter((l) => /Error|err_code|description/.test(l))
-            .slice(0, 4)
-            .join(' | ');
-      console.log(
-        `# uploads into a full account: ${statuses.join(', ')}; daemon ${up ? 'alive' : 'DEAD'} ${why}`
-      );
-      assert.ok(up, `membershipd died after uploads answered ${statuses.join(', ')}: ${why}`);
-      assert.ok(
-        statuses.every((s) => s === 507),
-        statuses.join(', ')
-      );
+  test('multi-chunk uploads into a full account are refused with 507, and never crash membershipd', async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      statuses.push(await slowUpload(filler, fillerRoom, randomBytes(4 * MiB - 4096)));
+      if (!(await alive())) break;
     }
-  );
+    const up = await alive();
+    const why = up
+      ? ''
+      : d
+          .stderr()
+          .split('\n')
+          .filter((l) => /Error|err_code|description/.test(l))
+          .slice(0, 4)
+          .join(' | ');
+    console.log(
+      `# uploads into a full account: ${statuses.join(', ')}; daemon ${up ? 'alive' : 'DEAD'} ${why}`
+    );
+    assert.ok(up, `membershipd died after uploads answered ${statuses.join(', ')}: ${why}`);
+    assert.ok(
+      statuses.every((s) => s === 507),
+      statuses.join(', ')
+    );
+  });
 });
 
 // ---------------------------------------------------------------------------
@@ -1129,32 +1067,26 @@ describe('cold review 15b: natsd', { timeout: 120_000 }, () => {
     }
   );
 
-  test(
-    'a number renderNatsConfig writes is read back by nats-server as that number (never as a string in exponent form)',
-    {
-      todo: 'broken: String(1e21) is "1e+21", which nats-server reads as a string: a config that does not load, reported as the server\'s fault',
-    },
-    async () => {
-      await using dir = await tempDir('cold15b-render-');
-      const bin = resolveNatsServerBinary().path;
-      const problems: string[] = [];
-      for (const n of [1e21, 2 ** 70]) {
-        let text: string;
-        try {
-          text = renderNatsConfig({ port: await freePort(), max_payload: 1024, max_pending: n });
-        } catch (err) {
-          if (err instanceof NatsdError && err.code === 'BAD_CONFIG') continue;
-          throw err;
-        }
-        const file = join(dir.path, 'n.conf');
-        writeFileSync(file, text);
-        const r = spawnSync(bin, ['-t', '-c', file], { encoding: 'utf8', timeout: 10_000 });
-        if (r.status !== 0)
-          problems.push(`${n} -> ${JSON.stringify(text.split('\n')[2])}: ${r.stderr.trim()}`);
+  test('a number renderNatsConfig writes is read back by nats-server as that number (never as a string in exponent form)', async () => {
+    await using dir = await tempDir('cold15b-render-');
+    const bin = resolveNatsServerBinary().path;
+    const problems: string[] = [];
+    for (const n of [1e21, 2 ** 70]) {
+      let text: string;
+      try {
+        text = renderNatsConfig({ port: await freePort(), max_payload: 1024, max_pending: n });
+      } catch (err) {
+        if (err instanceof NatsdError && err.code === 'BAD_CONFIG') continue;
+        throw err;
       }
-      assert.deepEqual(problems, [], problems.join('\n'));
+      const file = join(dir.path, 'n.conf');
+      writeFileSync(file, text);
+      const r = spawnSync(bin, ['-t', '-c', file], { encoding: 'utf8', timeout: 10_000 });
+      if (r.status !== 0)
+        problems.push(`${n} -> ${JSON.stringify(text.split('\n')[2])}: ${r.stderr.trim()}`);
     }
-  );
+    assert.deepEqual(problems, [], problems.join('\n'));
+  });
 
   test('hostile keys and values written by renderNatsConfig stay data: nats-server -t accepts them and an include in a key is not followed', async () => {
     await using dir = await tempDir('cold15b-render-');
