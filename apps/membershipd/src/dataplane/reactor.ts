@@ -7,6 +7,9 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { countServers, kickUser } from './kick.js';
 
+/** When a revocation looks again for late connections: the last after the auth timeout (12 s). */
+export const REVOKE_SWEEPS_MS = [1_000, 3_000, 7_000, 14_000] as const;
+
 /**
  * A control-plane change that the data plane must act on. Writers (HTTP
  * handlers, `membershipd user` on a node) announce it on an internal
@@ -149,7 +152,31 @@ export class Reactor {
     this.#sweep.unref();
   }
 
+  /**
+   * A connection whose callout answer was given just before a revocation
+   * can register after the kick's last listing: a loaded server may take
+   * seconds, up to the auth timeout, between the answer and the connection
+   * (CI: 28 of 160 still open 5.5 s after a revoke). So a revocation looks
+   * again, in the background, until every answer given before it has
+   * either registered or timed out (the auth timeout, plus a margin).
+   */
+  #sweepAfterRevoke(signPub: string): void {
+    for (const ms of REVOKE_SWEEPS_MS) {
+      const t = setTimeout(() => {
+        this.#followUps.delete(t);
+        this.#kick(signPub, true).catch((e: unknown) =>
+          this.#o.logger.warn({ err: (e as Error).message }, 'revocation follow-up kick failed')
+        );
+      }, ms);
+      t.unref();
+      this.#followUps.add(t);
+    }
+  }
+  readonly #followUps = new Set<NodeJS.Timeout>();
+
   async stop(): Promise<void> {
+    for (const t of this.#followUps) clearTimeout(t);
+    this.#followUps.clear();
     if (this.#sweep) clearInterval(this.#sweep);
     if (this.#census) clearInterval(this.#census);
     await this.#all?.drain().catch(() => {});
@@ -187,6 +214,7 @@ export class Reactor {
     switch (c.type) {
       case 'user.revoked':
         await this.#kick(c.sign_pub, true);
+        this.#sweepAfterRevoke(c.sign_pub);
         return;
       case 'member.added':
         this.#notify(c.sign_pub, { type: 'member.added', room: c.room });
