@@ -190,3 +190,37 @@ export async function appendAnswers(
   await nc.flush();
   return answers;
 }
+
+/**
+ * The connections nats-server holds for a NATS user key, asked of the server
+ * itself (CONNZ filtered by user, over the node's system-account key): the
+ * ground truth a client's own view of its socket cannot give. `authorised`
+ * counts those in account APP, where the callout puts a user it let in;
+ * `pending` those still waiting for the callout's answer (no account yet).
+ */
+export async function serverConnectionsOf(
+  d: TestDaemon,
+  natsPub: string
+): Promise<{ authorised: number; pending: number }> {
+  const users = nodeUsers(await loadIdentity(join(d.dataDir, 'internal.id')));
+  const sys = await connect({
+    servers: d.natsUrl,
+    authenticator: nkeyAuthenticator(users.system.getSeed()),
+  });
+  try {
+    const m = await sys.request(
+      '$SYS.REQ.SERVER.PING.CONNZ',
+      new TextEncoder().encode(JSON.stringify({ user: natsPub, auth: true, limit: 100_000 })),
+      { timeout: 5_000 }
+    );
+    const r = JSON.parse(new TextDecoder().decode(m.data)) as {
+      data?: { connections?: Array<{ account?: string }> };
+    };
+    const conns = r.data?.connections;
+    if (!Array.isArray(conns)) throw new Error('CONNZ answered without connections');
+    const authorised = conns.filter((c) => c.account === 'APP').length;
+    return { authorised, pending: conns.length - authorised };
+  } finally {
+    await sys.close();
+  }
+}

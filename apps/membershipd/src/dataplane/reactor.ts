@@ -156,7 +156,9 @@ export class Reactor {
    * A connection whose callout answer was given just before a revocation
    * can register after the kick's last listing: a loaded server may take
    * seconds, up to the auth timeout, between the answer and the connection
-   * (CI: 28 of 160 still open 5.5 s after a revoke). So a revocation looks
+   * (a CI run once counted 28 of 160 clients "still open" 5.5 s after a
+   * revoke; nats-server's own listing later showed those were clients
+   * retrying refused reconnects, not connections). So a revocation looks
    * again, in the background, until every answer given before it has
    * either registered or timed out (the auth timeout, plus a margin).
    */
