@@ -41,16 +41,29 @@ chmod 700 "$out"
 umask 077
 days_ca=3650
 days_leaf=825
+# Everything is made inside a fresh private directory and renamed into
+# OUT_DIR: nothing here writes, chmods or reads a serial file through a name
+# in OUT_DIR, so a link planted there (by whoever can write OUT_DIR) can
+# never make this script, often run as root, touch a file elsewhere. A
+# rename replaces a planted link itself, never what it points to.
+work=$(mktemp -d "$out/.certs.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+# A random 128-bit serial: no .srl file (a fixed name in OUT_DIR) to keep.
+serial() { echo "0x$(openssl rand -hex 16)"; }
 
 make_ca() { # name common-name
   local name=$1 cn=$2
   [ -f "$out/$name.crt" ] && return 0
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$out/$name.key" -out "$out/$name.crt" -days "$days_ca" -subj "/CN=$cn" \
+    -keyout "$work/$name.key" -out "$work/$name.crt" -days "$days_ca" -subj "/CN=$cn" \
+    -set_serial "$(serial)" \
     -addext "basicConstraints=critical,CA:TRUE" \
     -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-  chmod 600 "$out/$name.key"
-  chmod 644 "$out/$name.crt"
+  chmod 600 "$work/$name.key"
+  chmod 644 "$work/$name.crt"
+  mv -f "$work/$name.key" "$out/$name.key"
+  mv -f "$work/$name.crt" "$out/$name.crt"
   echo "created $out/$name.crt"
 }
 
@@ -63,16 +76,15 @@ make_leaf() { # file ca cn sans usage
     if [[ $s =~ ^[0-9.]+$ || $s == *:* ]]; then alt+="IP:$s,"; else alt+="DNS:$s,"; fi
   done
   alt=${alt%,}
-  local ext
-  ext=$(mktemp)
+  local ext=$work/$file.ext
   printf 'subjectAltName=%s\nextendedKeyUsage=%s\nkeyUsage=critical,digitalSignature\nbasicConstraints=CA:FALSE\n' \
     "$alt" "$usage" >"$ext"
-  # Made under temporary names, then renamed over the old pair.
-  local tmp=$out/.$file.new
+  # Made in the private directory, then renamed over the old pair, key first.
+  local tmp=$work/$file
   openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
     -keyout "$tmp.key" -out "$tmp.csr" -subj "/CN=$cn" 2>/dev/null
-  openssl x509 -req -in "$tmp.csr" -CA "$out/$ca.crt" -CAkey "$out/$ca.key" -CAcreateserial \
-    -out "$tmp.crt" -days "$days_leaf" -extfile "$ext" 2>/dev/null
+  openssl x509 -req -in "$tmp.csr" -CA "$out/$ca.crt" -CAkey "$out/$ca.key" \
+    -set_serial "$(serial)" -out "$tmp.crt" -days "$days_leaf" -extfile "$ext" 2>/dev/null
   rm -f "$ext" "$tmp.csr"
   chmod 600 "$tmp.key"
   chmod 644 "$tmp.crt"

@@ -19,9 +19,11 @@ import {
   chmodSync,
   copyFileSync,
   existsSync,
+  lstatSync,
   mkdirSync,
   mkdtempSync,
   readFileSync,
+  readdirSync,
   readlinkSync,
   rmSync,
   statSync,
@@ -446,29 +448,43 @@ describe('cold review 15b: certs.sh --renew', () => {
   });
 
   test(
-    'a link planted at the fixed temporary name (.NAME.new.crt/.key) does not make --renew write or chmod a file outside OUT_DIR',
-    {
-      todo: "broken: openssl, chmod and mv follow .n1.new.{crt,key}; whoever can write OUT_DIR (the service user owns /etc/sealbus/tls, the usage example's dir) gets root to overwrite/chmod 644 any file, and n1.key becomes its link",
-    },
+    'links planted in OUT_DIR (old temporary names, serial files, the key itself) do not make --renew write or chmod a file outside OUT_DIR',
     () => {
       const out = join(dir, 'planted');
       assert.equal(runCerts([out, 'n1=127.0.0.1,localhost']).code, 0);
-      const victim = join(dir, 'victim.conf');
-      const victimKey = join(dir, 'victim-key');
-      writeFileSync(victim, 'precious\n', { mode: 0o600 });
-      writeFileSync(victimKey, 'mine\n', { mode: 0o600 });
-      symlinkSync(victim, join(out, '.n1.new.crt'));
-      symlinkSync(victimKey, join(out, '.n1.new.key'));
+      const victims = ['victim.conf', 'victim-key', 'victim-srl', 'victim-srl2', 'victim-route-key'];
+      for (const v of victims) writeFileSync(join(dir, v), `precious ${v}\n`, { mode: 0o600 });
+      // Every fixed name in OUT_DIR that certs.sh ever wrote through.
+      symlinkSync(join(dir, 'victim.conf'), join(out, '.n1.new.crt'));
+      symlinkSync(join(dir, 'victim-key'), join(out, '.n1.new.key'));
+      symlinkSync(join(dir, 'victim-srl'), join(out, 'client-ca.srl'));
+      symlinkSync(join(dir, 'victim-srl2'), join(out, 'route-ca.srl'));
+      // The key file itself swapped for a link.
+      rmSync(join(out, 'n1-route.key'));
+      symlinkSync(join(dir, 'victim-route-key'), join(out, 'n1-route.key'));
       const r = runCerts(['--renew', out, 'n1=127.0.0.1,localhost']);
-      const after = {
-        victim: readFileSync(victim, 'utf8').split('\n')[0],
-        victimMode: (statSync(victim).mode & 0o777).toString(8),
-        victimKey: readFileSync(victimKey, 'utf8').split('\n')[0],
-      };
+      assert.equal(r.code, 0, r.stderr);
+      const after = Object.fromEntries(
+        victims.map((v) => [
+          v,
+          `${readFileSync(join(dir, v), 'utf8').trim()} ${(statSync(join(dir, v)).mode & 0o777).toString(8)}`,
+        ])
+      );
       assert.deepEqual(
         after,
-        { victim: 'precious', victimMode: '600', victimKey: 'mine' },
-        `certs.sh exit ${r.code}; n1.key is now ${existsSync(join(out, 'n1.key')) ? readlinkOr(join(out, 'n1.key')) : 'gone'}`
+        Object.fromEntries(victims.map((v) => [v, `precious ${v} 600`])),
+        `certs.sh followed a planted link; n1.key is now ${readlinkOr(join(out, 'n1.key'))}`
+      );
+      // The renewed keys are plain private files, not the links.
+      for (const k of ['n1.key', 'n1-route.key']) {
+        assert.equal(lstatSync(join(out, k)).isSymbolicLink(), false, `${k} is a link`);
+        assert.equal(lstatSync(join(out, k)).mode & 0o777, 0o600, `${k} mode`);
+      }
+      // Nothing of the private work directory is left behind.
+      assert.deepEqual(
+        readdirSync(out).filter((f) => f.startsWith('.certs.')),
+        [],
+        'work directory left in OUT_DIR'
       );
     }
   );
