@@ -447,47 +447,44 @@ describe('cold review 15b: certs.sh --renew', () => {
     console.log(`# certs.sh --renew: ${snaps.length} mode snapshots, no key beyond 0600`);
   });
 
-  test(
-    'links planted in OUT_DIR (old temporary names, serial files, the key itself) do not make --renew write or chmod a file outside OUT_DIR',
-    () => {
-      const out = join(dir, 'planted');
-      assert.equal(runCerts([out, 'n1=127.0.0.1,localhost']).code, 0);
-      const victims = ['victim.conf', 'victim-key', 'victim-srl', 'victim-srl2', 'victim-route-key'];
-      for (const v of victims) writeFileSync(join(dir, v), `precious ${v}\n`, { mode: 0o600 });
-      // Every fixed name in OUT_DIR that certs.sh ever wrote through.
-      symlinkSync(join(dir, 'victim.conf'), join(out, '.n1.new.crt'));
-      symlinkSync(join(dir, 'victim-key'), join(out, '.n1.new.key'));
-      symlinkSync(join(dir, 'victim-srl'), join(out, 'client-ca.srl'));
-      symlinkSync(join(dir, 'victim-srl2'), join(out, 'route-ca.srl'));
-      // The key file itself swapped for a link.
-      rmSync(join(out, 'n1-route.key'));
-      symlinkSync(join(dir, 'victim-route-key'), join(out, 'n1-route.key'));
-      const r = runCerts(['--renew', out, 'n1=127.0.0.1,localhost']);
-      assert.equal(r.code, 0, r.stderr);
-      const after = Object.fromEntries(
-        victims.map((v) => [
-          v,
-          `${readFileSync(join(dir, v), 'utf8').trim()} ${(statSync(join(dir, v)).mode & 0o777).toString(8)}`,
-        ])
-      );
-      assert.deepEqual(
-        after,
-        Object.fromEntries(victims.map((v) => [v, `precious ${v} 600`])),
-        `certs.sh followed a planted link; n1.key is now ${readlinkOr(join(out, 'n1.key'))}`
-      );
-      // The renewed keys are plain private files, not the links.
-      for (const k of ['n1.key', 'n1-route.key']) {
-        assert.equal(lstatSync(join(out, k)).isSymbolicLink(), false, `${k} is a link`);
-        assert.equal(lstatSync(join(out, k)).mode & 0o777, 0o600, `${k} mode`);
-      }
-      // Nothing of the private work directory is left behind.
-      assert.deepEqual(
-        readdirSync(out).filter((f) => f.startsWith('.certs.')),
-        [],
-        'work directory left in OUT_DIR'
-      );
+  test('links planted in OUT_DIR (old temporary names, serial files, the key itself) do not make --renew write or chmod a file outside OUT_DIR', () => {
+    const out = join(dir, 'planted');
+    assert.equal(runCerts([out, 'n1=127.0.0.1,localhost']).code, 0);
+    const victims = ['victim.conf', 'victim-key', 'victim-srl', 'victim-srl2', 'victim-route-key'];
+    for (const v of victims) writeFileSync(join(dir, v), `precious ${v}\n`, { mode: 0o600 });
+    // Every fixed name in OUT_DIR that certs.sh ever wrote through.
+    symlinkSync(join(dir, 'victim.conf'), join(out, '.n1.new.crt'));
+    symlinkSync(join(dir, 'victim-key'), join(out, '.n1.new.key'));
+    symlinkSync(join(dir, 'victim-srl'), join(out, 'client-ca.srl'));
+    symlinkSync(join(dir, 'victim-srl2'), join(out, 'route-ca.srl'));
+    // The key file itself swapped for a link.
+    rmSync(join(out, 'n1-route.key'));
+    symlinkSync(join(dir, 'victim-route-key'), join(out, 'n1-route.key'));
+    const r = runCerts(['--renew', out, 'n1=127.0.0.1,localhost']);
+    assert.equal(r.code, 0, r.stderr);
+    const after = Object.fromEntries(
+      victims.map((v) => [
+        v,
+        `${readFileSync(join(dir, v), 'utf8').trim()} ${(statSync(join(dir, v)).mode & 0o777).toString(8)}`,
+      ])
+    );
+    assert.deepEqual(
+      after,
+      Object.fromEntries(victims.map((v) => [v, `precious ${v} 600`])),
+      `certs.sh followed a planted link; n1.key is now ${readlinkOr(join(out, 'n1.key'))}`
+    );
+    // The renewed keys are plain private files, not the links.
+    for (const k of ['n1.key', 'n1-route.key']) {
+      assert.equal(lstatSync(join(out, k)).isSymbolicLink(), false, `${k} is a link`);
+      assert.equal(lstatSync(join(out, k)).mode & 0o777, 0o600, `${k} mode`);
     }
-  );
+    // Nothing of the private work directory is left behind.
+    assert.deepEqual(
+      readdirSync(out).filter((f) => f.startsWith('.certs.')),
+      [],
+      'work directory left in OUT_DIR'
+    );
+  });
 });
 
 function readlinkOr(p: string): string {
