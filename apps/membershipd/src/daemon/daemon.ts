@@ -1,7 +1,7 @@
+import { X509Certificate } from 'node:crypto';
 import { readFileSync, statfsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import { createSecureContext } from 'node:tls';
 import type { AddressInfo, Server } from 'node:net';
 import { resolve } from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
@@ -49,6 +49,7 @@ import {
   type JetStreamSync,
 } from './natsconfig.js';
 import { writeNodeInfo } from './nodefile.js';
+import { CLIENT_AUTH, SERVER_AUTH, checkRenewedPair, pemCertificates } from './tlscheck.js';
 import { dataPaths, legacyStoreLayout, type DataPaths } from './paths.js';
 
 export interface DaemonOptions {
@@ -578,6 +579,11 @@ export class Daemon {
       );
       // Stop in reverse order of start: metrics, HTTP, reactor, callout,
       // connections (drained), then the nats-server child.
+      // The certificates served now: a renewal must keep naming what they name.
+      const inUse = {
+        https: o.tls ? firstCertificate(o.tls.cert) : undefined,
+        route: o.cluster?.tls ? firstCertificate(o.cluster.tls.cert) : undefined,
+      };
       return new Daemon({
         paths,
         httpUrl,
@@ -587,7 +593,7 @@ export class Daemon {
         shutdown: undo.reverse(),
         lifecycle,
         child,
-        reloadTls: () => reloadTls(server, o.tls, child),
+        reloadTls: () => reloadTls(server, { https: o.tls, route: o.cluster?.tls }, child, inUse),
       });
     } catch (err) {
       for (const step of undo.reverse()) await step().catch(() => {});
@@ -652,28 +658,44 @@ export function fitAppMaxBytes(wanted: number, given: boolean, dir: string, log:
   return fitted;
 }
 
+function firstCertificate(file: string): X509Certificate | undefined {
+  try {
+    return pemCertificates(readFileSync(file), file)[0];
+  } catch {
+    return undefined; // nothing to compare a renewal with
+  }
+}
+
 async function reloadTls(
   server: ServerType,
-  tls: TlsFiles | undefined,
-  child: NatsServerProcess | undefined
+  tls: { https: TlsFiles | undefined; route: TlsFiles | undefined },
+  child: NatsServerProcess | undefined,
+  inUse: { https?: X509Certificate | undefined; route?: X509Certificate | undefined }
 ): Promise<string[]> {
   const reloaded: string[] = [];
-  let https: { cert: Buffer; key: Buffer } | undefined;
-  if (tls) {
-    https = { cert: readFileSync(tls.cert), key: readFileSync(tls.key) };
-    // Throws on an unreadable pair or a key that does not match the certificate.
-    try {
-      createSecureContext(https);
-    } catch (err) {
-      throw new Error(`HTTPS certificate ${tls.cert}: ${(err as Error).message}`, { cause: err });
-    }
-  }
+  // Both pairs are checked before either is swapped in (see tlscheck.ts):
+  // a pair clients or peers would not trust changes nothing.
+  const https = tls.https
+    ? checkRenewedPair('HTTPS and NATS client', tls.https, {
+        usages: [SERVER_AUTH],
+        ...(inUse.https ? { current: inUse.https } : {}),
+      })
+    : undefined;
+  const route =
+    tls.route && child
+      ? checkRenewedPair('route', tls.route, {
+          usages: [SERVER_AUTH, CLIENT_AUTH],
+          ...(inUse.route ? { current: inUse.route } : {}),
+        })
+      : undefined;
   if (child) {
     await child.reload();
     reloaded.push('nats-server');
+    if (route) inUse.route = route.leaf;
   }
   if (https) {
-    (server as HttpsServer).setSecureContext(https);
+    (server as HttpsServer).setSecureContext({ cert: https.cert, key: https.key });
+    inUse.https = https.leaf;
     reloaded.push('https');
   }
   return reloaded;
