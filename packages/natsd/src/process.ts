@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, isAbsolute, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
 import { resolveNatsServerBinary } from './binary.js';
 import { NatsdError } from './errors.js';
 
@@ -27,9 +27,35 @@ const LEVELS: Record<string, NatsLogLevel> = {
  * when the config says `logtime: false`; anything else is info.
  */
 export function parseNatsLogLine(line: string): NatsLogLine {
-  const m = /^\[\d+\] (?:\S+ \S+ )?\[([A-Z]{3})\] (.*)$/.exec(line);
+  const m = LOG_PREFIX.exec(line);
   if (m) return { level: LEVELS[m[1]!] ?? 'info', msg: m[2]! };
   return { level: 'info', msg: line };
+}
+const LOG_PREFIX = /^\[\d+\] (?:\S+ \S+ )?\[([A-Z]{3})\] (.*)$/;
+
+/** Whether a line is one nats-server logged itself (its `[pid] … [LVL]` prefix). */
+function isServerLine(line: string): boolean {
+  return LOG_PREFIX.test(line);
+}
+
+/**
+ * Calls `onLine` for each line of a stream, split on `\n` only (a `\r\n`
+ * loses its `\r`). Not readline: it also splits on a lone `\r`, and a
+ * client's bytes that a trace-level log quotes may carry one, which would
+ * let a client start a line of its own in the server's log.
+ */
+function eachLine(stream: Readable, onLine: (line: string) => void): void {
+  let rest = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (chunk: string) => {
+    const parts = (rest + chunk).split('\n');
+    rest = parts.pop()!;
+    for (const p of parts) onLine(p.endsWith('\r') ? p.slice(0, -1) : p);
+  });
+  stream.on('end', () => {
+    if (rest) onLine(rest);
+    rest = '';
+  });
 }
 
 export interface NatsExit {
@@ -60,7 +86,8 @@ export interface StartOptions {
 }
 
 const KEEP_LINES = 20;
-const RELOADED = 'Reloaded server configuration';
+/** nats-server 2.10 logs the words alone; later versions add the config's digest in parentheses. */
+const RELOADED = /^Reloaded server configuration(?: \([^)]*\))? *$/;
 const RELOAD_FAILED = 'Failed to reload server configuration: ';
 
 /**
@@ -74,13 +101,13 @@ export class NatsServerProcess {
   readonly exited: Promise<NatsExit>;
   #child: ChildProcess;
   #exit: NatsExit | undefined;
-  #lineWatchers: Set<(line: NatsLogLine) => void>;
+  #lineWatchers: Set<(line: NatsLogLine, raw: string) => void>;
   #reloads: Promise<unknown> = Promise.resolve();
 
   private constructor(
     child: ChildProcess,
     exited: Promise<NatsExit>,
-    lineWatchers: Set<(line: NatsLogLine) => void>
+    lineWatchers: Set<(line: NatsLogLine, raw: string) => void>
   ) {
     this.#child = child;
     this.pid = child.pid!;
@@ -100,16 +127,16 @@ export class NatsServerProcess {
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...options.env },
     });
     const lastLines: string[] = [];
-    const lineWatchers = new Set<(line: NatsLogLine) => void>();
+    const lineWatchers = new Set<(line: NatsLogLine, raw: string) => void>();
     let markReady: () => void = () => {};
     const ready = new Promise<void>((r) => (markReady = r));
     for (const stream of [child.stdout!, child.stderr!]) {
-      createInterface({ input: stream }).on('line', (line) => {
+      eachLine(stream, (line) => {
         lastLines.push(line);
         if (lastLines.length > KEEP_LINES) lastLines.shift();
         const parsed = parseNatsLogLine(line);
-        if (parsed.msg === 'Server is ready') markReady();
-        for (const watch of lineWatchers) watch(parsed);
+        if (parsed.msg === 'Server is ready' && isServerLine(line)) markReady();
+        for (const watch of lineWatchers) watch(parsed, line);
         options.onLog?.(parsed);
       });
     }
@@ -178,13 +205,16 @@ export class NatsServerProcess {
   async #reloadOnce(timeoutMs: number): Promise<void> {
     if (!this.running)
       throw new NatsdError('RELOAD_FAILED', `nats-server (pid ${this.pid}) is not running`);
-    let watch: ((line: NatsLogLine) => void) | undefined;
+    let watch: ((line: NatsLogLine, raw: string) => void) | undefined;
     let timer: NodeJS.Timeout | undefined;
     try {
       const verdict = new Promise<void>((resolve, reject) => {
-        watch = (line) => {
-          if (line.msg === RELOADED) resolve();
-          else if (line.msg.startsWith(RELOAD_FAILED))
+        // Only the server's own lines count, at the level it logs them at:
+        // a client's text quoted into a trace line is neither.
+        watch = (line, raw) => {
+          if (!isServerLine(raw)) return;
+          if (RELOADED.test(line.msg) && line.level === 'info') resolve();
+          else if (line.msg.startsWith(RELOAD_FAILED) && line.level === 'error')
             reject(
               new NatsdError(
                 'RELOAD_FAILED',
