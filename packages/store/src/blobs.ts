@@ -111,6 +111,20 @@ export class RoomBlobs {
     return m ? { hash, size: m.size } : null;
   }
 
+  /** The room's blobs, sorted by hash (none when it has no store). */
+  async list(room: string): Promise<BlobInfo[]> {
+    const os = await this.#existing(room);
+    if (!os) return [];
+    try {
+      return (await os.list())
+        .filter((o) => !o.deleted && HASH_RE.test(o.name))
+        .map((o) => ({ hash: o.name, size: o.size }))
+        .sort((a, b) => (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0));
+    } catch (err) {
+      throw toStoreError(err, `list the blobs of room ${room}`);
+    }
+  }
+
   /** Bytes the room's blobs take (their contents; JetStream's overhead aside). */
   async usage(room: string): Promise<number> {
     const os = await this.#existing(room);

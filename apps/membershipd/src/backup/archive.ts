@@ -16,6 +16,9 @@ import { parseKeyLine, readKeyText, type KeySources } from '../daemon/atrest.js'
  * - `stream/<stream>.jsonl`: one `{"subject","data"}` line per message
  *   (plus `headers` when it has any), oldest first: the audit log and the
  *   stream of every persisted room (sealed frames, ciphertext).
+ * - `blobs/sealbus_blobs_<room>.jsonl`: one `{"hash","size","data"}` line per
+ *   blob of the room (ciphertext, base64), sorted by hash, unless the backup
+ *   left blobs out (`--no-blobs`; the manifest's `blobs` says which).
  * Records carry no revision, sequence or store time, so a backup of a
  * restored store has the same checksums as the backup it was restored from:
  * that equality is the proof a round trip changed nothing.
@@ -30,8 +33,8 @@ const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/);
 
 export const sectionSchema = z.object({
   name: z.string().regex(/^[A-Za-z0-9_-]+$/),
-  kind: z.enum(['kv', 'stream']),
-  file: z.string().regex(/^(kv|stream)\/[A-Za-z0-9_-]+\.jsonl$/),
+  kind: z.enum(['kv', 'stream', 'blobs']),
+  file: z.string().regex(/^(kv|stream|blobs)\/[A-Za-z0-9_-]+\.jsonl$/),
   count: z.number().int().nonnegative(),
   bytes: z.number().int().nonnegative(),
   sha256: sha256Hex,
@@ -49,6 +52,8 @@ export const manifestSchema = z.object({
     at_rest: z.boolean().nullable(),
   }),
   sections: z.array(sectionSchema),
+  /** Whether room blobs are in the archive (absent: made before blobs existed). */
+  blobs: z.enum(['included', 'omitted']).optional(),
   totals: z.object({ records: z.number().int().nonnegative(), bytes: z.number().int() }),
 });
 
@@ -66,14 +71,33 @@ export const streamRecordSchema = z.object({
   /** When the stream stored it (ISO 8601, archives since 0.2): kept for the record, a restore cannot set it. */
   time: z.string().datetime({ offset: true }).optional(),
 });
+/** One blob of a room: its bytes (ciphertext, base64), named by their SHA-256. */
+export const blobRecordSchema = z.object({
+  hash: sha256Hex,
+  size: z.number().int().nonnegative(),
+  data: z.string(),
+});
 export type KvRecord = z.infer<typeof kvRecordSchema>;
 export type StreamRecord = z.infer<typeof streamRecordSchema>;
+export type BlobRecord = z.infer<typeof blobRecordSchema>;
+export type AnyRecord = KvRecord | StreamRecord | BlobRecord;
+export type SectionKind = Section['kind'];
 
 /** One section's content, before it is written. */
 export interface SectionData {
   name: string;
-  kind: 'kv' | 'stream';
-  records: Array<KvRecord | StreamRecord>;
+  kind: SectionKind;
+  records: AnyRecord[];
+}
+
+/** Why a blob record is not the blob it names (undefined when it is). */
+export function blobRecordDefect(r: BlobRecord): string | undefined {
+  const bytes = Buffer.from(r.data, 'base64');
+  if (bytes.toString('base64') !== r.data) return `blob ${r.hash}: data is not canonical base64`;
+  if (bytes.length !== r.size)
+    return `blob ${r.hash}: ${bytes.length} bytes, the record says ${r.size}`;
+  if (sha256(bytes) !== r.hash) return `blob ${r.hash}: its bytes hash to ${sha256(bytes)}`;
+  return undefined;
 }
 
 /** Why an archive was refused. Nothing has been written when this is thrown. */
@@ -87,7 +111,8 @@ export function sha256(data: Uint8Array): string {
 
 /** The JSONL bytes of a section and its manifest entry. */
 export function encodeSection(s: SectionData): { section: Section; body: Buffer } {
-  const body = Buffer.from(s.records.map((r) => JSON.stringify(r) + '\n').join(''), 'utf8');
+  // Line by line: one string of every blob's base64 could pass V8's limit.
+  const body = Buffer.concat(s.records.map((r) => Buffer.from(JSON.stringify(r) + '\n', 'utf8')));
   return {
     section: {
       name: s.name,
@@ -104,7 +129,9 @@ export function encodeSection(s: SectionData): { section: Section; body: Buffer 
 /** Builds the archive bytes: manifest first, then every section file. */
 export async function buildArchive(
   header: Omit<Manifest, 'sections' | 'totals' | 'format' | 'format_version'>,
-  sections: SectionData[]
+  sections: SectionData[],
+  /** The largest archive to write: what readArchive reads (a parameter for tests). */
+  maxBytes = MAX_ARCHIVE_BYTES
 ): Promise<{ manifest: Manifest; bytes: Buffer }> {
   const encoded = sections.map(encodeSection);
   const manifest: Manifest = {
@@ -133,7 +160,14 @@ export async function buildArchive(
   for (const e of encoded) await add(e.section.file, e.body);
   pack.finalize();
   await collected;
-  return { manifest, bytes: gzipSync(Buffer.concat(chunks)) };
+  const tarBytes = Buffer.concat(chunks);
+  // What readArchive would refuse is never written.
+  if (tarBytes.length > maxBytes)
+    throw new ArchiveError(
+      `the archive would hold ${humanBytes(tarBytes.length)}, more than the ${humanBytes(maxBytes)} a restore reads` +
+        (manifest.blobs === 'included' ? ' (leave room blobs out with --no-blobs)' : '')
+    );
+  return { manifest, bytes: gzipSync(tarBytes) };
 }
 
 /** Writes `bytes` to `path` (0600) through a temporary file and a rename: never half a backup. */
@@ -247,7 +281,7 @@ export function openSealedArchive(bytes: Buffer, key: ArchiveKey | null, path: s
 /** A read archive: its manifest and every section, parsed and verified. */
 export interface VerifiedArchive {
   manifest: Manifest;
-  sections: Array<{ section: Section; records: Array<KvRecord | StreamRecord> }>;
+  sections: Array<{ section: Section; records: AnyRecord[] }>;
 }
 
 /**
@@ -347,15 +381,32 @@ export function verifyFiles(files: Map<string, Buffer>, path: string): VerifiedA
         `${path}: checksum mismatch in ${section.file} (the archive is corrupted or was altered)`
       );
     }
-    const schema = section.kind === 'kv' ? kvRecordSchema : streamRecordSchema;
-    const lines = body.toString('utf8').split('\n');
-    if (lines.pop() !== '') throw new ArchiveError(`${path}: ${section.file} is truncated`);
-    const records = lines.map((line, i) => {
+    const schema =
+      section.kind === 'kv'
+        ? kvRecordSchema
+        : section.kind === 'stream'
+          ? streamRecordSchema
+          : blobRecordSchema;
+    // Split as bytes: a section of large blobs is more than one string holds.
+    const lines: Buffer[] = [];
+    for (let at = 0; at < body.length;) {
+      const nl = body.indexOf(0x0a, at);
+      if (nl < 0) throw new ArchiveError(`${path}: ${section.file} is truncated`);
+      lines.push(body.subarray(at, nl));
+      at = nl + 1;
+    }
+    const records = lines.map((line, i): AnyRecord => {
+      let r: AnyRecord;
       try {
-        return schema.parse(JSON.parse(line));
+        r = schema.parse(JSON.parse(line.toString('utf8')));
       } catch {
         throw new ArchiveError(`${path}: ${section.file} line ${i + 1} is not a valid record`);
       }
+      if (section.kind === 'blobs') {
+        const defect = blobRecordDefect(r as BlobRecord);
+        if (defect) throw new ArchiveError(`${path}: ${section.file} line ${i + 1}: ${defect}`);
+      }
+      return r;
     });
     if (records.length !== section.count) {
       throw new ArchiveError(

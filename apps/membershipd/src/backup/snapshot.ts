@@ -15,6 +15,7 @@ import {
   AUDIT_STREAM,
   AUDIT_SUBJECT_PREFIX,
   MembershipStore,
+  RoomBlobs,
   STORED_AT_HEADER,
   bucketSpecs,
   getLive,
@@ -26,9 +27,13 @@ import {
 } from '@sealbus/store';
 import {
   ArchiveError,
+  blobRecordDefect,
+  type AnyRecord,
+  type BlobRecord,
   type KvRecord,
   type Section,
   type SectionData,
+  type SectionKind,
   type StreamRecord,
   type VerifiedArchive,
 } from './archive.js';
@@ -85,7 +90,7 @@ export interface StoreConns {
 export async function dumpStore(
   conns: StoreConns,
   progress?: Progress,
-  options: { legacy?: boolean } = {}
+  options: { legacy?: boolean; blobs?: boolean } = {}
 ): Promise<SectionData[]> {
   const js = conns.control.jetstream({ timeout: OP_TIMEOUT_MS, checkAPI: false });
   const jsm = await conns.control.jetstreamManager({ timeout: OP_TIMEOUT_MS, checkAPI: false });
@@ -130,7 +135,55 @@ export async function dumpStore(
   for (const name of rooms) {
     out.push({ name, kind: 'stream', records: await dumpStream(appJsm, name, progress) });
   }
+  if (options.blobs) {
+    const appJs = conns.app.jetstream({ timeout: OP_TIMEOUT_MS, checkAPI: false });
+    const blobs = new RoomBlobs(appJs, appJsm, 1);
+    // The blobs of the rooms this backup's rooms section holds (a room
+    // deleted while the backup ran takes its blobs with it).
+    for (const room of roomsOf(out).sort((a, b) => (a.id < b.id ? -1 : 1))) {
+      const list = await blobs.list(room.id);
+      if (list.length === 0) continue;
+      const name = RoomBlobs.bucketOf(room.id);
+      const records: BlobRecord[] = [];
+      for (const [i, b] of list.entries()) {
+        const got = await blobs.get(room.id, b.hash);
+        if (!got) continue; // deleted since the listing
+        const parts: Uint8Array[] = [];
+        for await (const c of got.data as unknown as AsyncIterable<Uint8Array>) parts.push(c);
+        const r = { hash: b.hash, size: b.size, data: Buffer.concat(parts).toString('base64') };
+        // A stored blob that is not what it is named is not archived as if it were.
+        const defect = blobRecordDefect(r);
+        if (defect) throw new ArchiveError(`room ${room.id}: ${defect} in the store`);
+        records.push(r);
+        progress?.(name, i + 1, list.length);
+      }
+      out.push({ name, kind: 'blobs', records });
+    }
+  }
   return out;
+}
+
+/** Every room of the rooms section (persisted or not). */
+function roomsOf(sections: SectionData[]): RoomRecord[] {
+  const rows = (sections.find((s) => s.kind === 'kv' && s.name === bucketSpecs().rooms.name)
+    ?.records ?? []) as KvRecord[];
+  const out: RoomRecord[] = [];
+  for (const r of rows) {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(Buffer.from(r.value, 'base64').toString('utf8'));
+    } catch {
+      continue;
+    }
+    const parsed = roomRecordSchema.safeParse(raw);
+    if (parsed.success && `room.${parsed.data.id}` === r.key) out.push(parsed.data);
+  }
+  return out;
+}
+
+/** Whether an archive carries room blobs. */
+export function hasBlobs(archive: { sections: Array<{ section: Section }> }): boolean {
+  return archive.sections.some((s) => s.section.kind === 'blobs');
 }
 
 /** Every message of a stream, oldest first, with its sequence and the time it was stored. */
@@ -238,6 +291,15 @@ export function checkRestorable(archive: VerifiedArchive): void {
       throw new ArchiveError(`the archive has no ${w.kind} section ${w.name}`);
   }
   const rooms = new Map(persistedRooms(archive).map((p) => [roomStreamName(p.room.id), p.room]));
+  const allRooms = new Map(
+    roomsOf(
+      archive.sections.map((x) => ({
+        name: x.section.name,
+        kind: x.section.kind,
+        records: x.records,
+      }))
+    ).map((r) => [RoomBlobs.bucketOf(r.id), r])
+  );
   for (const { section, records } of archive.sections) {
     if (section.kind === 'stream') checkSequences(section.name, records as StreamRecord[]);
     const key = `${section.kind}:${section.name}`;
@@ -258,6 +320,20 @@ export function checkRestorable(archive: VerifiedArchive): void {
           throw new ArchiveError(
             `audit record ${i + 1} is not an audit record: ${parsed.error.issues[0]?.message ?? 'invalid'}`
           );
+      }
+      continue;
+    }
+    if (section.kind === 'blobs') {
+      const owner = allRooms.get(section.name);
+      if (!owner)
+        throw new ArchiveError(`the archive has blobs of an unknown room (${section.name})`);
+      let prev = '';
+      for (const r of records as BlobRecord[]) {
+        const defect = blobRecordDefect(r);
+        if (defect) throw new ArchiveError(`${section.name}: ${defect}`);
+        if (r.hash <= prev)
+          throw new ArchiveError(`${section.name}: blobs out of order or repeated (${r.hash})`);
+        prev = r.hash;
       }
       continue;
     }
@@ -308,7 +384,7 @@ export function restoredTimes(records: StreamRecord[]): Array<string | undefined
 /** What one section restored. */
 export interface RestoredSection {
   name: string;
-  kind: 'kv' | 'stream';
+  kind: SectionKind;
   count: number;
   sha256: string;
 }
@@ -409,6 +485,30 @@ export async function loadStore(
     }
     await store.rooms.capRestoredStream(room);
   }
+  // Blobs last: each put checks the bytes against their name again.
+  const appJsm = await conns.app.jetstreamManager({ timeout: OP_TIMEOUT_MS, checkAPI: false });
+  const blobs = new RoomBlobs(appJs, appJsm, options.replicas);
+  for (const { section, records } of archive.sections) {
+    if (section.kind !== 'blobs') continue;
+    const room = section.name.slice('sealbus_blobs_'.length);
+    if ((await blobs.list(room)).length > 0)
+      throw new ArchiveError(
+        `the blob store of room ${room} is not empty: restore needs a fresh store`
+      );
+    for (const [i, r] of (records as BlobRecord[]).entries()) {
+      const bytes = Buffer.from(r.data, 'base64');
+      await blobs.put(
+        room,
+        r.hash,
+        (async function* () {
+          for (let at = 0; at < bytes.length; at += 1024 * 1024)
+            yield bytes.subarray(at, at + 1024 * 1024);
+        })()
+      );
+      options.progress?.(section.name, i + 1, records.length);
+    }
+    done(section, records.length);
+  }
   return out;
 }
 
@@ -430,7 +530,7 @@ export async function verifyAgainst(
   conns: StoreConns,
   archive: VerifiedArchive
 ): Promise<ReadBack[]> {
-  const now = await dumpStore(conns);
+  const now = await dumpStore(conns, undefined, { blobs: hasBlobs(archive) });
   return archive.sections.map(({ section, records }) => {
     const mine = now.find((s) => s.name === section.name && s.kind === section.kind);
     const difference = mine
@@ -446,11 +546,15 @@ export async function verifyAgainst(
 
 /** Where two sections' records first differ (undefined when they agree). */
 export function firstDifference(
-  kind: 'kv' | 'stream',
-  want: Array<KvRecord | StreamRecord>,
-  got: Array<KvRecord | StreamRecord>
+  kind: SectionKind,
+  want: AnyRecord[],
+  got: AnyRecord[]
 ): string | undefined {
-  const form = (r: KvRecord | StreamRecord, withSeq: boolean) => {
+  const form = (r: AnyRecord, withSeq: boolean) => {
+    if (kind === 'blobs') {
+      const b = r as BlobRecord;
+      return JSON.stringify([b.hash, b.size, b.data]);
+    }
     if (kind === 'kv') {
       const k = r as KvRecord;
       return JSON.stringify([k.key, k.value]);

@@ -44,6 +44,8 @@ interface BackupOptions extends NodeOptions {
   atRestKeyFile?: string;
   archiveKeyFile?: string;
   natsServerBin?: string;
+  /** `--no-blobs` sets it false. */
+  blobs: boolean;
   output: 'text' | 'json';
 }
 
@@ -114,6 +116,10 @@ export function registerBackup(program: Command): void {
         `encrypt the archive (ChaCha20-Poly1305) with the key in this file (0600; or set ${ARCHIVE_KEY_ENV})`
       )
       .option('--nats-server-bin <path>', 'nats-server binary for offline backups')
+      .option(
+        '--no-blobs',
+        'leave room blobs out of the archive (they are in by default; `backup inspect` says which)'
+      )
       .addOption(outputOption()),
     { timeoutMs: 600_000, timeoutLabel: '10m' }
   )
@@ -150,7 +156,7 @@ export function registerBackup(program: Command): void {
             mode = 'live';
             sections = await withNodeStore(opts, async ({ nc, app }) => {
               natsServer = nc.info?.server_name ?? null;
-              return dumpStore({ control: nc, app }, progress);
+              return dumpStore({ control: nc, app }, progress, { blobs: opts.blobs });
             });
           } else {
             mode = 'offline';
@@ -167,7 +173,7 @@ export function registerBackup(program: Command): void {
             sections = await withOfflineStore(
               paths,
               { key, ...(opts.natsServerBin ? { natsServerBin: opts.natsServerBin } : {}) },
-              (conns) => dumpStore(conns, progress)
+              (conns) => dumpStore(conns, progress, { blobs: opts.blobs })
             );
           }
         } catch (err) {
@@ -175,19 +181,26 @@ export function registerBackup(program: Command): void {
         } finally {
           end();
         }
-        const { manifest, bytes: plain } = await buildArchive(
-          {
-            sealbus_version: VERSION,
-            created_at: new Date().toISOString(),
-            source: {
-              mode,
-              data_dir: paths.dataDir,
-              nats_server: natsServer,
-              at_rest: marker ? marker.at_rest : null,
+        let built;
+        try {
+          built = await buildArchive(
+            {
+              sealbus_version: VERSION,
+              created_at: new Date().toISOString(),
+              source: {
+                mode,
+                data_dir: paths.dataDir,
+                nats_server: natsServer,
+                at_rest: marker ? marker.at_rest : null,
+              },
+              blobs: opts.blobs ? 'included' : 'omitted',
             },
-          },
-          sections
-        );
+            sections
+          );
+        } catch (err) {
+          known(err);
+        }
+        const { manifest, bytes: plain } = built;
         // An archive that restore would refuse is not written at all.
         try {
           checkRestorable({
@@ -226,6 +239,7 @@ export function registerBackup(program: Command): void {
                 extra: `sha256 ${s.sha256.slice(0, 16)}…`,
               }))
             ) +
+            `\n  ${blobSummary(manifest)}` +
             `\n  ${manifest.totals.records} records; identity files (*.id, callout.key) are not in the archive: keep them separately\n`
         );
       })
@@ -276,8 +290,19 @@ export function formatManifest(file: string, m: Manifest, encrypted = false): st
         extra: `${humanBytes(s.bytes).padStart(9)}  sha256 ${s.sha256}`,
       }))
     ) +
+    `\n  ${blobSummary(m)}` +
     `\n  total      ${m.totals.records} records, ${humanBytes(m.totals.bytes)}\n`
   );
+}
+
+/** One line on whether (and how many) room blobs an archive holds. */
+export function blobSummary(m: Manifest): string {
+  const sections = m.sections.filter((s) => s.kind === 'blobs');
+  const count = sections.reduce((n, s) => n + s.count, 0);
+  const where = `${count} in ${sections.length} room${sections.length === 1 ? '' : 's'}`;
+  if (m.blobs === 'included') return `blobs      included (${where})`;
+  if (m.blobs === 'omitted') return 'blobs      left out (--no-blobs): a restore has no room blobs';
+  return 'blobs      not recorded (an archive made before blobs existed)';
 }
 
 /** What restoring an archive without an archive key means, said every time it is done. */
