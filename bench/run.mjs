@@ -9,6 +9,7 @@ import { clusterBench } from './cluster.mjs';
 import { opsBench } from './ops.mjs';
 import { durabilityBench } from './durability.mjs';
 import { persistedBench } from './persisted.mjs';
+import { blobsBench } from './blobs.mjs';
 
 const SUITES = {
   control: controlBench,
@@ -17,6 +18,7 @@ const SUITES = {
   ops: opsBench,
   persisted: persistedBench,
   durability: durabilityBench,
+  blobs: blobsBench,
 };
 const args = process.argv.slice(2);
 // `--json`: the run ends with one line, a JSON object of the named figures

@@ -29,6 +29,12 @@ export const BLOB_STORE_PREFIX = 'sealbus_blobs_';
 /** Bytes per stored chunk (nats.js' default object chunk). */
 export const BLOB_STORE_CHUNK = 128 * 1024;
 const WINDOW = 8;
+/**
+ * Chunks a download reads ahead of its reader (1 MiB per download): the next
+ * chunk's fetch overlaps sending the last one. Still bounded: a slow reader
+ * holds at most this many chunks in the daemon.
+ */
+const READ_AHEAD = 8;
 const HASH_RE = /^[0-9a-f]{64}$/;
 const ROOM_RE = /^[0-9a-f]{24}$/;
 
@@ -275,7 +281,7 @@ export class RoomBlobs {
           }
         },
       },
-      { highWaterMark: 1 }
+      { highWaterMark: READ_AHEAD }
     );
     return { hash, size: m.size, data };
   }
