@@ -320,7 +320,17 @@ describe('blobs cannot fill the control state', { timeout: 120_000 }, () => {
     const closers: Array<() => Promise<void>> = [];
     // Rooms' history and blobs together get 3 MiB; each room may hold 8 MiB.
     const d = await startDaemon({
-      args: ['--app-max-bytes', '3MiB', '--blob-max-bytes', '1MiB', '--room-blob-bytes', '8MiB'],
+      // No owner share (its default, a tenth of the account, would stop the upload first).
+      args: [
+        '--app-max-bytes',
+        '3MiB',
+        '--blob-max-bytes',
+        '1MiB',
+        '--room-blob-bytes',
+        '8MiB',
+        '--owner-blob-bytes',
+        '8MiB',
+      ],
     });
     const admin = new ControlClient({ urls: [d.httpUrl], identity: await adminOf(d) });
     try {

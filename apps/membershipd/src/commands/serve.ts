@@ -64,6 +64,7 @@ interface ServeOptions {
   roomMaxBytes: number;
   blobMaxBytes: number;
   roomBlobBytes: number;
+  ownerBlobBytes?: number;
   appMaxBytes: number;
   appMaxBytesGiven?: boolean;
   jetstreamSync: JetStreamSync;
@@ -164,10 +165,16 @@ export function registerServe(program: Command): void {
     .addOption(
       new Option(
         '--room-blob-bytes <size>',
-        "bytes of blobs one room may hold (507 ROOM_BLOB_QUOTA over it), in the control account's JetStream store"
+        'bytes of blobs one room may hold (507 ROOM_BLOB_QUOTA over it), in account APP under --app-max-bytes'
       )
         .argParser(argParser(parseSize))
         .default(DEFAULT_ROOM_BLOB_BYTES, '1GiB')
+    )
+    .addOption(
+      new Option(
+        '--owner-blob-bytes <size>',
+        "bytes of blobs all the rooms of one owner may hold together (507 OWNER_BLOB_QUOTA over it); default: a tenth of --app-max-bytes, so one user's rooms cannot take everyone's space"
+      ).argParser(argParser(parseSize))
     )
     .addOption(
       new Option(
@@ -394,6 +401,7 @@ async function serve(opts: ServeOptions): Promise<number> {
       roomMaxBytes: opts.roomMaxBytes,
       blobMaxBytes: opts.blobMaxBytes,
       roomBlobBytes: opts.roomBlobBytes,
+      ...(opts.ownerBlobBytes !== undefined ? { ownerBlobBytes: opts.ownerBlobBytes } : {}),
       appMaxBytes: opts.appMaxBytes,
       appMaxBytesGiven: opts.appMaxBytesGiven ?? true,
       jetstreamSync: opts.jetstreamSync,

@@ -105,6 +105,8 @@ export interface DaemonOptions {
   blobMaxBytes?: number;
   /** Bytes of blobs one room may hold (default 1 GiB). */
   roomBlobBytes?: number;
+  /** Bytes of blobs all rooms of one owner may hold (default: a tenth of `appMaxBytes`). */
+  ownerBlobBytes?: number;
   /**
    * A stop asked for during start-up (SIGTERM while waiting for nats-server
    * or a store quorum): start gives up at its next wait, undoes what it
@@ -199,6 +201,8 @@ export class Daemon {
     // Undo steps for a failed start, and the same steps (reversed) for stop.
     const undo: Step[] = [];
     const startedAt = Date.now();
+    // Account APP's cap as nats-server gets it (an external server: as given).
+    let appMaxBytes = o.appMaxBytes ?? DEFAULT_APP_MAX_BYTES;
     // Counted from the start even though the listener opens last: nothing
     // is lost between the first connection and the first scrape.
     const metrics = o.metrics ? createMetrics(VERSION) : undefined;
@@ -279,12 +283,12 @@ export class Daemon {
           },
           serverName,
           atRest: atRestKey !== null,
-          appMaxBytes: fitAppMaxBytes(
+          appMaxBytes: (appMaxBytes = fitAppMaxBytes(
             o.appMaxBytes ?? DEFAULT_APP_MAX_BYTES,
             o.appMaxBytesGiven ?? false,
             paths.natsDir,
             log
-          ),
+          )),
           ...(o.jetstreamSync !== undefined ? { jetstreamSync: o.jetstreamSync } : {}),
         });
         await writeFileAtomic(paths.natsConfig, renderNatsConfig(config), { mode: 0o600 });
@@ -539,6 +543,9 @@ export class Daemon {
         ...(o.changesPerMinute ? { changesPerMinute: o.changesPerMinute } : {}),
         ...(o.blobMaxBytes !== undefined ? { blobMaxBytes: o.blobMaxBytes } : {}),
         ...(o.roomBlobBytes !== undefined ? { roomBlobBytes: o.roomBlobBytes } : {}),
+        // One owner's rooms together: a share of account APP, so one user
+        // cannot take the blob space every other user needs.
+        ownerBlobBytes: o.ownerBlobBytes ?? Math.floor(appMaxBytes / 10),
         logger: log,
         store,
         authMode: o.authMode,

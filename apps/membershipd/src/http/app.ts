@@ -98,6 +98,8 @@ export interface AppOptions {
   blobMaxBytes?: number;
   /** Bytes of blobs one room may hold (`--room-blob-bytes`, default 1 GiB). */
   roomBlobBytes?: number;
+  /** Bytes of blobs all rooms of one owner may hold (default: `roomBlobBytes`). */
+  ownerBlobBytes?: number;
 }
 
 /** `--changes-per-minute` when not given. */
@@ -216,7 +218,9 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
     blobs: {
       maxBytes: o.blobMaxBytes ?? DEFAULT_BLOB_MAX_BYTES,
       roomBytes: o.roomBlobBytes ?? DEFAULT_ROOM_BLOB_BYTES,
+      ownerBytes: o.ownerBlobBytes ?? o.roomBlobBytes ?? DEFAULT_ROOM_BLOB_BYTES,
       uploading: new Map(),
+      uploadingByOwner: new Map(),
     },
   };
   const openapi = openApiDocument([...PUBLIC_ROUTES, ...SIGNED_ROUTES]);

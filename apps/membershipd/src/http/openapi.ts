@@ -18,7 +18,7 @@ const ERRORS: Record<string, string> = {
   '409':
     'conflict with the current state (existing key or subject, stale epoch, a key that differs from the registered one, a NATS key bound to another user)',
   '413': 'body too large',
-  '507': 'storage full, or a room over its blob quota (ROOM_BLOB_QUOTA)',
+  '507': 'storage full, or a blob quota spent (ROOM_BLOB_QUOTA, OWNER_BLOB_QUOTA)',
   '503': 'store, nonce store or audit log unavailable (fails closed)',
 };
 

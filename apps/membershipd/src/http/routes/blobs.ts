@@ -18,8 +18,19 @@ export interface BlobLimits {
   maxBytes: number;
   /** Bytes of blobs one room may hold (507 ROOM_BLOB_QUOTA over it). */
   roomBytes: number;
+  /** Bytes of blobs all rooms of one owner may hold together (507 OWNER_BLOB_QUOTA over it). */
+  ownerBytes: number;
   /** Bytes received so far by this node's uploads in progress, per room. */
   readonly uploading: Map<string, number>;
+  /** The same, per owner of the rooms uploaded to. */
+  readonly uploadingByOwner: Map<string, number>;
+}
+
+/** Adds `n` (may be negative) to a running total in `m`, dropping it at zero. */
+function bump(m: Map<string, number>, key: string, n: number): void {
+  const v = (m.get(key) ?? 0) + n;
+  if (v > 0) m.set(key, v);
+  else m.delete(key);
 }
 
 const hashParam = z
@@ -134,9 +145,32 @@ export const blobRoutes: RouteDef[] = [
           'ROOM_BLOB_QUOTA',
           `the room's blobs may take at most ${limits.roomBytes} bytes`
         );
-      const used = await s.store.blobs.usage(id);
+      const ownerQuota = () =>
+        refuse(
+          c,
+          507,
+          'OWNER_BLOB_QUOTA',
+          `the blobs of all rooms of this room's owner may take at most ${limits.ownerBytes} bytes`
+        );
+      // The owner's share: every room it owns (`--max-rooms-per-user` of them
+      // at most), so owning many rooms does not multiply the room quota.
+      const room = await s.store.rooms.get(id);
+      if (!room) throw new HttpError(404, 'NOT_FOUND', 'no such room');
+      const owner = room.owner;
+      const owned = (await s.store.rooms.membershipsOf(owner))
+        .filter((m) => m.role === 'owner')
+        .map((m) => m.room);
+      if (!owned.includes(id)) owned.push(id);
+      const usages = await Promise.all(owned.map((r) => s.store.blobs.usage(r)));
+      const used = usages[owned.indexOf(id)]!;
+      const ownerUsed = usages.reduce((a, b) => a + b, 0);
+      // Uploads in progress on this node count too (others' on other nodes
+      // do not: a cluster may overshoot by what is in flight there).
       const others = () => limits.uploading.get(id) ?? 0;
+      const ownerOthers = () => limits.uploadingByOwner.get(owner) ?? 0;
       if (declared !== undefined && used + others() + declared > limits.roomBytes) throw quota();
+      if (declared !== undefined && ownerUsed + ownerOthers() + declared > limits.ownerBytes)
+        throw ownerQuota();
 
       await intend(s, c, 'blob.put', id, { hash });
       let mine = 0;
@@ -146,9 +180,11 @@ export const blobRoutes: RouteDef[] = [
           hash,
           bodyPieces(c, (p) => {
             mine += p.length;
-            limits.uploading.set(id, others() + p.length);
+            bump(limits.uploading, id, p.length);
+            bump(limits.uploadingByOwner, owner, p.length);
             if (mine > limits.maxBytes) throw tooLarge();
             if (used + others() > limits.roomBytes) throw quota();
+            if (ownerUsed + ownerOthers() > limits.ownerBytes) throw ownerQuota();
           }),
           (sha) => {
             if (!sameDigest(sha, digest)) throw mismatch();
@@ -158,9 +194,8 @@ export const blobRoutes: RouteDef[] = [
         await audit(s, c, 'blob.put', id, 'ok', { hash, size: stored.size });
         return c.json({ hash, size: stored.size }, 201);
       } finally {
-        const left = others() - mine;
-        if (left > 0) limits.uploading.set(id, left);
-        else limits.uploading.delete(id);
+        bump(limits.uploading, id, -mine);
+        bump(limits.uploadingByOwner, owner, -mine);
       }
     },
   },
