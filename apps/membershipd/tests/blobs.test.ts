@@ -12,6 +12,7 @@ import { ControlClient, type Sealbus } from '@sealbus/client';
 import { startDaemon, type TestDaemon } from '@sealbus/testing';
 import type { MembershipStore } from '@sealbus/store';
 import type { NatsConnection } from 'nats';
+import { blobUploadExtraMs } from '../src/http/bounds.js';
 import { adminOf, busOf, enrol, nodeStore, rawRequest, type RawResult } from './helpers.js';
 
 const KiB = 1024;
@@ -378,6 +379,86 @@ describe('blobs cannot fill the control state', { timeout: 120_000 }, () => {
       for (const c of closers.reverse()) await c();
       admin.close();
       await d.dispose();
+    }
+  });
+});
+
+describe('slow blob uploads: time in proportion to size', { timeout: 180_000 }, () => {
+  test('a 10 MiB upload at ~300 KiB/s (34 s, past the 30 s request timeout) is stored; a stalled one is cut within its budget; unit: the budget', async () => {
+    // The budget: 30 s plus the declared length at 1 MiB/s; other routes none.
+    const req = (method: string, url: string, len?: string) => ({
+      method,
+      url,
+      headers: len === undefined ? {} : { 'content-length': len },
+    });
+    const max = 64 * MiB;
+    assert.equal(blobUploadExtraMs(req('POST', '/rooms/ab/blobs', String(10 * MiB)), max), 10_000);
+    assert.equal(
+      blobUploadExtraMs(req('POST', '/rooms/ab/blobs'), max),
+      64_000,
+      'chunked: the max'
+    );
+    assert.equal(blobUploadExtraMs(req('POST', '/rooms/ab/blobs', String(1e12)), max), 64_000);
+    assert.equal(blobUploadExtraMs(req('PUT', '/me/keys', '100000'), max), 0);
+    assert.equal(blobUploadExtraMs(req('GET', '/rooms/ab/blobs/x', '5'), max), 0);
+    assert.equal(blobUploadExtraMs(req('POST', '/rooms/ab/blobs/../../me', '5'), max), 0);
+
+    await using d = await startDaemon({ args: ['--log-level', 'warn'] });
+    const admin = new ControlClient({ urls: [d.httpUrl], identity: await adminOf(d) });
+    const closers: Array<() => Promise<unknown> | void> = [];
+    try {
+      const { id } = await enrol(admin, d, 'slow-uploader');
+      const room = (
+        await (await busOf(d, id, closers)).createRoom({ subject: 'slow.blob', policy: ENC })
+      ).id;
+      /** Sends `body` in 64 KiB pieces, `pause` ms apart, stopping after `stopAt` bytes. */
+      const trickle = (body: Uint8Array, pause: number, stopAt = body.length) =>
+        new Promise<{ status: number; ms: number }>((done) => {
+          const t0 = Date.now();
+          const url = `${d.httpUrl}/rooms/${room}/blobs`;
+          const h = signRequest(requestSigner(id), {
+            method: 'POST',
+            url: new URL(url),
+            body,
+            contentType: 'application/octet-stream',
+          });
+          const headers = { ...h, 'content-length': String(body.length) };
+          const r = http.request(url, { method: 'POST', headers, agent: false }, (res) => {
+            res.resume();
+            res.on('end', () => done({ status: res.statusCode ?? 0, ms: Date.now() - t0 }));
+          });
+          r.on('error', () => done({ status: 0, ms: Date.now() - t0 }));
+          r.on('close', () => setTimeout(() => done({ status: 0, ms: Date.now() - t0 }), 50));
+          void (async () => {
+            for (let i = 0; i < stopAt && !r.destroyed; i += 64 * KiB) {
+              r.write(body.subarray(i, Math.min(i + 64 * KiB, stopAt)));
+              await new Promise((w) => setTimeout(w, pause));
+            }
+            if (stopAt === body.length) r.end();
+          })();
+        });
+      const [slow, stalled] = await Promise.all([
+        // 160 pieces of 64 KiB, 210 ms apart: ~34 s for 10 MiB (budget 40 s).
+        trickle(randomBytes(10 * MiB), 210),
+        // 2 MiB declared, 64 KiB sent, then nothing: cut at 32 s (30 + 2).
+        trickle(randomBytes(2 * MiB), 10, 64 * KiB),
+      ]);
+      console.log(
+        `# slow 10 MiB upload: ${slow.status} after ${slow.ms} ms; stalled: cut after ${stalled.ms} ms`
+      );
+      assert.ok(
+        slow.ms > 30_000,
+        `the slow upload took only ${slow.ms} ms: not past the old limit`
+      );
+      assert.equal(slow.status, 201);
+      assert.equal(stalled.status, 0, 'the stalled upload was answered');
+      assert.ok(
+        stalled.ms >= 31_000 && stalled.ms < 40_000,
+        `stalled upload cut after ${stalled.ms} ms`
+      );
+    } finally {
+      for (const c of closers.reverse()) await c();
+      admin.close();
     }
   });
 });

@@ -19,11 +19,13 @@ import { Reactor, announce, type Change } from '../dataplane/reactor.js';
 import { LogThrottle } from '../logthrottle.js';
 import {
   DEFAULT_HTTP_BOUNDS,
+  blobUploadExtraMs,
   capConnections,
   serverOptions,
   type HttpBounds,
 } from '../http/bounds.js';
 import { createApp } from '../http/app.js';
+import { DEFAULT_BLOB_MAX_BYTES } from '../http/routes/blobs.js';
 import { Authorities } from '../http/authority.js';
 import type { DampingOptions } from '../http/damping.js';
 import type { AuthMode } from '../http/context.js';
@@ -212,7 +214,13 @@ export class Daemon {
       // Listening from the first second: /livez answers (and everything else
       // says STARTING) while the node waits for nats-server and a quorum.
       let serving: Fetch = startingFetch;
-      const server = await listen((req, env) => serving(req, env), o.http, httpBounds, o.tls);
+      const server = await listen(
+        (req, env) => serving(req, env),
+        o.http,
+        httpBounds,
+        o.tls,
+        o.blobMaxBytes ?? DEFAULT_BLOB_MAX_BYTES
+      );
       undo.push(() => closeHttp(server));
       const addr = server.address() as AddressInfo;
       const httpUrl = `${o.tls ? 'https' : 'http'}://${formatHostPort(localHost(o.http.host), addr.port)}`;
@@ -725,7 +733,8 @@ function listen(
   fetch: Parameters<typeof serve>[0]['fetch'],
   at: HostPort,
   bounds: HttpBounds,
-  tls?: TlsFiles
+  tls: TlsFiles | undefined,
+  blobMaxBytes: number
 ): Promise<ServerType> {
   return new Promise((resolve, reject) => {
     const server = tls
@@ -742,7 +751,8 @@ function listen(
         })
       : serve({ fetch, hostname: at.host, port: at.port, serverOptions: serverOptions(bounds) });
     // Node's own cap would refuse newcomers while idle sockets hold every slot.
-    capConnections(server as Server, bounds);
+    // A blob upload gets time for its size (at 1 MiB/s), the rest requestTimeoutMs.
+    capConnections(server as Server, bounds, (req) => blobUploadExtraMs(req, blobMaxBytes));
     server.once('listening', () => resolve(server));
     server.once('error', (err) =>
       reject(new Error(`cannot listen on ${formatHostPort(at.host, at.port)}: ${err.message}`))

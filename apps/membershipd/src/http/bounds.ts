@@ -17,6 +17,23 @@ export interface HttpBounds {
   maxConnectionsPerAddress: number;
 }
 
+/**
+ * The slowest average rate a blob upload may arrive at: it gets
+ * `requestTimeoutMs` plus its length at this rate (64 MiB: 30 + 64 s).
+ */
+export const MIN_UPLOAD_BYTES_PER_SEC = 1024 * 1024;
+
+/** Extra time for a blob upload of `declared` bytes (or `maxBytes` when unsaid). */
+export function blobUploadExtraMs(
+  req: { method?: string | undefined; url?: string | undefined; headers: Record<string, unknown> },
+  maxBytes: number
+): number {
+  if (req.method !== 'POST' || !/^\/rooms\/[^/?]+\/blobs\/?(\?|$)/.test(req.url ?? '')) return 0;
+  const v = req.headers['content-length'];
+  const n = typeof v === 'string' && /^[0-9]{1,15}$/.test(v) ? Number(v) : maxBytes;
+  return Math.ceil((Math.min(n, maxBytes) / MIN_UPLOAD_BYTES_PER_SEC) * 1000);
+}
+
 export const DEFAULT_HTTP_BOUNDS: Readonly<HttpBounds> = Object.freeze({
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
@@ -35,7 +52,9 @@ export function serverOptions(b: HttpBounds): {
 } {
   return {
     headersTimeout: b.headersTimeoutMs,
-    requestTimeout: b.requestTimeoutMs,
+    // Enforced per request by capConnections instead (a blob upload gets
+    // time in proportion to its size; everything else requestTimeoutMs).
+    requestTimeout: 0,
     keepAliveTimeout: 5_000,
     // HTTPS: a TLS handshake gets no longer than headers do (Node: 120 s).
     handshakeTimeout: b.headersTimeoutMs,
@@ -53,6 +72,9 @@ export function serverOptions(b: HttpBounds): {
  *   (Node's own header timeout only starts with the first byte);
  * - per address, past `maxConnectionsPerAddress`, a new socket is closed
  *   before a byte is read;
+ * - a request must arrive whole (headers and body) within `requestTimeoutMs`,
+ *   plus `extraTimeMs(req)` for a route that takes large bodies, or its
+ *   socket is closed;
  * - past `maxConnections`, room is made by closing the oldest socket that is
  *   not in the middle of a request (never spoke, or idle keep-alive); only
  *   when every socket is busy is the new one closed. Busy sockets are bounded
@@ -62,7 +84,9 @@ export function serverOptions(b: HttpBounds): {
  */
 export function capConnections(
   server: Server,
-  b: HttpBounds
+  b: HttpBounds,
+  /** Extra time (ms) a request may take to arrive whole: large bodies (blob uploads). */
+  extraTimeMs: (req: IncomingMessage) => number = () => 0
 ): () => { open: number; refused: number; evicted: number } {
   const perAddress = new Map<string, number>();
   // Insertion order is age order; `busy` while a request is in flight. Keyed
@@ -117,7 +141,16 @@ export function capConnections(
     if (!entry) return;
     entry.busy = true;
     entry.socket.setTimeout(0);
+    const late = setTimeout(
+      () => {
+        if (!req.complete) req.socket.destroy();
+      },
+      b.requestTimeoutMs + extraTimeMs(req)
+    );
+    late.unref();
+    req.once('end', () => clearTimeout(late));
     res.once('close', () => {
+      clearTimeout(late);
       entry.busy = false;
     });
   });
