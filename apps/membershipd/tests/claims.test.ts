@@ -326,6 +326,19 @@ describe('documented claims, one daemon', { timeout: 600_000 }, () => {
     assert.equal(await tryConnect('127.0.0.1', node().natsPort), 'connected');
   });
 
+  test('D-40: the auth timeout nats-server runs with is 12 s (a callout answered late in an election still admits)', async () => {
+    const conf = await readFile(join(data, 'nats', 'nats-server.conf'), 'utf8');
+    const at = conf.search(/^"?authorization"?: \{/m);
+    assert.ok(at >= 0, 'an authorization block');
+    const block = conf.slice(at);
+    const timeout = /^\s*"?timeout"?: (\d+)$/m.exec(block);
+    assert.equal(timeout?.[1], '12', 'authorization timeout');
+    assert.ok(
+      block.indexOf(timeout![0]) < block.search(/"?auth_callout"?: \{/),
+      "the timeout is the authorization block's own"
+    );
+  });
+
   test("R-145: the daemon's NATS users are derived from internal.id under their own labels; no sign key is a NATS key", async () => {
     const conf = await readFile(join(data, 'nats', 'nats-server.conf'), 'utf8');
     const inConfig = new Set(conf.match(/\bU[A-Z2-7]{55}\b/g) ?? []);

@@ -152,6 +152,17 @@ describe('TLS reload: what a renewed pair must be', () => {
     );
   });
 
+  test('B-43: certs.sh leaves last 825 days and its CAs 10 years (3650 days)', () => {
+    const days = (file: string) => {
+      const c = pemCertificates(readFileSync(file), file)[0]!;
+      return Math.round((Date.parse(c.validTo) - Date.parse(c.validFrom)) / 86_400_000);
+    };
+    assert.equal(days(join(tls, 'n1.crt')), 825);
+    assert.equal(days(join(tls, 'n1-route.crt')), 825);
+    assert.equal(days(join(tls, 'client-ca.crt')), 3650);
+    assert.equal(days(join(tls, 'route-ca.crt')), 3650);
+  });
+
   test('a key that does not match the certificate is refused', () => {
     const files = { cert: join(tls, 'n1.crt'), key: join(tls, 'n1-route.key') };
     assert.match(verdict(files, { ca: ca() }), /key values mismatch|mismatch/i);
