@@ -14,7 +14,9 @@
 #
 # Writes OUT_DIR/{client-ca,route-ca}.{crt,key}, OUT_DIR/NAME.{crt,key} and
 # OUT_DIR/NAME-route.{crt,key}. Existing files are kept (re-running adds new
-# nodes only); keys are 0600, the directory 0700.
+# nodes only); keys are 0600, the directory 0700. OUT_DIR and its parent
+# must be yours (or root's) and writable by nobody else, with no links or
+# foreign files in OUT_DIR: otherwise it refuses (exit 2), writing nothing.
 #
 # --renew issues new certificates (and keys) for the named nodes, both the
 # server and the route one, signed by the existing CAs (never re-made here:
@@ -29,16 +31,43 @@ if [ "${1:-}" = --renew ]; then
   shift
 fi
 if [ $# -lt 2 ]; then
-  sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 command -v openssl >/dev/null || { echo "certs.sh: openssl is required" >&2; exit 1; }
 
 out=$1
 shift
-mkdir -p "$out"
-chmod 700 "$out"
+# OUT_DIR holds the CA keys: it must be ours alone. Whoever else can write
+# it (or its parent) can swap names under this script while it runs, often
+# as root: planted links, a swapped work directory. So it is refused unless
+# it and its parent belong to the user running this (or root) and nobody
+# else may write them; every file already there must be a plain file of
+# ours, not a link.
+me=$(id -u)
+owned_safely() { # path [sticky-ok]: owned by me or root, nobody else may write it, not a link
+  [ -d "$1" ] && [ ! -L "$1" ] || return 1
+  local uid mode
+  uid=$(stat -c %u "$1") mode=$(stat -c %a "$1")
+  { [ "$uid" = "$me" ] || [ "$uid" = 0 ]; } || return 1
+  # A sticky parent (/tmp) lets others write it but not rename what is ours.
+  [ $((8#$mode & 022)) = 0 ] || { [ "${2:-}" = sticky-ok ] && [ $((8#$mode & 01000)) != 0 ]; }
+}
 umask 077
+mkdir -p "$out"
+out=$(cd "$out" && pwd -P)
+if ! owned_safely "$(dirname "$out")" sticky-ok || ! owned_safely "$out"; then
+  echo "certs.sh: $out and its parent must be directories owned by $(id -un) (or root) that no one else can write; refusing to write keys there" >&2
+  exit 2
+fi
+chmod 700 "$out"
+for f in "$out"/* "$out"/.[!.]*; do
+  [ -e "$f" ] || [ -L "$f" ] || continue
+  if [ -L "$f" ] || { [ ! -f "$f" ] && [ ! -d "$f" ]; } || [ "$(stat -c %u "$f")" != "$me" ]; then
+    echo "certs.sh: $f is not a plain file of $(id -un); refusing (move it away and check how it got there)" >&2
+    exit 2
+  fi
+done
 days_ca=3650
 days_leaf=825
 # Everything is made inside a fresh private directory and renamed into
@@ -47,6 +76,7 @@ days_leaf=825
 # never make this script, often run as root, touch a file elsewhere. A
 # rename replaces a planted link itself, never what it points to.
 work=$(mktemp -d "$out/.certs.XXXXXX")
+# (OUT_DIR is ours alone, checked above: nobody else can rename this away.)
 trap 'rm -rf "$work"' EXIT
 
 # A random 128-bit serial: no .srl file (a fixed name in OUT_DIR) to keep.
@@ -62,8 +92,8 @@ make_ca() { # name common-name
     -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
   chmod 600 "$work/$name.key"
   chmod 644 "$work/$name.crt"
-  mv -f "$work/$name.key" "$out/$name.key"
-  mv -f "$work/$name.crt" "$out/$name.crt"
+  mv -fT "$work/$name.key" "$out/$name.key"
+  mv -fT "$work/$name.crt" "$out/$name.crt"
   echo "created $out/$name.crt"
 }
 
@@ -90,8 +120,8 @@ make_leaf() { # file ca cn sans usage
   chmod 644 "$tmp.crt"
   local verb=created
   [ -f "$out/$file.crt" ] && verb=renewed
-  mv -f "$tmp.key" "$out/$file.key"
-  mv -f "$tmp.crt" "$out/$file.crt"
+  mv -fT "$tmp.key" "$out/$file.key"
+  mv -fT "$tmp.crt" "$out/$file.crt"
   echo "$verb $out/$file.crt ($alt, until $(openssl x509 -in "$out/$file.crt" -noout -enddate | cut -d= -f2))"
 }
 

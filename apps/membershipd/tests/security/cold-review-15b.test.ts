@@ -461,7 +461,9 @@ describe('cold review 15b: certs.sh --renew', () => {
     rmSync(join(out, 'n1-route.key'));
     symlinkSync(join(dir, 'victim-route-key'), join(out, 'n1-route.key'));
     const r = runCerts(['--renew', out, 'n1=127.0.0.1,localhost']);
-    assert.equal(r.code, 0, r.stderr);
+    // Refused outright: OUT_DIR holds links (someone else wrote there).
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /is not a plain file of .*; refusing/);
     const after = Object.fromEntries(
       victims.map((v) => [
         v,
@@ -473,17 +475,43 @@ describe('cold review 15b: certs.sh --renew', () => {
       Object.fromEntries(victims.map((v) => [v, `precious ${v} 600`])),
       `certs.sh followed a planted link; n1.key is now ${readlinkOr(join(out, 'n1.key'))}`
     );
-    // The renewed keys are plain private files, not the links.
+    // With the links gone, the renewal goes through: plain private keys,
+    // no work directory left behind.
+    for (const f of ['.n1.new.crt', '.n1.new.key', 'client-ca.srl', 'route-ca.srl', 'n1-route.key'])
+      rmSync(join(out, f));
+    const again = runCerts(['--renew', out, 'n1=127.0.0.1,localhost']);
+    assert.equal(again.code, 0, again.stderr);
     for (const k of ['n1.key', 'n1-route.key']) {
       assert.equal(lstatSync(join(out, k)).isSymbolicLink(), false, `${k} is a link`);
       assert.equal(lstatSync(join(out, k)).mode & 0o777, 0o600, `${k} mode`);
     }
-    // Nothing of the private work directory is left behind.
     assert.deepEqual(
       readdirSync(out).filter((f) => f.startsWith('.certs.')),
       [],
       'work directory left in OUT_DIR'
     );
+  });
+
+  test('an OUT_DIR (or its parent) that another user owns or may write is refused before anything is written', () => {
+    const loose = join(dir, 'loose');
+    mkdirSync(loose, { mode: 0o700 });
+    chmodSync(loose, 0o777);
+    const r1 = runCerts([loose, 'n1=127.0.0.1']);
+    assert.equal(r1.code, 2, r1.stderr);
+    assert.match(r1.stderr, /no one else can write/);
+    assert.deepEqual(readdirSync(loose), [], 'nothing written');
+    const parent = join(dir, 'looseparent');
+    mkdirSync(parent, { mode: 0o700 });
+    chmodSync(parent, 0o777);
+    const r2 = runCerts([join(parent, 'tls'), 'n1=127.0.0.1']);
+    assert.equal(r2.code, 2, r2.stderr);
+    assert.equal(existsSync(join(parent, 'tls', 'client-ca.key')), false);
+    // A sticky parent (like /tmp) is fine: others cannot rename what is ours.
+    const sticky = join(dir, 'sticky');
+    mkdirSync(sticky, { mode: 0o700 });
+    chmodSync(sticky, 0o1777);
+    const r3 = runCerts([join(sticky, 'tls'), 'n1=127.0.0.1']);
+    assert.equal(r3.code, 0, r3.stderr);
   });
 });
 
