@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import {
   CLIENT_AUTH,
   SERVER_AUTH,
-  checkRenewedPair,
+  verifyRenewedPair,
   pemCertificates,
 } from '../src/daemon/tlscheck.js';
 
@@ -94,13 +94,13 @@ function selfCa(name: string): void {
   );
 }
 
-/** The reason checkRenewedPair gives, or 'accepted'. */
-function verdict(
+/** The reason verifyRenewedPair (static checks, then handshakes) gives, or 'accepted'. */
+async function verdict(
   files: { cert: string; key: string },
   o: { ca?: string; usages?: string[]; current?: string; now?: Date } = {}
-): string {
+): Promise<string> {
   try {
-    checkRenewedPair(
+    await verifyRenewedPair(
       'HTTPS',
       { ...files, ...(o.ca ? { ca: o.ca } : {}) },
       {
@@ -138,12 +138,12 @@ describe('TLS reload: what a renewed pair must be', () => {
 
   const ca = () => join(dir, 'ca.crt');
 
-  test('the control: an honest certs.sh --renew pair is accepted (server and route)', () => {
+  test('the control: an honest certs.sh --renew pair is accepted (server and route)', async () => {
     const files = { cert: join(tls, 'n1.crt'), key: join(tls, 'n1.key') };
-    assert.equal(verdict(files, { ca: ca(), current: inUse }), 'accepted');
+    assert.equal(await verdict(files, { ca: ca(), current: inUse }), 'accepted');
     const route = { cert: join(tls, 'n1-route.crt'), key: join(tls, 'n1-route.key') };
     assert.equal(
-      verdict(route, {
+      await verdict(route, {
         ca: join(tls, 'route-ca.crt'),
         usages: [SERVER_AUTH, CLIENT_AUTH],
         current: inUse,
@@ -152,7 +152,7 @@ describe('TLS reload: what a renewed pair must be', () => {
     );
   });
 
-  test('B-43: certs.sh leaves last 825 days and its CAs 10 years (3650 days)', () => {
+  test('B-43: certs.sh leaves last 825 days and its CAs 10 years (3650 days)', async () => {
     const days = (file: string) => {
       const c = pemCertificates(readFileSync(file), file)[0]!;
       return Math.round((Date.parse(c.validTo) - Date.parse(c.validFrom)) / 86_400_000);
@@ -163,80 +163,80 @@ describe('TLS reload: what a renewed pair must be', () => {
     assert.equal(days(join(tls, 'route-ca.crt')), 3650);
   });
 
-  test('a key that does not match the certificate is refused', () => {
+  test('a key that does not match the certificate is refused', async () => {
     const files = { cert: join(tls, 'n1.crt'), key: join(tls, 'n1-route.key') };
-    assert.match(verdict(files, { ca: ca() }), /key values mismatch|mismatch/i);
+    assert.match(await verdict(files, { ca: ca() }), /key values mismatch|mismatch/i);
   });
 
-  test('a pair from another CA (key matching) is refused', () => {
+  test('a pair from another CA (key matching) is refused', async () => {
     const other = leaf('other', 'foreign');
-    assert.match(verdict(other, { ca: ca() }), /not signed by the configured CA/);
+    assert.match(await verdict(other, { ca: ca() }), /not signed by the configured CA/);
   });
 
-  test('an expired certificate is refused (checked at a time after its end)', () => {
+  test('an expired certificate is refused (checked at a time after its end)', async () => {
     const files = leaf('short', 'ca', { days: 1 });
-    assert.equal(verdict(files, { ca: ca() }), 'accepted');
+    assert.equal(await verdict(files, { ca: ca() }), 'accepted');
     assert.match(
-      verdict(files, { ca: ca(), now: new Date(Date.now() + 3 * 86_400_000) }),
+      await verdict(files, { ca: ca(), now: new Date(Date.now() + 3 * 86_400_000) }),
       /expired/
     );
   });
 
-  test('a certificate not valid yet is refused', () => {
+  test('a certificate not valid yet is refused', async () => {
     const files = leaf('short2', 'ca', { days: 30 });
     assert.match(
-      verdict(files, { ca: ca(), now: new Date(Date.now() - 3 * 86_400_000) }),
+      await verdict(files, { ca: ca(), now: new Date(Date.now() - 3 * 86_400_000) }),
       /not valid before/
     );
   });
 
-  test('another node’s certificate (it drops a name the one in use has) is refused', () => {
+  test('another node’s certificate (it drops a name the one in use has) is refused', async () => {
     const files = leaf('n2', 'ca', { sans: 'IP:127.0.0.2,DNS:n2.internal' });
-    assert.equal(verdict(files, { ca: ca() }), 'accepted', 'the CA check alone lets it in');
+    assert.equal(await verdict(files, { ca: ca() }), 'accepted', 'the CA check alone lets it in');
     assert.match(
-      verdict(files, { ca: ca(), current: inUse }),
+      await verdict(files, { ca: ca(), current: inUse }),
       /does not name IP Address:127\.0\.0\.1, DNS:localhost/
     );
   });
 
-  test('a renewal adding a name is accepted', () => {
+  test('a renewal adding a name is accepted', async () => {
     const files = leaf('wider', 'ca', { sans: 'IP:127.0.0.1,DNS:localhost,DNS:n1.internal' });
-    assert.equal(verdict(files, { ca: ca(), current: inUse }), 'accepted');
+    assert.equal(await verdict(files, { ca: ca(), current: inUse }), 'accepted');
   });
 
-  test('a client-only certificate on a server port and a server-only one on a route are refused', () => {
+  test('a client-only certificate on a server port and a server-only one on a route are refused', async () => {
     const clientOnly = leaf('clientonly', 'ca', { eku: 'clientAuth' });
-    assert.match(verdict(clientOnly, { ca: ca() }), /does not allow serverAuth/);
+    assert.match(await verdict(clientOnly, { ca: ca() }), /does not allow serverAuth/);
     const serverOnly = leaf('serveronly', 'ca', { eku: 'serverAuth' });
     assert.match(
-      verdict(serverOnly, { ca: ca(), usages: [SERVER_AUTH, CLIENT_AUTH] }),
+      await verdict(serverOnly, { ca: ca(), usages: [SERVER_AUTH, CLIENT_AUTH] }),
       /does not allow clientAuth/
     );
   });
 
-  test('a CA certificate is refused as a node certificate', () => {
+  test('a CA certificate is refused as a node certificate', async () => {
     const files = leaf('subca', 'ca', { ca: true, eku: '' });
-    assert.match(verdict(files, { ca: ca() }), /CA certificate/);
+    assert.match(await verdict(files, { ca: ca() }), /CA certificate/);
   });
 
-  test('a chain through an intermediate in the certificate file is accepted; without it, refused', () => {
+  test('a chain through an intermediate in the certificate file is accepted; without it, refused', async () => {
     const inter = leaf('inter', 'ca', { ca: true, eku: '' });
     void inter;
     const files = leaf('viainter', 'inter');
-    assert.match(verdict(files, { ca: ca() }), /not signed by the configured CA/);
+    assert.match(await verdict(files, { ca: ca() }), /not signed by the configured CA/);
     const chained = join(dir, 'viainter-chain.crt');
     writeFileSync(
       chained,
       Buffer.concat([readFileSync(files.cert), readFileSync(join(dir, 'inter.crt'))])
     );
-    assert.equal(verdict({ cert: chained, key: files.key }, { ca: ca() }), 'accepted');
+    assert.equal(await verdict({ cert: chained, key: files.key }, { ca: ca() }), 'accepted');
   });
 
-  test('a file that is not PEM is a clear error, not a crash', () => {
+  test('a file that is not PEM is a clear error, not a crash', async () => {
     const junk = join(dir, 'junk.crt');
     writeFileSync(junk, 'not a certificate\n');
     assert.match(
-      verdict({ cert: junk, key: join(tls, 'n1.key') }, { ca: ca() }),
+      await verdict({ cert: junk, key: join(tls, 'n1.key') }, { ca: ca() }),
       /HTTPS certificate/
     );
   });

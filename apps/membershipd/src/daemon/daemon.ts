@@ -51,7 +51,7 @@ import {
   type JetStreamSync,
 } from './natsconfig.js';
 import { writeNodeInfo } from './nodefile.js';
-import { CLIENT_AUTH, SERVER_AUTH, checkRenewedPair, pemCertificates } from './tlscheck.js';
+import { CLIENT_AUTH, SERVER_AUTH, pemCertificates, verifyRenewedPair } from './tlscheck.js';
 import { dataPaths, legacyStoreLayout, type DataPaths } from './paths.js';
 
 export interface DaemonOptions {
@@ -691,14 +691,14 @@ async function reloadTls(
   // Both pairs are checked before either is swapped in (see tlscheck.ts):
   // a pair clients or peers would not trust changes nothing.
   const https = tls.https
-    ? checkRenewedPair('HTTPS and NATS client', tls.https, {
+    ? await verifyRenewedPair('HTTPS and NATS client', tls.https, {
         usages: [SERVER_AUTH],
         ...(inUse.https ? { current: inUse.https } : {}),
       })
     : undefined;
   const route =
     tls.route && child
-      ? checkRenewedPair('route', tls.route, {
+      ? await verifyRenewedPair('route', tls.route, {
           usages: [SERVER_AUTH, CLIENT_AUTH],
           ...(inUse.route ? { current: inUse.route } : {}),
         })

@@ -1,5 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import { createSecureContext } from 'node:tls';
+import tls, { createSecureContext } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import type { TlsFiles } from './natsconfig.js';
 
@@ -14,7 +14,11 @@ export interface CheckedPair {
   leaf: X509Certificate;
 }
 
-const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+// OpenSSL also reads `X509 CERTIFICATE` and `TRUSTED CERTIFICATE` blocks as
+// certificates: they are read here too, in order, so the leaf judged is the
+// one OpenSSL would serve.
+const PEM_CERT =
+  /-----BEGIN (?:X509 |TRUSTED )?CERTIFICATE-----[\s\S]+?-----END (?:X509 |TRUSTED )?CERTIFICATE-----/g;
 
 /** Every certificate of a PEM file, in order (a chain: the leaf first). */
 export function pemCertificates(pem: Buffer | string, file: string): X509Certificate[] {
@@ -22,7 +26,9 @@ export function pemCertificates(pem: Buffer | string, file: string): X509Certifi
   if (blocks.length === 0) throw new Error(`${file}: no PEM certificate`);
   return blocks.map((b) => {
     try {
-      return new X509Certificate(b);
+      return new X509Certificate(
+        b.replace(/(BEGIN|END) (?:X509 |TRUSTED )CERTIFICATE/g, '$1 CERTIFICATE')
+      );
     } catch (err) {
       throw new Error(`${file}: not a certificate (${(err as Error).message})`, { cause: err });
     }
@@ -105,4 +111,124 @@ export function checkRenewedPair(
       );
   }
   return { cert, key, leaf };
+}
+
+/**
+ * {@link checkRenewedPair}, then the authority on what clients accept:
+ * OpenSSL itself. The pair is served on a loopback listener of this process
+ * and a client trusting only the configured CA connects to it and checks
+ * every name the certificate in use has; for a route pair (clientAuth) a
+ * second handshake presents it as a client certificate to a server that
+ * requires one from that CA. Path length, key usage, critical extensions,
+ * name constraints and every date in the chain are judged as a peer would
+ * judge them; nothing the static checks miss gets through.
+ */
+export async function verifyRenewedPair(
+  what: string,
+  files: TlsFiles,
+  o: { usages: string[]; current?: X509Certificate; now?: Date }
+): Promise<CheckedPair> {
+  const pair = checkRenewedPair(what, files, o);
+  if (!files.ca) return pair;
+  const ca = readFileSync(files.ca);
+  const names = o.current ? [...subjectAltNames(o.current)] : [];
+  const why = await handshake(pair, ca, names, false);
+  if (why)
+    throw new Error(
+      `${what} certificate ${files.cert}: a client trusting ${files.ca} refuses it (${why})`
+    );
+  if (o.usages.includes(CLIENT_AUTH)) {
+    const asClient = await handshake(pair, ca, [], true);
+    if (asClient)
+      throw new Error(
+        `${what} certificate ${files.cert}: a peer trusting ${files.ca} refuses it as a client certificate (${asClient})`
+      );
+  }
+  return pair;
+}
+
+/** One loopback handshake; undefined when the peer accepts, else why not. */
+function handshake(
+  pair: CheckedPair,
+  ca: Buffer,
+  names: string[],
+  asClient: boolean
+): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    let settled = false;
+    const done = (v: string | undefined) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      server.close();
+      resolve(v);
+    };
+    const timer = setTimeout(() => done('no handshake within 5 s'), 5_000);
+    let server: tls.Server;
+    try {
+      server = tls.createServer(
+        asClient
+          ? { cert: pair.cert, key: pair.key, requestCert: true, rejectUnauthorized: false, ca }
+          : { cert: pair.cert, key: pair.key },
+        (s) => {
+          if (asClient) {
+            done(s.authorized ? undefined : String(s.authorizationError ?? 'not authorised'));
+          }
+          s.end();
+        }
+      );
+    } catch (err) {
+      clearTimeout(timer);
+      resolve(`cannot serve it: ${(err as Error).message}`);
+      return;
+    }
+    server.on('tlsClientError', (err) => {
+      if (asClient) done(`client certificate: ${err.message}`);
+    });
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as { port: number }).port;
+      const s = tls.connect(
+        asClient
+          ? { host: '127.0.0.1', port, cert: pair.cert, key: pair.key, rejectUnauthorized: false }
+          : {
+              host: '127.0.0.1',
+              port,
+              ca,
+              // Names are checked below, each one the certificate in use has.
+              checkServerIdentity: () => undefined,
+            },
+        () => {
+          if (!asClient) {
+            const peer = s.getPeerCertificate();
+            for (const n of names) {
+              const [kind, value] = splitName(n);
+              if (!kind) continue;
+              const err = tls.checkServerIdentity(kind === 'IP' ? value : value, peer);
+              if (err) {
+                s.destroy();
+                done(`name ${n}: ${err.message}`);
+                return;
+              }
+            }
+            s.destroy();
+            done(undefined);
+          }
+        }
+      );
+      s.on('error', (err: NodeJS.ErrnoException) => {
+        if (!asClient) done(err.code ?? err.message);
+      });
+      s.on('close', () => {
+        // As a client, the server's verdict is what counts (set above).
+        if (asClient) setTimeout(() => done('the server closed without a verdict'), 1_000).unref();
+      });
+    });
+  });
+}
+
+/** `DNS:name` or `IP Address:1.2.3.4` → its kind and value. */
+function splitName(n: string): [string, string] | [undefined, undefined] {
+  if (n.startsWith('DNS:')) return ['DNS', n.slice(4)];
+  if (n.startsWith('IP Address:')) return ['IP', n.slice('IP Address:'.length)];
+  return [undefined, undefined];
 }
