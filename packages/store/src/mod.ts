@@ -23,6 +23,7 @@ export { listKeys } from './kv.js';
 export { getMessageOrNull, getMessages } from './streams.js';
 export { checkBinding, resolveNewUser, userIsActive, type NatsKeyLookup } from './users.js';
 export { MembershipStore, withBootstrapRetry } from './store.js';
+export { CACHE_CATCH_UP_MS, MemberCache, type MemberCacheStats } from './membercache.js';
 export type {
   AuditAppendOptions,
   AuditQuery,

@@ -12,6 +12,7 @@ import { StoreError, isStreamNotFound, toStoreError } from './errors.js';
 import { createOnly, decodeJson, encodeJson, getLive, observeKv } from './kv.js';
 import { Rooms, scanMemberships } from './rooms.js';
 import { RoomBlobs } from './blobs.js';
+import { MemberCache } from './membercache.js';
 import type { MemberRecord } from '@sealbus/protocol';
 import type { BucketReplication, OpenStoreOptions, StoreLogger } from './types.js';
 import * as users from './users.js';
@@ -193,6 +194,7 @@ export class MembershipStore {
   readonly #attemptTimeoutMs: number;
   /** The request hot path (user lookup, nonce): short attempts, retried promptly. */
   readonly #fast: FastViews;
+  readonly #jsm: JetStreamManager;
 
   private constructor(
     nc: NatsConnection,
@@ -208,6 +210,7 @@ export class MembershipStore {
     roomMaxBytes: number | undefined
   ) {
     this.#nc = nc;
+    this.#jsm = jsm;
     this.#fast = fast;
     this.rooms = new Rooms(buckets, appJsm, replicas, roomMaxBytes);
     this.audit = new AuditLog(js, jsm);
@@ -373,11 +376,36 @@ export class MembershipStore {
     return this.#retryUnavailable(() => users.getUser(this.#fast.users, signPub), o.deadline);
   }
 
+  #memberCache: MemberCache | undefined;
+
   /**
-   * Every membership of a user (the auth callout's read): short scans,
+   * Keeps every membership in memory from now on (a watch of the members
+   * bucket), so that `membershipsOf` costs the same whatever the user's room
+   * count; it still answers as of a moment after it was called (see
+   * {@link MemberCache}), and scans whenever the cache cannot. Stop it with
+   * the returned cache's `stop()`.
+   */
+  startMemberCache(onError: (err: Error) => void): MemberCache {
+    if (this.#memberCache) return this.#memberCache;
+    const cache = new MemberCache(
+      this.#buckets.members,
+      this.#jsm,
+      this.#specs.members.name,
+      onError
+    );
+    this.#memberCache = cache;
+    cache.start();
+    return cache;
+  }
+
+  /**
+   * Every membership of a user (the auth callout's read): from the member
+   * cache when one runs and is current, else short scans,
    * retried while a stream leader is being elected, until the deadline.
    */
-  membershipsOf(signPub: string, o: HotPathOptions = {}): Promise<MemberRecord[]> {
+  async membershipsOf(signPub: string, o: HotPathOptions = {}): Promise<MemberRecord[]> {
+    const cached = await this.#memberCache?.membershipsOf(signPub);
+    if (cached) return cached;
     return this.#retryUnavailable(
       () => scanMemberships(this.#fast.members, signPub, this.#fast.scanTimeoutMs),
       o.deadline

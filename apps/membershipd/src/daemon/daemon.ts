@@ -450,6 +450,15 @@ export class Daemon {
           clearInterval(scanTimer);
         });
       }
+      // Every membership in memory (a watch), so the callout's decision costs
+      // the same whatever the user's room count; never staler than a scan.
+      const memberCache = store.startMemberCache((err) =>
+        log.warn(
+          { err: err.message },
+          'member cache watch ended; restarting it (callouts scan meanwhile)'
+        )
+      );
+      undo.push(() => memberCache.stop());
       const calloutService = new CalloutService({
         nc: svc,
         store,
