@@ -3,6 +3,8 @@ import { memberRecordSchema, type MemberRecord } from '@sealbus/protocol';
 
 /** How long a lookup waits for the watch to apply what the stream already holds. */
 export const CACHE_CATCH_UP_MS = 250;
+/** How long a lookup waits for the stream's last sequence before it scans. */
+const INFO_TIMEOUT_MS = 1_000;
 
 interface Waiter {
   seq: number;
@@ -124,9 +126,8 @@ export class MemberCache {
 
   /** The stream's last sequence, from a request sent after this call (shared by concurrent callers). */
   #lastSeq(): Promise<number> {
-    const fetch = () => this.#jsm.streams.info(this.#stream).then((i) => i.state.last_seq);
     if (!this.#inflight) {
-      const p = fetch().finally(() => this.#advance());
+      const p = this.#info().finally(() => this.#advance());
       this.#inflight = p;
       return p;
     }
@@ -141,15 +142,26 @@ export class MemberCache {
     return this.#next.p;
   }
 
+  /**
+   * The stream's last sequence, or a rejection within INFO_TIMEOUT_MS (a
+   * leader election: the lookup scans instead, inside the callout's budget).
+   */
+  #info(): Promise<number> {
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([
+      this.#jsm.streams.info(this.#stream).then((i) => i.state.last_seq),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error('stream info timed out')), INFO_TIMEOUT_MS);
+      }),
+    ]).finally(() => clearTimeout(timer));
+  }
+
   #advance(): void {
     this.#inflight = null;
     const next = this.#next;
     if (!next) return;
     this.#next = null;
-    const p = this.#jsm.streams
-      .info(this.#stream)
-      .then((i) => i.state.last_seq)
-      .finally(() => this.#advance());
+    const p = this.#info().finally(() => this.#advance());
     this.#inflight = p;
     p.then(next.resolve, next.reject);
   }
