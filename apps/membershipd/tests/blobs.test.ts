@@ -384,7 +384,7 @@ describe('blobs cannot fill the control state', { timeout: 120_000 }, () => {
 });
 
 describe('slow blob uploads: time in proportion to size', { timeout: 180_000 }, () => {
-  test('a 10 MiB upload at ~300 KiB/s (34 s, past the 30 s request timeout) is stored; a stalled one is cut within its budget; unit: the budget', async () => {
+  test('a 16 MiB upload at ~500 KiB/s (32 s, past the 30 s request timeout) is stored; a stalled one is cut within its budget; unit: the budget', async () => {
     // The budget: 30 s plus the declared length at 1 MiB/s; other routes none.
     const req = (method: string, url: string, len?: string) => ({
       method,
@@ -438,13 +438,14 @@ describe('slow blob uploads: time in proportion to size', { timeout: 180_000 }, 
           })();
         });
       const [slow, stalled] = await Promise.all([
-        // 160 pieces of 64 KiB, 210 ms apart: ~34 s for 10 MiB (budget 40 s).
-        trickle(randomBytes(10 * MiB), 210),
-        // 2 MiB declared, 64 KiB sent, then nothing: cut at 32 s (30 + 2).
+        // 256 pieces of 64 KiB, 123 ms apart: ~32 s for 16 MiB (budget: the
+        // 20 s left of the request timeout after headers, plus 16 s).
+        trickle(randomBytes(16 * MiB), 123),
+        // 2 MiB declared, 64 KiB sent, then nothing: cut at 22 s (20 + 2).
         trickle(randomBytes(2 * MiB), 10, 64 * KiB),
       ]);
       console.log(
-        `# slow 10 MiB upload: ${slow.status} after ${slow.ms} ms; stalled: cut after ${stalled.ms} ms`
+        `# slow 16 MiB upload: ${slow.status} after ${slow.ms} ms; stalled: cut after ${stalled.ms} ms`
       );
       assert.ok(
         slow.ms > 30_000,
@@ -453,7 +454,7 @@ describe('slow blob uploads: time in proportion to size', { timeout: 180_000 }, 
       assert.equal(slow.status, 201);
       assert.equal(stalled.status, 0, 'the stalled upload was answered');
       assert.ok(
-        stalled.ms >= 31_000 && stalled.ms < 40_000,
+        stalled.ms >= 21_000 && stalled.ms < 30_000,
         `stalled upload cut after ${stalled.ms} ms`
       );
     } finally {

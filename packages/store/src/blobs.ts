@@ -155,7 +155,7 @@ export class RoomBlobs {
     room: string,
     hash: string,
     source: AsyncIterable<Uint8Array>,
-    accept: (sha256: Buffer, size: number) => void = () => {}
+    accept: (sha256: Buffer, size: number) => void | Promise<void> = () => {}
   ): Promise<BlobInfo> {
     checkHash(hash);
     const bucket = RoomBlobs.bucketOf(room);
@@ -211,7 +211,7 @@ export class RoomBlobs {
       await Promise.all(inflight.splice(0));
       if (failed !== undefined) throw failed;
       const digest = sha.digest();
-      accept(digest, size);
+      await accept(digest, size);
       if (digest.toString('hex') !== hash)
         throw new StoreError('INVALID', 'blob: the bytes do not hash to the name they were given');
       const meta: ObjectMeta & Record<string, unknown> = {

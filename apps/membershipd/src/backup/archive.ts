@@ -387,18 +387,20 @@ export function verifyFiles(files: Map<string, Buffer>, path: string): VerifiedA
         : section.kind === 'stream'
           ? streamRecordSchema
           : blobRecordSchema;
-    // Split as bytes: a section of large blobs is more than one string holds.
-    const lines: Buffer[] = [];
-    for (let at = 0; at < body.length;) {
+    // Line by line as bytes (a section of large blobs is more than one
+    // string holds), each parsed before the next is looked at: a bad line
+    // stops the read at once, and nothing is held per line but its record.
+    const records: AnyRecord[] = [];
+    for (let at = 0, i = 0; at < body.length; i++) {
       const nl = body.indexOf(0x0a, at);
       if (nl < 0) throw new ArchiveError(`${path}: ${section.file} is truncated`);
-      lines.push(body.subarray(at, nl));
-      at = nl + 1;
-    }
-    const records = lines.map((line, i): AnyRecord => {
+      if (records.length >= section.count)
+        throw new ArchiveError(
+          `${path}: ${section.file} holds more records than the manifest's ${section.count}`
+        );
       let r: AnyRecord;
       try {
-        r = schema.parse(JSON.parse(line.toString('utf8')));
+        r = schema.parse(JSON.parse(body.toString('utf8', at, nl)));
       } catch {
         throw new ArchiveError(`${path}: ${section.file} line ${i + 1} is not a valid record`);
       }
@@ -406,8 +408,9 @@ export function verifyFiles(files: Map<string, Buffer>, path: string): VerifiedA
         const defect = blobRecordDefect(r as BlobRecord);
         if (defect) throw new ArchiveError(`${path}: ${section.file} line ${i + 1}: ${defect}`);
       }
-      return r;
-    });
+      records.push(r);
+      at = nl + 1;
+    }
     if (records.length !== section.count) {
       throw new ArchiveError(
         `${path}: ${section.file} holds ${records.length} records, the manifest says ${section.count}`

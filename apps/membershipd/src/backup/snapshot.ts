@@ -146,11 +146,9 @@ export async function dumpStore(
       const name = RoomBlobs.bucketOf(room.id);
       const records: BlobRecord[] = [];
       for (const [i, b] of list.entries()) {
-        const got = await blobs.get(room.id, b.hash);
-        if (!got) continue; // deleted since the listing
-        const parts: Uint8Array[] = [];
-        for await (const c of got.data as unknown as AsyncIterable<Uint8Array>) parts.push(c);
-        const r = { hash: b.hash, size: b.size, data: Buffer.concat(parts).toString('base64') };
+        const bytes = await readBlob(blobs, room.id, b.hash);
+        if (!bytes) continue; // deleted since the listing (before or while it was read)
+        const r = { hash: b.hash, size: bytes.length, data: bytes.toString('base64') };
         // A stored blob that is not what it is named is not archived as if it were.
         const defect = blobRecordDefect(r);
         if (defect) throw new ArchiveError(`room ${room.id}: ${defect} in the store`);
@@ -161,6 +159,28 @@ export async function dumpStore(
     }
   }
   return out;
+}
+
+/**
+ * A blob's bytes, or null when it is gone: deleted before its metadata was
+ * read, or while its chunks were (a live backup races its owner; that blob
+ * is simply not in the archive, as if deleted a moment earlier). A read that
+ * fails while the blob still exists is tried once more, then fails the
+ * backup.
+ */
+async function readBlob(blobs: RoomBlobs, room: string, hash: string): Promise<Buffer | null> {
+  for (let attempt = 1; ; attempt++) {
+    const got = await blobs.get(room, hash);
+    if (!got) return null;
+    try {
+      const parts: Uint8Array[] = [];
+      for await (const c of got.data as unknown as AsyncIterable<Uint8Array>) parts.push(c);
+      return Buffer.concat(parts);
+    } catch (err) {
+      if (!(await blobs.info(room, hash))) return null;
+      if (attempt >= 2) throw err;
+    }
+  }
 }
 
 /** Every room of the rooms section (persisted or not). */

@@ -221,6 +221,7 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
       ownerBytes: o.ownerBlobBytes ?? o.roomBlobBytes ?? DEFAULT_ROOM_BLOB_BYTES,
       uploading: new Map(),
       uploadingByOwner: new Map(),
+      commits: new Map(),
     },
   };
   const openapi = openApiDocument([...PUBLIC_ROUTES, ...SIGNED_ROUTES]);

@@ -72,9 +72,10 @@ export function serverOptions(b: HttpBounds): {
  *   (Node's own header timeout only starts with the first byte);
  * - per address, past `maxConnectionsPerAddress`, a new socket is closed
  *   before a byte is read;
- * - a request must arrive whole (headers and body) within `requestTimeoutMs`,
- *   plus `extraTimeMs(req)` for a route that takes large bodies, or its
- *   socket is closed;
+ * - a request must arrive whole (headers and body) within `requestTimeoutMs`
+ *   of its first byte (its headers within `headersTimeoutMs`, its body within
+ *   the rest), plus `extraTimeMs(req)` for a route that takes large bodies,
+ *   or its socket is closed;
  * - past `maxConnections`, room is made by closing the oldest socket that is
  *   not in the middle of a request (never spoke, or idle keep-alive); only
  *   when every socket is busy is the new one closed. Busy sockets are bounded
@@ -141,11 +142,16 @@ export function capConnections(
     if (!entry) return;
     entry.busy = true;
     entry.socket.setTimeout(0);
+    // Counted from the end of the headers, which took up to headersTimeoutMs
+    // already: what is left of requestTimeoutMs after that, so no request
+    // holds its socket past requestTimeoutMs from its first byte (plus a
+    // blob upload's extra time).
+    const budget = Math.max(1_000, b.requestTimeoutMs - b.headersTimeoutMs);
     const late = setTimeout(
       () => {
         if (!req.complete) req.socket.destroy();
       },
-      b.requestTimeoutMs + extraTimeMs(req)
+      budget + extraTimeMs(req)
     );
     late.unref();
     req.once('end', () => clearTimeout(late));

@@ -609,6 +609,9 @@ describe('cold review 15b: disk-full signals', { timeout: 400_000 }, () => {
         '4MiB',
         '--room-blob-bytes',
         '12MiB',
+        // A 3 MB blob must fit: no owner share below it.
+        '--owner-blob-bytes',
+        '12MiB',
         '--log-level',
         'info',
       ],

@@ -24,6 +24,25 @@ export interface BlobLimits {
   readonly uploading: Map<string, number>;
   /** The same, per owner of the rooms uploaded to. */
   readonly uploadingByOwner: Map<string, number>;
+  /** Each owner's commit lock on this node (see lockOwner). */
+  readonly commits: Map<string, Promise<void>>;
+}
+
+/**
+ * Takes this node's commit lock of one owner's blobs: resolves with its
+ * release once every earlier holder released it.
+ */
+async function lockOwner(limits: BlobLimits, owner: string): Promise<() => void> {
+  const before = limits.commits.get(owner) ?? Promise.resolve();
+  let release!: () => void;
+  const mine = new Promise<void>((r) => (release = r));
+  const chained = before.then(() => mine);
+  limits.commits.set(owner, chained);
+  await before;
+  return () => {
+    release();
+    if (limits.commits.get(owner) === chained) limits.commits.delete(owner);
+  };
 }
 
 /** Adds `n` (may be negative) to a running total in `m`, dropping it at zero. */
@@ -174,6 +193,7 @@ export const blobRoutes: RouteDef[] = [
 
       await intend(s, c, 'blob.put', id, { hash });
       let mine = 0;
+      let release: (() => void) | undefined;
       try {
         const stored = await s.store.blobs.put(
           id,
@@ -186,14 +206,26 @@ export const blobRoutes: RouteDef[] = [
             if (used + others() > limits.roomBytes) throw quota();
             if (ownerUsed + ownerOthers() > limits.ownerBytes) throw ownerQuota();
           }),
-          (sha) => {
+          async (sha, size) => {
             if (!sameDigest(sha, digest)) throw mismatch();
+            // The commit: under this owner's lock (held until the object's
+            // metadata is written), the quotas are checked again against
+            // what is stored now, so uploads held open while others
+            // completed cannot all fit a quota the first check let them in
+            // under (node-local: other nodes' commits race within ms).
+            release = await lockOwner(limits, owner);
+            const nowUsed = await Promise.all(owned.map((r) => s.store.blobs.usage(r)));
+            const roomNow = nowUsed[owned.indexOf(id)]!;
+            const ownerNow = nowUsed.reduce((a, b) => a + b, 0);
+            if (roomNow + size > limits.roomBytes) throw quota();
+            if (ownerNow + size > limits.ownerBytes) throw ownerQuota();
           }
         );
         s.metrics?.blobBytes('in', stored.size);
         await audit(s, c, 'blob.put', id, 'ok', { hash, size: stored.size });
         return c.json({ hash, size: stored.size }, 201);
       } finally {
+        release?.();
         bump(limits.uploading, id, -mine);
         bump(limits.uploadingByOwner, owner, -mine);
       }
