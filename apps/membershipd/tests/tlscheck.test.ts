@@ -232,6 +232,11 @@ describe('TLS reload: what a renewed pair must be', () => {
     assert.equal(await verdict({ cert: chained, key: files.key }, { ca: ca() }), 'accepted');
   });
 
+  test("without a configured CA the system trust store judges: a private CA's pair is refused", async () => {
+    const files = { cert: join(tls, 'n1.crt'), key: join(tls, 'n1.key') };
+    assert.match(await verdict(files, { current: inUse }), /system trust store refuses it/);
+  });
+
   test('a file that is not PEM is a clear error, not a crash', async () => {
     const junk = join(dir, 'junk.crt');
     writeFileSync(junk, 'not a certificate\n');

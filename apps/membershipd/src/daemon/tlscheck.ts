@@ -129,19 +129,21 @@ export async function verifyRenewedPair(
   o: { usages: string[]; current?: X509Certificate; now?: Date }
 ): Promise<CheckedPair> {
   const pair = checkRenewedPair(what, files, o);
-  if (!files.ca) return pair;
-  const ca = readFileSync(files.ca);
+  // No CA configured: clients (and this daemon's own connections) trust the
+  // system's roots, so the handshake does too.
+  const ca = files.ca ? readFileSync(files.ca) : undefined;
+  const trusted = files.ca ?? 'the system trust store';
   const names = o.current ? [...subjectAltNames(o.current)] : [];
   const why = await handshake(pair, ca, names, false);
   if (why)
     throw new Error(
-      `${what} certificate ${files.cert}: a client trusting ${files.ca} refuses it (${why})`
+      `${what} certificate ${files.cert}: a client trusting ${trusted} refuses it (${why})`
     );
   if (o.usages.includes(CLIENT_AUTH)) {
     const asClient = await handshake(pair, ca, [], true);
     if (asClient)
       throw new Error(
-        `${what} certificate ${files.cert}: a peer trusting ${files.ca} refuses it as a client certificate (${asClient})`
+        `${what} certificate ${files.cert}: a peer trusting ${trusted} refuses it as a client certificate (${asClient})`
       );
   }
   return pair;
@@ -150,7 +152,7 @@ export async function verifyRenewedPair(
 /** One loopback handshake; undefined when the peer accepts, else why not. */
 function handshake(
   pair: CheckedPair,
-  ca: Buffer,
+  ca: Buffer | undefined,
   names: string[],
   asClient: boolean
 ): Promise<string | undefined> {
@@ -168,7 +170,13 @@ function handshake(
     try {
       server = tls.createServer(
         asClient
-          ? { cert: pair.cert, key: pair.key, requestCert: true, rejectUnauthorized: false, ca }
+          ? {
+              cert: pair.cert,
+              key: pair.key,
+              requestCert: true,
+              rejectUnauthorized: false,
+              ...(ca ? { ca } : {}),
+            }
           : { cert: pair.cert, key: pair.key },
         (s) => {
           if (asClient) {
@@ -193,7 +201,7 @@ function handshake(
           : {
               host: '127.0.0.1',
               port,
-              ca,
+              ...(ca ? { ca } : {}),
               // Names are checked below, each one the certificate in use has.
               checkServerIdentity: () => undefined,
             },
