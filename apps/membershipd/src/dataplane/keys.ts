@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { fromCurveSeed, fromSeed, type KeyPair } from 'nkeys.js';
 import { deriveSeed, nkeySeedFromRaw, writeFileAtomic, type Identity } from '@sealbus/crypto';
+import { fastCurve, fastIssuer } from './fastkeys.js';
 
 /**
  * The auth callout's keys, shared by every node of a deployment: the account
@@ -38,7 +39,8 @@ function parse(text: string, path: string): CalloutKeys {
     const xkey = fromCurveSeed(new TextEncoder().encode(f.xkey_seed));
     if (!issuer.getPublicKey().startsWith('A') || !xkey.getPublicKey().startsWith('X'))
       throw new Error('prefix');
-    return { issuer, xkey };
+    // Same keys, faster operations (node:crypto signatures, kept shared keys).
+    return { issuer: fastIssuer(issuer), xkey: fastCurve(xkey) };
   } catch {
     throw new Error(
       `callout key file ${path}: issuer_seed must be an account seed (SA…) and xkey_seed a curve seed (SX…)`
