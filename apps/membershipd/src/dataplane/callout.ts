@@ -1,6 +1,5 @@
 import type { UserRecord } from '@sealbus/protocol';
 import type { Msg, NatsConnection, Subscription } from 'nats';
-import { fromPublic } from 'nkeys.js';
 import { encodeAuthorizationResponse, encodeUser, type AuthorizationRequest } from 'nats-jwt';
 import { fromHex, publicFromUserNkey, toHex, verifyKeyBinding } from '@sealbus/crypto';
 import type { MembershipStore } from '@sealbus/store';
@@ -9,6 +8,7 @@ import { LogThrottle } from '../logthrottle.js';
 import type { CalloutReason, Metrics } from '../metrics.js';
 import type { CalloutKeys } from './keys.js';
 import { decideGrants, decideIdentity } from './decision.js';
+import { verifyNkey } from './fastkeys.js';
 
 /** The account callout users are placed in (the user JWT's audience). */
 export const APP_ACCOUNT = 'APP';
@@ -63,7 +63,9 @@ export function decodeRequest(jwt: string): AuthorizationRequest {
   }
   if (claims.iss !== req.server_id.id) throw new Error('request not issued by the server it names');
   const signed = enc.encode(`${parts[0]}.${parts[1]}`);
-  if (!fromPublic(claims.iss).verify(signed, new Uint8Array(Buffer.from(parts[2]!, 'base64url')))) {
+  if (
+    !verifyNkey('server', claims.iss, signed, new Uint8Array(Buffer.from(parts[2]!, 'base64url')))
+  ) {
     throw new Error('request signature does not verify');
   }
   return req;
@@ -244,15 +246,13 @@ export class CalloutService {
         nkey: nkey ?? null,
       };
     }
-    let proven: boolean;
-    try {
-      proven = fromPublic(nkey).verify(
-        enc.encode(nonce),
-        new Uint8Array(Buffer.from(sig, 'base64'))
-      );
-    } catch {
-      proven = false;
-    }
+    // node:crypto's Ed25519 (nkeys.js answers the same, in pure JS).
+    const proven = verifyNkey(
+      'user',
+      nkey,
+      enc.encode(nonce),
+      new Uint8Array(Buffer.from(sig, 'base64'))
+    );
     if (!proven)
       return {
         allow: false,

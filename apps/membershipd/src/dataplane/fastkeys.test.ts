@@ -4,9 +4,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createAccount, createCurve, createUser, fromPublic } from 'nkeys.js';
+import { createAccount, createCurve, createServer, createUser, fromPublic } from 'nkeys.js';
 import { decode, encodeUser } from 'nats-jwt';
-import { fastCurve, fastIssuer } from './fastkeys.js';
+import { fastCurve, fastIssuer, verifyNkey } from './fastkeys.js';
 
 test('fastIssuer: the same signatures as nkeys.js, and its public key', async () => {
   const kp = createAccount();
@@ -69,4 +69,32 @@ test('fastCurve: the same xkv1 boxes as nkeys.js (byte for byte), opened both wa
   assert.equal(fast.open(noHeader, server.getPublicKey()), null, 'not xkv1');
   assert.equal(fast.open(sealed.subarray(0, 20), server.getPublicKey()), null, 'too short');
   assert.throws(() => fast.seal(new Uint8Array(1), 'XNOTAKEY'), 'a malformed recipient');
+});
+
+test('verifyNkey answers as nkeys.js verify does: valid, tampered, another key, another kind, malformed', () => {
+  const user = createUser();
+  const server = createServer();
+  const data = new Uint8Array(randomBytes(300));
+  const us = user.sign(data);
+  const ss = server.sign(data);
+  assert.equal(verifyNkey('user', user.getPublicKey(), data, us), true);
+  assert.equal(verifyNkey('server', server.getPublicKey(), data, ss), true);
+  const tampered = Uint8Array.from(data);
+  tampered[0]! ^= 1;
+  assert.equal(verifyNkey('user', user.getPublicKey(), tampered, us), false);
+  assert.equal(fromPublic(user.getPublicKey()).verify(tampered, us), false, 'nkeys.js agrees');
+  assert.equal(verifyNkey('user', createUser().getPublicKey(), data, us), false, 'another key');
+  assert.equal(
+    verifyNkey('server', user.getPublicKey(), data, us),
+    false,
+    'a user key as a server'
+  );
+  assert.equal(
+    verifyNkey('user', server.getPublicKey(), data, ss),
+    false,
+    'a server key as a user'
+  );
+  assert.equal(verifyNkey('user', 'UNOTAKEY', data, us), false, 'malformed key');
+  assert.equal(verifyNkey('user', user.getPublicKey(), data, us.subarray(0, 63)), false, 'short');
+  assert.equal(verifyNkey('user', user.getPublicKey(), data, new Uint8Array(64)), false, 'zeros');
 });
