@@ -89,21 +89,54 @@ describe('member cache', { timeout: 120_000 }, () => {
     assert.ok(hits >= ops * 0.9, `only ${hits} of ${ops} lookups came from the cache`);
   });
 
-  test('a record a scan would refuse grants nothing from the cache (and one under the wrong key neither)', async () => {
+  test('a record a scan would refuse, or one naming another key, makes the cache step aside: the scan decides (CORRUPT: the callout denies)', async () => {
     const u = hex(32);
     const good = hex(12);
     await other.put(`${good}.${u}`, enc(record(good, u, 'writer')));
+    assert.deepEqual(norm((await cache.membershipsOf(u))!), [`${good}:writer`]);
     const bad = hex(12);
     await other.put(`${bad}.${u}`, new TextEncoder().encode('{"room":"not a record"'));
-    const elsewhere = hex(12);
-    // A valid record stored under another room's key.
-    await other.put(`${elsewhere}.${u}`, enc(record(hex(12), u, 'owner')));
-    const got = await cache.membershipsOf(u);
-    assert.ok(got, 'answered from memory');
-    assert.deepEqual(norm(got), [`${good}:writer`]);
-    // Overwriting a good record with garbage removes the grant.
-    await other.put(`${good}.${u}`, new TextEncoder().encode('garbage'));
-    assert.deepEqual(norm((await cache.membershipsOf(u)) ?? [{ room: 'x' } as MemberRecord]), []);
+    assert.equal(await cache.membershipsOf(u), null, 'a corrupt record: no answer from memory');
+    await assert.rejects(store.membershipsOf(u), /not JSON|CORRUPT/, 'the scan refuses it');
+    // Fixed: the cache answers again.
+    await other.put(`${bad}.${u}`, enc(record(bad, u, 'reader')));
+    assert.deepEqual(
+      norm((await cache.membershipsOf(u))!),
+      [`${bad}:reader`, `${good}:writer`].sort()
+    );
+    // A valid record stored under another room's key: the old grant is gone
+    // and the cache steps aside.
+    await other.put(`${good}.${u}`, enc(record(hex(12), u, 'owner')));
+    assert.equal(await cache.membershipsOf(u), null);
+    await other.delete(`${good}.${u}`);
+    assert.deepEqual(norm((await cache.membershipsOf(u))!), [`${bad}:reader`]);
+  });
+
+  test('messages removed under the watch (a filtered stream purge, a message deleted by sequence) or the bucket made again: the cache reloads, never answers from the old map', async () => {
+    const jsm = await writer.jetstreamManager();
+    const u = hex(32);
+    const r1 = hex(12);
+    const r2 = hex(12);
+    await other.put(`${r1}.${u}`, enc(record(r1, u, 'writer')));
+    const ack = await other.put(`${r2}.${u}`, enc(record(r2, u, 'writer')));
+    assert.equal((await cache.membershipsOf(u))?.length, 2);
+    const loads0 = cache.stats.loads;
+    // Deleted by sequence (nats stream rmm): no watch entry says so.
+    await jsm.streams.deleteMessage('KV_sealbus_members', ack);
+    const after = await store.membershipsOf(u);
+    assert.deepEqual(norm(after), [`${r1}:writer`], 'the answer (cache or scan) drops it');
+    await waitFor(() => (cache.loaded && cache.stats.loads > loads0) || undefined, {
+      what: 'the reload',
+    });
+    assert.deepEqual(norm((await cache.membershipsOf(u)) ?? []), [`${r1}:writer`]);
+    // A filtered purge of one room's memberships.
+    await jsm.streams.purge('KV_sealbus_members', { filter: `$KV.sealbus_members.${r1}.>` });
+    assert.deepEqual(await store.membershipsOf(u), []);
+    await waitFor(() => cache.loaded || undefined, { what: 'loaded again' });
+    assert.deepEqual(
+      norm((await cache.membershipsOf(u)) ?? [{ room: 'stale' } as MemberRecord]),
+      []
+    );
   });
 
   test('the watch consumer deleted under it: lookups stay right (scan or rebuilt cache), and the cache comes back', async () => {

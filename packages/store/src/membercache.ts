@@ -6,6 +6,25 @@ export const CACHE_CATCH_UP_MS = 250;
 /** How long a lookup waits for the stream's last sequence before it scans. */
 const INFO_TIMEOUT_MS = 1_000;
 
+/** What one watch has built: the memberships, and what a scan would judge differently. */
+interface CacheState {
+  /** sign_pub → room → membership. */
+  byUser: Map<string, Map<string, MemberRecord>>;
+  /** sign_pub → rooms whose record a scan would refuse or read otherwise (corrupt, or naming another key). */
+  suspect: Map<string, Set<string>>;
+  /** Every key with a message in the stream (history 1: one each, delete markers included). */
+  keys: Set<string>;
+}
+
+const emptyState = (): CacheState => ({ byUser: new Map(), suspect: new Map(), keys: new Set() });
+
+/** What a lookup learns of the stream. */
+interface StreamNow {
+  last: number;
+  messages: number;
+  created: string;
+}
+
 interface Waiter {
   seq: number;
   done: (ok: boolean) => void;
@@ -38,17 +57,22 @@ export class MemberCache {
   readonly #jsm: JetStreamManager;
   readonly #stream: string;
   readonly #onError: (err: Error) => void;
-  /** sign_pub → room → membership. */
-  #byUser = new Map<string, Map<string, MemberRecord>>();
+  #state: CacheState = emptyState();
+  /** When the stream the watch reads was created (a bucket made again is another stream). */
+  #created: string | undefined;
+  #lastStall = 0;
   /** The highest stream sequence applied (0: none). */
   #applied = 0;
   #loaded = false;
   #stopped = false;
   #watch: QueuedIterator<KvEntry> | undefined;
   #waiters: Waiter[] = [];
-  #inflight: Promise<number> | null = null;
-  #next: { p: Promise<number>; resolve: (n: number) => void; reject: (e: unknown) => void } | null =
-    null;
+  #inflight: Promise<StreamNow> | null = null;
+  #next: {
+    p: Promise<StreamNow>;
+    resolve: (n: StreamNow) => void;
+    reject: (e: unknown) => void;
+  } | null = null;
   readonly stats: MemberCacheStats = { hits: 0, misses: 0, loads: 0 };
 
   constructor(kv: KV, jsm: JetStreamManager, bucket: string, onError: (err: Error) => void) {
@@ -76,18 +100,24 @@ export class MemberCache {
   /** Keeps a watch running: a watch that ends (an error, a reset) is started again, from scratch. */
   async #run(): Promise<void> {
     for (let backoff = 100; !this.#stopped; backoff = Math.min(5_000, backoff * 2)) {
-      const fresh = new Map<string, Map<string, MemberRecord>>();
+      const fresh = emptyState();
       let applied = 0;
       let initial = true;
       try {
         this.stats.loads++;
+        // The stream this watch will read (before it starts: a stream made
+        // again after this is noticed by the next lookup).
+        const start = await this.#info();
+        this.#created = start.created;
         const w = await this.#kv.watch({
           key: '>',
           initializedFn: () => {
             // The first full picture: swap it in.
             initial = false;
-            this.#byUser = fresh;
-            this.#applied = Math.max(this.#applied, applied);
+            this.#state = fresh;
+            // Every message up to the stream's last at the start was either
+            // delivered now or is gone (deleted: the last may be one of them).
+            this.#applied = Math.max(this.#applied, applied, start.last);
             this.#loaded = true;
             backoff = 100;
             this.#wake();
@@ -124,8 +154,15 @@ export class MemberCache {
     this.#waiters = still;
   }
 
-  /** The stream's last sequence, from a request sent after this call (shared by concurrent callers). */
-  #lastSeq(): Promise<number> {
+  /** Drops what the watch built and starts it again (lookups scan until it has loaded). */
+  #reload(why: string): void {
+    this.#loaded = false;
+    this.#onError(new Error(`member cache reloads: ${why}`));
+    this.#watch?.stop();
+  }
+
+  /** The stream's state, from a request sent after this call (shared by concurrent callers). */
+  #lastSeq(): Promise<StreamNow> {
     if (!this.#inflight) {
       const p = this.#info().finally(() => this.#advance());
       this.#inflight = p;
@@ -133,9 +170,9 @@ export class MemberCache {
     }
     // One is in flight, sent before this call: join the next.
     if (!this.#next) {
-      let resolve!: (n: number) => void;
+      let resolve!: (n: StreamNow) => void;
       let reject!: (e: unknown) => void;
-      const p = new Promise<number>((a, b) => ((resolve = a), (reject = b)));
+      const p = new Promise<StreamNow>((a, b) => ((resolve = a), (reject = b)));
       p.catch(() => {});
       this.#next = { p, resolve, reject };
     }
@@ -146,10 +183,14 @@ export class MemberCache {
    * The stream's last sequence, or a rejection within INFO_TIMEOUT_MS (a
    * leader election: the lookup scans instead, inside the callout's budget).
    */
-  #info(): Promise<number> {
+  #info(): Promise<StreamNow> {
     let timer: NodeJS.Timeout | undefined;
     return Promise.race([
-      this.#jsm.streams.info(this.#stream).then((i) => i.state.last_seq),
+      this.#jsm.streams.info(this.#stream).then((i) => ({
+        last: i.state.last_seq,
+        messages: i.state.messages,
+        created: i.created,
+      })),
       new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error('stream info timed out')), INFO_TIMEOUT_MS);
       }),
@@ -175,13 +216,20 @@ export class MemberCache {
       this.stats.misses++;
       return null;
     }
-    let last: number;
+    let now: StreamNow;
     try {
-      last = await this.#lastSeq();
+      now = await this.#lastSeq();
     } catch {
       this.stats.misses++;
       return null;
     }
+    if (now.created !== this.#created) {
+      // The bucket was deleted and made again: the watch reads a stream gone.
+      this.#reload('the members stream was made again');
+      this.stats.misses++;
+      return null;
+    }
+    const last = now.last;
     if (this.#applied < last) {
       const ok = await new Promise<boolean>((done) => {
         const t = setTimeout(() => {
@@ -195,42 +243,85 @@ export class MemberCache {
         this.#waiters.push({ seq: last, done: finish });
       });
       if (!ok || !this.#loaded) {
+        // Still behind and not moving: the stream's last message may be one
+        // no watch will deliver (deleted by sequence). Start over (at most
+        // every 10 s): a new watch counts the stream's last as seen.
+        if (!ok && this.#loaded && this.#applied < last && Date.now() - this.#lastStall > 10_000) {
+          this.#lastStall = Date.now();
+          this.#reload(`the watch stays behind the stream (${this.#applied} < ${last})`);
+        }
         this.stats.misses++;
         return null;
       }
     }
+    const state = this.#state;
+    // Caught up exactly: every message the stream holds must be one the watch
+    // saw. Fewer means messages were removed under it (a stream purge, a
+    // message deleted by sequence), which no watch entry reports.
+    if (this.#applied === last && now.messages !== state.keys.size) {
+      this.#reload(
+        `the stream holds ${now.messages} messages, the watch accounts for ${state.keys.size}`
+      );
+      this.stats.misses++;
+      return null;
+    }
+    // A record a scan would refuse (CORRUPT: the callout denies) or read as
+    // another room: the scan decides, as it would without the cache.
+    if (state.suspect.has(signPub)) {
+      this.stats.misses++;
+      return null;
+    }
     this.stats.hits++;
-    return [...(this.#byUser.get(signPub)?.values() ?? [])].sort((a, b) =>
+    return [...(state.byUser.get(signPub)?.values() ?? [])].sort((a, b) =>
       a.room < b.room ? -1 : a.room > b.room ? 1 : 0
     );
   }
 }
 
 /** Applies one watched entry: a membership put, or a key deleted or purged. */
-function apply(into: Map<string, Map<string, MemberRecord>>, e: KvEntry): void {
+function apply(into: CacheState, e: KvEntry): void {
+  // Every entry is the one message its key has now (history 1).
+  into.keys.add(e.key);
   // Keys are `<room>.<sign_pub>`; anything else in the bucket is not a membership.
   const dot = e.key.indexOf('.');
   if (dot <= 0) return;
   const room = e.key.slice(0, dot);
   const signPub = e.key.slice(dot + 1);
-  if (e.operation !== 'PUT') {
-    const m = into.get(signPub);
+  const drop = () => {
+    const m = into.byUser.get(signPub);
     m?.delete(room);
-    if (m?.size === 0) into.delete(signPub);
+    if (m?.size === 0) into.byUser.delete(signPub);
+  };
+  const trusted = (yes: boolean) => {
+    let s = into.suspect.get(signPub);
+    if (yes) {
+      s?.delete(room);
+      if (s?.size === 0) into.suspect.delete(signPub);
+    } else {
+      if (!s) into.suspect.set(signPub, (s = new Set()));
+      s.add(room);
+    }
+  };
+  if (e.operation !== 'PUT') {
+    drop();
+    trusted(true);
     return;
   }
   let rec: MemberRecord;
   try {
     rec = memberRecordSchema.parse(JSON.parse(new TextDecoder().decode(e.value)));
   } catch {
-    // A record a scan would refuse (CORRUPT): drop what was there, so the
-    // cache never grants more than the bucket holds.
-    const m = into.get(signPub);
-    m?.delete(room);
+    drop();
+    trusted(false);
     return;
   }
-  if (rec.room !== room || rec.sign_pub !== signPub) return;
-  let m = into.get(signPub);
-  if (!m) into.set(signPub, (m = new Map()));
+  if (rec.room !== room || rec.sign_pub !== signPub) {
+    drop();
+    trusted(false);
+    return;
+  }
+  trusted(true);
+  let m = into.byUser.get(signPub);
+  if (!m) into.byUser.set(signPub, (m = new Map()));
   m.set(room, rec);
 }
