@@ -844,8 +844,11 @@ describe('cold review 15b: one member exhausting blob storage', { timeout: 300_0
       `# uploads into a full account: ${statuses.join(', ')}; daemon ${up ? 'alive' : 'DEAD'} ${why}`
     );
     assert.ok(up, `membershipd died after uploads answered ${statuses.join(', ')}: ${why}`);
+    // A refusal in the middle of a body closes the connection; a client
+    // still writing may see the reset before it reads the 507 (0 here: CI
+    // once, the last of six). Refused either way; never accepted.
     assert.ok(
-      statuses.every((s) => s === 507),
+      statuses.every((s) => s === 507 || s === 0) && statuses.some((s) => s === 507),
       statuses.join(', ')
     );
   });
