@@ -262,37 +262,30 @@ async function dumpStream(
 
 /** The persisted rooms of an archive (from its rooms section) and their members. */
 function persistedRooms(archive: VerifiedArchive): Array<{ room: RoomRecord; members: string[] }> {
-  return persistedRoomsOf(
-    archive.sections.map((s) => ({
-      name: s.section.name,
-      kind: s.section.kind,
-      records: s.records,
-    }))
-  );
+  return persistedRoomsOf(sectionsOf(archive));
+}
+
+/** A verified archive's sections as the dump makes them. */
+function sectionsOf(archive: VerifiedArchive): SectionData[] {
+  return archive.sections.map((s) => ({
+    name: s.section.name,
+    kind: s.section.kind,
+    records: s.records,
+  }));
 }
 
 function persistedRoomsOf(sections: SectionData[]): Array<{ room: RoomRecord; members: string[] }> {
-  const records = (name: string) =>
-    (sections.find((s) => s.kind === 'kv' && s.name === name)?.records ?? []) as KvRecord[];
-  const specs = bucketSpecs();
-  const out: Array<{ room: RoomRecord; members: string[] }> = [];
-  for (const r of records(specs.rooms.name)) {
-    let raw: unknown;
-    try {
-      raw = JSON.parse(Buffer.from(r.value, 'base64').toString('utf8'));
-    } catch {
-      continue; // not a room row (a subject claim, say)
-    }
-    const parsed = roomRecordSchema.safeParse(raw);
-    if (!parsed.success || `room.${parsed.data.id}` !== r.key || !parsed.data.policy.persist)
-      continue;
-    const id = parsed.data.id; // rooms rows are `room.<id>`, members rows `<id>.<sign_pub>`
-    const members = records(specs.members.name)
-      .filter((m) => m.key.startsWith(`${id}.`))
-      .map((m) => m.key.slice(id.length + 1));
-    out.push({ room: parsed.data, members });
-  }
-  return out;
+  const members = (sections.find((s) => s.kind === 'kv' && s.name === bucketSpecs().members.name)
+    ?.records ?? []) as KvRecord[];
+  // rooms rows are `room.<id>`, members rows `<id>.<sign_pub>`
+  return roomsOf(sections)
+    .filter((room) => room.policy.persist)
+    .map((room) => ({
+      room,
+      members: members
+        .filter((m) => m.key.startsWith(`${room.id}.`))
+        .map((m) => m.key.slice(room.id.length + 1)),
+    }));
 }
 
 /**
@@ -311,15 +304,7 @@ export function checkRestorable(archive: VerifiedArchive): void {
       throw new ArchiveError(`the archive has no ${w.kind} section ${w.name}`);
   }
   const rooms = new Map(persistedRooms(archive).map((p) => [roomStreamName(p.room.id), p.room]));
-  const allRooms = new Map(
-    roomsOf(
-      archive.sections.map((x) => ({
-        name: x.section.name,
-        kind: x.section.kind,
-        records: x.records,
-      }))
-    ).map((r) => [RoomBlobs.bucketOf(r.id), r])
-  );
+  const allRooms = new Map(roomsOf(sectionsOf(archive)).map((r) => [RoomBlobs.bucketOf(r.id), r]));
   for (const { section, records } of archive.sections) {
     if (section.kind === 'stream') checkSequences(section.name, records as StreamRecord[]);
     const key = `${section.kind}:${section.name}`;
