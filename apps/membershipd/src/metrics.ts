@@ -46,6 +46,8 @@ export interface Metrics {
   signatureFailure(code: string): void;
   /** A nonce replay refused. */
   replay(): void;
+  /** A request nonce recorded: in this node's memory or the replicated bucket. */
+  nonce(scope: 'node' | 'replicated'): void;
   damping(decision: DampingDecision): void;
   callout(decision: CalloutDecision, reason: CalloutReason, seconds: number): void;
   /** Connections kicked after a revocation or removal. */
@@ -116,6 +118,12 @@ export function createMetrics(version: string): Metrics {
   const replays = new Counter({
     name: 'sealbus_replays_total',
     help: 'requests refused because their nonce was used before',
+    registers,
+  });
+  const nonces = new Counter({
+    name: 'sealbus_request_nonces_total',
+    help: 'request nonces recorded (first uses), by where: node (memory of a single-node deployment) or replicated (the nonces bucket)',
+    labelNames: ['scope'] as const,
     registers,
   });
   const damping = new Counter({
@@ -198,6 +206,7 @@ export function createMetrics(version: string): Metrics {
     },
     signatureFailure: (code) => sigFail.inc({ code }),
     replay: () => replays.inc(),
+    nonce: (scope) => nonces.inc({ scope }),
     damping: (decision) => damping.inc({ decision }),
     callout(decision, reason, seconds) {
       callout.inc({ decision, reason });

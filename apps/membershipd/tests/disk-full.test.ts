@@ -1,9 +1,9 @@
 // A real full disk: the node's data dir lives on a small tmpfs that the test
 // fills to the last block. Changes are refused at once with a stable code
 // (507 STORAGE_FULL; the CLI exits 1), nothing is half-written, health says
-// so, and the node recovers by itself when space returns. Signed reads are
-// refused too: every signed request records its nonce first (replay
-// protection needs the write), which docs/RUNBOOK.md states.
+// so, and the node recovers by itself when space returns. Signed reads keep
+// working: a single node records request nonces in memory, not on disk
+// (docs/RUNBOOK.md says so).
 //
 // Mounting needs root (or CAP_SYS_ADMIN); without it the test says so and
 // skips rather than pretending.
@@ -134,22 +134,11 @@ describe('a full disk under the data dir (a filled tmpfs)', { timeout: 300_000 }
     assert.match(cli.stderr, /full|no space/i);
     assert.ok(!(await store.listUsers()).some((u) => u.handle === 'cli-when-full'));
 
-    // A signed read records its nonce: it works while the nonce store's
-    // last page has room, and once it has not it is refused the same way,
-    // never a 401 (which would make an SDK drop its identity).
+    // Signed reads keep working: a single node records request nonces in
+    // its memory, so a read needs no write (with the replicated nonce
+    // bucket, reads were refused once its last page was full).
     let reads = 0;
-    for (; reads < 2_000; reads++) {
-      const e = await admin!.me().then(
-        () => null,
-        (err: unknown) => err
-      );
-      if (e === null) continue;
-      assert.ok(
-        e instanceof ControlError && e.status === 507 && e.code === 'STORAGE_FULL',
-        String(e)
-      );
-      break;
-    }
+    for (; reads < 300; reads++) assert.equal((await admin!.me()).role, 'admin');
     const h = await health('/healthz');
     assert.equal(h.status, 503, JSON.stringify(h.json));
     assert.equal(h.json.reason, 'storage full');
@@ -171,7 +160,7 @@ describe('a full disk under the data dir (a filled tmpfs)', { timeout: 300_000 }
     assert.equal((await admin!.me()).role, 'admin');
     console.log(
       `# disk full: ${added} users fitted in the last pages, then 507 STORAGE_FULL in ${refusedMs} ms; ` +
-        `${reads} signed reads before the nonce store was full too; recovered without a restart`
+        `${reads} signed reads served while full; recovered without a restart`
     );
   });
 });

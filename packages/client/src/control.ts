@@ -130,6 +130,7 @@ export class ControlClient {
     const attempts: ControlAttempt[] = [];
     const deadline = Date.now() + this.#deadlineMs;
     let retried429 = false;
+    let beforeStart = 0;
     for (let i = 0; i < this.#urls.length && Date.now() < deadline; i++) {
       const idx = (this.#preferred + i) % this.#urls.length;
       const url = new URL(path, this.#urls[idx]);
@@ -158,6 +159,17 @@ export class ControlClient {
         if (waitMs !== null && Date.now() + waitMs < deadline) {
           retried429 = true;
           await new Promise((r) => setTimeout(r, waitMs));
+          i--;
+          continue;
+        }
+      }
+      // A node that keeps request nonces in memory refuses requests signed
+      // before it started (a clock behind the node's, or a restart a moment
+      // ago): sign again, a second later, a few times.
+      if (res.status === 401 && beforeStart < 3 && Date.now() + 1_000 < deadline) {
+        if (errorOf(res).code === 'SIGNED_BEFORE_START') {
+          beforeStart++;
+          await new Promise((r) => setTimeout(r, 1_000));
           i--;
           continue;
         }

@@ -57,6 +57,7 @@ interface ServeOptions {
   metrics?: HostPort;
   atRestKeyFile?: string;
   authority: string[];
+  replicatedNonces?: boolean;
   maxRoomsPerUser: number;
   httpMaxConnections: number;
   changesPerMinute: number;
@@ -116,6 +117,10 @@ export function registerServe(program: Command): void {
       )
         .argParser((v: string, prev: string[]) => [...prev, argParser(parseAuthority)(v)])
         .default([], 'the --http address')
+    )
+    .option(
+      '--replicated-nonces',
+      'record request nonces in the replicated bucket even on a single node (the default there is node memory: no write per request, but requests signed before a restart are refused after it)'
     )
     .addOption(
       new Option(
@@ -392,6 +397,7 @@ async function serve(opts: ServeOptions): Promise<number> {
       ...(opts.metrics ? { metrics: opts.metrics } : {}),
       atRestKey,
       authorities: opts.authority,
+      ...(opts.replicatedNonces ? { replicatedNonces: true } : {}),
       maxRoomsPerUser: opts.maxRoomsPerUser,
       changesPerMinute: opts.changesPerMinute,
       httpBounds: {

@@ -27,6 +27,7 @@ import {
 import { createApp } from '../http/app.js';
 import { DEFAULT_BLOB_MAX_BYTES } from '../http/routes/blobs.js';
 import { Authorities } from '../http/authority.js';
+import { LocalNonces } from '../http/localnonces.js';
 import type { DampingOptions } from '../http/damping.js';
 import type { AuthMode } from '../http/context.js';
 import type { Logger } from '../log.js';
@@ -99,6 +100,12 @@ export interface DaemonOptions {
   atRestKey?: AtRestKey | null;
   /** Extra names a signed request's `@authority` may be (`--authority`); the listen address is always one. */
   authorities?: string[];
+  /**
+   * Record every request nonce in the replicated bucket even when this node
+   * is the whole deployment (`--replicated-nonces`): a node-local record is
+   * lost on restart, so requests signed before a start are refused then.
+   */
+  replicatedNonces?: boolean;
   /** Rooms one user may own (default 100). */
   maxRoomsPerUser?: number;
   /** Size cap of each room stream created (default 256 MiB). */
@@ -198,6 +205,10 @@ export class Daemon {
 
   static async start(o: DaemonOptions): Promise<Daemon> {
     const log = o.logger;
+    // Node-local nonces refuse requests signed before this moment: the
+    // process before this one may have accepted them, and it has stopped
+    // serving by now (its nats-server held the ports this one needs).
+    const startedAtMs = Date.now();
     const paths = dataPaths(resolve(o.dataDir));
     await mkdir(paths.natsDir, { recursive: true, mode: 0o700 });
     // Undo steps for a failed start, and the same steps (reversed) for stop.
@@ -553,9 +564,17 @@ export class Daemon {
         undo.push(async () => clearInterval(probeTimer));
       }
       const authorities = new Authorities(o.authorities ?? []);
+      // A node that is the whole deployment (its own nats-server, no
+      // cluster) is the only place a request can be presented: its nonces
+      // need no quorum write. Any other shape keeps the replicated bucket.
+      const nonceScope: 'node' | 'cluster' =
+        child !== undefined && !o.cluster && !o.replicatedNonces ? 'node' : 'cluster';
       const app = createApp({
         health,
         authorities,
+        ...(nonceScope === 'node'
+          ? { localNonces: new LocalNonces({ maxAgeSec: 300, skewSec: 30, startedAtMs }) }
+          : {}),
         ...(o.maxRoomsPerUser !== undefined ? { maxRoomsPerUser: o.maxRoomsPerUser } : {}),
         ...(o.changesPerMinute ? { changesPerMinute: o.changesPerMinute } : {}),
         ...(o.blobMaxBytes !== undefined ? { blobMaxBytes: o.blobMaxBytes } : {}),
@@ -576,7 +595,10 @@ export class Daemon {
       });
       authorities.bind(o.http.host, addr.port);
       serving = app.fetch;
-      log.info({ authorities: authorities.list() }, 'signed requests accepted for these names');
+      log.info(
+        { authorities: authorities.list(), nonces: nonceScope === 'node' ? 'node' : 'replicated' },
+        'signed requests accepted for these names'
+      );
       let metricsUrl: string | null = null;
       if (metrics && o.metrics) {
         const ms = await serveMetrics(metrics, o.metrics);

@@ -11,6 +11,7 @@ import type { Metrics } from '../metrics.js';
 import { audit, type Services } from './guard.js';
 import { verifyRequestSignature } from '@sealbus/crypto';
 import type { Authorities } from './authority.js';
+import type { LocalNonces } from './localnonces.js';
 import { AuthDamper, type DampingOptions } from './damping.js';
 import { signableRequest, signatureAuth } from './auth.js';
 import type { AppEnv, AuthMode } from './context.js';
@@ -88,6 +89,12 @@ export interface AppOptions {
   metrics?: Metrics;
   /** What `@authority` may be (bound to the listener's address once it listens). */
   authorities: Authorities;
+  /**
+   * Remember request nonces in this node's memory instead of the replicated
+   * bucket: only when no other node can be presented the same request (a
+   * node that is the whole deployment).
+   */
+  localNonces?: LocalNonces;
   /** `POST /rooms` refuses (403 ROOM_QUOTA) a signer that owns this many rooms (default 100). */
   maxRoomsPerUser?: number;
   /** How many refusals per signer reach the audit log (default: 20 at once, 20 a minute). */
@@ -240,7 +247,14 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
   app.get('/healthz', async (c) => {
     const p = await o.health.posture();
     return c.json(
-      { ...p, auth: { ...p.auth, authorities: o.authorities.list() } },
+      {
+        ...p,
+        auth: {
+          ...p.auth,
+          authorities: o.authorities.list(),
+          nonces: o.localNonces ? 'node' : 'replicated',
+        },
+      },
       p.status === 'ok' ? 200 : 503
     );
   });
@@ -274,6 +288,9 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
     logger: o.logger,
     damper,
     policy: { authorities: o.authorities },
+    ...(o.localNonces
+      ? { localNonces: { store: o.localNonces, covers: (a: string) => o.authorities.has(a) } }
+      : {}),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
   const auth = signatureAuth(authOptions);

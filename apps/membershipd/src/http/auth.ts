@@ -16,6 +16,7 @@ import type { Metrics } from '../metrics.js';
 import type { AppContext, AppEnv, AuthMode } from './context.js';
 import type { AuthDamper } from './damping.js';
 import { HttpError } from './errors.js';
+import type { LocalNonces } from './localnonces.js';
 
 /** The request as it arrived on the wire (raw target, Host header). */
 export function signableRequest(c: AppContext): SignableRequest {
@@ -42,7 +43,7 @@ export interface SignatureAuthOptions {
   /** Auth-failure damping by source address (enforce mode only). */
   damper?: AuthDamper;
   /** Counts each refusal by code (soft mode too) and replays. */
-  metrics?: Pick<Metrics, 'signatureFailure' | 'replay'>;
+  metrics?: Pick<Metrics, 'signatureFailure' | 'replay' | 'nonce'>;
   /**
    * The route reads its body itself, as a stream (blob uploads): only the
    * headers are verified here, with `content-type` and `content-digest`
@@ -50,6 +51,12 @@ export interface SignatureAuthOptions {
    * `bodyDigest` for the handler to check as it reads. The body is not read.
    */
   streamBody?: boolean;
+  /**
+   * Nonces of requests signed for these names are remembered by this node
+   * alone (no quorum write); every other request's nonce goes to the
+   * replicated bucket. Only for names no other node accepts.
+   */
+  localNonces?: { store: LocalNonces; covers: (authority: string) => boolean };
 }
 
 /**
@@ -58,8 +65,10 @@ export interface SignatureAuthOptions {
  * checks (label `sig1`, `@authority` one of this node's names), digest and
  * Ed25519 verification (stateless), then the signer's user record (must be
  * active), then the nonce, created once in the replicated nonces bucket (a
- * second use anywhere is REPLAYED). A store that cannot answer fails the
- * request with 503, never lets it through.
+ * second use anywhere is REPLAYED), or, for a name only this node answers
+ * to, in the node's own memory (`localNonces`: a request signed before the
+ * node started is SIGNED_BEFORE_START there). A store that cannot answer
+ * fails the request with 503, never lets it through.
  *
  * Damping gates failures only: a request from a damped address is still
  * verified, and served when it verifies; only a failed one gets 429 (and
@@ -119,9 +128,23 @@ export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<
           'EXPIRED_KEY',
           `the signing key's grant expired at ${user.expires_at}`
         );
-      if (!(await store.consumeNonce(sig.keyid, sig.nonce))) {
+      const local = options.localNonces;
+      const verdict =
+        local && local.covers(signableRequest(c).authority)
+          ? local.store.consume(sig.keyid, sig.nonce, sig.created, sig.expires)
+          : 'full';
+      if (verdict === 'before-start')
+        throw new SignatureError(
+          'SIGNED_BEFORE_START',
+          'this request was signed before the node started (sign it again)'
+        );
+      if (
+        verdict === 'replayed' ||
+        (verdict === 'full' && !(await store.consumeNonce(sig.keyid, sig.nonce)))
+      ) {
         throw new SignatureError('REPLAYED', 'this request (nonce) was already used');
       }
+      metrics?.nonce(verdict === 'first' ? 'node' : 'replicated');
       c.set('actor', user);
     } catch (err) {
       if (!(err instanceof SignatureError)) throw err;

@@ -23,7 +23,8 @@ export type SignatureErrorCode =
   | 'BAD_SIGNATURE'
   | 'DIGEST_MISSING'
   | 'DIGEST_MISMATCH'
-  | 'REPLAYED';
+  | 'REPLAYED'
+  | 'SIGNED_BEFORE_START';
 
 export class SignatureError extends Error {
   readonly code: SignatureErrorCode;
