@@ -189,8 +189,20 @@ function resolveNatsServer() {
       const rec = JSON.parse(readFileSync(RECORD, 'utf8'));
       if (rec.source?.startsWith('debian:') && usable(rec.path)) return rec;
     } catch {
-      // unreadable record: reinstall below
+      // unreadable record: look for a copy below
     }
+  }
+  // A copy installed before, though the record now names another choice
+  // (a run with NATS_SERVER_BIN or PATH rewrote it): the newest usable one.
+  const copies = readdirSync(TOOLS, { withFileTypes: true })
+    .filter((e) => e.isDirectory() && /^nats-server-\d+\.\d+\.\d+$/.test(e.name))
+    .map((e) => join(TOOLS, e.name, 'usr', 'sbin', 'nats-server'))
+    .map((path) => ({ path, v: existsSync(path) ? usable(path) : null }))
+    .filter((c) => c.v)
+    .sort((a, b) => (atLeast(a.v.parts, b.v.parts) ? -1 : 1));
+  if (copies.length > 0) {
+    const { path, v } = copies[0];
+    return { path, version: v.text, source: `debian:${path.split('/').at(-4)} (installed before)` };
   }
   return installFromDebian();
 }

@@ -188,7 +188,9 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Tes
   const dispose = async () => {
     if (!hasExited) {
       child.kill('SIGTERM');
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([exited, new Promise((r) => (timer = setTimeout(r, 15_000)))]);
+      clearTimeout(timer);
     }
     await killLeftovers();
     await owned?.remove();
