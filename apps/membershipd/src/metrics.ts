@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import { DEFAULT_HTTP_BOUNDS, capConnections, serverOptions } from './http/bounds.js';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { KvObserver } from '@sealbus/store';
+import type { KvObserver, MirrorStats } from '@sealbus/store';
 import { formatHostPort, type HostPort } from './util/parse.js';
 
 /** What the auth callout decided about a connection. */
@@ -48,6 +48,8 @@ export interface Metrics {
   replay(): void;
   /** A request nonce recorded: in this node's memory or the replicated bucket. */
   nonce(scope: 'node' | 'replicated'): void;
+  /** Reports the in-memory caches' lookups (hits, misses to the store) at each scrape. */
+  caches(stats: Record<'users' | 'members', MirrorStats>): void;
   damping(decision: DampingDecision): void;
   callout(decision: CalloutDecision, reason: CalloutReason, seconds: number): void;
   /** Connections kicked after a revocation or removal. */
@@ -183,6 +185,20 @@ export function createMetrics(version: string): Metrics {
     labelNames: ['direction'] as const,
     registers,
   });
+  let cacheStats: Partial<Record<'users' | 'members', MirrorStats>> = {};
+  new Counter({
+    name: 'sealbus_cache_lookups_total',
+    help: 'lookups of the in-memory user and member caches: hit (answered from memory) or miss (read from the store: not loaded, not proved current, or a record the store must judge)',
+    labelNames: ['cache', 'result'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const [cache, st] of Object.entries(cacheStats)) {
+        this.inc({ cache, result: 'hit' }, st.hits);
+        this.inc({ cache, result: 'miss' }, st.misses);
+      }
+    },
+  });
   new Gauge({
     name: 'sealbus_build_info',
     help: 'always 1; the version is a label',
@@ -207,6 +223,7 @@ export function createMetrics(version: string): Metrics {
     signatureFailure: (code) => sigFail.inc({ code }),
     replay: () => replays.inc(),
     nonce: (scope) => nonces.inc({ scope }),
+    caches: (stats) => (cacheStats = stats),
     damping: (decision) => damping.inc({ decision }),
     callout(decision, reason, seconds) {
       callout.inc({ decision, reason });

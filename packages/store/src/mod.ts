@@ -24,6 +24,8 @@ export { getMessageOrNull, getMessages } from './streams.js';
 export { checkBinding, resolveNewUser, userIsActive, type NatsKeyLookup } from './users.js';
 export { MembershipStore, withBootstrapRetry } from './store.js';
 export { CACHE_CATCH_UP_MS, MemberCache, type MemberCacheStats } from './membercache.js';
+export { BucketMirror, type MirrorStats } from './mirror.js';
+export { USER_CACHE_BOUND_MS, USER_CACHE_HEARTBEAT_MS, UserCache } from './usercache.js';
 export type {
   AuditAppendOptions,
   AuditQuery,

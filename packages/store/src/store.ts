@@ -13,6 +13,7 @@ import { createOnly, decodeJson, encodeJson, getLive, observeKv } from './kv.js'
 import { Rooms, scanMemberships } from './rooms.js';
 import { RoomBlobs } from './blobs.js';
 import { MemberCache } from './membercache.js';
+import { UserCache } from './usercache.js';
 import type { MemberRecord } from '@sealbus/protocol';
 import type { BucketReplication, OpenStoreOptions, StoreLogger } from './types.js';
 import * as users from './users.js';
@@ -325,7 +326,7 @@ export class MembershipStore {
    * indexed in `sealbus_nats_keys` before the row is written.
    */
   addUser(input: NewUser, now?: Date): Promise<UserRecord> {
-    return users.addUser(this.#buckets.users, this.#buckets.natsKeys, input, now);
+    return this.#userWrite(users.addUser(this.#buckets.users, this.#buckets.natsKeys, input, now));
   }
 
   /**
@@ -334,7 +335,9 @@ export class MembershipStore {
    * than one already registered is a CONFLICT.
    */
   setUserKeys(signPub: string, keys: SetMyKeys): Promise<{ user: UserRecord; changed: boolean }> {
-    return users.setUserKeys(this.#buckets.users, this.#buckets.natsKeys, signPub, keys);
+    return this.#userWrite(
+      users.setUserKeys(this.#buckets.users, this.#buckets.natsKeys, signPub, keys)
+    );
   }
 
   /**
@@ -350,7 +353,7 @@ export class MembershipStore {
 
   /** Re-indexes every bound user's NATS key (restore of an archive made before the index). */
   rebuildNatsKeyIndex(): Promise<number> {
-    return users.rebuildNatsKeyIndex(this.#buckets.users, this.#buckets.natsKeys);
+    return this.#userWrite(users.rebuildNatsKeyIndex(this.#buckets.users, this.#buckets.natsKeys));
   }
 
   /** Retries an operation while the store is unavailable, until the hot-path budget is spent. */
@@ -377,6 +380,39 @@ export class MembershipStore {
   }
 
   #memberCache: MemberCache | undefined;
+  #userCache: UserCache | undefined;
+
+  /**
+   * A write to the users bucket: once it settles (acknowledged, or failed
+   * and perhaps applied), this node's user cache reads the store until it
+   * has caught up, so a revocation through this node is refused by it at once.
+   */
+  #userWrite<T>(p: Promise<T>): Promise<T> {
+    return p.finally(() => this.#userCache?.invalidate());
+  }
+
+  /**
+   * Keeps every user record in memory from now on (a watch of the users
+   * bucket proved current by a heartbeat), for {@link userForRequest}. Stop
+   * it with the returned cache's `stop()`.
+   */
+  startUserCache(onError: (err: Error) => void): UserCache {
+    if (this.#userCache) return this.#userCache;
+    const cache = new UserCache(this.#buckets.users, this.#jsm, this.#specs.users.name, onError);
+    this.#userCache = cache;
+    cache.start();
+    return cache;
+  }
+
+  /**
+   * The signer of a request: from the user cache when one runs and was
+   * proved current within its bound (`USER_CACHE_BOUND_MS`), else as
+   * {@link getUser}.
+   */
+  userForRequest(signPub: string, o: HotPathOptions = {}): Promise<UserRecord | null> {
+    const cached = this.#userCache?.lookup(signPub);
+    return cached !== undefined ? Promise.resolve(cached) : this.getUser(signPub, o);
+  }
 
   /**
    * Keeps every membership in memory from now on (a watch of the members
@@ -417,7 +453,7 @@ export class MembershipStore {
   }
 
   revokeUser(signPub: string, now?: Date): Promise<{ user: UserRecord; changed: boolean }> {
-    return users.revokeUser(this.#buckets.users, signPub, now);
+    return this.#userWrite(users.revokeUser(this.#buckets.users, signPub, now));
   }
 
   /** True only for a registered, active key. */

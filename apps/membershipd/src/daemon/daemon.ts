@@ -470,6 +470,17 @@ export class Daemon {
         )
       );
       undo.push(() => memberCache.stop());
+      // Every user record in memory, for signed requests: served while a
+      // heartbeat proves it current within USER_CACHE_BOUND_MS (a revocation
+      // older than that is seen everywhere), else the store is read.
+      const userCache = store.startUserCache((err) =>
+        log.warn(
+          { err: err.message },
+          'user cache watch ended; restarting it (signed requests read the store meanwhile)'
+        )
+      );
+      undo.push(() => userCache.stop());
+      metrics?.caches({ users: userCache.stats, members: memberCache.stats });
       const calloutService = new CalloutService({
         nc: svc,
         store,

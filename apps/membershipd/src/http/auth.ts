@@ -64,7 +64,8 @@ export interface SignatureAuthOptions {
  * this order, so that nothing is written for garbage: parse and policy
  * checks (label `sig1`, `@authority` one of this node's names), digest and
  * Ed25519 verification (stateless), then the signer's user record (must be
- * active), then the nonce, created once in the replicated nonces bucket (a
+ * active; from the user cache when it is proved current within its bound),
+ * then the nonce, created once in the replicated nonces bucket (a
  * second use anywhere is REPLAYED), or, for a name only this node answers
  * to, in the node's own memory (`localNonces`: a request signed before the
  * node started is SIGNED_BEFORE_START there). A store that cannot answer
@@ -119,7 +120,7 @@ export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<
         c.set('bodyDigest', head.digest);
         sig = head;
       }
-      const user = await store.getUser(sig.keyid);
+      const user = await store.userForRequest(sig.keyid);
       if (!user) throw new SignatureError('UNKNOWN_KEY', 'the signing key is not registered');
       if (user.status !== 'active')
         throw new SignatureError('REVOKED_KEY', 'the signing key has been revoked');

@@ -24,7 +24,7 @@ import {
 import { Codec } from 'nkeys.js/lib/codec.js';
 import { encodeAuthorizationResponse } from 'nats-jwt';
 import type { MemberRecord } from '@sealbus/protocol';
-import { MembershipStore } from '@sealbus/store';
+import { MembershipStore, USER_CACHE_BOUND_MS } from '@sealbus/store';
 import {
   generateIdentity,
   encodePublicIdentity,
@@ -43,7 +43,15 @@ import {
 } from '@sealbus/testing';
 import { fastCurve, verifyNkey } from '../../src/dataplane/fastkeys.js';
 import { decodeRequest } from '../../src/dataplane/callout.js';
-import { adminOf, busOf, natsAs, nextPermissionError, nodeStore } from '../helpers.js';
+import {
+  adminOf,
+  busOf,
+  natsAs,
+  nextPermissionError,
+  nodeStore,
+  rawRequest,
+  signedHeaders,
+} from '../helpers.js';
 
 const hex = (n: number) => randomBytes(n).toString('hex');
 const te = new TextEncoder();
@@ -699,6 +707,69 @@ describe(
     after(async () => {
       for (const c of closers.reverse()) await Promise.resolve(c()).catch(() => {});
       await cl?.down();
+    });
+
+    test('a revocation acknowledged by node B is refused by nodes A and C for every request sent more than the user cache bound after it', async () => {
+      const nodes = cl.state().nodes;
+      const admin = new ControlClient({
+        urls: [nodes[1]!.http_url],
+        identity: await loadIdentity(cl.state().admin_identity),
+      });
+      closers.push(() => admin.close());
+      const others = [nodes[0]!.http_url, nodes[2]!.http_url];
+      const late: string[] = [];
+      const odd: string[] = [];
+      let served = 0;
+      let refused = 0;
+      for (let round = 0; round < 3; round++) {
+        const id = generateIdentity();
+        await admin.addUser({
+          public: encodePublicIdentity(id),
+          handle: `cr14-rv${round}`,
+          role: 'member',
+        });
+        const me = (url: string) =>
+          rawRequest(url, 'GET', '/me', signedHeaders(id, 'GET', `${url}/me`));
+        // Known everywhere first (the add is older than the bound by then).
+        for (const url of others)
+          await waitFor(async () => (await me(url)).status === 200 || undefined, {
+            timeoutMs: 20_000,
+            what: `${url} serves the new user`,
+          });
+        let acked = Infinity;
+        let stop = false;
+        const hammer = async (url: string) => {
+          while (!stop) {
+            const sentAt = performance.now();
+            const r = await me(url);
+            if (r.status === 200) served++;
+            else {
+              // Refused: revoked, or (after 20 failures a minute from this
+              // address) damped, which only gates failing requests.
+              const code = String(r.json?.error?.code);
+              if (code === 'REVOKED_KEY' || code === 'TOO_MANY_AUTH_FAILURES') refused++;
+              else odd.push(`${url}: ${r.status} ${code}`);
+            }
+            if (r.status === 200 && sentAt - acked > USER_CACHE_BOUND_MS)
+              late.push(
+                `${url} round ${round}: served ${(sentAt - acked).toFixed(0)} ms after the ack`
+              );
+          }
+        };
+        const loops = others.map(hammer);
+        await sleep(300);
+        await admin.revokeUser(id.signPubHex);
+        acked = performance.now();
+        await sleep(1_000);
+        stop = true;
+        await Promise.all(loops);
+      }
+      console.log(
+        `# revocations via node B: ${served} requests served, ${refused} refused at A and C`
+      );
+      assert.deepEqual(late, []);
+      assert.deepEqual(odd, []);
+      assert.ok(refused > 0 && served > 0);
     });
 
     test('removal acknowledged by node B, connect at once to node A, with the members stream leader stepping down midway', async () => {
