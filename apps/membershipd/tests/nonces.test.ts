@@ -43,6 +43,14 @@ describe('LocalNonces', () => {
     assert.equal(n.consume('k', 'c', t0 + 400, t0 + 500, t0 + 400), 'first');
     assert.equal(n.size, 2, 'b is kept while its signature can be accepted');
     assert.equal(n.consume('k', 'b', t0 + 200, t0 + 500, t0 + 499), 'replayed');
+    // Ahead of this clock: recorded here and in the bucket (the next
+    // process loads the bucket at start).
+    assert.equal(n.consume('k', 'ahead', t0 + 520, t0 + 560, t0 + 500), 'also-bucket');
+    assert.equal(n.consume('k', 'ahead', t0 + 520, t0 + 560, t0 + 530), 'replayed');
+    const next = new LocalNonces({ maxAgeSec: 300, skewSec: 30, startedAtMs: (t0 + 501) * 1000 });
+    assert.equal(next.preload(['k.ahead', 'k.ahead', 'k.other'], t0 + 501), 2);
+    assert.equal(next.consume('k', 'ahead', t0 + 520, t0 + 560, t0 + 530), 'replayed');
+    assert.equal(next.consume('k', 'ahead', t0 + 520, t0 + 560, t0 + 501 + 330), 'replayed');
     const full = new LocalNonces({ maxAgeSec: 300, skewSec: 30, maxEntries: 2, startedAtMs: 0 });
     assert.equal(full.consume('k', 'x', t0, t0 + 10, t0), 'first');
     assert.equal(full.consume('k', 'y', t0, t0 + 10, t0), 'first');
@@ -128,6 +136,32 @@ describe('request nonces on a single node', () => {
       assert.equal(r.status, 401, `${what}: ${JSON.stringify(r.json)}`);
       assert.equal(r.json.error.code, 'SIGNED_BEFORE_START', what);
     }
+    // Signed ahead of the node's clock (a fast client clock, within the
+    // 30 s skew): used once before a restart, replayed after it once its
+    // `created` has passed (so only what the new process loaded at start
+    // can tell; the start rule does not).
+    const aheadAt = Math.floor(Date.now() / 1000) + 3;
+    const ahead = signedHeaders(admin, 'GET', `${d.httpUrl}/me`, undefined, { now: aheadAt });
+    assert.equal((await rawRequest(d.httpUrl, 'GET', '/me', ahead)).status, 200);
+    assert.equal((await nonceKeys(d)).length, 1, 'a request from ahead is also in the bucket');
+    await d.stop();
+    d = await startDaemon({
+      dataDir,
+      args: ['--http', `127.0.0.1:${httpPort}`, '--nats-port', String(natsPort)],
+    });
+    const wait = (aheadAt + 1) * 1000 - Date.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    const again = await rawRequest(d.httpUrl, 'GET', '/me', ahead);
+    assert.equal(again.status, 401, JSON.stringify(again.json));
+    assert.equal(again.json.error.code, 'REPLAYED');
+    // Signed right after the node said it was ready: never SIGNED_BEFORE_START.
+    const fresh = await rawRequest(
+      d.httpUrl,
+      'GET',
+      '/me',
+      signedHeaders(admin, 'GET', `${d.httpUrl}/me`)
+    );
+    assert.equal(fresh.status, 200, JSON.stringify(fresh.json));
     // The SDK signs again when told so, and gets through.
     const ctl = new ControlClient({ urls: [d.httpUrl], identity: admin });
     assert.equal((await ctl.me()).sign_pub, admin.signPubHex);

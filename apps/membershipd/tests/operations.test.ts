@@ -553,6 +553,50 @@ describe('backup and restore', { timeout: 400_000 }, () => {
       '--allow-unauthenticated',
     ]);
     assert.equal(r.code, 0, r.stderr);
+
+    // With a node serving the restored store, `audit query` by time finds
+    // every record: over the whole span (--since the earliest record's own
+    // time, --until the latest's), and --since the skewed record's own time
+    // (it and every record after it). A stored time going backwards would
+    // send the search for --since past the records before it.
+    const records = (
+      good.sections.find((x) => x.section.name === 'SEALBUS_AUDIT')!.records as StreamRecord[]
+    ).map((x) => JSON.parse(Buffer.from(x.data, 'base64').toString('utf8')) as { time: string });
+    assert.ok(records.length >= 3, `${records.length} audit records`);
+    const at = records.map((x) => Date.parse(x.time));
+    const iso = (t: number) => new Date(t).toISOString();
+    const serving = await startDaemon({ dataDir: target });
+    try {
+      const query = async (...args: string[]) => {
+        const q = await runMembershipd([
+          'audit',
+          'query',
+          '--data',
+          target,
+          ...args,
+          '-n',
+          '10000',
+          '-o',
+          'json',
+        ]);
+        assert.equal(q.code, 0, q.stderr);
+        return JSON.parse(q.stdout) as unknown[];
+      };
+      const until = iso(Math.max(...at));
+      assert.deepEqual(
+        await query('--since', iso(Math.min(...at)), '--until', until),
+        records,
+        'every record, by the whole span'
+      );
+      assert.deepEqual(
+        await query('--since', records[1]!.time, '--until', until),
+        records.filter((_, i) => at[i]! >= at[1]!),
+        'the skewed record and every one after it'
+      );
+    } finally {
+      await serving.dispose();
+    }
+
     const out = join(dir.path, 'skewed-back.tgz');
     assert.equal((await runMembershipd(['backup', '--data', target, '--out', out])).code, 0);
     const times = (

@@ -183,28 +183,26 @@ describe('membershipd user, against a running daemon', { timeout: 180_000 }, () 
       assert.ok(!seed.stderr.includes(natsUserKey(id).seed), 'the seed is on stdout only');
       const show = await runMembershipd(['identity', 'show', file, '-o', 'json']);
       assert.equal(JSON.parse(show.stdout).nats_pub, id.natsPubHex);
+    } finally {
+      await dir.remove();
+    }
+  });
 
-      // user add --public and --identity register bound users.
-      const r = await user('add', '--handle', 'carol', '--public', token, '--role', 'member');
+  test('user add --public and --identity register bound users', async () => {
+    const dir = await tempDir('sealbus-idcli-');
+    try {
+      const carol = generateIdentity();
+      const r = await user(
+        'add',
+        '--handle',
+        'carol',
+        '--public',
+        encodePublicIdentity(carol),
+        '--role',
+        'member'
+      );
       assert.equal(r.code, 0, r.stderr);
-      assert.match(r.stdout, new RegExp(`bound nats_pub=${id.natsPubHex}`));
-
-      // lookup: from the U… nkey nats-server and denials log to the user.
-      const nkey = natsUserKey(id).publicKey;
-      const found = await user('lookup', nkey);
-      assert.equal(found.code, 0, found.stderr);
-      assert.match(found.stdout, new RegExp(`^${id.signPubHex}\\s+carol\\b`, 'm'));
-      const foundJson = JSON.parse((await user('lookup', nkey, '-o', 'json')).stdout);
-      assert.deepEqual([foundJson.match, foundJson.user.sign_pub], ['user', id.signPubHex]);
-      const bySignKey = await user('lookup', id.signPubHex);
-      assert.equal(bySignKey.code, 0, bySignKey.stderr);
-      assert.match(bySignKey.stdout, /is carol's sign key, not a NATS key/);
-      const stranger = await user('lookup', natsUserKey(generateIdentity()).publicKey);
-      assert.equal(stranger.code, 1);
-      assert.match(stranger.stderr, /no user has the NATS key/);
-      const junk = await user('lookup', 'Unot-a-key');
-      assert.equal(junk.code, 2);
-      assert.match(junk.stderr, /not a NATS user public key/);
+      assert.match(r.stdout, new RegExp(`bound nats_pub=${carol.natsPubHex}`));
       const dave = generateIdentity();
       const daveFile = join(dir.path, 'dave.id');
       await saveIdentity(daveFile, dave);
@@ -212,7 +210,7 @@ describe('membershipd user, against a running daemon', { timeout: 180_000 }, () 
       assert.equal(r2.code, 0, r2.stderr);
       const rows = await listJson();
       for (const [who, u] of [
-        [id, rows.find((x) => x.sign_pub === id.signPubHex)],
+        [carol, rows.find((x) => x.sign_pub === carol.signPubHex)],
         [dave, rows.find((x) => x.sign_pub === dave.signPubHex)],
       ] as const) {
         assert.equal(u?.bound, true);
@@ -223,6 +221,36 @@ describe('membershipd user, against a running daemon', { timeout: 180_000 }, () 
     } finally {
       await dir.remove();
     }
+  });
+
+  test('user lookup finds a user by its U… NATS key (text and -o json), names a sign key as one, exits 1 for an unknown key and 2 for a malformed one', async () => {
+    // What nats-server and the denial logs show is the U… nkey.
+    const erin = generateIdentity();
+    const r = await user(
+      'add',
+      '--handle',
+      'erin',
+      '--public',
+      encodePublicIdentity(erin),
+      '--role',
+      'member'
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const nkey = natsUserKey(erin).publicKey;
+    const found = await user('lookup', nkey);
+    assert.equal(found.code, 0, found.stderr);
+    assert.match(found.stdout, new RegExp(`^${erin.signPubHex}\\s+erin\\b`, 'm'));
+    const foundJson = JSON.parse((await user('lookup', nkey, '-o', 'json')).stdout);
+    assert.deepEqual([foundJson.match, foundJson.user.sign_pub], ['user', erin.signPubHex]);
+    const bySignKey = await user('lookup', erin.signPubHex);
+    assert.equal(bySignKey.code, 0, bySignKey.stderr);
+    assert.match(bySignKey.stdout, /is erin's sign key, not a NATS key/);
+    const stranger = await user('lookup', natsUserKey(generateIdentity()).publicKey);
+    assert.equal(stranger.code, 1);
+    assert.match(stranger.stderr, /no user has the NATS key/);
+    const junk = await user('lookup', 'Unot-a-key');
+    assert.equal(junk.code, 2);
+    assert.match(junk.stderr, /not a NATS user public key/);
   });
 
   test('revoke flips status; again is a no-op; an unknown key exits 1', async () => {

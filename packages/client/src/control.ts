@@ -159,7 +159,7 @@ export class ControlClient {
         if (waitMs !== null && Date.now() + waitMs < deadline) {
           retried429 = true;
           await new Promise((r) => setTimeout(r, waitMs));
-          i--;
+          i = -1; // the same node again: it is `#preferred` now
           continue;
         }
       }
@@ -170,7 +170,7 @@ export class ControlClient {
         if (errorOf(res).code === 'SIGNED_BEFORE_START') {
           beforeStart++;
           await new Promise((r) => setTimeout(r, 1_000));
-          i--;
+          i = -1; // the same node again: it is `#preferred` now
           continue;
         }
       }

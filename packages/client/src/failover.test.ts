@@ -69,3 +69,39 @@ test('each attempt of a failover carries a fresh signature (new nonce), to every
   assert.equal(new Set(nonces).size, 3, `nonces reused across attempts: ${nonces.join(', ')}`);
   assert.equal(new Set(seen.map((s) => s.signature)).size, 3);
 });
+
+test('a 429 or SIGNED_BEFORE_START is tried again on the node that said it (signed afresh), not on a dead one before it', async () => {
+  const json = (res: http.ServerResponse, status: number, body: unknown, h = {}) => {
+    res.writeHead(status, { 'content-type': 'application/json', ...h });
+    res.end(JSON.stringify(body));
+  };
+  for (const [status, code, headers] of [
+    [429, 'TOO_MANY_AUTH_FAILURES', { 'retry-after': '1' }],
+    [401, 'SIGNED_BEFORE_START', {}],
+  ] as const) {
+    const seen: Seen[] = [];
+    // A dead node first: connections refused.
+    const dead = await node('dead', [], () => {});
+    dead.close();
+    let calls = 0;
+    const live = await node('live', seen, (res) =>
+      ++calls === 1
+        ? json(res, status, { error: { code, message: 'not now' } }, headers)
+        : json(res, 200, { ok: true })
+    );
+    const ctl = new ControlClient({ urls: [dead.url, live.url], identity: generateIdentity() });
+    try {
+      const r = await ctl.request('GET', '/me', z.object({ ok: z.boolean() }));
+      assert.deepEqual(r, { ok: true }, code);
+    } finally {
+      ctl.close();
+      live.close();
+    }
+    assert.deepEqual(
+      seen.map((s) => s.node),
+      ['live', 'live'],
+      code
+    );
+    assert.notEqual(seen[0]!.signature, seen[1]!.signature, `${code}: signed afresh`);
+  }
+});

@@ -490,6 +490,18 @@ export class MembershipStore {
     });
   }
 
+  /** Every `<keyid>.<nonce>` recorded in the nonces bucket now (a single node's start). */
+  async nonceKeys(): Promise<string[]> {
+    const out: string[] = [];
+    try {
+      for await (const k of await this.#buckets.nonces.keys())
+        if (/^[0-9a-f]{64}\./.test(k)) out.push(k);
+    } catch (err) {
+      throw toStoreError(err, 'list nonces');
+    }
+    return out;
+  }
+
   /** Some admin can act now (active and unexpired): admin #0 is bootstrapped only when none can. */
   async hasActiveAdmin(now = Date.now()): Promise<boolean> {
     return (await this.listUsers()).some((u) => userIsActiveAdmin(u, now));

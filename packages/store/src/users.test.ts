@@ -57,6 +57,62 @@ describe('users: bindings and the NATS key index', { timeout: 60_000 }, () => {
     const asSign = await store.userByNatsKey(id.signPubHex);
     assert.equal(asSign.kind, 'sign_key');
     assert.equal((await store.userByNatsKey(generateIdentity().natsPubHex)).kind, 'unknown');
+
+    // O(1): the reads a lookup makes, counted on the wire (every KV read is
+    // one JetStream API request, seen by a second connection subscribed to
+    // $JS.API.>, and one reply on the store's connection), are the same
+    // with 1 user as with 200.
+    const spy = await connect({ servers: nats.url });
+    try {
+      const seen: string[] = [];
+      spy.subscribe('$JS.API.>', { callback: (_err, m) => void seen.push(m.subject) });
+      await spy.flush();
+      const reads = async (natsPub: string) => {
+        await spy.flush(); // the copies of earlier requests are in, and left out
+        seen.length = 0;
+        const s0 = nc.stats();
+        const r = await store.userByNatsKey(natsPub);
+        const s1 = nc.stats();
+        // Every request was answered, so the server had copied it to the
+        // spy already: its PONG comes after them.
+        await spy.flush();
+        assert.equal(r.kind, 'user');
+        return {
+          requests: [...seen].sort(),
+          sent: s1.outMsgs - s0.outMsgs,
+          received: s1.inMsgs - s0.inMsgs,
+        };
+      };
+      assert.equal((await store.listUsers()).length, 1, 'the only user so far');
+      const one = await reads(id.natsPubHex);
+      assert.deepEqual([one.sent, one.received], [one.requests.length, one.requests.length]);
+      const others: Identity[] = [];
+      for (let i = 0; i < 199; i += 50) {
+        const batch = Array.from({ length: Math.min(50, 199 - i) }, () => generateIdentity());
+        await Promise.all(
+          batch.map((o, j) =>
+            store.addUser({
+              public: encodePublicIdentity(o),
+              handle: `tok${i + j}`,
+              role: 'member',
+            })
+          )
+        );
+        others.push(...batch);
+      }
+      assert.equal((await store.listUsers()).length, 200);
+      assert.deepEqual(await reads(id.natsPubHex), one, 'the first user, among 200');
+      const last = await reads(others.at(-1)!.natsPubHex);
+      assert.deepEqual(
+        [last.requests.length, last.sent, last.received],
+        [one.requests.length, one.sent, one.received],
+        'the last user, among 200'
+      );
+      // And a handful: the sign-key check, the index row, the owner's record.
+      assert.ok(one.requests.length >= 1 && one.requests.length <= 3, one.requests.join(' '));
+    } finally {
+      await spy.close();
+    }
   });
 
   test('a bad binding or token is refused with a typed error and nothing is written', async () => {

@@ -580,12 +580,18 @@ export class Daemon {
       // need no quorum write. Any other shape keeps the replicated bucket.
       const nonceScope: 'node' | 'cluster' =
         child !== undefined && !o.cluster && !o.replicatedNonces ? 'node' : 'cluster';
+      let localNonces: LocalNonces | undefined;
+      if (nonceScope === 'node') {
+        localNonces = new LocalNonces({ maxAgeSec: 300, skewSec: 30, startedAtMs });
+        // What the process before left in the bucket (requests signed ahead
+        // of its clock): remembered here before anything is served.
+        const loaded = localNonces.preload(await store.nonceKeys());
+        log.debug({ loaded }, 'request nonces from the bucket loaded');
+      }
       const app = createApp({
         health,
         authorities,
-        ...(nonceScope === 'node'
-          ? { localNonces: new LocalNonces({ maxAgeSec: 300, skewSec: 30, startedAtMs }) }
-          : {}),
+        ...(localNonces ? { localNonces } : {}),
         ...(o.maxRoomsPerUser !== undefined ? { maxRoomsPerUser: o.maxRoomsPerUser } : {}),
         ...(o.changesPerMinute ? { changesPerMinute: o.changesPerMinute } : {}),
         ...(o.blobMaxBytes !== undefined ? { blobMaxBytes: o.blobMaxBytes } : {}),
@@ -605,6 +611,13 @@ export class Daemon {
         },
       });
       authorities.bind(o.http.host, addr.port);
+      // Node-local nonces refuse what was signed before the start second
+      // (rounded up): ready no earlier than that, so that a request signed
+      // once the node says it is ready is never refused for it.
+      if (nonceScope === 'node') {
+        const wait = Math.ceil(startedAtMs / 1000) * 1000 - Date.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      }
       serving = app.fetch;
       log.info(
         { authorities: authorities.list(), nonces: nonceScope === 'node' ? 'node' : 'replicated' },

@@ -141,7 +141,7 @@ export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<
         );
       if (
         verdict === 'replayed' ||
-        (verdict === 'full' && !(await store.consumeNonce(sig.keyid, sig.nonce)))
+        (verdict !== 'first' && !(await store.consumeNonce(sig.keyid, sig.nonce)))
       ) {
         throw new SignatureError('REPLAYED', 'this request (nonce) was already used');
       }

@@ -5,21 +5,34 @@
  *
  * Sound only where no other node accepts the same request: the daemon uses
  * it for a node that is the whole deployment (its own nats-server, no
- * cluster), so a request can be presented nowhere else. Nothing survives a
- * restart, so a request signed before this store was made (`created` earlier
- * than its start, to the second rounded up) is refused: it may have been
- * used by the process before this one.
+ * cluster), so a request can be presented nowhere else. Nothing here
+ * survives a restart, so what the process before this one accepted must be
+ * told apart:
+ *
+ * - a request signed (`created`) before this store's start, to the second
+ *   rounded up, is refused (`'before-start'`): the process before may have
+ *   used it;
+ * - a request whose `created` is ahead of this node's clock (a client clock
+ *   running fast, within the verifier's skew) could be used again after a
+ *   restart without being refused by the rule above: it is recorded here
+ *   AND in the replicated bucket (`'also-bucket'`), and the next process
+ *   loads the bucket's nonces before it serves ({@link preload}).
  *
  * A nonce is kept for as long as its signature could still be accepted
- * (`min(created + maxAge, expires)`, plus the allowed clock skew), in
- * generations of {@link GENERATION_S} seconds that are dropped whole. Past
- * `maxEntries` the store declines (`'full'`) and the caller records the
- * nonce in the replicated bucket instead: memory stays bounded under a
- * flood, and no request is ever let through unrecorded.
+ * (`min(created + maxAge, expires)`, plus the skew), in generations of
+ * {@link GENERATION_S} seconds that are dropped whole. Past `maxEntries`
+ * the store declines (`'full'`) and the caller records the nonce in the
+ * replicated bucket instead: memory stays bounded under a flood, and no
+ * request is ever let through unrecorded.
  */
 export const GENERATION_S = 30;
 
-export type LocalNonceVerdict = 'first' | 'replayed' | 'before-start' | 'full';
+/**
+ * `first`: recorded here, serve it. `also-bucket`: recorded here; serve it
+ * only if the replicated bucket also takes it as a first use. `full`: not
+ * recorded here; the bucket decides. `replayed`, `before-start`: refuse.
+ */
+export type LocalNonceVerdict = 'first' | 'also-bucket' | 'replayed' | 'before-start' | 'full';
 
 export interface LocalNoncesOptions {
   /** Longest a signature is accepted after its `created`, seconds (the verify policy's maxAge). */
@@ -77,7 +90,27 @@ export class LocalNonces {
     if (!set) this.#gens.set(gen, (set = new Set()));
     set.add(key);
     this.#size++;
-    return 'first';
+    // Ahead of this clock: the next process must find it (in the bucket).
+    return created > now ? 'also-bucket' : 'first';
+  }
+
+  /**
+   * Nonces found in the replicated bucket at start (`<keyid>.<nonce>` keys:
+   * what the process before recorded there), kept as long as any signature
+   * could still be accepted. Returns how many were loaded.
+   */
+  preload(keys: Iterable<string>, now = Date.now() / 1000): number {
+    const gen = Math.ceil((now + this.#maxAge + this.#skew + 1) / GENERATION_S);
+    let set = this.#gens.get(gen);
+    if (!set) this.#gens.set(gen, (set = new Set()));
+    let n = 0;
+    for (const k of keys) {
+      if (set.has(k)) continue;
+      set.add(k);
+      n++;
+    }
+    this.#size += n;
+    return n;
   }
 
   /** Drops every generation whose nonces can no longer be accepted. */
