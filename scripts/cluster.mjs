@@ -269,9 +269,8 @@ async function up() {
           .filter((o) => o !== n)
           .map((o) => `nats-route://127.0.0.1:${o.route}`)
           .join(','),
-        // One deployment: each node also answers to its peers' names, so a
-        // request signed for one node is caught by the shared nonce on another.
-        ...nodes.filter((o) => o !== n).flatMap((o) => ['--authority', `127.0.0.1:${o.http}`]),
+        // No --authority for the peers: each node's address is its own, so
+        // its request nonces stay in its memory (see NonceRegistry).
         '--replicas',
         '3',
         '--bootstrap-budget',

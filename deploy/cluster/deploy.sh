@@ -124,18 +124,17 @@ for line in "${NODES[@]}"; do
 done
 
 node_args() { # index -> the membershipd serve flags of that node
-  local i=$1 routes="" peers="" j
+  local i=$1 routes="" j
   for j in "${!names[@]}"; do
     [ "$j" = "$i" ] && continue
     routes+="nats-route://${addrs[$j]}:$ROUTE_PORT,"
-    # One deployment: a request signed for a peer is accepted here too (its
-    # nonce is still single-use cluster-wide).
-    peers+=" --authority ${addrs[$j]}:$HTTP_PORT"
+    # No --authority for the peers: a node's own address is its alone, so
+    # its request nonces can stay in its memory (clients sign for the node
+    # they address, and afresh for each node they fail over to).
   done
   local n=${names[$i]} a=${addrs[$i]} tls=$CONFIG_DIR/tls sec=$CONFIG_DIR/secrets
   printf '%s' "--data $DATA_DIR --server-name $n --replicas 3 --bootstrap-budget 10m"
   printf ' %s' "--http $a:$HTTP_PORT --nats-host $a --nats-port $CLIENT_PORT"
-  printf '%s' "$peers"
   printf ' %s' "--cluster-name $CLUSTER_NAME --cluster-host $a --cluster-port $ROUTE_PORT"
   printf ' %s' "--routes ${routes%,} --cluster-advertise $a:$ROUTE_PORT --client-advertise $a:$CLIENT_PORT"
   printf ' %s' "--tls-cert $tls/$n.crt --tls-key $tls/$n.key --tls-ca $tls/client-ca.crt"

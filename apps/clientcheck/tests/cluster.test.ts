@@ -394,9 +394,14 @@ describe(
       const headers = signRequest(requestSigner(admin), { method: 'GET', url });
       headers['host'] = url.host; // the signed authority, sent to the other node
       assert.equal((await raw(url.href, ca, headers)).status, 200);
+      // B does not answer to A's address: A keeps that address's nonces in
+      // its memory (its claim in the nonces bucket), so no peer may accept it.
       const replay = await raw(new URL('/me', b!.http_url).href, ca, headers);
       assert.equal(replay.status, 401);
-      assert.equal(replay.json.error.code, 'REPLAYED');
+      assert.equal(replay.json.error.code, 'WRONG_AUTHORITY');
+      const again = await raw(url.href, ca, headers);
+      assert.equal(again.status, 401);
+      assert.equal(again.json.error.code, 'REPLAYED');
     });
 
     test('a revoke or a removal through n1 cuts the user on n2 and n3 at once (HTTP, CLI, member removal)', async () => {

@@ -28,6 +28,7 @@ import { createApp } from '../http/app.js';
 import { DEFAULT_BLOB_MAX_BYTES } from '../http/routes/blobs.js';
 import { Authorities } from '../http/authority.js';
 import { LocalNonces } from '../http/localnonces.js';
+import { NonceRegistry } from '../http/nonceregistry.js';
 import type { DampingOptions } from '../http/damping.js';
 import type { AuthMode } from '../http/context.js';
 import type { Logger } from '../log.js';
@@ -575,23 +576,34 @@ export class Daemon {
         undo.push(async () => clearInterval(probeTimer));
       }
       const authorities = new Authorities(o.authorities ?? []);
-      // A node that is the whole deployment (its own nats-server, no
-      // cluster) is the only place a request can be presented: its nonces
-      // need no quorum write. Any other shape keeps the replicated bucket.
-      const nonceScope: 'node' | 'cluster' =
-        child !== undefined && !o.cluster && !o.replicatedNonces ? 'node' : 'cluster';
+      // Where request nonces are recorded. A node that is the whole
+      // deployment (its own nats-server, no cluster) is the only place a
+      // request can be presented: every name keeps them in memory. A
+      // cluster node keeps in memory those of the names only it answers to
+      // (claimed in the nonces bucket; see NonceRegistry); an external
+      // nats-server or --replicated-nonces: all in the replicated bucket.
+      const nonceScope: 'node' | 'claimed' | 'replicated' =
+        child === undefined || o.replicatedNonces ? 'replicated' : o.cluster ? 'claimed' : 'node';
       let localNonces: LocalNonces | undefined;
-      if (nonceScope === 'node') {
+      let registry: NonceRegistry | undefined;
+      if (nonceScope !== 'replicated') {
         localNonces = new LocalNonces({ maxAgeSec: 300, skewSec: 30, startedAtMs });
         // What the process before left in the bucket (requests signed ahead
         // of its clock): remembered here before anything is served.
         const loaded = localNonces.preload(await store.nonceKeys());
         log.debug({ loaded }, 'request nonces from the bucket loaded');
+        if (nonceScope === 'claimed')
+          registry = new NonceRegistry(store.bucket('nonces'), serverName, authorities, log);
       }
+      const localNonceOption = localNonces && {
+        store: localNonces,
+        covers: registry ? (a: string) => registry.covers(a) : (a: string) => authorities.has(a),
+        names: registry ? () => registry.local() : () => authorities.list(),
+      };
       const app = createApp({
         health,
         authorities,
-        ...(localNonces ? { localNonces } : {}),
+        ...(localNonceOption ? { localNonces: localNonceOption } : {}),
         ...(o.maxRoomsPerUser !== undefined ? { maxRoomsPerUser: o.maxRoomsPerUser } : {}),
         ...(o.changesPerMinute ? { changesPerMinute: o.changesPerMinute } : {}),
         ...(o.blobMaxBytes !== undefined ? { blobMaxBytes: o.blobMaxBytes } : {}),
@@ -614,13 +626,28 @@ export class Daemon {
       // Node-local nonces refuse what was signed before the start second
       // (rounded up): ready no earlier than that, so that a request signed
       // once the node says it is ready is never refused for it.
-      if (nonceScope === 'node') {
+      if (localNonces) {
         const wait = Math.ceil(startedAtMs / 1000) * 1000 - Date.now();
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       }
+      if (registry) {
+        // A store that cannot take the claims now: every name records its
+        // nonces in the bucket until a renewal succeeds.
+        await registry
+          .claim()
+          .catch((err: Error) =>
+            log.warn({ err: err.message }, 'authority claims not written; nonces go to the bucket')
+          );
+        registry.start();
+        const r = registry;
+        undo.push(async () => r.stop());
+      }
       serving = app.fetch;
       log.info(
-        { authorities: authorities.list(), nonces: nonceScope === 'node' ? 'node' : 'replicated' },
+        {
+          authorities: authorities.list(),
+          local_nonce_names: localNonceOption?.names() ?? [],
+        },
         'signed requests accepted for these names'
       );
       let metricsUrl: string | null = null;

@@ -94,7 +94,13 @@ export interface AppOptions {
    * bucket: only when no other node can be presented the same request (a
    * node that is the whole deployment).
    */
-  localNonces?: LocalNonces;
+  localNonces?: {
+    store: LocalNonces;
+    /** Whether a request signed for this `@authority` keeps its nonce in memory. */
+    covers: (authority: string) => boolean;
+    /** The names that do now (for /healthz). */
+    names: () => string[];
+  };
   /** `POST /rooms` refuses (403 ROOM_QUOTA) a signer that owns this many rooms (default 100). */
   maxRoomsPerUser?: number;
   /** How many refusals per signer reach the audit log (default: 20 at once, 20 a minute). */
@@ -244,6 +250,16 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
     ])
   );
 
+  // Where request nonces are recorded: `node` (every accepted name keeps
+  // them in memory), `replicated` (none does), `mixed` (the names listed).
+  const noncePosture = () => {
+    const local = o.localNonces?.names().filter((n) => o.authorities.has(n)) ?? [];
+    const all = o.authorities.list();
+    return {
+      nonces: local.length === 0 ? 'replicated' : local.length === all.length ? 'node' : 'mixed',
+      local_nonce_names: local,
+    };
+  };
   app.get('/healthz', async (c) => {
     const p = await o.health.posture();
     return c.json(
@@ -252,7 +268,7 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
         auth: {
           ...p.auth,
           authorities: o.authorities.list(),
-          nonces: o.localNonces ? 'node' : 'replicated',
+          ...noncePosture(),
         },
       },
       p.status === 'ok' ? 200 : 503
@@ -288,9 +304,7 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
     logger: o.logger,
     damper,
     policy: { authorities: o.authorities },
-    ...(o.localNonces
-      ? { localNonces: { store: o.localNonces, covers: (a: string) => o.authorities.has(a) } }
-      : {}),
+    ...(o.localNonces ? { localNonces: o.localNonces } : {}),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
   const auth = signatureAuth(authOptions);

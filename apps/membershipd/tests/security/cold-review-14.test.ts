@@ -709,6 +709,43 @@ describe(
       await cl?.down();
     });
 
+    test('each node keeps the nonces of its own address in memory (no bucket write), answers to no address of a peer, and refuses a replay', async () => {
+      const nodes = cl.state().nodes;
+      const admin = await loadIdentity(cl.state().admin_identity);
+      const { nc, app } = await nodeStore(asDaemon(nodes[0]!.name));
+      closers.push(
+        () => app.close(),
+        () => nc.close()
+      );
+      const jsm = await nc.jetstreamManager();
+      const seq = async () => (await jsm.streams.info('KV_sealbus_nonces')).state.last_seq;
+      for (const [i, n] of nodes.entries()) {
+        const own = new URL(n.http_url).host;
+        const health = await rawRequest(n.http_url, 'GET', '/healthz', {});
+        assert.deepEqual(health.json.auth.local_nonce_names, [own], n.name);
+        assert.equal(health.json.auth.nonces, 'mixed', 'loopback aliases stay shared');
+        const before = await seq();
+        const h = signedHeaders(admin, 'GET', `${n.http_url}/me`);
+        assert.equal((await rawRequest(n.http_url, 'GET', '/me', h)).status, 200);
+        assert.equal(await seq(), before, `${n.name}: no write to the nonces bucket`);
+        const again = await rawRequest(n.http_url, 'GET', '/me', h);
+        assert.equal(again.json.error.code, 'REPLAYED');
+        const peer = nodes[(i + 1) % nodes.length]!;
+        const elsewhere = await rawRequest(peer.http_url, 'GET', '/me', { ...h, host: own });
+        assert.equal(elsewhere.status, 401);
+        assert.equal(elsewhere.json.error.code, 'WRONG_AUTHORITY', `${own} at ${peer.name}`);
+        // A loopback alias is shared: its nonce goes to the bucket.
+        const alias = `localhost:${new URL(n.http_url).port}`;
+        const viaAlias = signedHeaders(admin, 'GET', `http://${alias}/me`);
+        const b2 = await seq();
+        assert.equal(
+          (await rawRequest(n.http_url, 'GET', '/me', { ...viaAlias, host: alias })).status,
+          200
+        );
+        assert.ok((await seq()) > b2, `${n.name}: ${alias} is recorded in the bucket`);
+      }
+    });
+
     test('a revocation acknowledged by node B is refused by nodes A and C for every request sent more than the user cache bound after it', async () => {
       const nodes = cl.state().nodes;
       const admin = new ControlClient({

@@ -1,0 +1,171 @@
+import type { KV } from 'nats';
+import type { Logger } from '../log.js';
+import type { Authorities } from './authority.js';
+
+/** How often a node renews its claims (the nonces bucket keeps them 10 minutes). */
+export const CLAIM_RENEW_MS = 60_000;
+
+/** How long a renewal keeps its decisions good (the bucket keeps a claim twice as long). */
+const CLAIM_VALID_MS = 5 * 60_000;
+
+export type ClaimKind = 'own' | 'shared' | 'refused';
+
+interface Claim {
+  kind: ClaimKind;
+  server: string;
+  name: string;
+  at: string;
+}
+
+const enc = (s: string) => Buffer.from(s, 'utf8').toString('base64url');
+const keyOf = (name: string, server: string) => `authority.${enc(name)}.${enc(server)}`;
+
+/**
+ * Which `@authority` names of a cluster node may keep their request nonces
+ * in the node's memory: a name only this node answers to. Every node
+ * writes, for each name it accepts, a claim into the replicated nonces
+ * bucket (`authority.<name>.<server>`: `own` for its listener's address,
+ * `shared` for loopback aliases and `--authority` names), then reads every
+ * claim on each of its names:
+ *
+ * - another node claims the name `own`: this node stops accepting it at
+ *   all (401 WRONG_AUTHORITY) and marks its claim `refused`, since that
+ *   node may remember the name's nonces only in memory;
+ * - another node accepts a name this node claims `own`: its nonces go to
+ *   the replicated bucket here (a request could be presented to both);
+ * - nobody else: the name's nonces stay in this node's memory.
+ *
+ * Writes then reads, each linearised by the stream: of two nodes claiming
+ * one name, the later reader sees the earlier writer, so at most one of
+ * them keeps the name's nonces in memory, and then no other accepts it.
+ * Claims are renewed every {@link CLAIM_RENEW_MS} (the bucket forgets them
+ * after 10 minutes) and checked again each time.
+ */
+export class NonceRegistry {
+  readonly #kv: KV;
+  readonly #server: string;
+  readonly #authorities: Authorities;
+  readonly #log: Logger;
+  readonly #local = new Set<string>();
+  readonly #refused = new Set<string>();
+  #timer: NodeJS.Timeout | undefined;
+  #renewedAt = -Infinity;
+
+  readonly #validMs: number;
+
+  constructor(
+    kv: KV,
+    server: string,
+    authorities: Authorities,
+    logger: Logger,
+    validMs = CLAIM_VALID_MS
+  ) {
+    this.#validMs = validMs;
+    this.#kv = kv;
+    this.#server = server;
+    this.#authorities = authorities;
+    this.#log = logger;
+  }
+
+  /** Names whose nonces this node keeps in memory. */
+  local(): string[] {
+    return [...this.#local].sort();
+  }
+
+  /**
+   * Whether a request signed for this name keeps its nonce in memory: only
+   * while the claims were renewed recently enough that the bucket still
+   * holds them (half its 10-minute age); after that, the bucket.
+   */
+  covers(authority: string): boolean {
+    return Date.now() - this.#renewedAt < this.#validMs && this.#local.has(authority.toLowerCase());
+  }
+
+  /** Writes this node's claims, then decides from everyone's (throws when the store cannot). */
+  async claim(): Promise<void> {
+    const started = Date.now();
+    const own = new Set(this.#authorities.own());
+    const names = [...new Set([...this.#authorities.list(), ...this.#refused])];
+    const kindOf = (n: string): ClaimKind =>
+      this.#refused.has(n) ? 'refused' : own.has(n) ? 'own' : 'shared';
+    const write = (n: string, kind: ClaimKind) =>
+      this.#kv.put(
+        keyOf(n, this.#server),
+        JSON.stringify({
+          kind,
+          server: this.#server,
+          name: n,
+          at: new Date().toISOString(),
+        } satisfies Claim)
+      );
+    for (const n of names) await write(n, kindOf(n));
+    for (const n of names) {
+      if (this.#refused.has(n)) continue;
+      const others = await this.#claimsOf(n);
+      if (others.some((c) => c.kind === 'own')) {
+        this.#local.delete(n);
+        this.#refused.add(n);
+        this.#authorities.refuse(n);
+        await write(n, 'refused');
+        this.#log.error(
+          { authority: n, claimed_by: others.filter((c) => c.kind === 'own').map((c) => c.server) },
+          'another node claims this address as its own: requests signed for it are refused here (give each node its own --http address; do not list a peer with --authority)'
+        );
+      } else if (own.has(n) && others.length > 0) {
+        if (this.#local.delete(n) || !this.#warned.has(n))
+          this.#log.warn(
+            { authority: n, also_accepted_by: others.map((c) => c.server) },
+            'other nodes accept this node address too: its request nonces go to the replicated bucket'
+          );
+        this.#warned.add(n);
+      } else if (own.has(n)) this.#local.add(n);
+    }
+    this.#renewedAt = started;
+  }
+
+  readonly #warned = new Set<string>();
+
+  /** Live claims on a name by other servers (refused ones do not count). */
+  async #claimsOf(name: string): Promise<Claim[]> {
+    const out: Claim[] = [];
+    const prefix = `authority.${enc(name)}.`;
+    const keys: string[] = [];
+    for await (const k of await this.#kv.keys(`${prefix}*`)) keys.push(k);
+    for (const k of keys) {
+      if (k === keyOf(name, this.#server)) continue;
+      const e = await this.#kv.get(k);
+      if (!e || e.operation !== 'PUT') continue;
+      let c: Claim;
+      try {
+        c = JSON.parse(new TextDecoder().decode(e.value)) as Claim;
+      } catch {
+        // Unreadable: count it as a claim of its own (the safe reading).
+        c = { kind: 'own', server: '?', name, at: '' };
+      }
+      if (c.kind !== 'refused') out.push(c);
+    }
+    return out;
+  }
+
+  /** Renews and re-checks the claims every {@link CLAIM_RENEW_MS}; a failed round keeps the last decision. */
+  start(everyMs = CLAIM_RENEW_MS): void {
+    const tick = () => {
+      this.#timer = setTimeout(() => {
+        this.claim()
+          .catch((err: Error) =>
+            this.#log.warn({ err: err.message }, 'renewing the authority claims failed')
+          )
+          .finally(() => {
+            if (this.#timer) tick();
+          });
+      }, everyMs);
+      this.#timer.unref();
+    };
+    tick();
+  }
+
+  stop(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+}
