@@ -862,6 +862,20 @@ describe(
       ]);
       assert.equal(offline.code, 1);
       assert.match(offline.stderr, /belongs to a cluster node/);
+      // The survivor says so: not healthy, not ready (it answered 200 and
+      // ready: true before, while every signed request got 503). Until it
+      // has noticed (its streams' leaders see their replicas gone), a signed
+      // read may still be served from memory: the user cache vouches only
+      // while the users stream has a leader backed by a majority, the same
+      // rule as /healthz.
+      await waitFor(async () => (await raw(`${a!.http_url}/healthz`, ca, {})).status === 503, {
+        timeoutMs: 30_000,
+        intervalMs: 500,
+        what: '/healthz 503 without quorum',
+      });
+      // The cache's own heartbeat may see it up to 100 ms later; its last
+      // proof counts for 250 ms.
+      await new Promise((r) => setTimeout(r, 400));
       const ctl = new ControlClient({
         urls: [a!.http_url],
         identity: admin,
@@ -880,13 +894,6 @@ describe(
         assert.deepEqual([err!.status, err!.serverCode], [503, 'STORE_UNAVAILABLE']);
         assert.ok(Date.now() - t0 < 20_000, 'answered in bounded time');
       }
-      // The survivor says so: not healthy, not ready (it answered 200 and
-      // ready: true before, while every signed request got 503).
-      await waitFor(async () => (await raw(`${a!.http_url}/healthz`, ca, {})).status === 503, {
-        timeoutMs: 30_000,
-        intervalMs: 500,
-        what: '/healthz 503 without quorum',
-      });
       const health = await raw(`${a!.http_url}/healthz`, ca, {});
       assert.equal(health.json.status, 'unavailable');
       const ready = await raw(`${a!.http_url}/readyz`, ca, {});

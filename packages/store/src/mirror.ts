@@ -16,6 +16,12 @@ interface StreamNow {
   last: number;
   messages: number;
   created: string;
+  /**
+   * The stream has a leader backed by a majority of its replicas (always, for
+   * one replica): a leader cut off from the others cannot vouch for being
+   * current, since a majority elsewhere may have moved on.
+   */
+  quorum: boolean;
 }
 
 interface Waiter {
@@ -246,6 +252,12 @@ export class BucketMirror<S extends MirrorState> {
         last: i.state.last_seq,
         messages: i.state.messages,
         created: i.created,
+        // As /healthz judges it: the leader and the replicas it sees current.
+        quorum:
+          i.config.num_replicas <= 1 ||
+          (!!i.cluster?.leader &&
+            1 + (i.cluster.replicas ?? []).filter((r) => r.current && !r.offline).length >
+              i.config.num_replicas / 2),
       })),
       new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error('stream info timed out')), INFO_TIMEOUT_MS);
@@ -272,6 +284,7 @@ export class BucketMirror<S extends MirrorState> {
     } catch {
       return false;
     }
+    if (!now.quorum) return false;
     if (now.created !== this.#created) {
       // The bucket was deleted and made again: the watch reads a stream gone.
       this.#reload(`the ${this.#stream} stream was made again`);

@@ -587,13 +587,34 @@ export class Daemon {
       let localNonces: LocalNonces | undefined;
       let registry: NonceRegistry | undefined;
       if (nonceScope !== 'replicated') {
-        localNonces = new LocalNonces({ maxAgeSec: 300, skewSec: 30, startedAtMs });
         // What the process before left in the bucket (requests signed ahead
-        // of its clock): remembered here before anything is served.
-        const loaded = localNonces.preload(await store.nonceKeys());
-        log.debug({ loaded }, 'request nonces from the bucket loaded');
-        if (nonceScope === 'claimed')
-          registry = new NonceRegistry(store.bucket('nonces'), serverName, authorities, log);
+        // of its clock) is remembered here before anything is served. A
+        // store that cannot list it now (a cluster electing leaders right
+        // after a restart): tried for 10 s, then every nonce goes to the
+        // bucket for this process's life.
+        let keys: string[] | undefined;
+        for (const until = Date.now() + 10_000; ;) {
+          try {
+            keys = await store.nonceKeys();
+            break;
+          } catch (err) {
+            if (Date.now() > until) {
+              log.warn(
+                { err: (err as Error).message },
+                'request nonces in the bucket cannot be read: every nonce goes to the bucket'
+              );
+              break;
+            }
+            await new Promise((r) => setTimeout(r, 250));
+          }
+        }
+        if (keys) {
+          localNonces = new LocalNonces({ maxAgeSec: 300, skewSec: 30, startedAtMs });
+          const loaded = localNonces.preload(keys);
+          log.debug({ loaded }, 'request nonces from the bucket loaded');
+          if (nonceScope === 'claimed')
+            registry = new NonceRegistry(store.bucket('nonces'), serverName, authorities, log);
+        }
       }
       const localNonceOption = localNonces && {
         store: localNonces,
