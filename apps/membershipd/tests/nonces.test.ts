@@ -30,37 +30,40 @@ describe('LocalNonces', () => {
     const t0 = 1_800_000_000;
     const n = new LocalNonces({ maxAgeSec: 300, skewSec: 30, startedAtMs: t0 * 1000 + 400 });
     assert.equal(n.startSec, t0 + 1, 'the start second is rounded up');
-    assert.equal(n.consume('k', 'a', t0, t0 + 300, t0 + 0.5), 'before-start');
-    assert.equal(n.consume('k', 'a', t0 + 1, t0 + 61, t0 + 1), 'first');
-    assert.equal(n.consume('k', 'a', t0 + 1, t0 + 61, t0 + 2), 'replayed');
-    assert.equal(n.consume('other', 'a', t0 + 1, t0 + 61, t0 + 2), 'first', 'per key');
+    assert.equal(n.consume('k', 'a', t0, t0 + 300, t0 + 0.5, t0 + 0.5), 'before-start');
+    assert.equal(n.consume('k', 'a', t0 + 1, t0 + 61, t0 + 1, t0 + 1), 'first');
+    assert.equal(n.consume('k', 'a', t0 + 1, t0 + 61, t0 + 2, t0 + 2), 'replayed');
+    assert.equal(n.consume('other', 'a', t0 + 1, t0 + 61, t0 + 2, t0 + 2), 'first', 'per key');
     // Still remembered at the last second the signature is valid, plus skew.
-    assert.equal(n.consume('k', 'a', t0 + 1, t0 + 61, t0 + 60 + 30), 'replayed');
+    assert.equal(n.consume('k', 'a', t0 + 1, t0 + 61, t0 + 60 + 30, t0 + 60 + 30), 'replayed');
     assert.equal(n.size, 2);
     // Long after expiry it is forgotten (the verifier refuses it as expired anyway).
-    assert.equal(n.consume('k', 'b', t0 + 200, t0 + 500, t0 + 200), 'first');
+    assert.equal(n.consume('k', 'b', t0 + 200, t0 + 500, t0 + 200, t0 + 200), 'first');
     assert.equal(n.size, 1, 'the generation of the first two was dropped');
-    assert.equal(n.consume('k', 'c', t0 + 400, t0 + 500, t0 + 400), 'first');
+    assert.equal(n.consume('k', 'c', t0 + 400, t0 + 500, t0 + 400, t0 + 400), 'first');
     assert.equal(n.size, 2, 'b is kept while its signature can be accepted');
-    assert.equal(n.consume('k', 'b', t0 + 200, t0 + 500, t0 + 499), 'replayed');
+    assert.equal(n.consume('k', 'b', t0 + 200, t0 + 500, t0 + 499, t0 + 499), 'replayed');
     // Ahead of this clock: recorded here and in the bucket (the next
     // process loads the bucket at start).
-    assert.equal(n.consume('k', 'ahead', t0 + 520, t0 + 560, t0 + 500), 'also-bucket');
-    assert.equal(n.consume('k', 'ahead', t0 + 520, t0 + 560, t0 + 530), 'replayed');
+    assert.equal(n.consume('k', 'ahead', t0 + 520, t0 + 560, t0 + 500, t0 + 500), 'also-bucket');
+    assert.equal(n.consume('k', 'ahead', t0 + 520, t0 + 560, t0 + 530, t0 + 530), 'replayed');
     const next = new LocalNonces({ maxAgeSec: 300, skewSec: 30, startedAtMs: (t0 + 501) * 1000 });
-    assert.equal(next.preload(['k.ahead', 'k.ahead', 'k.other'], t0 + 501), 2);
-    assert.equal(next.consume('k', 'ahead', t0 + 520, t0 + 560, t0 + 530), 'replayed');
-    assert.equal(next.consume('k', 'ahead', t0 + 520, t0 + 560, t0 + 501 + 330), 'replayed');
-    const full = new LocalNonces({ maxAgeSec: 300, skewSec: 30, maxEntries: 2, startedAtMs: 0 });
-    assert.equal(full.consume('k', 'x', t0, t0 + 10, t0), 'first');
-    assert.equal(full.consume('k', 'y', t0, t0 + 10, t0), 'first');
+    assert.equal(next.preload(['k.ahead', 'k.ahead', 'k.other'], t0 + 501, t0 + 501), 2);
+    assert.equal(next.consume('k', 'ahead', t0 + 520, t0 + 560, t0 + 530, t0 + 530), 'replayed');
     assert.equal(
-      full.consume('k', 'z', t0, t0 + 10, t0),
+      next.consume('k', 'ahead', t0 + 520, t0 + 560, t0 + 501 + 330, t0 + 501 + 330),
+      'replayed'
+    );
+    const full = new LocalNonces({ maxAgeSec: 300, skewSec: 30, maxEntries: 2, startedAtMs: 0 });
+    assert.equal(full.consume('k', 'x', t0, t0 + 10, t0, t0), 'first');
+    assert.equal(full.consume('k', 'y', t0, t0 + 10, t0, t0), 'first');
+    assert.equal(
+      full.consume('k', 'z', t0, t0 + 10, t0, t0),
       'full',
       'past the cap the bucket is used'
     );
     assert.equal(
-      full.consume('k', 'x', t0, t0 + 10, t0),
+      full.consume('k', 'x', t0, t0 + 10, t0, t0),
       'replayed',
       'a replay is still one when full'
     );

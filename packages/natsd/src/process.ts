@@ -342,6 +342,18 @@ export async function reapOrphan(
   }
   if (argv.at(-1) === '') argv.pop();
   if (!isNatsServerFor(argv, configFile, options.bin)) return null;
+  // Not an orphan while the membershipd that started it runs: a second
+  // daemon on the same data dir must not take the store from under it.
+  const parent = await parentOf(pid);
+  if (parent !== null && parent > 1 && parent !== process.pid) {
+    const parentArgv = (await readFile(`/proc/${parent}/cmdline`, 'utf8').catch(() => '')).split(
+      '\0'
+    );
+    if (parentArgv.includes('serve') && parentArgv.some((a) => /membershipd/.test(a)))
+      throw new Error(
+        `nats-server ${pid} of this data dir is run by membershipd ${parent}: another membershipd serves this data dir (stop it first)`
+      );
+  }
   if (!signal(pid, 'SIGTERM')) return null; // exited since we read its command line
   const deadline = Date.now() + graceMs;
   while (running(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
@@ -352,6 +364,18 @@ export async function reapOrphan(
   const collected = Date.now() + 2_000;
   while (signal(pid, 0) && Date.now() < collected) await new Promise((r) => setTimeout(r, 20));
   return pid;
+}
+
+/** The parent pid of a running process (from /proc), or null when it cannot be read. */
+async function parentOf(pid: number): Promise<number | null> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+    const m = /\) \S+ (\d+)/.exec(stat.slice(stat.lastIndexOf(')')));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
 }
 
 /** Sends `sig` (0: none, just the check); false if there is no such process. */

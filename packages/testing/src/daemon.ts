@@ -164,16 +164,19 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Tes
   let node:
     { pid: number; http_url: string; nats_url: string; nats_pid: number | null } | undefined;
   try {
-    node = await waitFor(
+    const ready = await waitFor(
       async () => {
-        if (hasExited) throw new Error(`membershipd exited during start:\n${stderr}`);
+        // Exited: stop waiting at once (a throw here would be retried).
+        if (hasExited) return { exited: true as const };
         const info = JSON.parse(
           await readFile(join(dataDir, 'node.json'), 'utf8').catch(() => 'null')
         );
-        return info?.pid === child.pid ? info : undefined;
+        return info?.pid === child.pid ? { exited: false as const, info } : undefined;
       },
       { timeoutMs: options.readyTimeoutMs ?? 60_000, what: 'membershipd ready' }
     );
+    if (ready.exited) throw new Error(`membershipd exited during start:\n${stderr}`);
+    node = ready.info;
     if (node!.nats_pid) natsPid = node!.nats_pid;
   } catch (err) {
     await killLeftovers();
