@@ -8,7 +8,10 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { ControlClient } from '@sealbus/client';
 import { generateIdentity, type Identity } from '@sealbus/crypto';
-import { startDaemon, type TestDaemon } from '@sealbus/testing';
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { runMembershipd, startDaemon, type TestDaemon } from '@sealbus/testing';
 import { adminOf, nodeStore, rawRequest, signedHeaders } from './helpers.js';
 import { LocalNonces } from '../src/http/localnonces.js';
 
@@ -16,8 +19,10 @@ async function nonceKeys(d: TestDaemon): Promise<string[]> {
   const { store, nc, app } = await nodeStore(d);
   try {
     const keys: string[] = [];
+    // Request nonces only (`<keyid>.<nonce>`): not health probes, not
+    // authority claims.
     for await (const k of await store.bucket('nonces').keys())
-      if (!k.startsWith('probe.')) keys.push(k);
+      if (/^[0-9a-f]{64}\./.test(k)) keys.push(k);
     return keys;
   } finally {
     await nc.close();
@@ -193,6 +198,51 @@ describe('--replicated-nonces', () => {
     assert.equal(replay.json.error.code, 'REPLAYED');
     const health = await rawRequest(d.httpUrl, 'GET', '/healthz', {});
     assert.equal(health.json.auth.nonces, 'replicated');
+  });
+
+  test('a request served after the backup is refused after a restore of that backup (SIGNED_BEFORE_START), though the restored bucket lacks its nonce', async () => {
+    const archive = join(d.dataDir, '..', `nonces-${process.pid}.tgz`);
+    const b = await runMembershipd(['backup', '--data', d.dataDir, '--out', archive]);
+    assert.equal(b.code, 0, b.stderr);
+    const h = signedHeaders(admin, 'GET', `${d.httpUrl}/me`);
+    assert.equal((await rawRequest(d.httpUrl, 'GET', '/me', h)).status, 200);
+    const { dataDir, httpPort, natsPort } = d;
+    await d.stop();
+    try {
+      const rs = await runMembershipd([
+        'restore',
+        '--data',
+        dataDir,
+        '--in',
+        archive,
+        '--force',
+        '--allow-unauthenticated',
+      ]);
+      assert.equal(rs.code, 0, rs.stderr);
+    } finally {
+      await rm(archive, { force: true });
+    }
+    d = await startDaemon({
+      dataDir,
+      args: [
+        '--replicated-nonces',
+        '--http',
+        `127.0.0.1:${httpPort}`,
+        '--nats-port',
+        String(natsPort),
+      ],
+    });
+    const replay = await rawRequest(d.httpUrl, 'GET', '/me', h);
+    assert.equal(replay.status, 401, JSON.stringify(replay.json));
+    assert.equal(replay.json.error.code, 'SIGNED_BEFORE_START');
+    assert.ok(!existsSync(join(dataDir, 'restored.json')), 'the restore marker is gone');
+    const fresh = await rawRequest(
+      d.httpUrl,
+      'GET',
+      '/me',
+      signedHeaders(admin, 'GET', `${d.httpUrl}/me`)
+    );
+    assert.equal(fresh.status, 200, JSON.stringify(fresh.json));
   });
 
   test('the nonce store unreachable: requests fail closed with 503 and are not executed', async () => {

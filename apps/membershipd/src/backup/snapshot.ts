@@ -100,7 +100,12 @@ export async function dumpStore(
     // A 0.1 store predates some buckets (the NATS key index, rebuilt on restore).
     if (options.legacy && !(await streamExists(jsm, `KV_${spec.name}`))) continue;
     const kv = await bindKv(js, spec.name);
-    const keys = (await listKeys(kv, `list ${spec.name}`)).sort();
+    // A node's claims on its names (the nonces bucket's `authority.*`)
+    // belong to the running node, not to the data: a restored node makes
+    // its own, and another's restored would make it refuse its own address.
+    const keys = (await listKeys(kv, `list ${spec.name}`))
+      .filter((k) => spec.name !== bucketSpecs().nonces.name || !k.startsWith('authority.'))
+      .sort();
     const records: KvRecord[] = [];
     for (let i = 0; i < keys.length; i += BATCH) {
       const batch = keys.slice(i, i + BATCH);

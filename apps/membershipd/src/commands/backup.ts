@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import {
@@ -420,6 +420,14 @@ export function registerRestore(program: Command): void {
             `restore failed, nothing in ${paths.dataDir} was changed: ${(err as Error).message}`
           );
         }
+        // The restored nonces bucket lacks the nonces the node recorded after
+        // the backup: the next start refuses requests signed before it
+        // (written first, so that no swap happens without it).
+        await writeFile(
+          paths.restoredMarker,
+          JSON.stringify({ restored_at: new Date().toISOString() }) + '\n',
+          { mode: 0o600 }
+        );
         // The swap: a process killed at any step leaves the old store or the
         // new one, whole (the next start finishes or undoes it).
         await swapIn(paths, key);

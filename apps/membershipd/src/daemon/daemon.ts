@@ -1,6 +1,7 @@
-import { X509Certificate } from 'node:crypto';
-import { readFileSync, statfsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { X509Certificate, createHash } from 'node:crypto';
+import { hostname } from 'node:os';
+import { existsSync, readFileSync, statfsSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo, Server } from 'node:net';
 import { resolve } from 'node:path';
@@ -585,7 +586,14 @@ export class Daemon {
       const nonceScope: 'node' | 'claimed' | 'replicated' =
         child === undefined || o.replicatedNonces ? 'replicated' : o.cluster ? 'claimed' : 'node';
       let localNonces: LocalNonces | undefined;
-      let registry: NonceRegistry | undefined;
+      // The first start after a restore: the restored nonces bucket lacks
+      // the requests the node served after the backup was made, so nothing
+      // signed before this start is accepted, whatever the nonce scope.
+      // (One signed ahead of the clock and served just before the restore
+      // may still pass once: docs/SECURITY.md.)
+      const restored = existsSync(paths.restoredMarker);
+      if (restored) log.info('first start after a restore: requests signed before it are refused');
+      const notBeforeSec = Math.ceil(startedAtMs / 1000);
       if (nonceScope !== 'replicated') {
         // What the process before left in the bucket (requests signed ahead
         // of its clock) is remembered here before anything is served. A
@@ -609,22 +617,41 @@ export class Daemon {
           }
         }
         if (keys) {
-          localNonces = new LocalNonces({ maxAgeSec: 300, skewSec: 30, startedAtMs });
+          localNonces = new LocalNonces({
+            maxAgeSec: 300,
+            skewSec: 30,
+            startedAtMs: notBeforeSec * 1000,
+          });
           const loaded = localNonces.preload(keys);
           log.debug({ loaded }, 'request nonces from the bucket loaded');
-          if (nonceScope === 'claimed')
-            registry = new NonceRegistry(store.bucket('nonces'), serverName, authorities, log);
         }
       }
+      // Every node claims its names in the nonces bucket, whatever its
+      // scope: another daemon sharing this store (an external nats-server,
+      // a peer given this node's address) must see which names this one
+      // keeps in memory, and refuse them. Keyed by the embedded
+      // nats-server's name (one per store: the same node started again, or
+      // restored elsewhere, replaces its own claims); a daemon on an
+      // external nats-server adds its host and data dir.
+      const registry = new NonceRegistry(
+        store.bucket('nonces'),
+        child
+          ? serverName
+          : `${serverName}@${hostname()}:${createHash('sha256').update(resolve(paths.dataDir)).digest('hex').slice(0, 12)}`,
+        authorities,
+        log,
+        { claims: !localNonces ? 'none' : nonceScope === 'node' ? 'all' : 'address' }
+      );
       const localNonceOption = localNonces && {
         store: localNonces,
-        covers: registry ? (a: string) => registry.covers(a) : (a: string) => authorities.has(a),
-        names: registry ? () => registry.local() : () => authorities.list(),
+        covers: (a: string) => registry.covers(a),
+        names: () => registry.local(),
       };
       const app = createApp({
         health,
         authorities,
         ...(localNonceOption ? { localNonces: localNonceOption } : {}),
+        ...(restored ? { notBeforeSec } : {}),
         ...(o.maxRoomsPerUser !== undefined ? { maxRoomsPerUser: o.maxRoomsPerUser } : {}),
         ...(o.changesPerMinute ? { changesPerMinute: o.changesPerMinute } : {}),
         ...(o.blobMaxBytes !== undefined ? { blobMaxBytes: o.blobMaxBytes } : {}),
@@ -647,11 +674,12 @@ export class Daemon {
       // Node-local nonces refuse what was signed before the start second
       // (rounded up): ready no earlier than that, so that a request signed
       // once the node says it is ready is never refused for it.
-      if (localNonces) {
-        const wait = Math.ceil(startedAtMs / 1000) * 1000 - Date.now();
+      if (localNonces || restored) {
+        const wait = notBeforeSec * 1000 - Date.now();
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        if (restored) await rm(paths.restoredMarker, { force: true });
       }
-      if (registry) {
+      {
         // A store that cannot take the claims now: every name records its
         // nonces in the bucket until a renewal succeeds.
         await registry

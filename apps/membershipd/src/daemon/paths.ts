@@ -23,6 +23,12 @@ export function dataPaths(dataDir: string) {
     jetstreamDir: join(natsDir, 'jetstream'),
     /** Written once the store is initialised: encrypted or not, and a check value of its key. */
     storeMarker: join(natsDir, 'store.json'),
+    /**
+     * Written by a restore: the next start refuses requests signed before
+     * it (the restored nonces bucket lacks those served after the backup),
+     * then removes it.
+     */
+    restoredMarker: join(dataDir, 'restored.json'),
   };
 }
 

@@ -94,6 +94,8 @@ export interface AppOptions {
    * bucket: only when no other node can be presented the same request (a
    * node that is the whole deployment).
    */
+  /** Refuse requests signed before this second (SIGNED_BEFORE_START): the first start after a restore. */
+  notBeforeSec?: number;
   localNonces?: {
     store: LocalNonces;
     /** Whether a request signed for this `@authority` keeps its nonce in memory. */
@@ -305,6 +307,7 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
     damper,
     policy: { authorities: o.authorities },
     ...(o.localNonces ? { localNonces: o.localNonces } : {}),
+    ...(o.notBeforeSec !== undefined ? { notBeforeSec: o.notBeforeSec } : {}),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
   const auth = signatureAuth(authOptions);

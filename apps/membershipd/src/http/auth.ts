@@ -57,6 +57,8 @@ export interface SignatureAuthOptions {
    * replicated bucket. Only for names no other node accepts.
    */
   localNonces?: { store: LocalNonces; covers: (authority: string) => boolean };
+  /** Requests signed (`created`) before this second are SIGNED_BEFORE_START (after a restore). */
+  notBeforeSec?: number;
 }
 
 /**
@@ -128,6 +130,11 @@ export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<
         throw new SignatureError(
           'EXPIRED_KEY',
           `the signing key's grant expired at ${user.expires_at}`
+        );
+      if (options.notBeforeSec !== undefined && sig.created < options.notBeforeSec)
+        throw new SignatureError(
+          'SIGNED_BEFORE_START',
+          'this request was signed before the node started (sign it again)'
         );
       const local = options.localNonces;
       const verdict =

@@ -91,7 +91,7 @@ describe('authority claims', () => {
   test('a claim not renewed within its validity stops counting (the bucket would forget it)', async () => {
     const a = new Authorities();
     a.bind('10.8.8.8', 9000);
-    const r = new NonceRegistry(kv, 'v', a, quiet, 300);
+    const r = new NonceRegistry(kv, 'v', a, quiet, { validMs: 300 });
     await r.claim();
     assert.equal(r.covers('10.8.8.8:9000'), true);
     await new Promise((res) => setTimeout(res, 400));

@@ -10,6 +10,8 @@ const CLAIM_VALID_MS = 5 * 60_000;
 
 export type ClaimKind = 'own' | 'shared' | 'refused';
 
+export type ClaimPolicy = 'address' | 'all' | 'none';
+
 interface Claim {
   kind: ClaimKind;
   server: string;
@@ -52,15 +54,23 @@ export class NonceRegistry {
   #renewedAt = -Infinity;
 
   readonly #validMs: number;
+  readonly #claims: ClaimPolicy;
 
+  /**
+   * `claims`: which names this node claims as its own: `address` (a
+   * cluster node: its listener's address), `all` (a node that is the whole
+   * deployment: every name it answers to), `none` (its nonces all go to the
+   * bucket; it still refuses names another node claims as its own).
+   */
   constructor(
     kv: KV,
     server: string,
     authorities: Authorities,
     logger: Logger,
-    validMs = CLAIM_VALID_MS
+    o: { claims?: ClaimPolicy; validMs?: number } = {}
   ) {
-    this.#validMs = validMs;
+    this.#validMs = o.validMs ?? CLAIM_VALID_MS;
+    this.#claims = o.claims ?? 'address';
     this.#kv = kv;
     this.#server = server;
     this.#authorities = authorities;
@@ -84,7 +94,13 @@ export class NonceRegistry {
   /** Writes this node's claims, then decides from everyone's (throws when the store cannot). */
   async claim(): Promise<void> {
     const started = Date.now();
-    const own = new Set(this.#authorities.own());
+    const own = new Set(
+      this.#claims === 'all'
+        ? this.#authorities.list()
+        : this.#claims === 'address'
+          ? this.#authorities.own()
+          : []
+    );
     const names = [...new Set([...this.#authorities.list(), ...this.#refused])];
     const kindOf = (n: string): ClaimKind =>
       this.#refused.has(n) ? 'refused' : own.has(n) ? 'own' : 'shared';
