@@ -667,11 +667,16 @@ describe('cold review 15b: disk-full signals', { timeout: 400_000 }, () => {
       const kv = await nc.jetstream().views.kv('sealbus_nonces', { bindOnly: true });
       const keys: string[] = [];
       for await (const k of await kv.keys()) keys.push(k);
+      // Authority claims too (`authority.<name>.<server>`, base64url).
       const odd = keys.filter(
-        (k) => !/^probe\.[A-Za-z0-9_-]+$/.test(k) && !/^[0-9a-f]{64}\.[A-Za-z0-9_-]+$/.test(k)
+        (k) =>
+          !/^probe\.[A-Za-z0-9_-]+$/.test(k) &&
+          !/^authority\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(k) &&
+          !/^[0-9a-f]{64}\.[A-Za-z0-9_-]+$/.test(k)
       );
       assert.deepEqual(odd, []);
       await assert.rejects(store.consumeNonce('probe', 'x'), /nonce key/);
+      await assert.rejects(store.consumeNonce('authority', 'x'), /nonce key/);
       console.log(
         `# /healthz flood: 400 requests in ${secs.toFixed(1)} s -> ${writes} probe writes`
       );
