@@ -873,15 +873,25 @@ describe(
         intervalMs: 500,
         what: '/healthz 503 without quorum',
       });
-      // The cache's own heartbeat may see it up to 100 ms later; its last
-      // proof counts for 250 ms.
-      await new Promise((r) => setTimeout(r, 400));
       const ctl = new ControlClient({
         urls: [a!.http_url],
         identity: admin,
         ca,
         timeoutMs: 20_000,
       });
+      // The user cache stops vouching once the users stream's leader has not
+      // heard from a majority for 3 s (and its last proof is 250 ms old):
+      // within seconds, signed reads are refused too.
+      const t1 = Date.now();
+      await waitFor(
+        async () =>
+          (await ctl.me().then(
+            () => false,
+            () => true
+          )) || undefined,
+        { timeoutMs: 15_000, intervalMs: 200, what: 'signed reads refused without quorum' }
+      );
+      console.log(`# signed reads refused ${Date.now() - t1} ms after /healthz said 503`);
       for (let i = 0; i < 3; i++) {
         const t0 = Date.now();
         const err = await ctl.me().then(

@@ -2,6 +2,8 @@ import type { JetStreamManager, KV, KvEntry, QueuedIterator } from 'nats';
 
 /** How long a lookup waits for the watch to apply what the stream already holds. */
 export const CACHE_CATCH_UP_MS = 250;
+/** A replica silent this long (ns) does not count towards the leader's majority. */
+const REPLICA_SILENCE_NS = 3e9;
 /** How long a lookup waits for the stream's last sequence before it gives up. */
 const INFO_TIMEOUT_MS = 1_000;
 
@@ -252,11 +254,16 @@ export class BucketMirror<S extends MirrorState> {
         last: i.state.last_seq,
         messages: i.state.messages,
         created: i.created,
-        // As /healthz judges it: the leader and the replicas it sees current.
+        // The leader and the replicas it sees current and heard from in the
+        // last few seconds (raft heartbeats every second): a leader whose
+        // peers died still calls them current for a while.
         quorum:
           i.config.num_replicas <= 1 ||
           (!!i.cluster?.leader &&
-            1 + (i.cluster.replicas ?? []).filter((r) => r.current && !r.offline).length >
+            1 +
+              (i.cluster.replicas ?? []).filter(
+                (r) => r.current && !r.offline && (r.active ?? 0) < REPLICA_SILENCE_NS
+              ).length >
               i.config.num_replicas / 2),
       })),
       new Promise<never>((_, reject) => {
