@@ -609,22 +609,22 @@ export class Daemon {
             if (Date.now() > until) {
               log.warn(
                 { err: (err as Error).message },
-                'request nonces in the bucket cannot be read: every nonce goes to the bucket'
+                'request nonces in the bucket cannot be read: every first use is checked there too'
               );
               break;
             }
             await new Promise((r) => setTimeout(r, 250));
           }
         }
+        localNonces = new LocalNonces({
+          maxAgeSec: 300,
+          skewSec: 30,
+          startedAtMs: notBeforeSec * 1000,
+        });
         if (keys) {
-          localNonces = new LocalNonces({
-            maxAgeSec: 300,
-            skewSec: 30,
-            startedAtMs: notBeforeSec * 1000,
-          });
           const loaded = localNonces.preload(keys);
           log.debug({ loaded }, 'request nonces from the bucket loaded');
-        }
+        } else localNonces.assumeBucketHolds();
       }
       // Every node claims its names in the nonces bucket, whatever its
       // scope: another daemon sharing this store (an external nats-server,
@@ -652,6 +652,7 @@ export class Daemon {
         authorities,
         ...(localNonceOption ? { localNonces: localNonceOption } : {}),
         ...(restored ? { notBeforeSec } : {}),
+        claimsCurrent: () => registry.current(),
         ...(o.maxRoomsPerUser !== undefined ? { maxRoomsPerUser: o.maxRoomsPerUser } : {}),
         ...(o.changesPerMinute ? { changesPerMinute: o.changesPerMinute } : {}),
         ...(o.blobMaxBytes !== undefined ? { blobMaxBytes: o.blobMaxBytes } : {}),
@@ -677,7 +678,17 @@ export class Daemon {
       if (localNonces || restored) {
         const wait = notBeforeSec * 1000 - Date.now();
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-        if (restored) await rm(paths.restoredMarker, { force: true });
+        // Kept until no signature made before the restore can be accepted
+        // (6 minutes): a start that fails after this point, and the next
+        // one, still refuse what was signed before them.
+        if (restored) {
+          const forget = setTimeout(
+            () => void rm(paths.restoredMarker, { force: true }).catch(() => {}),
+            (300 + 2 * 30 + 1) * 1000
+          );
+          forget.unref();
+          undo.push(async () => clearTimeout(forget));
+        }
       }
       {
         // A store that cannot take the claims now: every name records its

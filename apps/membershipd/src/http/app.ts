@@ -96,6 +96,8 @@ export interface AppOptions {
    */
   /** Refuse requests signed before this second (SIGNED_BEFORE_START): the first start after a restore. */
   notBeforeSec?: number;
+  /** Signed requests are 503 while this is false (the node's authority claims are not current). */
+  claimsCurrent?: () => boolean;
   localNonces?: {
     store: LocalNonces;
     /** Whether a request signed for this `@authority` keeps its nonce in memory. */
@@ -308,6 +310,7 @@ export function createApp(o: AppOptions): Hono<AppEnv> {
     policy: { authorities: o.authorities },
     ...(o.localNonces ? { localNonces: o.localNonces } : {}),
     ...(o.notBeforeSec !== undefined ? { notBeforeSec: o.notBeforeSec } : {}),
+    ...(o.claimsCurrent ? { claimsCurrent: o.claimsCurrent } : {}),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
   const auth = signatureAuth(authOptions);

@@ -59,6 +59,13 @@ export interface SignatureAuthOptions {
   localNonces?: { store: LocalNonces; covers: (authority: string) => boolean };
   /** Requests signed (`created`) before this second are SIGNED_BEFORE_START (after a restore). */
   notBeforeSec?: number;
+  /**
+   * False while this node's authority claims are not current (not yet
+   * written, or not renewed in time): signed requests are 503, since
+   * another node may keep a name's nonces in memory that this one would
+   * then accept unknowingly.
+   */
+  claimsCurrent?: () => boolean;
 }
 
 /**
@@ -131,16 +138,27 @@ export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<
           'EXPIRED_KEY',
           `the signing key's grant expired at ${user.expires_at}`
         );
+      if (options.claimsCurrent && !options.claimsCurrent())
+        throw new HttpError(
+          503,
+          'STORE_UNAVAILABLE',
+          'this node cannot confirm which names it may answer to (its claims in the store are not current); retry'
+        );
       if (options.notBeforeSec !== undefined && sig.created < options.notBeforeSec)
         throw new SignatureError(
           'SIGNED_BEFORE_START',
           'this request was signed before the node started (sign it again)'
         );
+      // Whatever the name, a node that keeps nonces in memory checks every
+      // request there (a name that stopped being its own may have nonces
+      // held nowhere else); a name not (or no longer) its own alone is
+      // recorded in the bucket as well.
       const local = options.localNonces;
-      const verdict =
-        local && local.covers(signableRequest(c).authority)
-          ? local.store.consume(sig.keyid, sig.nonce, sig.created, sig.expires)
-          : 'full';
+      let verdict = local
+        ? local.store.consume(sig.keyid, sig.nonce, sig.created, sig.expires)
+        : ('full' as const);
+      if (verdict === 'first' && !local!.covers(signableRequest(c).authority))
+        verdict = 'also-bucket';
       if (verdict === 'before-start')
         throw new SignatureError(
           'SIGNED_BEFORE_START',

@@ -146,6 +146,15 @@ export class LocalNonces {
     return true;
   }
 
+  /**
+   * What the bucket holds is not in memory (the load at start failed):
+   * every first use is checked there too, for as long as a signature made
+   * before now can be accepted.
+   */
+  assumeBucketHolds(now = Date.now() / 1000, mono = monoNow()): void {
+    this.#bucketWindow(now, mono);
+  }
+
   #bucketWindow(now: number, mono: number): void {
     const span = this.#maxAge + 2 * this.#skew + 1;
     this.#bucketUntil = {

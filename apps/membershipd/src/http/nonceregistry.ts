@@ -88,7 +88,12 @@ export class NonceRegistry {
    * holds them (half its 10-minute age); after that, the bucket.
    */
   covers(authority: string): boolean {
-    return Date.now() - this.#renewedAt < this.#validMs && this.#local.has(authority.toLowerCase());
+    return this.current() && this.#local.has(authority.toLowerCase());
+  }
+
+  /** The claims were written and checked recently enough to act on. */
+  current(): boolean {
+    return Date.now() - this.#renewedAt < this.#validMs;
   }
 
   /** Writes this node's claims, then decides from everyone's (throws when the store cannot). */
@@ -151,33 +156,58 @@ export class NonceRegistry {
       if (k === keyOf(name, this.#server)) continue;
       const e = await this.#kv.get(k);
       if (!e || e.operation !== 'PUT') continue;
-      let c: Claim;
+      let raw: unknown;
       try {
-        c = JSON.parse(new TextDecoder().decode(e.value)) as Claim;
+        raw = JSON.parse(new TextDecoder().decode(e.value));
       } catch {
-        // Unreadable: count it as a claim of its own (the safe reading).
-        c = { kind: 'own', server: '?', name, at: '' };
+        raw = null;
       }
+      // Anything but exactly `shared` or `refused` (unreadable, another
+      // shape, a kind this version does not know) reads as `own`: the safe
+      // reading.
+      const r = (typeof raw === 'object' && raw !== null ? raw : {}) as Partial<Claim>;
+      const kind: ClaimKind = r.kind === 'shared' || r.kind === 'refused' ? r.kind : 'own';
+      const c: Claim = {
+        kind,
+        server: typeof r.server === 'string' ? r.server : '?',
+        name,
+        at: typeof r.at === 'string' ? r.at : '',
+      };
       if (c.kind !== 'refused') out.push(c);
     }
     return out;
   }
 
-  /** Renews and re-checks the claims every {@link CLAIM_RENEW_MS}; a failed round keeps the last decision. */
-  start(everyMs = CLAIM_RENEW_MS): void {
-    const tick = () => {
+  /**
+   * Renews and re-checks the claims every {@link CLAIM_RENEW_MS}; a failed
+   * (or hung: 20 s) round is tried again in 2 s, and its last decision
+   * stops counting once it is older than the validity.
+   */
+  start(everyMs = CLAIM_RENEW_MS, retryMs = 2_000): void {
+    const tick = (ms: number) => {
       this.#timer = setTimeout(() => {
-        this.claim()
-          .catch((err: Error) =>
-            this.#log.warn({ err: err.message }, 'renewing the authority claims failed')
+        let timer: NodeJS.Timeout | undefined;
+        Promise.race([
+          this.claim(),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error('claim round timed out')), 20_000);
+          }),
+        ])
+          .then(
+            () => everyMs,
+            (err: Error) => {
+              this.#log.warn({ err: err.message }, 'renewing the authority claims failed');
+              return retryMs;
+            }
           )
-          .finally(() => {
-            if (this.#timer) tick();
+          .then((next) => {
+            clearTimeout(timer);
+            if (this.#timer) tick(next);
           });
-      }, everyMs);
+      }, ms);
       this.#timer.unref();
     };
-    tick();
+    tick(this.current() ? everyMs : retryMs);
   }
 
   stop(): void {

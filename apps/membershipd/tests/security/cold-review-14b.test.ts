@@ -35,6 +35,7 @@ import { HttpError } from '../../src/http/errors.js';
 import type { AppEnv } from '../../src/http/context.js';
 import { createLogger } from '../../src/log.js';
 import { adminOf, enrol, nodeStore, rawRequest, signedHeaders } from '../helpers.js';
+import { nonceOf } from './attack.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const nowSec = () => Math.floor(Date.now() / 1000);
@@ -252,6 +253,55 @@ describe('node-local nonces on a single node', { timeout: 120_000 }, () => {
       assert.equal(codeOf(later), 'REPLAYED');
     }
   );
+
+  test('a name this node no longer holds alone (a peer appeared, claims stale): a nonce held only in memory is still a replay; claims not current: 503', async () => {
+    // helper-24 F2 and F3: the middleware over the daemon's real store.
+    const nonces = new LocalNonces({ maxAgeSec: 300, skewSec: 30, startedAtMs: 0 });
+    let covered = true;
+    let current = true;
+    const { store, nc, app: appNc } = await nodeStore(d);
+    closers.push(
+      () => nc.close(),
+      () => appNc.close()
+    );
+    const app = new Hono<AppEnv>();
+    app.onError((err, c) =>
+      err instanceof HttpError
+        ? c.json({ error: { code: err.code } }, err.status)
+        : c.json({ error: { code: 'INTERNAL', message: String(err) } }, 500)
+    );
+    app.use(
+      '*',
+      signatureAuth({
+        store,
+        mode: 'enforce',
+        logger: createLogger('silent'),
+        policy: { authorities: { has: (a: string) => a === 'sealbus.test' } },
+        localNonces: { store: nonces, covers: () => covered },
+        claimsCurrent: () => current,
+      })
+    );
+    app.get('/me', (c) => c.json({ sign_pub: c.get('actor')?.sign_pub }));
+    const url = 'http://sealbus.test/me';
+    const send = async (h: Record<string, string>) => {
+      const res = await app.request(url, { headers: h });
+      return { status: res.status, json: (await res.json()) as any };
+    };
+    const r = signedHeaders(admin, 'GET', url);
+    assert.equal((await send(r)).status, 200, 'kept in memory only');
+    covered = false; // another node now accepts the name too
+    const replay = await send(r);
+    assert.equal(replay.status, 401, JSON.stringify(replay.json));
+    assert.equal(codeOf(replay), 'REPLAYED', 'memory still catches it');
+    const fresh = signedHeaders(admin, 'GET', url);
+    assert.equal((await send(fresh)).status, 200);
+    assert.equal(codeOf(await send(fresh)), 'REPLAYED');
+    // ...and a first use while uncovered went to the bucket as well.
+    assert.equal(await store.consumeNonce(admin.signPubHex, nonceOf(fresh)), false);
+    current = false; // the claims could not be renewed
+    const stale = await send(signedHeaders(admin, 'GET', url));
+    assert.deepEqual([stale.status, codeOf(stale)], [503, 'STORE_UNAVAILABLE']);
+  });
 
   test('flood cost: how fast one active user can add node-local nonces (2,000,000 are needed within ~6 min)', async () => {
     const N = 1_500;
