@@ -312,7 +312,9 @@ export class Daemon {
           )),
           ...(o.jetstreamSync !== undefined ? { jetstreamSync: o.jetstreamSync } : {}),
         });
-        await writeFileAtomic(paths.natsConfig, renderNatsConfig(config), { mode: 0o600 });
+        // Before this node's config replaces the one on disk: a membershipd
+        // still serving this data dir is refused here, and its nats-server
+        // must not reload a config written by another process.
         const orphan = await reapOrphan(
           paths.natsPidFile,
           paths.natsConfig,
@@ -320,6 +322,7 @@ export class Daemon {
         );
         if (orphan)
           log.warn({ pid: orphan }, 'stopped a nats-server left running by a previous membershipd');
+        await writeFileAtomic(paths.natsConfig, renderNatsConfig(config), { mode: 0o600 });
         const natsLog = log.child({ component: 'nats-server' });
         const natsRefusals = new LogThrottle({
           summary: (kind, more, intervalMs) =>

@@ -16,7 +16,7 @@ import { runInNewContext } from 'node:vm';
 import { randomBytes } from 'node:crypto';
 import { Hono } from 'hono';
 import type { NatsConnection } from 'nats';
-import { chmod, writeFile } from 'node:fs/promises';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { ControlClient } from '@sealbus/client';
 import { generateIdentity, loadIdentity, type Identity } from '@sealbus/crypto';
 import { USER_CACHE_BOUND_MS, type MembershipStore } from '@sealbus/store';
@@ -657,6 +657,8 @@ describe('a second `serve` on the same data dir (other ports)', { timeout: 60_00
         const boot = Date.now() - t;
         await sleep((((850 - boot - (Date.now() % 1_000)) % 1_000) + 2_000) % 1_000);
         const bStart = Date.now();
+        const confPath = join(a.dataDir, 'nats', 'nats-server.conf');
+        const confBefore = await readFile(confPath, 'utf8');
         let refusal = '';
         b = await startDaemon({ dataDir: a.dataDir, args: ['--authority', aName] }).catch(
           (err: Error) => {
@@ -677,6 +679,11 @@ describe('a second `serve` on the same data dir (other ports)', { timeout: 60_00
         assert.equal(b, undefined, 'the second serve started');
         assert.match(refusal, /another membershipd serves this data dir/);
         assert.equal(a.proc.exitCode, null, 'the first keeps running');
+        assert.equal(
+          await readFile(confPath, 'utf8'),
+          confBefore,
+          'the running node config was not replaced (a reload would apply it)'
+        );
         const still = await rawRequest(
           a.httpUrl,
           'GET',
