@@ -185,6 +185,44 @@ describe('node-local nonces on a single node', { timeout: 120_000 }, () => {
     console.log(`# replays by name: ${JSON.stringify(outcomes)}`);
   });
 
+  /**
+   * The signature middleware alone, over the daemon's real store, for
+   * `sealbus.test`, with this nonce memory: what a request is answered.
+   */
+  const authOnly = async (
+    nonces: LocalNonces,
+    o: { covers: () => boolean; claimsCurrent?: () => boolean }
+  ) => {
+    const { store, nc, app: appNc } = await nodeStore(d);
+    closers.push(
+      () => nc.close(),
+      () => appNc.close()
+    );
+    const app = new Hono<AppEnv>();
+    app.onError((err, c) =>
+      err instanceof HttpError
+        ? c.json({ error: { code: err.code } }, err.status)
+        : c.json({ error: { code: 'INTERNAL', message: String(err) } }, 500)
+    );
+    app.use(
+      '*',
+      signatureAuth({
+        store,
+        mode: 'enforce',
+        logger: createLogger('silent'),
+        policy: { authorities: { has: (a: string) => a === 'sealbus.test' } },
+        localNonces: { store: nonces, covers: o.covers },
+        ...(o.claimsCurrent ? { claimsCurrent: o.claimsCurrent } : {}),
+      })
+    );
+    app.get('/me', (c) => c.json({ sign_pub: c.get('actor')?.sign_pub }));
+    const send = async (h: Record<string, string>) => {
+      const res = await app.request('http://sealbus.test/me', { headers: h });
+      return { status: res.status, json: (await res.json()) as any };
+    };
+    return { send, store };
+  };
+
   test(
     'memory full → the bucket; memory freed a minute later → the nonce that went to the bucket is a replay, not a first use',
     {},
@@ -206,33 +244,8 @@ describe('node-local nonces on a single node', { timeout: 120_000 }, () => {
         }
       }
       const nonces = new Clocked({ maxAgeSec: 300, skewSec: 30, maxEntries: 2, startedAtMs: 0 });
-      const { store, nc, app: appNc } = await nodeStore(d);
-      closers.push(
-        () => nc.close(),
-        () => appNc.close()
-      );
-      const app = new Hono<AppEnv>();
-      app.onError((err, c) =>
-        err instanceof HttpError
-          ? c.json({ error: { code: err.code } }, err.status)
-          : c.json({ error: { code: 'INTERNAL', message: String(err) } }, 500)
-      );
-      app.use(
-        '*',
-        signatureAuth({
-          store,
-          mode: 'enforce',
-          logger: createLogger('silent'),
-          policy: { authorities: { has: (a: string) => a === 'sealbus.test' } },
-          localNonces: { store: nonces, covers: () => true },
-        })
-      );
-      app.get('/me', (c) => c.json({ sign_pub: c.get('actor')?.sign_pub }));
+      const { send } = await authOnly(nonces, { covers: () => true });
       const url = 'http://sealbus.test/me';
-      const send = async (h: Record<string, string>) => {
-        const res = await app.request(url, { headers: h });
-        return { status: res.status, json: (await res.json()) as any };
-      };
       // The flood: short-lived requests of an active user fill memory.
       for (let i = 0; i < 2; i++)
         assert.equal(
@@ -259,34 +272,11 @@ describe('node-local nonces on a single node', { timeout: 120_000 }, () => {
     const nonces = new LocalNonces({ maxAgeSec: 300, skewSec: 30, startedAtMs: 0 });
     let covered = true;
     let current = true;
-    const { store, nc, app: appNc } = await nodeStore(d);
-    closers.push(
-      () => nc.close(),
-      () => appNc.close()
-    );
-    const app = new Hono<AppEnv>();
-    app.onError((err, c) =>
-      err instanceof HttpError
-        ? c.json({ error: { code: err.code } }, err.status)
-        : c.json({ error: { code: 'INTERNAL', message: String(err) } }, 500)
-    );
-    app.use(
-      '*',
-      signatureAuth({
-        store,
-        mode: 'enforce',
-        logger: createLogger('silent'),
-        policy: { authorities: { has: (a: string) => a === 'sealbus.test' } },
-        localNonces: { store: nonces, covers: () => covered },
-        claimsCurrent: () => current,
-      })
-    );
-    app.get('/me', (c) => c.json({ sign_pub: c.get('actor')?.sign_pub }));
+    const { send, store } = await authOnly(nonces, {
+      covers: () => covered,
+      claimsCurrent: () => current,
+    });
     const url = 'http://sealbus.test/me';
-    const send = async (h: Record<string, string>) => {
-      const res = await app.request(url, { headers: h });
-      return { status: res.status, json: (await res.json()) as any };
-    };
     const r = signedHeaders(admin, 'GET', url);
     assert.equal((await send(r)).status, 200, 'kept in memory only');
     covered = false; // another node now accepts the name too
