@@ -128,6 +128,41 @@ describe('deploy/cluster material', () => {
     );
   });
 
+  test('D-8: install ships each node its own keys and the two CA certificates, never a CA key or a peer key', async () => {
+    // CA keys lying in the TLS dir beside everything else (as certs.sh leaves them).
+    for (const f of ['client-ca.key', 'route-ca.key'])
+      writeFileSync(join(dir, 'tls', f), 'SECRET-CA-KEY');
+    rmSync(calls, { force: true });
+    const r = await deploy(['--env', inventory(true), 'install'], fakeBin);
+    assert.equal(r.code, 0, r.stderr);
+    const commands = r.stdout.split('\n').filter((l) => l.startsWith('+ '));
+    assert.deepEqual(
+      commands.filter((l) => /ca\.key/.test(l)),
+      [],
+      'a command names a CA key'
+    );
+    // The release is shipped without the TLS dir, the secrets or the inventory.
+    const rsync = commands.filter((l) => /^\+ rsync /.test(l));
+    assert.ok(rsync.length >= 3, r.stdout);
+    for (const l of rsync)
+      for (const ex of ['deploy/cluster/tls', 'deploy/cluster/secrets', 'deploy/cluster/nodes.env'])
+        assert.ok(
+          l.split(' ').includes(ex) && l.includes(`--exclude ${ex} `),
+          `${ex} not excluded: ${l}`
+        );
+    // Per node: its own key files, no other node's.
+    const sections = r.stdout.split(/^# node /m).slice(1);
+    assert.equal(sections.length, 3);
+    for (const sec of sections) {
+      const me = sec.slice(0, 2);
+      const keys = [...sec.matchAll(/tls\/(n\d)(-route)?\.key/g)].map((m) => m[1]);
+      assert.ok(keys.length > 0, `node ${me} gets its keys`);
+      assert.deepEqual([...new Set(keys)], [me], `node ${me} section names ${keys.join(', ')}`);
+      assert.match(sec, /client-ca\.crt/);
+      assert.match(sec, /route-ca\.crt/);
+    }
+  });
+
   test('--apply refuses an inventory that still has placeholders', async () => {
     rmSync(calls, { force: true });
     const r = await deploy(['--env', inventory(false), '--apply', 'install'], fakeBin);
