@@ -18,6 +18,13 @@ import type { AuthDamper } from './damping.js';
 import { HttpError } from './errors.js';
 import type { LocalNonces } from './localnonces.js';
 
+/** A request signed before this node (or its first start after a restore) began. */
+const signedBeforeStart = () =>
+  new SignatureError(
+    'SIGNED_BEFORE_START',
+    'this request was signed before the node started (sign it again)'
+  );
+
 /** The request as it arrived on the wire (raw target, Host header). */
 export function signableRequest(c: AppContext): SignableRequest {
   let target = c.env?.incoming?.url;
@@ -145,10 +152,7 @@ export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<
           'this node cannot confirm which names it may answer to (its claims in the store are not current); retry'
         );
       if (options.notBeforeSec !== undefined && sig.created < options.notBeforeSec)
-        throw new SignatureError(
-          'SIGNED_BEFORE_START',
-          'this request was signed before the node started (sign it again)'
-        );
+        throw signedBeforeStart();
       // Whatever the name, a node that keeps nonces in memory checks every
       // request there (a name that stopped being its own may have nonces
       // held nowhere else); a name not (or no longer) its own alone is
@@ -159,11 +163,7 @@ export function signatureAuth(options: SignatureAuthOptions): MiddlewareHandler<
         : ('full' as const);
       if (verdict === 'first' && !local!.covers(signableRequest(c).authority))
         verdict = 'also-bucket';
-      if (verdict === 'before-start')
-        throw new SignatureError(
-          'SIGNED_BEFORE_START',
-          'this request was signed before the node started (sign it again)'
-        );
+      if (verdict === 'before-start') throw signedBeforeStart();
       if (
         verdict === 'replayed' ||
         (verdict !== 'first' && !(await store.consumeNonce(sig.keyid, sig.nonce)))
