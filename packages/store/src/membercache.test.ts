@@ -29,7 +29,7 @@ function record(room: string, user: string, role: 'owner' | 'writer' | 'reader')
   };
 }
 
-const norm = (ms: MemberRecord[]) => ms.map((m) => `${m.room}:${m.role}`).sort();
+const norm = (ms: readonly MemberRecord[]) => ms.map((m) => `${m.room}:${m.role}`).sort();
 
 describe('member cache', { timeout: 120_000 }, () => {
   let nats: TestNats;
@@ -87,6 +87,31 @@ describe('member cache', { timeout: 120_000 }, () => {
       `# ${ops} writes, ${hits} of ${ops} lookups from memory, misses so far ${cache.stats.misses}`
     );
     assert.ok(hits >= ops * 0.9, `only ${hits} of ${ops} lookups came from the cache`);
+  });
+
+  test('unchanged memberships come back as the same frozen list (what the callout remembers grants by); a change to them, and only to them, makes a new one', async () => {
+    const [u, v] = [hex(32), hex(32)];
+    const [r1, r2] = [hex(12), hex(12)];
+    await other.put(`${r1}.${u}`, enc(record(r1, u, 'reader')));
+    await other.put(`${r1}.${v}`, enc(record(r1, v, 'reader')));
+    const a = await cache.membershipsOf(u);
+    assert.ok(a && Object.isFrozen(a));
+    assert.equal(await cache.membershipsOf(u), a);
+    // Another user's change leaves this user's list as it was.
+    await other.put(`${r2}.${v}`, enc(record(r2, v, 'writer')));
+    assert.equal(await cache.membershipsOf(u), a);
+    assert.deepEqual(
+      norm((await cache.membershipsOf(v))!),
+      norm([record(r1, v, 'reader'), record(r2, v, 'writer')])
+    );
+    // A role change of this user's: a new list with it.
+    await other.put(`${r1}.${u}`, enc(record(r1, u, 'writer')));
+    const b = await cache.membershipsOf(u);
+    assert.notEqual(b, a);
+    assert.deepEqual(norm(b!), [`${r1}:writer`]);
+    assert.deepEqual(norm(a!), [`${r1}:reader`], 'the old list is not changed under its holder');
+    await other.delete(`${r1}.${u}`);
+    assert.deepEqual(await cache.membershipsOf(u), []);
   });
 
   test('a record a scan would refuse, or one naming another key, makes the cache step aside: the scan decides (CORRUPT: the callout denies)', async () => {

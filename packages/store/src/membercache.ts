@@ -12,9 +12,16 @@ interface CacheState {
   suspect: Map<string, Set<string>>;
   /** Every key with a message in the stream (history 1: one each, delete markers included). */
   keys: Set<string>;
+  /** sign_pub → its memberships sorted by room, as last answered (dropped by any change of that user's). */
+  sorted: Map<string, readonly MemberRecord[]>;
 }
 
-const emptyState = (): CacheState => ({ byUser: new Map(), suspect: new Map(), keys: new Set() });
+const emptyState = (): CacheState => ({
+  byUser: new Map(),
+  suspect: new Map(),
+  keys: new Set(),
+  sorted: new Map(),
+});
 
 export type MemberCacheStats = MirrorStats;
 
@@ -60,9 +67,11 @@ export class MemberCache {
 
   /**
    * The user's memberships as of a moment after this call began, or null
-   * when the cache cannot say (the caller scans instead).
+   * when the cache cannot say (the caller scans instead). While the user's
+   * memberships do not change, every answer is the same (frozen) array: a
+   * caller may remember what it derived from it by its identity.
    */
-  async membershipsOf(signPub: string): Promise<MemberRecord[] | null> {
+  async membershipsOf(signPub: string): Promise<readonly MemberRecord[] | null> {
     const state = await this.#mirror.fresh();
     if (!state) return null;
     // A record a scan would refuse (CORRUPT: the callout denies) or read as
@@ -72,9 +81,16 @@ export class MemberCache {
       return null;
     }
     this.#mirror.stats.hits++;
-    return [...(state.byUser.get(signPub)?.values() ?? [])].sort((a, b) =>
-      a.room < b.room ? -1 : a.room > b.room ? 1 : 0
-    );
+    let sorted = state.sorted.get(signPub);
+    if (!sorted) {
+      sorted = Object.freeze(
+        [...(state.byUser.get(signPub)?.values() ?? [])].sort((a, b) =>
+          a.room < b.room ? -1 : a.room > b.room ? 1 : 0
+        )
+      );
+      state.sorted.set(signPub, sorted);
+    }
+    return sorted;
   }
 }
 
@@ -87,6 +103,7 @@ function apply(into: CacheState, e: KvEntry): void {
   if (dot <= 0) return;
   const room = e.key.slice(0, dot);
   const signPub = e.key.slice(dot + 1);
+  into.sorted.delete(signPub);
   const drop = () => {
     const m = into.byUser.get(signPub);
     m?.delete(room);

@@ -343,8 +343,12 @@ export class MembershipStore {
   /**
    * The auth callout's read: who presents this NATS key (hex of the raw
    * Ed25519 key), in O(1) reads; rides out a leader election like getUser.
+   * From the user cache when one runs and was proved current within its
+   * bound (as {@link userForRequest}), else from the store.
    */
   userByNatsKey(natsPub: string, o: HotPathOptions = {}): Promise<NatsKeyLookup> {
+    const cached = this.#userCache?.lookupNatsKey(natsPub);
+    if (cached !== undefined) return Promise.resolve(cached);
     return this.#retryUnavailable(
       () => users.userByNatsKey(this.#fast.users, this.#fast.natsKeys, natsPub),
       o.deadline
@@ -398,7 +402,14 @@ export class MembershipStore {
    */
   startUserCache(onError: (err: Error) => void): UserCache {
     if (this.#userCache) return this.#userCache;
-    const cache = new UserCache(this.#buckets.users, this.#jsm, this.#specs.users.name, onError);
+    const cache = new UserCache(
+      this.#buckets.users,
+      this.#jsm,
+      this.#specs.users.name,
+      onError,
+      undefined,
+      { kv: this.#buckets.natsKeys, bucket: this.#specs.natsKeys.name }
+    );
     this.#userCache = cache;
     cache.start();
     return cache;
@@ -439,7 +450,7 @@ export class MembershipStore {
    * cache when one runs and is current, else short scans,
    * retried while a stream leader is being elected, until the deadline.
    */
-  async membershipsOf(signPub: string, o: HotPathOptions = {}): Promise<MemberRecord[]> {
+  async membershipsOf(signPub: string, o: HotPathOptions = {}): Promise<readonly MemberRecord[]> {
     const cached = await this.#memberCache?.membershipsOf(signPub);
     if (cached) return cached;
     return this.#retryUnavailable(

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, type JetStreamManager, type KV, type NatsConnection } from 'nats';
+import { encodePublicIdentity, generateIdentity, signKeyBinding, toHex } from '@sealbus/crypto';
 import { startNats, waitFor, type TestNats } from '@sealbus/testing';
 import { MembershipStore } from './store.js';
 import { USER_CACHE_BOUND_MS, UserCache } from './usercache.js';
@@ -92,6 +93,105 @@ describe('user cache', { timeout: 120_000 }, () => {
     await assert.rejects(store.userForRequest(key), /not JSON|CORRUPT/);
     await users.delete(key);
     await waitFor(() => cache.lookup(key) === null || undefined, { what: 'deleted: null again' });
+  });
+
+  test('NATS keys (the callout read): the store answer from memory for users, sign keys, unknown and revoked keys, a moved index row, rows written around the store; unreadable ones left to the store', async () => {
+    const rawUsers: KV = await writer.jetstream().views.kv('sealbus_users', { bindOnly: true });
+    const rawIndex: KV = await writer.jetstream().views.kv('sealbus_nats_keys', { bindOnly: true });
+    const settle = () => sleep(USER_CACHE_BOUND_MS + 50);
+    /** The cache's answer, which must be the store's (read without a cache, by the other connection). */
+    const both = async (natsPub: string) => {
+      const mem = cache.lookupNatsKey(natsPub);
+      const direct = await other.userByNatsKey(natsPub);
+      const via = await store.userByNatsKey(natsPub);
+      const who = (l: typeof direct | undefined) =>
+        l === undefined
+          ? 'undefined'
+          : l.kind === 'unknown'
+            ? 'unknown'
+            : `${l.kind}:${l.user.sign_pub}:${l.user.status}`;
+      assert.equal(who(via), who(direct), 'through the store with its cache');
+      return { mem: who(mem), direct: who(direct) };
+    };
+    const x = generateIdentity();
+    await other.addUser({ public: encodePublicIdentity(x), handle: 'x', role: 'member' });
+    await settle();
+    const hits0 = cache.stats.hits;
+    assert.deepEqual(await both(x.natsPubHex), {
+      mem: `user:${x.signPubHex}:active`,
+      direct: `user:${x.signPubHex}:active`,
+    });
+    assert.deepEqual(await both(x.signPubHex), {
+      mem: `sign_key:${x.signPubHex}:active`,
+      direct: `sign_key:${x.signPubHex}:active`,
+    });
+    assert.deepEqual(await both(hex(32)), { mem: 'unknown', direct: 'unknown' });
+    assert.ok(cache.stats.hits >= hits0 + 3, 'answered from memory');
+    // Revoked: still the user (the callout refuses it for its status).
+    await other.revokeUser(x.signPubHex);
+    await settle();
+    assert.deepEqual(await both(x.natsPubHex), {
+      mem: `user:${x.signPubHex}:revoked`,
+      direct: `user:${x.signPubHex}:revoked`,
+    });
+    // The revoked user's key taken over by another (the store moves the
+    // row): two records name the key, the index says whose it is.
+    const y = generateIdentity();
+    await other.addUser({ sign_pub: y.signPubHex, handle: 'y', role: 'member' });
+    await other.setUserKeys(y.signPubHex, {
+      kex_pub: y.kexPubHex,
+      nats_pub: x.natsPubHex,
+      binding: toHex(signKeyBinding({ ...y, natsPub: x.natsPub })),
+    });
+    await settle();
+    assert.deepEqual(await both(x.natsPubHex), {
+      mem: `user:${y.signPubHex}:active`,
+      direct: `user:${y.signPubHex}:active`,
+    });
+    // Written around the store: an index row pointing a key at a user whose
+    // record names another key counts for nothing; a row pointing the
+    // taken key back at the revoked user is not a way in for that record.
+    const stray = hex(32);
+    await rawIndex.put(stray, new TextEncoder().encode(JSON.stringify({ sign_pub: y.signPubHex })));
+    await rawIndex.put(
+      x.natsPubHex,
+      new TextEncoder().encode(JSON.stringify({ sign_pub: x.signPubHex }))
+    );
+    await settle();
+    assert.deepEqual(await both(stray), { mem: 'unknown', direct: 'unknown' });
+    assert.deepEqual(await both(x.natsPubHex), {
+      mem: `user:${x.signPubHex}:revoked`,
+      direct: `user:${x.signPubHex}:revoked`,
+    });
+    // A record naming a key with no row (the row deleted around the store): nobody.
+    await rawIndex.delete(x.natsPubHex);
+    await settle();
+    assert.deepEqual(await both(x.natsPubHex), { mem: 'unknown', direct: 'unknown' });
+    // Rows and records the store cannot read: the cache steps aside, the store throws.
+    await rawIndex.put(stray, new TextEncoder().encode('not json'));
+    const broken = hex(32);
+    await rawIndex.put(
+      broken,
+      new TextEncoder().encode(JSON.stringify({ sign_pub: x.signPubHex.slice(2) + 'zz' }))
+    );
+    await settle();
+    assert.equal(cache.lookupNatsKey(stray), undefined);
+    assert.equal(cache.lookupNatsKey(broken), undefined);
+    await assert.rejects(store.userByNatsKey(stray));
+    await assert.rejects(store.userByNatsKey(broken));
+    const owner = generateIdentity();
+    await rawIndex.put(
+      owner.natsPubHex,
+      new TextEncoder().encode(JSON.stringify({ sign_pub: owner.signPubHex }))
+    );
+    await rawUsers.put(owner.signPubHex, new TextEncoder().encode('{"half": "a record"'));
+    await settle();
+    assert.equal(cache.lookupNatsKey(owner.natsPubHex), undefined);
+    await assert.rejects(store.userByNatsKey(owner.natsPubHex));
+    for (const k of [stray, broken, owner.natsPubHex]) await rawIndex.delete(k);
+    await rawUsers.delete(owner.signPubHex);
+    await settle();
+    assert.deepEqual(await both(stray), { mem: 'unknown', direct: 'unknown' });
   });
 
   test('a stream that stops answering: the cache stops vouching once the bound has passed, and vouches again after', async () => {

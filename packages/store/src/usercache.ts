@@ -1,6 +1,7 @@
 import type { JetStreamManager, KV, KvEntry } from 'nats';
 import { parseOrThrow, userRecordSchema, type UserRecord } from '@sealbus/protocol';
 import { BucketMirror, type MirrorState, type MirrorStats } from './mirror.js';
+import { parseNatsKeyRow, type NatsKeyLookup } from './users.js';
 
 /**
  * How stale a user record served from the cache may be: a change (a
@@ -35,6 +36,25 @@ function apply(into: UserState, e: KvEntry): void {
   }
 }
 
+/** The NATS key index (`sealbus_nats_keys`): nats_pub → the sign_pub its row names. */
+interface IndexState extends MirrorState {
+  owners: Map<string, string>;
+  /** Rows the store would refuse to read: the store decides. */
+  suspect: Set<string>;
+}
+
+function applyIndex(into: IndexState, e: KvEntry): void {
+  into.keys.add(e.key);
+  into.owners.delete(e.key);
+  into.suspect.delete(e.key);
+  if (e.operation !== 'PUT') return;
+  try {
+    into.owners.set(e.key, parseNatsKeyRow(JSON.parse(new TextDecoder().decode(e.value))).sign_pub);
+  } catch {
+    into.suspect.add(e.key);
+  }
+}
+
 /**
  * Every user record in memory, fed by a watch of the users bucket, for the
  * signed-request path: a request's signer is looked up without a round trip
@@ -49,14 +69,20 @@ function apply(into: UserState, e: KvEntry): void {
  */
 export class UserCache {
   readonly #mirror: BucketMirror<UserState>;
+  readonly #index: BucketMirror<IndexState> | undefined;
   readonly #boundMs: number;
 
+  /**
+   * `index`: the NATS key index bucket, mirrored beside the users (with its
+   * own heartbeat) so that {@link lookupNatsKey} answers too.
+   */
   constructor(
     kv: KV,
     jsm: JetStreamManager,
     bucket: string,
     onError: (err: Error) => void,
-    boundMs = USER_CACHE_BOUND_MS
+    boundMs = USER_CACHE_BOUND_MS,
+    index?: { kv: KV; bucket: string }
   ) {
     this.#boundMs = boundMs;
     this.#mirror = new BucketMirror(kv, jsm, bucket, {
@@ -65,6 +91,14 @@ export class UserCache {
       onError,
       name: 'user cache',
     });
+    this.#index =
+      index &&
+      new BucketMirror(index.kv, jsm, index.bucket, {
+        empty: (): IndexState => ({ owners: new Map(), suspect: new Set(), keys: new Set() }),
+        apply: applyIndex,
+        onError,
+        name: 'NATS key index cache',
+      });
   }
 
   get stats(): MirrorStats {
@@ -76,17 +110,20 @@ export class UserCache {
   }
 
   start(heartbeatMs = USER_CACHE_HEARTBEAT_MS): void {
-    this.#mirror.start();
-    this.#mirror.startHeartbeat(heartbeatMs);
+    for (const m of [this.#mirror, this.#index]) {
+      m?.start();
+      m?.startHeartbeat(heartbeatMs);
+    }
   }
 
   /** A user write by this node was acknowledged: read the store until the cache has it. */
   invalidate(): void {
     this.#mirror.invalidate();
+    this.#index?.invalidate();
   }
 
-  stop(): Promise<void> {
-    return this.#mirror.stop();
+  async stop(): Promise<void> {
+    await Promise.all([this.#mirror.stop(), this.#index?.stop()]);
   }
 
   /**
@@ -103,5 +140,34 @@ export class UserCache {
     }
     this.#mirror.stats.hits++;
     return state.users.get(signPub) ?? null;
+  }
+
+  /**
+   * Who presents this NATS key, as the store's `userByNatsKey` answers (the
+   * same rule over the mirrored users and NATS key index), or `undefined`
+   * when the cache cannot vouch for it: either mirror not proved current
+   * within the bound, or a record or row involved that the store would
+   * refuse to read (the store decides, and throws as it would).
+   */
+  lookupNatsKey(natsPub: string): NatsKeyLookup | undefined {
+    if (!this.#index || !/^[0-9a-f]{64}$/.test(natsPub)) return undefined;
+    const users = this.#mirror.recent(this.#boundMs);
+    const index = users && this.#index.recent(this.#boundMs);
+    if (!users || !index) return undefined;
+    const owner = index.owners.get(natsPub);
+    if (
+      users.suspect.has(natsPub) ||
+      index.suspect.has(natsPub) ||
+      (owner !== undefined && users.suspect.has(owner))
+    ) {
+      this.#mirror.stats.misses++;
+      return undefined;
+    }
+    this.#mirror.stats.hits++;
+    // The store's order: a registered sign key first, whatever the index says.
+    const asSignKey = users.users.get(natsPub);
+    if (asSignKey) return { kind: 'sign_key', user: asSignKey };
+    const u = owner === undefined ? undefined : users.users.get(owner);
+    return u && u.nats_pub === natsPub ? { kind: 'user', user: u } : { kind: 'unknown' };
   }
 }

@@ -76,7 +76,7 @@ export function checkBinding(k: BoundKeysHex): void {
 interface NatsKeyRow {
   sign_pub: string;
 }
-const parseNatsKeyRow = (raw: unknown): NatsKeyRow => {
+export const parseNatsKeyRow = (raw: unknown): NatsKeyRow => {
   const r = raw as Partial<NatsKeyRow> | null;
   if (typeof r?.sign_pub !== 'string') throw new Error('expected {"sign_pub"}');
   return { sign_pub: parseSignPubHex(r.sign_pub) };

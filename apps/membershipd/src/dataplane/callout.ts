@@ -1,14 +1,15 @@
 import type { UserRecord } from '@sealbus/protocol';
 import type { Msg, NatsConnection, Subscription } from 'nats';
-import { encodeAuthorizationResponse, encodeUser, type AuthorizationRequest } from 'nats-jwt';
+import type { AuthorizationRequest } from 'nats-jwt';
 import { fromHex, publicFromUserNkey, toHex, verifyKeyBinding } from '@sealbus/crypto';
 import type { MembershipStore } from '@sealbus/store';
 import type { Logger } from '../log.js';
 import { LogThrottle } from '../logthrottle.js';
 import type { CalloutReason, Metrics } from '../metrics.js';
 import type { CalloutKeys } from './keys.js';
-import { decideGrants, decideIdentity } from './decision.js';
+import { GrantsMemo, decideIdentity } from './decision.js';
 import { verifyNkey } from './fastkeys.js';
+import { encodeAuthorizationResponseJwt, encodeUserJwt } from './jwt.js';
 
 /** The account callout users are placed in (the user JWT's audience). */
 export const APP_ACCOUNT = 'APP';
@@ -58,7 +59,12 @@ export function decodeRequest(jwt: string): AuthorizationRequest {
     nats?: AuthorizationRequest & { type?: string };
   };
   const req = claims.nats;
-  if (req?.type !== 'authorization_request' || !req.user_nkey || !req.server_id?.id) {
+  if (
+    req?.type !== 'authorization_request' ||
+    typeof req.user_nkey !== 'string' ||
+    !/^U[A-Z2-7]{55}$/.test(req.user_nkey) ||
+    typeof req.server_id?.id !== 'string'
+  ) {
     throw new Error('not an authorization request');
   }
   if (claims.iss !== req.server_id.id) throw new Error('request not issued by the server it names');
@@ -71,10 +77,21 @@ export function decodeRequest(jwt: string): AuthorizationRequest {
   return req;
 }
 
-/** A record's binding, checked again at every connect (one Ed25519 verify). */
+/** Bindings that verified, by their exact bytes (a bounded set; the oldest go first). */
+const VERIFIED_BINDINGS = 16_384;
+const verifiedBindings = new Set<string>();
+
+/**
+ * A record's binding holds: its sign key signed (kex_pub, nats_pub). The
+ * answer depends on those four values only, so a binding that verified once
+ * is remembered by them (a reconnect costs no Ed25519 verify); anything else
+ * is verified again.
+ */
 function bindingHolds(u: UserRecord): boolean {
   if (!u.bound || u.kex_pub === null || u.nats_pub === null || u.binding === null) return false;
-  return verifyKeyBinding(
+  const id = `${u.sign_pub}.${u.kex_pub}.${u.nats_pub}.${u.binding}`;
+  if (verifiedBindings.has(id)) return true;
+  const holds = verifyKeyBinding(
     {
       signPub: fromHex(u.sign_pub, 'sign_pub', 32),
       kexPub: fromHex(u.kex_pub, 'kex_pub', 32),
@@ -82,6 +99,12 @@ function bindingHolds(u: UserRecord): boolean {
     },
     fromHex(u.binding, 'binding', 64)
   );
+  if (holds) {
+    if (verifiedBindings.size >= VERIFIED_BINDINGS)
+      verifiedBindings.delete(verifiedBindings.values().next().value!);
+    verifiedBindings.add(id);
+  }
+  return holds;
 }
 
 /**
@@ -115,6 +138,7 @@ type Decision =
 export class CalloutService {
   readonly stats: CalloutStats = { allowed: 0, denied: 0, latencies: [] };
   readonly #o: CalloutOptions;
+  readonly #grants = new GrantsMemo();
   #sub: Subscription | undefined;
 
   constructor(o: CalloutOptions) {
@@ -198,12 +222,11 @@ export class CalloutService {
       this.#o.logger.error({ err: (err as Error).message }, 'auth callout failed; denying');
     }
     try {
-      const token = await encodeAuthorizationResponse(
+      const token = encodeAuthorizationResponseJwt(
         req.user_nkey,
         req.server_id.id,
-        this.#o.keys.issuer,
         d.allow ? { jwt: d.jwt } : { error: d.reason },
-        {}
+        this.#o.keys.issuer
       );
       const data = serverXkey
         ? this.#o.keys.xkey.seal(enc.encode(token), serverXkey)
@@ -274,18 +297,17 @@ export class CalloutService {
     const memberships = await this.#o.store.membershipsOf(who.user.sign_pub, { deadline });
     // Decided at the time the memberships were read: the JWT never outlives
     // a grant (NATS disconnects at `exp`, and the reconnect comes back here).
-    const { perms, exp, rooms } = decideGrants(
+    const now = Date.now();
+    const { permissionsJson, exp, rooms } = this.#grants.decide(
       who.user,
       memberships,
-      Date.now(),
+      now,
       this.#o.jwtTtlSec
     );
-    const jwt = await encodeUser(
-      nkey,
-      req.user_nkey,
+    const jwt = encodeUserJwt(
+      { name: nkey, subject: req.user_nkey, audience: APP_ACCOUNT, exp, permissionsJson },
       this.#o.keys.issuer,
-      { pub: perms.pub, sub: perms.sub },
-      { aud: APP_ACCOUNT, exp }
+      now
     );
     return { allow: true, jwt, nkey, rooms };
   }

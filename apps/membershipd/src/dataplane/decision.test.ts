@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ROLES, USER_STATUSES, type MemberRecord, type UserRecord } from '@sealbus/protocol';
-import { decideGrants, decideIdentity } from './decision.js';
+import { GrantsMemo, decideGrants, decideIdentity } from './decision.js';
+import { permissionsJson } from './jwt.js';
 
 const NOW = Date.parse('2027-01-01T00:00:10.500Z');
 const at = (ms: number) => new Date(NOW + ms).toISOString();
@@ -79,4 +80,45 @@ test('decideGrants: only memberships in force, guests read, exp bounded by every
   const shortUser = decideGrants(user({ expires_at: at(+5_000) }), [], NOW, 600);
   assert.equal(shortUser.exp, Math.floor((NOW + 5_000) / 1000));
   assert.equal(decideGrants(user(), [], NOW, 600).exp, Math.floor(NOW / 1000) + 600);
+});
+
+test('GrantsMemo: the same answer as decideGrants for one list asked over time, by another role, by another user', () => {
+  // One frozen list, as the member cache hands it out while nothing changes.
+  const list = Object.freeze([
+    member('r1', 'writer'),
+    member('r2', 'reader', { expires_at: at(+1_600) }),
+    member('r3', 'owner', { expires_at: at(+5_200), persist: true }),
+    member('r4', 'writer', { expires_at: at(-10) }),
+  ]);
+  const memo = new GrantsMemo();
+  const fresh = (u: UserRecord, now: number) => {
+    const g = decideGrants(u, list, now, 3600);
+    return { permissionsJson: permissionsJson(g.perms), exp: g.exp, rooms: g.rooms };
+  };
+  let checked = 0;
+  const users = [
+    user(),
+    user({ role: 'guest' }),
+    user({ sign_pub: 'cd'.repeat(32) }),
+    user({ expires_at: at(+3_000) }),
+  ];
+  // Past r2's and r3's expiry, then the clock stepped back, one user after
+  // another and then interleaved: a remembered answer must never outlive
+  // (or predate) the memberships it was built from.
+  const times = [...Array.from({ length: 71 }, (_, i) => i * 100), 0, 1_500, 1_700];
+  for (const u of users)
+    for (const ms of times) {
+      assert.deepEqual(memo.decide(u, list, NOW + ms, 3600), fresh(u, NOW + ms), `${ms} ms`);
+      checked++;
+    }
+  for (const ms of times)
+    for (const u of users) {
+      assert.deepEqual(memo.decide(u, list, NOW + ms, 3600), fresh(u, NOW + ms), `${ms} ms`);
+      checked++;
+    }
+  assert.equal(checked, 592);
+  // The rooms in force really change along the way (the loop saw 2, 1 and 0 expiring).
+  assert.equal(memo.decide(user(), list, NOW, 3600).rooms, 3);
+  assert.equal(memo.decide(user(), list, NOW + 2_000, 3600).rooms, 2);
+  assert.equal(memo.decide(user(), list, NOW + 6_000, 3600).rooms, 1);
 });

@@ -96,11 +96,47 @@ export function fastCurve(kp: KeyPair): KeyPair {
 /** DER prefix of an SPKI Ed25519 public key; the 32-byte key follows. */
 const SPKI_ED25519 = Buffer.from('302a300506032b6570032100', 'hex');
 
+const enc = new TextEncoder();
+
+/** Public keys kept as KeyObjects (a connect's user key, the servers' keys). */
+const KEY_OBJECTS = 4096;
+const keyObjects = new Map<string, KeyObject | null>();
+
+/** The node:crypto key of a public nkey of this kind (null: not one), kept for the next call. */
+function publicKeyObject(kind: 'user' | 'server', nkey: string): KeyObject | null {
+  const id = `${kind}:${nkey}`;
+  let key = keyObjects.get(id);
+  if (key !== undefined) {
+    // Most recently used last: the oldest goes first when full.
+    keyObjects.delete(id);
+    keyObjects.set(id, key);
+    return key;
+  }
+  try {
+    const raw = Codec.decode(kind === 'user' ? Prefix.User : Prefix.Server, enc.encode(nkey));
+    key =
+      raw.length === 32
+        ? createPublicKey({
+            key: Buffer.concat([SPKI_ED25519, Buffer.from(raw)]),
+            format: 'der',
+            type: 'spki',
+          })
+        : null;
+  } catch {
+    key = null;
+  }
+  if (keyObjects.size >= KEY_OBJECTS) keyObjects.delete(keyObjects.keys().next().value!);
+  keyObjects.set(id, key);
+  return key;
+}
+
 /**
  * Whether `sig` is the Ed25519 signature of the public nkey (a user's `U…`,
  * or a server's `N…`) over `data`, checked by node:crypto (what nkeys.js
  * `fromPublic(nkey).verify` answers, 10-15x faster). False for a key of
- * another kind, a malformed key or signature; never a throw.
+ * another kind, a malformed key or signature; never a throw. The decoded
+ * key is kept (a bounded map): a client reconnecting, and every request of
+ * one server, skip the decoding.
  */
 export function verifyNkey(
   kind: 'user' | 'server',
@@ -109,15 +145,9 @@ export function verifyNkey(
   sig: Uint8Array
 ): boolean {
   try {
-    const prefix = kind === 'user' ? Prefix.User : Prefix.Server;
-    const raw = Codec.decode(prefix, new TextEncoder().encode(nkey));
-    if (raw.length !== 32 || sig.length !== 64) return false;
-    const key = createPublicKey({
-      key: Buffer.concat([SPKI_ED25519, Buffer.from(raw)]),
-      format: 'der',
-      type: 'spki',
-    });
-    return edVerify(null, data, key, sig);
+    if (sig.length !== 64) return false;
+    const key = publicKeyObject(kind, nkey);
+    return key !== null && edVerify(null, data, key, sig);
   } catch {
     return false;
   }
