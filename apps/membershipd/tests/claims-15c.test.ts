@@ -850,6 +850,47 @@ describe('claims without a test (15c): a node of its own', { timeout: 180_000 },
     await stat(join(etc, 'at-rest.key.old'));
   });
 
+  test('D-12: admin.id deleted from a node after bring-up: the node starts normally, creates no new admin, and the admin (its file kept elsewhere) still administers', async () => {
+    const data = join(dir.path, 'd12');
+    const first = await startDaemon({ dataDir: data });
+    const kept = join(dir.path, 'd12-admin.id');
+    let admins: string[];
+    try {
+      await copyFile(join(data, 'admin.id'), kept);
+      const admin = new ControlClient({
+        urls: [first.httpUrl],
+        identity: await loadIdentity(kept),
+      });
+      admins = (await admin.listUsers()).filter((u) => u.role === 'admin').map((u) => u.sign_pub);
+      assert.equal(admins.length, 1);
+    } finally {
+      await first.stop();
+    }
+    await rename(join(data, 'admin.id'), join(dir.path, 'd12-moved'));
+    const again = await startDaemon({ dataDir: data });
+    try {
+      await assert.rejects(stat(join(data, 'admin.id')), /ENOENT/, 'no admin.id made again');
+      assert.ok(
+        again.logs.some((l) => l.msg === 'store already has an active admin; no admin #0 created')
+      );
+      const admin = new ControlClient({
+        urls: [again.httpUrl],
+        identity: await loadIdentity(kept),
+      });
+      const who = generateIdentity();
+      await admin.addUser({ public: encodePublicIdentity(who), handle: 'd12', role: 'member' });
+      const users = await admin.listUsers();
+      assert.deepEqual(
+        users.filter((u) => u.role === 'admin').map((u) => u.sign_pub),
+        admins,
+        'the same single admin'
+      );
+      assert.ok(users.some((u) => u.sign_pub === who.signPubHex));
+    } finally {
+      await again.stop();
+    }
+  });
+
   test('D-24: a lone cluster node whose --bootstrap-budget runs out exits non-zero (the unit restarts it: Restart=on-failure) and leaves no nats-server', async () => {
     const secret = join(dir.path, 'route.secret');
     await writeFile(secret, randomBytes(24).toString('base64url') + '\n', { mode: 0o600 });
