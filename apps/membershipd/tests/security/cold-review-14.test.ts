@@ -10,7 +10,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { connect, type KV, type NatsConnection } from 'nats';
+import { connect as tcpConnect } from 'node:net';
+import { join } from 'node:path';
+import { connect, nkeyAuthenticator, type KV, type NatsConnection } from 'nats';
 import nacl from 'tweetnacl';
 import {
   Prefix,
@@ -43,6 +45,7 @@ import {
 } from '@sealbus/testing';
 import { fastCurve, verifyNkey } from '../../src/dataplane/fastkeys.js';
 import { decodeRequest } from '../../src/dataplane/callout.js';
+import { nodeUsers } from '../../src/dataplane/keys.js';
 import {
   adminOf,
   busOf,
@@ -707,6 +710,54 @@ describe(
     after(async () => {
       for (const c of closers.reverse()) await Promise.resolve(c()).catch(() => {});
       await cl?.down();
+    });
+
+    test('D-21: each node has exactly one route per peer (no pooling) and tells clients no address (INFO names no peer)', async () => {
+      const nodes = cl.state().nodes;
+      const users = nodeUsers(await loadIdentity(join(nodes[0]!.data_dir, 'internal.id')));
+      const sys = await connect({
+        servers: nodes[0]!.nats_url,
+        authenticator: nkeyAuthenticator(users.system.getSeed()),
+      });
+      closers.push(() => sys.close());
+      const routes = new Map<string, string[]>();
+      const answers = await sys.requestMany('$SYS.REQ.SERVER.PING.ROUTEZ', new Uint8Array(), {
+        maxWait: 3_000,
+        maxMessages: nodes.length,
+      });
+      for await (const m of answers) {
+        const r = JSON.parse(new TextDecoder().decode(m.data)) as {
+          server: { id: string };
+          data: { num_routes: number; routes: Array<{ remote_id: string }> };
+        };
+        routes.set(r.server.id, r.data.routes.map((x) => x.remote_id).sort());
+      }
+      assert.equal(routes.size, nodes.length, 'every node answered');
+      for (const [id, remotes] of routes) {
+        const peers = [...routes.keys()].filter((k) => k !== id).sort();
+        assert.deepEqual(remotes, peers, `${id}: one route to each peer, none twice`);
+      }
+      // What a client is told on connecting: its server, no other address.
+      for (const n of nodes) {
+        const u = new URL(n.nats_url);
+        const info = await new Promise<Record<string, unknown>>((resolve, reject) => {
+          const sock = tcpConnect(Number(u.port), u.hostname);
+          let buf = '';
+          const timer = setTimeout(() => reject(new Error(`no INFO from ${n.name}`)), 5_000);
+          sock.on('data', (d) => {
+            buf += d.toString('latin1');
+            const end = buf.indexOf('\r\n');
+            if (end < 0) return;
+            clearTimeout(timer);
+            sock.destroy();
+            resolve(JSON.parse(buf.slice('INFO '.length, end)) as Record<string, unknown>);
+          });
+          sock.on('error', reject);
+        });
+        assert.equal(info.port, Number(u.port), n.name);
+        assert.equal(info.connect_urls, undefined, `${n.name} gossips no client address`);
+        assert.equal(info.ws_connect_urls, undefined);
+      }
     });
 
     test('each node keeps the nonces of its own address in memory (no bucket write), answers to no address of a peer, and refuses a replay', async () => {
