@@ -1,6 +1,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import {
   chmodSync,
   mkdtempSync,
@@ -12,6 +13,7 @@ import {
   readlinkSync,
   renameSync,
   symlinkSync,
+  readdirSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -279,6 +281,62 @@ describe('deploy/cluster material', () => {
     assert.match(r.out, /would change nothing/);
     assert.deepEqual(links(), { current: r1, previous: r1 });
     assert.equal(rel('activate', inst, join(inst, 'releases', 'r9')).code, 1);
+  });
+
+  test('D-46: a rollback touches no data: per node it only moves the release links and restarts the unit (dry run), and release.sh leaves a data dir beside it byte for byte', async () => {
+    rmSync(calls, { force: true });
+    const r = await deploy(['--env', inventory(true), 'rollback'], fakeBin);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(recorded(), [], 'nothing executed');
+    const cmds = r.stdout.split('\n').filter((l) => l.startsWith('+ '));
+    // Per node: the links, the restart, the health wait; nothing else.
+    assert.equal(cmds.length, 9, cmds.join('\n'));
+    for (const n of [1, 2, 3]) {
+      const mine = cmds.filter((l) => l.includes(`ops@node${n} `) || l.includes(`127.0.0.${n}:`));
+      assert.deepEqual(
+        mine.map((l) => l.replace(/^.*ops@node\d /, '').replace(/https:\/\/[^/]+/, 'URL')),
+        [
+          'sudo /opt/sealbus/release.sh rollback /opt/sealbus',
+          'sudo systemctl restart sealbus-membershipd',
+          '+ wait for URL/healthz (200 with every replica current)',
+        ],
+        `node ${n}`
+      );
+    }
+    assert.doesNotMatch(
+      r.stdout,
+      /\/var\/lib\/sealbus|rsync|rm -|--data/,
+      'no command names the data'
+    );
+    // release.sh itself, on a real install dir with a data dir beside it.
+    const root = mkdtempSync(join(tmpdir(), 'sealbus-rollback-'));
+    try {
+      const inst = join(root, 'opt');
+      const data = join(root, 'data');
+      for (const rel of ['r1', 'r2']) mkdirSync(join(inst, 'releases', rel), { recursive: true });
+      mkdirSync(join(data, 'nats', 'jetstream'), { recursive: true });
+      writeFileSync(join(data, 'admin.id'), randomBytes(64));
+      writeFileSync(join(data, 'nats', 'jetstream', 'msgs.blk'), randomBytes(4096));
+      const snapshot = () =>
+        ['admin.id', 'nats/jetstream/msgs.blk']
+          .map(
+            (f) =>
+              `${f}:${createHash('sha256')
+                .update(readFileSync(join(data, f)))
+                .digest('hex')}`
+          )
+          .join(',');
+      const before = snapshot();
+      const releaseSh = join(deployDir, 'release.sh');
+      execFileSync(releaseSh, ['activate', inst, join(inst, 'releases', 'r1')]);
+      execFileSync(releaseSh, ['activate', inst, join(inst, 'releases', 'r2')]);
+      execFileSync(releaseSh, ['rollback', inst]);
+      assert.equal(readlinkSync(join(inst, 'current')), join(inst, 'releases', 'r1'));
+      assert.equal(snapshot(), before);
+      assert.deepEqual(readdirSync(root).sort(), ['data', 'opt']);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 
   test('--apply refuses to ship a checkout with uncommitted changes (a release name is one tree)', async () => {
