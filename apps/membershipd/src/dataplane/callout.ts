@@ -67,6 +67,13 @@ export function decodeRequest(jwt: string): AuthorizationRequest {
   ) {
     throw new Error('not an authorization request');
   }
+  // The key the answer is addressed to: a user key, checksum included (what
+  // nats-jwt's encoder would refuse, ours must not sign for).
+  try {
+    if (publicFromUserNkey(req.user_nkey).length !== 32) throw new Error('length');
+  } catch {
+    throw new Error('user_nkey is not a user key');
+  }
   if (claims.iss !== req.server_id.id) throw new Error('request not issued by the server it names');
   const signed = enc.encode(`${parts[0]}.${parts[1]}`);
   if (
