@@ -10,6 +10,8 @@ import { opsBench } from './ops.mjs';
 import { durabilityBench } from './durability.mjs';
 import { persistedBench } from './persisted.mjs';
 import { blobsBench } from './blobs.mjs';
+import { reconnectStorm } from './storm.mjs';
+import { failoverBench } from './failover.mjs';
 
 const SUITES = {
   control: controlBench,
@@ -19,7 +21,12 @@ const SUITES = {
   persisted: persistedBench,
   durability: durabilityBench,
   blobs: blobsBench,
+  // Part of `cluster` too; named on its own to run only it.
+  storm: () => reconnectStorm(),
+  failover: failoverBench,
 };
+// Suites run when none is named (`storm` and `failover` run inside `cluster`).
+const DEFAULT = Object.keys(SUITES).filter((s) => s !== 'storm' && s !== 'failover');
 const args = process.argv.slice(2);
 // `--json`: the run ends with one line, a JSON object of the named figures
 // every suite measured in this run (the human-readable tables stay above it).
@@ -32,7 +39,7 @@ for (const name of wanted) {
   }
 }
 const figures = {};
-for (const name of wanted.length ? wanted : Object.keys(SUITES)) {
+for (const name of wanted.length ? wanted : DEFAULT) {
   const result = await SUITES[name]();
   Object.assign(figures, result?.figures ?? {});
 }
