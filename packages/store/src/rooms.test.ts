@@ -271,6 +271,36 @@ describe('persisted rooms and membership scans', { timeout: 60_000 }, () => {
     await assert.rejects(jsm.streams.purge(`ROOM_${room.id}`), /purge/i);
   });
 
+  test('appendGrantReads answers what rooms.get and rooms.membership answer: a member, a removed member, an unknown room', async () => {
+    const room = await signed.create({
+      subject: 'log.grant-reads',
+      policy: { encrypt: true, persist: true, sign: true },
+      owner: key(1),
+      sealedKey: sealed(1),
+    });
+    await signed.addMember(room, {
+      signPub: key(2),
+      role: 'writer',
+      sealedKey: sealed(2),
+      addedBy: key(1),
+    });
+    const both = async (roomId: string, signPub: string) => {
+      const fast = await store.appendGrantReads(roomId, signPub);
+      assert.deepEqual(fast.room, await store.rooms.get(roomId));
+      assert.deepEqual(
+        fast.member,
+        fast.room ? await store.rooms.membership(roomId, signPub) : null
+      );
+      return fast;
+    };
+    const g = await both(room.id, key(2));
+    assert.equal(g.room?.id, room.id);
+    assert.equal(g.member?.role, 'writer');
+    await signed.removeMember(room, key(2));
+    assert.equal((await both(room.id, key(2))).member, null);
+    assert.deepEqual(await both('0'.repeat(24), key(1)), { room: null, member: null });
+  });
+
   test('membershipsOf reads every membership of a user in one scan', async () => {
     const rooms = [];
     for (let i = 0; i < 25; i++) {

@@ -77,6 +77,22 @@ export interface RoomBuckets {
 const roomKey = (id: string) => `room.${id}`;
 const subjectKey = (subject: string) => `subject.${subject}`;
 const memberKey = (id: string, signPub: string) => `${id}.${signPub}`;
+
+/** A room record from a rooms bucket view (null: none). */
+export async function readRoom(kv: KV, id: string): Promise<RoomRecord | null> {
+  const e = await getLive(kv, roomKey(id), 'get room');
+  return e ? decodeJson(e, parseRoom) : null;
+}
+
+/** One membership from a members bucket view (null: none). */
+export async function readMembership(
+  kv: KV,
+  id: string,
+  signPub: string
+): Promise<MemberRecord | null> {
+  const e = await getLive(kv, memberKey(id, signPub), 'get membership');
+  return e ? decodeJson(e, parseMember) : null;
+}
 const reverseKey = (signPub: string, id: string) => `${signPub}.${id}`;
 const sealedKeyKey = (id: string, epoch: number, signPub: string) => `${id}.${epoch}.${signPub}`;
 /** The latest statement of a room (compare-and-set: it serialises changes). */
@@ -513,13 +529,11 @@ export class Rooms {
   }
 
   async get(id: string): Promise<RoomRecord | null> {
-    const e = await getLive(this.#b.rooms, roomKey(id), 'get room');
-    return e ? decodeJson(e, parseRoom) : null;
+    return readRoom(this.#b.rooms, id);
   }
 
   async membership(id: string, signPub: string): Promise<MemberRecord | null> {
-    const e = await getLive(this.#b.members, memberKey(id, signPub), 'get membership');
-    return e ? decodeJson(e, parseMember) : null;
+    return readMembership(this.#b.members, id, signPub);
   }
 
   async members(id: string): Promise<MemberRecord[]> {

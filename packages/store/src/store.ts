@@ -10,11 +10,11 @@ import { bucketSpecs, type BucketId, type BucketSpec } from './buckets.js';
 import { AUDIT_STREAM, AuditLog, auditStreamConfig } from './audit.js';
 import { StoreError, isStreamNotFound, toStoreError } from './errors.js';
 import { createOnly, decodeJson, encodeJson, getLive, observeKv } from './kv.js';
-import { Rooms, scanMemberships } from './rooms.js';
+import { Rooms, readMembership, readRoom, scanMemberships } from './rooms.js';
 import { RoomBlobs } from './blobs.js';
 import { MemberCache } from './membercache.js';
 import { UserCache } from './usercache.js';
-import type { MemberRecord } from '@sealbus/protocol';
+import type { MemberRecord, RoomRecord } from '@sealbus/protocol';
 import type { BucketReplication, OpenStoreOptions, StoreLogger } from './types.js';
 import * as users from './users.js';
 import type { NatsKeyLookup } from './users.js';
@@ -174,6 +174,7 @@ export interface HotPathOptions {
 
 interface FastViews {
   users: KV;
+  rooms: KV;
   natsKeys: KV;
   members: KV;
   nonces: KV;
@@ -284,7 +285,7 @@ export class MembershipStore {
       checkAPI: false,
     });
     const direct = (options.replicas ?? 1) === 1;
-    const fastView = async (id: 'users' | 'natsKeys' | 'members' | 'nonces') =>
+    const fastView = async (id: 'users' | 'rooms' | 'natsKeys' | 'members' | 'nonces') =>
       observeKv(
         await fastJs.views.kv(specs[id].name, { bindOnly: true, allow_direct: direct }),
         specs[id].name,
@@ -292,6 +293,7 @@ export class MembershipStore {
       );
     const fast = {
       users: await fastView('users'),
+      rooms: await fastView('rooms'),
       natsKeys: await fastView('natsKeys'),
       members: await fastView('members'),
       nonces: await fastView('nonces'),
@@ -376,6 +378,25 @@ export class MembershipStore {
         await sleep(backoff);
       }
     }
+  }
+
+  /**
+   * The append service's read of a writer's grant: the room and the
+   * writer's membership, in short attempts retried until the deadline, so
+   * an append rides out a leader election of the rooms or members stream
+   * as the callout's reads do (a whole op timeout caught on the dead
+   * leader added seconds to a failover).
+   */
+  appendGrantReads(
+    roomId: string,
+    signPub: string,
+    o: HotPathOptions = {}
+  ): Promise<{ room: RoomRecord | null; member: MemberRecord | null }> {
+    return this.#retryUnavailable(async () => {
+      const room = await readRoom(this.#fast.rooms, roomId);
+      const member = room ? await readMembership(this.#fast.members, roomId, signPub) : null;
+      return { room, member };
+    }, o.deadline);
   }
 
   /** A user by sign_pub; rides out a stream leader election (see `fastBudgetMs`). */

@@ -191,10 +191,8 @@ export class AppendService {
     const generation = this.#generation;
     const user = await this.#o.resolveUser(nkey);
     if (!user) return null;
-    const room = await this.#o.store.rooms.get(roomId);
-    if (!room || !room.policy.persist) return null;
-    const member = await this.#o.store.rooms.membership(roomId, user.sign_pub);
-    if (!member) return null;
+    const { room, member } = await this.#o.store.appendGrantReads(roomId, user.sign_pub);
+    if (!room || !room.policy.persist || !member) return null;
     const g = { user, room, member, at: now };
     // A removal that landed while these reads ran may predate them or not:
     // use what was read once, but never keep it.
