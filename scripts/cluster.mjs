@@ -127,6 +127,9 @@ async function freePort() {
   throw new Error('no free port below 32000');
 }
 
+/** The last /healthz answer of each URL that was not 200 (for the message when a node never gets there). */
+const lastHealth = new Map();
+
 function healthz(url, ca) {
   return new Promise((res) => {
     const mod = url.startsWith('https') ? https : http;
@@ -134,12 +137,21 @@ function healthz(url, ca) {
       `${url}/healthz`,
       { timeout: 3_000, ...(ca ? { ca: readFileSync(ca) } : {}) },
       (r) => {
-        r.resume();
-        res(r.statusCode === 200);
+        let body = '';
+        r.setEncoding('utf8');
+        r.on('data', (d) => (body += d.length + body.length > 2_000 ? '' : d));
+        r.on('end', () => {
+          if (r.statusCode !== 200) lastHealth.set(url, `${r.statusCode} ${body.slice(0, 600)}`);
+          res(r.statusCode === 200);
+        });
+        r.on('error', () => res(false));
       }
     );
     req.on('timeout', () => req.destroy());
-    req.on('error', () => res(false));
+    req.on('error', (err) => {
+      lastHealth.set(url, `no answer: ${err.message}`);
+      res(false);
+    });
   });
 }
 
@@ -186,7 +198,23 @@ async function waitHealthy(nodes, ca, seconds) {
     }
     if (pending.size) await sleep(250);
   }
-  return pending.size ? `not healthy after ${seconds} s: ${[...pending].join(', ')}` : null;
+  if (!pending.size) return null;
+  // What each node last said, and the end of its log: why it never got there.
+  const why = nodes
+    .filter((n) => pending.has(n.name))
+    .map((n) => {
+      let tail = '';
+      try {
+        tail = readFileSync(join(DIR, `${n.name}.log`), 'utf8')
+          .split('\n')
+          .slice(-6)
+          .join('\n');
+      } catch {
+        /* no log */
+      }
+      return `${n.name}: /healthz ${lastHealth.get(n.http_url) ?? '(never asked)'}\n${tail}`;
+    });
+  return `not healthy after ${seconds} s: ${[...pending].join(', ')}\n${why.join('\n')}`;
 }
 
 async function stop(pids, signal = 'SIGTERM', graceMs = 15_000) {
