@@ -10,6 +10,7 @@ import { opsBench } from './ops.mjs';
 import { durabilityBench } from './durability.mjs';
 import { persistedBench } from './persisted.mjs';
 import { blobsBench } from './blobs.mjs';
+import { framesBench } from './frames.mjs';
 import { reconnectStorm } from './storm.mjs';
 import { failoverBench } from './failover.mjs';
 
@@ -21,6 +22,7 @@ const SUITES = {
   persisted: persistedBench,
   durability: durabilityBench,
   blobs: blobsBench,
+  frames: framesBench,
   // Part of `cluster` too; named on its own to run only it.
   storm: () => reconnectStorm(),
   failover: failoverBench,

@@ -3,7 +3,7 @@
 // message as often as it was sent.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, type NatsConnection } from 'nats';
+import { connect, headers, type NatsConnection } from 'nats';
 import { startNats, waitFor, type TestNats } from '@sealbus/testing';
 import { LiveConnection } from './conn.js';
 
@@ -95,5 +95,68 @@ describe('LiveConnection: make-before-break on a real nats-server', { timeout: 6
     await assert.rejects(live.renew(), /closed/);
     assert.equal(opened, 1);
     assert.equal(live.nc.isClosed(), true);
+  });
+
+  test('publishes of one turn go out together, in order, headers or not; flush and close send what waits', async () => {
+    const got: string[] = [];
+    const sub = await connect({ servers: n.url });
+    sub.subscribe('co.>', { callback: (_e, m) => void got.push(`${m.subject}:${dec(m.data)}`) });
+    await sub.flush();
+    const live = await LiveConnection.open({ open: () => connect({ servers: n.url }) });
+    const sent = () => live.nc.stats().outMsgs;
+    // A burst: nothing reaches nats.js before the turn ends, then all of it at once.
+    for (let i = 0; i < 20; i++) live.publish('co.a', enc(String(i)));
+    assert.equal(sent(), 0, 'waiting for the end of the turn');
+    await new Promise((r) => setImmediate(r));
+    assert.equal(sent(), 20);
+    // More than COALESCE_BYTES waiting: handed over without waiting for the turn.
+    const big = new Uint8Array(40 * 1024);
+    live.publish('co.b', big);
+    live.publish('co.b', big);
+    assert.equal(sent(), 22, 'past 64 KiB, handed over at once');
+    // A publish with headers goes at once, after what waited before it.
+    live.publish('co.c', enc('1'));
+    live.publish('co.c', enc('2'), { headers: headers() });
+    live.publish('co.c', enc('3'));
+    assert.equal(sent(), 24);
+    await live.flush();
+    assert.equal(sent(), 25, 'flush sends what waits');
+    live.publish('co.d', enc('last'));
+    await live.close();
+    await waitFor(() => got.length === 26, { what: 'every message' });
+    await sub.close();
+    assert.deepEqual(got, [
+      ...Array.from({ length: 20 }, (_, i) => `co.a:${i}`),
+      `co.b:${'\0'.repeat(40 * 1024)}`,
+      `co.b:${'\0'.repeat(40 * 1024)}`,
+      'co.c:1',
+      'co.c:2',
+      'co.c:3',
+      'co.d:last',
+    ]);
+    // Closed: refused at the call, as nats.js refuses it.
+    assert.throws(() => live.publish('co.e', enc('x')), /closed/i);
+  });
+
+  test('publishes waiting when a renewal starts go out on the old connection, before the switch', async () => {
+    const got: number[] = [];
+    const sub = await connect({ servers: n.url });
+    sub.subscribe('ren', { callback: (_e, m) => void got.push(Number(dec(m.data))) });
+    await sub.flush();
+    const live = await LiveConnection.open({ open: () => connect({ servers: n.url }) });
+    const first = live.nc;
+    let i = 0;
+    for (; i < 100; i++) live.publish('ren', enc(String(i)));
+    const renewing = live.renew();
+    // While the switch is under way: held, then sent on the next connection.
+    for (; i < 200; i++) live.publish('ren', enc(String(i)));
+    await renewing;
+    assert.notEqual(live.nc, first);
+    for (; i < 300; i++) live.publish('ren', enc(String(i)));
+    await live.flush();
+    await waitFor(() => got.length >= 300, { what: 'every message' });
+    await live.close();
+    await sub.close();
+    assert.deepEqual(got, [...Array(300).keys()]);
   });
 });

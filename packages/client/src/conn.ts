@@ -39,6 +39,9 @@ const OTHER_SERVER_SETTLE_MS = 500;
 /** Publishes held while the connection is switched (bounded: one flush). */
 const MAX_HELD = 10_000;
 
+/** Publishes gathered into one socket write: at most this many bytes wait for the turn's end. */
+const COALESCE_BYTES = 64 * 1024;
+
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([
@@ -182,6 +185,9 @@ export class LiveConnection {
   #next: NatsConnection | null = null;
   /** Publishes held while the connection is switched. */
   #held: Array<[string, Uint8Array, PublishOptions]> | null = null;
+  /** Publishes waiting for the end of this turn (see publish). */
+  #out: Array<[string, Uint8Array, PublishOptions]> = [];
+  #outBytes = 0;
   #renewing: Promise<void> | undefined;
   #closed = false;
   /** Renewals done (tests, diagnostics). */
@@ -212,6 +218,18 @@ export class LiveConnection {
     return s;
   }
 
+  /**
+   * Publishes, in call order. A publish without headers waits for the end
+   * of this turn of the event loop (or until COALESCE_BYTES wait), and all
+   * that waited go to nats.js at once: a burst of publishes is one socket
+   * write, not one each (nats.js writes at the first microtask after a
+   * publish). What nats.js would
+   * refuse (closed or draining connection, a payload over the server's
+   * limit) is handed to it at once, so it throws here, as it did.
+   * `data` must not change afterwards. What waits is sent by `flush()` and
+   * `close()`: a process that exits right after a publish without either
+   * may lose it (as it could lose what nats.js had buffered).
+   */
   publish(subject: string, data: Uint8Array, o: { headers?: MsgHdrs; reply?: string } = {}): void {
     const opts: PublishOptions = {
       ...(o.headers ? { headers: o.headers } : {}),
@@ -223,12 +241,40 @@ export class LiveConnection {
       this.#held.push([subject, data, opts]);
       return;
     }
-    this.#nc.publish(subject, data, opts);
+    const nc = this.#nc;
+    const max = nc.info?.max_payload;
+    if (o.headers || max === undefined || data.length > max || nc.isClosed() || nc.isDraining()) {
+      this.#sendOut();
+      nc.publish(subject, data, opts);
+      return;
+    }
+    this.#out.push([subject, data, opts]);
+    this.#outBytes += data.length;
+    if (this.#out.length === 1) setImmediate(this.#sendOut);
+    else if (this.#outBytes >= COALESCE_BYTES) this.#sendOut();
   }
+
+  /** Hands what waits to nats.js, in order (one outbound buffer: one write). */
+  readonly #sendOut = (): void => {
+    const out = this.#out;
+    if (out.length === 0) return;
+    this.#out = [];
+    this.#outBytes = 0;
+    const nc = this.#nc;
+    for (const [subject, data, opts] of out) {
+      try {
+        nc.publish(subject, data, opts);
+      } catch {
+        // Closed since (what waited is lost, as nats.js loses what it
+        // buffered), or this one refused: the rest still go.
+      }
+    }
+  };
 
   /** Resolves once everything published so far reached the server. */
   async flush(): Promise<void> {
     while (this.#renewing) await this.#renewing.catch(() => {});
+    this.#sendOut();
     await this.#nc.flush();
   }
 
@@ -255,6 +301,8 @@ export class LiveConnection {
       await next.close().catch(() => {});
       throw err;
     }
+    // What waits goes out on the old connection, before its flush.
+    this.#sendOut();
     this.#held = [];
     // An old connection that does not answer is past saving: switch anyway.
     await withTimeout(old.flush(), FLUSH_MS).catch(() => {});
@@ -276,6 +324,7 @@ export class LiveConnection {
   async close(): Promise<void> {
     this.#closed = true;
     while (this.#renewing) await this.#renewing.catch(() => {});
+    this.#sendOut();
     for (const s of [...this.#subs]) s.unsubscribe();
     const nc = this.#nc;
     if (nc.isClosed()) return;

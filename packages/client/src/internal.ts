@@ -24,3 +24,5 @@ export function natsOf(bus: Sealbus): NatsConnection {
 export function renewalsOf(bus: Sealbus): number {
   return internals.renewalsOf(bus);
 }
+
+export { OrderedFrames, VerifyPool } from './verifier.js';

@@ -316,9 +316,18 @@ export class RoomState {
    * (one in flight per room, at most one a second) decides it, and `late`
    * gets the outcome. Returns the opened message, or null when parked;
    * throws FrameError when rejected now.
+   *
+   * `signatureValid`: the verdict of a verification thread on exactly these
+   * bytes' signature (verifier.ts), in place of checking it here; only
+   * frames laid out as signed have one.
    */
-  openNow(bytes: Uint8Array, streamSeq: number | undefined, late: LateOutcome): Opened | null {
-    const r = this.#check(bytes, streamSeq, true);
+  openNow(
+    bytes: Uint8Array,
+    streamSeq: number | undefined,
+    late: LateOutcome,
+    signatureValid?: boolean
+  ): Opened | null {
+    const r = this.#check(bytes, streamSeq, true, signatureValid);
     if (r !== 'refresh') return r;
     const f = parseFrame(bytes);
     if (
@@ -339,7 +348,7 @@ export class RoomState {
       })
       .then(() => {
         try {
-          const again = this.#check(bytes, streamSeq, false);
+          const again = this.#check(bytes, streamSeq, false, signatureValid);
           late(again === 'refresh' ? new FrameError('NOT_A_MEMBER', 'unknown sender') : again);
         } catch (err) {
           late(err as Error);
@@ -394,7 +403,12 @@ export class RoomState {
    * statements of its epoch: its sender was a writer then; `formerMember`
    * when it is not one now.
    */
-  #check(bytes: Uint8Array, streamSeq: number | undefined, mayPark: boolean): Opened | 'refresh' {
+  #check(
+    bytes: Uint8Array,
+    streamSeq: number | undefined,
+    mayPark: boolean,
+    signatureValid?: boolean
+  ): Opened | 'refresh' {
     const f = parseFrame(bytes);
     const h = f.header;
     const chain = this.chain;
@@ -406,7 +420,7 @@ export class RoomState {
     if (policy.sign && !h.signed)
       throw new FrameError('POLICY_MISMATCH', 'unsigned frame in a room that requires signatures');
     // What needs no network first: a forged or mangled frame costs nothing.
-    if (h.signed && !frameSignatureValid(f))
+    if (h.signed && !(signatureValid ?? frameSignatureValid(f)))
       throw new FrameError('BAD_SIGNATURE', 'sender signature does not verify');
     // An epoch no statement speaks of yet: only a refresh can tell.
     if (h.epoch > chain.epoch) {

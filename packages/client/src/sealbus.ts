@@ -35,6 +35,7 @@ import { ControlClient } from './control.js';
 import { natsTransport } from './secure.js';
 import { ControlError, PublishError, SealbusError } from './errors.js';
 import { Appender, PersistedReader } from './persisted.js';
+import { OrderedFrames, VerifyPool } from './verifier.js';
 import { newRoomKey, sealRoomKey } from './keys.js';
 import {
   DEFAULT_ROTATION_GRACE_MS,
@@ -1520,14 +1521,24 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
     // Never waits on the network: a frame that needs a refresh is parked
     // (bounded) and handed over when the refresh decides it, while the
     // frames behind it go on.
-    const deliver = async (bytes: Uint8Array, streamSeq?: number, reply?: string) => {
+    const deliver = async (
+      bytes: Uint8Array,
+      streamSeq?: number,
+      reply?: string,
+      signatureValid?: boolean
+    ) => {
       let opened: Opened | null;
       try {
-        opened = state.openNow(bytes, streamSeq, (late) => {
-          if (late instanceof FrameError) rejected(bytes, late);
-          else if (late instanceof Error) this.emit('error', late);
-          else void hand(late, bytes, reply);
-        });
+        opened = state.openNow(
+          bytes,
+          streamSeq,
+          (late) => {
+            if (late instanceof FrameError) rejected(bytes, late);
+            else if (late instanceof Error) this.emit('error', late);
+            else void hand(late, bytes, reply);
+          },
+          signatureValid
+        );
       } catch (err) {
         if (err instanceof FrameError) rejected(bytes, err);
         else this.emit('error', err as Error);
@@ -1554,15 +1565,27 @@ export class Sealbus extends EventEmitter<SealbusEvents> {
       await this.#conn.flush();
       return { handlers, stop: () => reader.stop() };
     }
+    // Signatures may be checked on other cores (verifier.ts); frames are
+    // still opened one after another, in the order they came.
+    const ordered = new OrderedFrames(
+      state.chain.policy.sign ? VerifyPool.shared() : null,
+      (bytes, reply, sig) => void deliver(bytes, undefined, reply, sig)
+    );
     const sub = this.#conn.subscribe(
       state.chain.subject,
-      (msg) => void deliver(msg.data, undefined, msg.reply),
+      (msg) => ordered.push(msg.data, msg.reply),
       // A subject taken away as the membership ends: the connection's
       // status reports it once, and #confirmEnd decides (expired or error).
       (err) => void (this.#endingRoom(permissionSubject(err)) ?? this.emit('error', err))
     );
     await this.#conn.flush();
-    return { handlers, stop: async () => sub.unsubscribe() };
+    return {
+      handlers,
+      stop: async () => {
+        sub.unsubscribe();
+        ordered.close();
+      },
+    };
   }
 
   async close(): Promise<void> {

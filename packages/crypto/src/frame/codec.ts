@@ -67,29 +67,45 @@ function roomBytes(room: string): Uint8Array {
   return new Uint8Array(Buffer.from(room, 'hex'));
 }
 
-/** Per-session AEAD keys, cached: HKDF once per (epoch key, sender, session). */
-const subkeys = new WeakMap<Uint8Array, Map<string, Buffer>>();
+/**
+ * Per-session AEAD keys, cached: HKDF once per (epoch key, room, epoch,
+ * sender, session). Looked up by the key array and checked against a copy
+ * of its bytes, so an array that later holds another key never finds the
+ * subkeys of the one it held before.
+ */
+const subkeys = new WeakMap<Uint8Array, { bytes: Buffer; byId: Map<string, Buffer> }>();
+const SUBKEYS_PER_KEY = 10_000;
 
-function sessionKey(epochKey: Uint8Array, aad: Uint8Array): Buffer {
+function sessionKey(epochKey: Uint8Array, aad: Buffer): Buffer {
   let perKey = subkeys.get(epochKey);
-  if (!perKey) subkeys.set(epochKey, (perKey = new Map()));
+  if (!perKey || !perKey.bytes.equals(epochKey)) {
+    perKey = { bytes: Buffer.from(epochKey), byId: new Map() };
+    subkeys.set(epochKey, perKey);
+  }
   // room(12) + epoch(4) + sender(32) + session(16) identify the session key
-  const id = Buffer.from(aad.subarray(2, 66)).toString('base64');
-  let k = perKey.get(id);
+  // (one byte per char: a plain string, no copy of the bytes).
+  const id = aad.toString('latin1', 2, 66);
+  let k = perKey.byId.get(id);
   if (!k) {
-    const salt = aad.subarray(2, 18);
-    const info = Buffer.concat([HKDF_INFO, aad.subarray(18, 66)]);
-    k = Buffer.from(hkdfSync('sha256', epochKey, salt, info, 32));
-    if (perKey.size > 10_000) perKey.clear();
-    perKey.set(id, k);
+    k = deriveSessionKey(perKey.bytes, aad);
+    if (perKey.byId.size >= SUBKEYS_PER_KEY) perKey.byId.clear();
+    perKey.byId.set(id, k);
   }
   return k;
 }
 
+function deriveSessionKey(epochKey: Uint8Array, aad: Uint8Array): Buffer {
+  const salt = aad.subarray(2, 18);
+  const info = Buffer.concat([HKDF_INFO, aad.subarray(18, 66)]);
+  return Buffer.from(hkdfSync('sha256', epochKey, salt, info, 32));
+}
+
+/** 0x00000000 || seq; the cipher copies its IV, so one buffer serves every frame. */
+const nonce = Buffer.alloc(12);
 function nonceFor(seq: number): Buffer {
-  const n = Buffer.alloc(12);
-  n.writeBigUInt64BE(BigInt(seq), 4);
-  return n;
+  nonce.writeUInt32BE(Math.floor(seq / 0x1_0000_0000), 4);
+  nonce.writeUInt32BE(seq >>> 0, 8);
+  return nonce;
 }
 
 export interface SealOptions {
@@ -113,6 +129,13 @@ export class FrameSealer {
   #seq = 0;
   #roomBytes: Uint8Array;
   #signer: Ed25519Signer;
+  /**
+   * The header bytes [0, 66) of the last (flags, epoch) sealed under, and
+   * the session key of the last epoch key (with a copy of that key's bytes):
+   * a frame under the same epoch costs no header encoding and no HKDF.
+   */
+  #head: { flags: number; epoch: number; bytes: Buffer } | undefined;
+  #sub: { epochKey: Buffer; epoch: number; key: Buffer } | undefined;
 
   constructor(
     room: string,
@@ -130,6 +153,29 @@ export class FrameSealer {
     return this.#seq + 1;
   }
 
+  #header(flags: number, epoch: number): Buffer {
+    const h = this.#head;
+    if (h && h.flags === flags && h.epoch === epoch) return h.bytes;
+    const bytes = Buffer.alloc(66);
+    bytes[0] = FRAME_VERSION;
+    bytes[1] = flags;
+    bytes.set(this.#roomBytes, 2);
+    bytes.writeUInt32BE(epoch, 14);
+    bytes.set(this.#signer.publicKey, 18);
+    bytes.set(this.session, 50);
+    this.#head = { flags, epoch, bytes };
+    return bytes;
+  }
+
+  #sessionKey(epochKey: Uint8Array, epoch: number, aad: Buffer): Buffer {
+    const s = this.#sub;
+    if (s && s.epoch === epoch && s.epochKey.equals(epochKey)) return s.key;
+    const copy = Buffer.from(epochKey);
+    const key = deriveSessionKey(copy, aad);
+    this.#sub = { epochKey: copy, epoch, key };
+    return key;
+  }
+
   seal(payload: Uint8Array, o: SealOptions): Uint8Array {
     if (payload.length > FRAME_MAX_PAYLOAD)
       throw new FrameError('MALFORMED', `payload over ${FRAME_MAX_PAYLOAD} bytes`);
@@ -141,19 +187,18 @@ export class FrameSealer {
     const out = Buffer.allocUnsafe(
       FRAME_HEADER_BYTES + bodyLen + (o.sign ? FRAME_SIGNATURE_BYTES : 0)
     );
-    out[0] = FRAME_VERSION;
-    out[1] = (o.key ? FLAG_ENCRYPTED : 0) | (o.sign ? FLAG_SIGNED : 0);
-    out.set(this.#roomBytes, 2);
-    out.writeUInt32BE(o.epoch, 14);
-    out.set(this.#signer.publicKey, 18);
-    out.set(this.session, 50);
-    out.writeBigUInt64BE(BigInt(seq), 66);
+    out.set(this.#header((o.key ? FLAG_ENCRYPTED : 0) | (o.sign ? FLAG_SIGNED : 0), o.epoch), 0);
+    out.writeUInt32BE(Math.floor(seq / 0x1_0000_0000), 66);
+    out.writeUInt32BE(seq >>> 0, 70);
     out.writeUInt32BE(bodyLen, 74);
     const aad = out.subarray(0, FRAME_HEADER_BYTES);
     if (o.key) {
-      const c = createCipheriv('chacha20-poly1305', sessionKey(o.key, aad), nonceFor(seq), {
-        authTagLength: FRAME_TAG_BYTES,
-      });
+      const c = createCipheriv(
+        'chacha20-poly1305',
+        this.#sessionKey(o.key, o.epoch, aad),
+        nonceFor(seq),
+        { authTagLength: FRAME_TAG_BYTES }
+      );
       c.setAAD(aad, { plaintextLength: payload.length });
       const n = c.update(payload).copy(out, FRAME_HEADER_BYTES);
       c.final();
@@ -188,9 +233,10 @@ export function parseFrame(bytes: Uint8Array): ParsedFrame {
     throw new FrameError('MALFORMED', `frame length ${b.length}, header says ${expected}`);
   if (encrypted && bodyLen < FRAME_TAG_BYTES)
     throw new FrameError('MALFORMED', 'ciphertext shorter than its tag');
-  const seqBig = b.readBigUInt64BE(66);
-  if (seqBig < 1n || seqBig > BigInt(Number.MAX_SAFE_INTEGER))
-    throw new FrameError('MALFORMED', 'seq out of range');
+  // A seq is 1 .. 2^53 - 1: the high word stays below 2^21.
+  const seqHigh = b.readUInt32BE(66);
+  const seq = seqHigh * 0x1_0000_0000 + b.readUInt32BE(70);
+  if (seq < 1 || seqHigh > 0x1f_ffff) throw new FrameError('MALFORMED', 'seq out of range');
   const end = FRAME_HEADER_BYTES + bodyLen;
   return {
     header: {
@@ -201,7 +247,7 @@ export function parseFrame(bytes: Uint8Array): ParsedFrame {
       epoch: b.readUInt32BE(14),
       sender: b.toString('hex', 18, 50),
       session: b.toString('hex', 50, 66),
-      seq: Number(seqBig),
+      seq,
     },
     aad: bytes.subarray(0, FRAME_HEADER_BYTES),
     payload: bytes.subarray(FRAME_HEADER_BYTES, end),
@@ -221,20 +267,23 @@ export function frameSignatureValid(f: ParsedFrame): boolean {
 export function openFramePayload(f: ParsedFrame, epochKey: Uint8Array): Uint8Array {
   if (!f.header.encrypted) return f.payload;
   assertBytes(epochKey, 32, 'room key');
-  const ct = f.payload.subarray(0, f.payload.length - FRAME_TAG_BYTES);
-  const tag = f.payload.subarray(f.payload.length - FRAME_TAG_BYTES);
+  const p = f.payload;
+  const aad = Buffer.from(f.aad.buffer, f.aad.byteOffset, f.aad.length);
+  const ctLen = p.length - FRAME_TAG_BYTES;
   try {
     const d = createDecipheriv(
       'chacha20-poly1305',
-      sessionKey(epochKey, f.aad),
+      sessionKey(epochKey, aad),
       nonceFor(f.header.seq),
       {
         authTagLength: FRAME_TAG_BYTES,
       }
     );
-    d.setAAD(f.aad, { plaintextLength: ct.length });
-    d.setAuthTag(tag);
-    const out = Buffer.concat([d.update(ct), d.final()]);
+    d.setAAD(aad, { plaintextLength: ctLen });
+    d.setAuthTag(p.subarray(ctLen));
+    const out = d.update(p.subarray(0, ctLen));
+    // Throws unless the tag authenticates; only then is `out` handed out.
+    d.final();
     return new Uint8Array(out.buffer, out.byteOffset, out.length);
   } catch {
     throw new FrameError('DECRYPT_FAILED', 'payload does not authenticate under this epoch key');

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createCipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
 import { generateIdentity } from '../identity.js';
 import {
   FRAME_HEADER_BYTES,
@@ -135,4 +135,105 @@ test('replay window: a sender flooding sessions evicts only its own, never anoth
   // Mallory's own oldest sessions are the ones gone.
   assert.deepEqual(w.check('mallory', 'm0', 1), { ok: true, gap: null });
   assert.deepEqual(w.check('mallory', 'm99999', 1), { ok: false, reason: 'REPLAYED' });
+});
+
+// Frozen frames: any change to the wire format (or to how a key, nonce or
+// header is derived) changes these bytes.
+test('known-answer frames: fixed seed, session and key give frozen bytes', () => {
+  const seed = new Uint8Array(32).map((_, i) => i + 1);
+  const session = new Uint8Array(16).map((_, i) => 0xa0 + i);
+  const key = new Uint8Array(32).map((_, i) => 0x40 + i);
+  const s = new FrameSealer('0123456789abcdef01234567', seed, session);
+  const text = new TextEncoder().encode('known answer');
+  const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+  const head = '0123456789abcdef01234567';
+  const sender = '79b5562e8fe654f94078b112e8a98ba7901f853ae695bed7e0e3910bad049664';
+  const sess = 'a0a1a2a3a4a5a6a7a8a9aaabacadaeaf';
+  assert.equal(
+    hex(s.seal(text, { epoch: 7, key, sign: true })),
+    `0103${head}00000007${sender}${sess}00000000000000010000001c` +
+      'fc0de3c44f6625ac3277108387abf86a7a451368201fcb69cbf49dc1' +
+      '7b9c3c85048a6485980f2367a62a8d92bda1846af059c2491e288c6dbb965806a3e7412d8518be9f6c781b103730527e84409caf38b0c8a3df81ab8600a7f60b'
+  );
+  assert.equal(
+    hex(s.seal(text, { epoch: 7, key, sign: false })),
+    `0101${head}00000007${sender}${sess}00000000000000020000001c` +
+      'e7f7a24bc731524046ed577a1525e1837d61286ffc52735705b71de4'
+  );
+  assert.equal(
+    hex(s.seal(text, { epoch: 0x01020304, key: null, sign: true })),
+    `0102${head}01020304${sender}${sess}00000000000000030000000c6b6e6f776e20616e73776572` +
+      'caa3a61f0dbc411c87dfc1e9e810f6a04c22e12e9688acdc7816d336b3dcb6563a79497e66146f0f4504b62158b797411476a5f4ce6e6709dae70b76a0c4f10d'
+  );
+  for (let i = 0; i < 2; i++) s.seal(text, { epoch: 7, key, sign: true });
+  const big = s.seal(new Uint8Array(1024).fill(0x5a), { epoch: 8, key, sign: true });
+  assert.equal(big.length, 1182);
+  assert.equal(
+    createHash('sha256').update(big).digest('hex'),
+    '9c5ce9a4801fc621860811b15a6c2083545160a28a30a54d135a08487ae47858'
+  );
+});
+
+// The format as its comment states it, built here without the codec: a seq
+// above 2^32 must land in the header's and the nonce's high bytes.
+test('a frame built from the format description opens, with a seq above 2^32', () => {
+  const key = new Uint8Array(randomBytes(32));
+  const session = randomBytes(16);
+  const seq = 2 ** 40 + 5;
+  const text = new TextEncoder().encode('by the book');
+  const header = Buffer.alloc(FRAME_HEADER_BYTES);
+  header[0] = 1;
+  header[1] = 1;
+  Buffer.from(ROOM, 'hex').copy(header, 2);
+  header.writeUInt32BE(9, 14);
+  Buffer.from(alice.signPubHex, 'hex').copy(header, 18);
+  session.copy(header, 50);
+  header.writeBigUInt64BE(BigInt(seq), 66);
+  header.writeUInt32BE(text.length + 16, 74);
+  const sub = Buffer.from(
+    hkdfSync(
+      'sha256',
+      key,
+      header.subarray(2, 18),
+      Buffer.concat([Buffer.from('sealbus/frame/v1'), header.subarray(18, 66)]),
+      32
+    )
+  );
+  const nonce = Buffer.alloc(12);
+  nonce.writeBigUInt64BE(BigInt(seq), 4);
+  const c = createCipheriv('chacha20-poly1305', sub, nonce, { authTagLength: 16 });
+  c.setAAD(header, { plaintextLength: text.length });
+  const bytes = Buffer.concat([header, c.update(text), c.final(), c.getAuthTag()]);
+  const f = parseFrame(new Uint8Array(bytes));
+  assert.equal(f.header.seq, seq);
+  assert.deepEqual(openFramePayload(f, key), text);
+  // One past the largest safe integer is refused.
+  bytes.writeBigUInt64BE(BigInt(Number.MAX_SAFE_INTEGER) + 1n, 66);
+  assert.throws(() => parseFrame(new Uint8Array(bytes)), isCode('MALFORMED'));
+  bytes.writeBigUInt64BE(BigInt(Number.MAX_SAFE_INTEGER), 66);
+  assert.equal(parseFrame(new Uint8Array(bytes)).header.seq, Number.MAX_SAFE_INTEGER);
+});
+
+// Subkeys are cached per epoch key: the cache must follow the key's bytes,
+// never only the object that held them.
+test('a key cache never outlives a key: new epoch keys open only their own frames', () => {
+  const s = new FrameSealer(ROOM, alice.signSeed);
+  const k = Uint8Array.from(key0);
+  const a = parseFrame(s.seal(msg, { epoch: 1, key: k, sign: false }));
+  assert.deepEqual(openFramePayload(a, k), msg);
+  // The same array, now holding another key (a caller reusing its buffer).
+  k.set(key1);
+  const b = parseFrame(s.seal(msg, { epoch: 1, key: k, sign: false }));
+  assert.throws(() => openFramePayload(a, k), isCode('DECRYPT_FAILED'), 'old frame, new key');
+  assert.deepEqual(openFramePayload(b, key1), msg, 'sealed under the new bytes');
+  assert.throws(() => openFramePayload(b, key0), isCode('DECRYPT_FAILED'));
+  // Rekey: epoch 2 under key1 opens with key1 only; epoch 1 frames stay key0's.
+  const c = parseFrame(s.seal(msg, { epoch: 2, key: key1, sign: false }));
+  assert.deepEqual(openFramePayload(c, key1), msg);
+  assert.throws(() => openFramePayload(c, key0), isCode('DECRYPT_FAILED'));
+  assert.deepEqual(openFramePayload(a, key0), msg);
+  // Back to an earlier epoch's key: the sealer follows the key it is given.
+  const d = parseFrame(s.seal(msg, { epoch: 1, key: key0, sign: false }));
+  assert.deepEqual(openFramePayload(d, key0), msg);
+  assert.throws(() => openFramePayload(d, key1), isCode('DECRYPT_FAILED'));
 });
