@@ -205,10 +205,10 @@ async function waitHealthy(nodes, ca, seconds) {
     .map((n) => {
       let tail = '';
       try {
-        tail = readFileSync(join(DIR, `${n.name}.log`), 'utf8')
-          .split('\n')
-          .slice(-6)
-          .join('\n');
+        const lines = readFileSync(join(DIR, `${n.name}.log`), 'utf8').split('\n');
+        // nats-server's own complaints (routes, the JetStream meta group), then the end.
+        const nats = lines.filter((l) => /nats-server/.test(l) && /"level":(40|50|60)/.test(l));
+        tail = [...nats.slice(-6), ...lines.slice(-4)].join('\n');
       } catch {
         /* no log */
       }

@@ -54,7 +54,10 @@ export async function startCluster(
   const run = (args: string[], timeoutMs = o.timeoutMs ?? 180_000) =>
     runNode(script, [...args, '--dir', dir.path], timeoutMs);
   for (let attempt = 1; ; attempt++) {
-    const up = await run(['up', ...(o.tls ? ['--tls'] : [])]);
+    // A healthy bring-up takes seconds; one that has not made it in 60 s
+    // (seen: every bucket "no suitable peers for placement" for minutes)
+    // is better started afresh.
+    const up = await run(['up', '--timeout', '60', ...(o.tls ? ['--tls'] : [])]);
     if (up.code === 0) break;
     await run(['down']).catch(() => {});
     await dir.remove();
